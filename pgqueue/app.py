@@ -1,0 +1,468 @@
+"""The :class:`App`: configuration, the task registry, enqueue (sync and async) and queue control.
+
+::
+
+    app = pgqueue.App(database_url="postgresql://localhost/shop", schema="pgqueue")
+
+    @app.task(name="send_email", queue="emails")
+    def send_email(to: str, subject: str) -> None: ...
+
+    with psycopg.connect(url) as conn:                    # your transaction
+        conn.execute("INSERT INTO orders ...")
+        send_email.enqueue(to="a@b.c", subject="hi", conn=conn)
+    # committed together; a rollback leaves neither the order nor the job
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from pgqueue._dsn import to_libpq, url_from_env
+from pgqueue._names import validate_name, validate_schema
+from pgqueue.drivers.base import Driver, FailedJob, QueueStats
+from pgqueue.drivers.postgres.schema import DEFAULT_SCHEMA
+from pgqueue.errors import (
+    CapabilityError,
+    ConfigurationError,
+    JobNotFoundError,
+    UnknownTaskError,
+    ValidationError,
+)
+from pgqueue.job import Job, NewJob
+from pgqueue.retry import Backoff
+from pgqueue.task import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    Task,
+    check_delay,
+    check_max_attempts,
+    check_priority,
+    check_timeout,
+    dumps_args,
+    to_json_object,
+)
+
+__all__ = ["App"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: A dead-letter hook: ``(job, error)``; sync or async.
+DeadLetterHandler = Callable[[Job, BaseException], Any | Awaitable[Any]]
+
+_ENQUEUE_OPTIONS = ("queue", "priority", "delay", "run_at", "max_attempts", "unique_key",
+                    "timeout", "meta", "conn")
+
+
+class App:
+    """A pgqueue application: where jobs live and which tasks exist.
+
+    Args:
+        database_url: PostgreSQL URL. Default: ``PGQUEUE_DATABASE_URL``, then ``DATABASE_URL``.
+        schema: the PostgreSQL schema of pgqueue's tables (default ``pgqueue``).
+        driver: a driver instance or name (``"postgres"``, ``"memory"``); default postgres.
+        strict: if true, :meth:`enqueue` refuses task names that are not registered.
+        default_queue: queue of tasks registered without one (default ``"default"``).
+        pool_size: size of pgqueue's own connection pools.
+    """
+
+    def __init__(self, database_url: str | None = None, *, schema: str = DEFAULT_SCHEMA,
+                 driver: Driver | str | None = None, strict: bool = False,
+                 default_queue: str = "default", pool_size: int = 10,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.schema = validate_schema(schema)
+        self.strict = strict
+        self.default_queue = validate_name(default_queue, "queue")
+        self.tasks: dict[str, Task] = {}
+        self.dead_letter_handlers: dict[str, DeadLetterHandler] = {}
+        self._pool_size = pool_size
+        self._driver: Driver | None = None
+        self.database_url: str | None = None
+        self._url_source = "database_url argument"
+        if isinstance(driver, str):
+            driver = _driver_by_name(driver, self)
+        if driver is not None:
+            self._driver = driver
+        else:
+            if database_url is None:
+                found = url_from_env(environ)
+                if found is not None:
+                    database_url, self._url_source = found[0], f"env {found[1]}"
+            if database_url is not None:
+                self.database_url = to_libpq(database_url, source=self._url_source)
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.App schema={self.schema!r} tasks={len(self.tasks)}>"
+
+    # ---- driver ----------------------------------------------------------------------------
+    @property
+    def driver(self) -> Driver:
+        """The driver (created on first use)."""
+        if self._driver is None:
+            if self.database_url is None:
+                raise ConfigurationError(
+                    "no database configured: pass App(database_url=...) or set "
+                    "PGQUEUE_DATABASE_URL (or DATABASE_URL) to postgresql://user@host/dbname",
+                    key="database_url")
+            from pgqueue.drivers.postgres.driver import PostgresDriver
+
+            self._driver = PostgresDriver(self.database_url, schema=self.schema,
+                                          pool_size=self._pool_size)
+        return self._driver
+
+    def close(self) -> None:
+        """Close pgqueue's own connection pools (sync)."""
+        if self._driver is not None:
+            self._driver.close()
+
+    async def aclose(self) -> None:
+        """Close pgqueue's own connection pools (async and sync)."""
+        if self._driver is not None:
+            await self._driver.aclose()
+
+    def migrate(self) -> None:
+        """Upgrade pgqueue's schema in this app's database to head (idempotent)."""
+        from pgqueue import migrations
+
+        if self.database_url is None:
+            raise ConfigurationError("migrate needs a database URL", key="database_url")
+        migrations.upgrade(self.database_url, schema=self.schema)
+
+    # ---- tasks -------------------------------------------------------------------------------
+    @overload
+    def task(self, fn: F, /) -> Task: ...
+    @overload
+    def task(self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
+             priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+             retry: Backoff | None = None, timeout: float | None = None,
+             aliases: Iterable[str] = ()) -> Callable[[F], Task]: ...
+
+    def task(self, fn: F | None = None, /, *, name: str | None = None, queue: str | None = None,
+             priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+             retry: Backoff | None = None, timeout: float | None = None,
+             aliases: Iterable[str] = ()) -> Task | Callable[[F], Task]:
+        """Register a function or a class-based job (with ``handle()``) as a task.
+
+        ``name`` is the stable name stored in the jobs table (default: ``module.qualname``);
+        renaming the Python function later does not orphan queued jobs if the old name is kept
+        in ``aliases``. ``retry`` is a backoff policy (``pgqueue.RetryPolicy`` or any
+        ``(attempt) -> seconds``); ``timeout`` is seconds per attempt.
+        """
+
+        def register(f: F) -> Task:
+            task_name = name or f"{f.__module__}.{f.__qualname__}"
+            task = Task(self, f, name=task_name, queue=queue or self.default_queue,
+                        priority=priority, max_attempts=max_attempts, retry=retry,
+                        timeout=timeout, aliases=tuple(aliases))
+            for key in (task.name, *task.aliases):
+                if key in self.tasks and self.tasks[key].handler is not f:
+                    raise ValidationError(f"task name {key!r} is already registered to "
+                                          f"{self.tasks[key].handler!r}")
+                self.tasks[key] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task | None:
+        return self.tasks.get(name)
+
+    def task_for(self, obj: Any) -> Task | None:
+        """The task registered for a class-based job instance, if any."""
+        for task in self.tasks.values():
+            if task.is_class and isinstance(obj, task.handler):
+                return task
+        return None
+
+    def on_dead_letter(self, queue: str, handler: DeadLetterHandler) -> None:
+        """Run ``handler(job, error)`` after a job of ``queue`` lands in ``failed_jobs``."""
+        self.dead_letter_handlers[validate_name(queue, "queue")] = handler
+
+    # ---- enqueue -------------------------------------------------------------------------------
+    def build(self, task: str | Any, args: Any = None, *, queue: str | None = None,
+              priority: int | None = None, delay: float | dt.timedelta | None = None,
+              run_at: dt.datetime | None = None, max_attempts: int | None = None,
+              unique_key: str | None = None, timeout: float | None = None,
+              meta: Mapping[str, Any] | None = None) -> NewJob:
+        """Validate one job and return it ready to insert (raises :class:`ValidationError`)."""
+        registered: Task | None
+        if isinstance(task, str):
+            registered = self.tasks.get(task)
+            if registered is None:
+                validate_name(task, "task")
+                if self.strict:
+                    known = ", ".join(sorted(self.tasks)) or "none"
+                    raise UnknownTaskError(f"unknown task {task!r} (strict mode); registered "
+                                           f"tasks: {known}")
+            task_name = registered.name if registered else task
+        else:  # a class-based job instance
+            registered = self.task_for(task)
+            if registered is None:
+                raise UnknownTaskError(f"{type(task).__name__} is not a registered task; "
+                                       "decorate its class with @app.task")
+            if args is not None:
+                raise ValidationError("pass either a job instance or a task name with args")
+            args, task_name = task, registered.name
+        args_json = registered.serialise(args) if registered else dumps_args(
+            to_json_object(args if args is not None else {}))
+        delay_s: float | None = None
+        if delay is not None:
+            if run_at is not None:
+                raise ValidationError("pass delay or run_at, not both")
+            if isinstance(delay, dt.timedelta):
+                delay = delay.total_seconds()
+            delay_s = check_delay(delay)
+        if run_at is not None and (not isinstance(run_at, dt.datetime) or run_at.tzinfo is None):
+            raise ValidationError("run_at must be a timezone-aware datetime, e.g. "
+                                  "datetime.now(timezone.utc) + timedelta(minutes=5)")
+        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key
+                                       or len(unique_key) > 1000 or "\x00" in unique_key):
+            raise ValidationError("unique_key must be a non-empty string of at most 1000 "
+                                  "characters without NUL")
+        return NewJob(
+            queue=validate_name(queue, "queue") if queue is not None else (
+                registered.queue if registered else self.default_queue),
+            task=task_name,
+            args_json=args_json,
+            priority=check_priority(priority) if priority is not None else (
+                registered.priority if registered else DEFAULT_PRIORITY),
+            max_attempts=check_max_attempts(max_attempts) if max_attempts is not None else (
+                registered.max_attempts if registered else DEFAULT_MAX_ATTEMPTS),
+            run_at=run_at,
+            delay_s=delay_s,
+            unique_key=unique_key,
+            timeout_s=check_timeout(timeout) if timeout is not None else (
+                registered.timeout if registered else None),
+            meta_json=dumps_args(dict(meta), "meta") if meta else "{}",
+        )
+
+    def enqueue(self, task: str | Any, args: Any = None, *, conn: Any = None,
+                **options: Any) -> int:
+        """Enqueue one job; returns its id.
+
+        ``task`` is a task name (with ``args`` a dict, dataclass or pydantic model) or a
+        class-based job instance. Options: ``queue``, ``priority`` (0-1000, lower first,
+        default 20), ``delay`` (seconds or timedelta), ``run_at`` (aware datetime),
+        ``max_attempts``, ``unique_key`` (if a live job holds it, nothing is inserted and that
+        job's id is returned), ``timeout`` (seconds), ``meta`` (dict). ``conn``: your psycopg or
+        SQLAlchemy connection/session; the job is then part of your transaction and its wake-up
+        is sent at your commit.
+        """
+        job = self.build(task, args, **_check_options(options))
+        return self._insert([job], conn)[0]
+
+    async def enqueue_async(self, task: str | Any, args: Any = None, *, conn: Any = None,
+                            **options: Any) -> int:
+        """Async twin of :meth:`enqueue` (``conn``: psycopg ``AsyncConnection``, SQLAlchemy
+        ``AsyncConnection``/``AsyncSession``)."""
+        job = self.build(task, args, **_check_options(options))
+        return (await self._insert_async([job], conn))[0]
+
+    def enqueue_many(self, task: str, args_list: Iterable[Any], *, conn: Any = None,
+                     **options: Any) -> list[int]:
+        """Enqueue many jobs of one task in one round trip (COPY for large batches); returns
+        their ids in input order. Options apply to every job."""
+        opts = _check_options(options)
+        jobs = [self.build(task, a, **opts) for a in args_list]
+        return self._insert(jobs, conn)
+
+    async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *, conn: Any = None,
+                                 **options: Any) -> list[int]:
+        opts = _check_options(options)
+        jobs = [self.build(task, a, **opts) for a in args_list]
+        return await self._insert_async(jobs, conn)
+
+    def insert(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
+        """Insert jobs built with :meth:`build` (mixed tasks and options) in one batch."""
+        return self._insert(jobs, conn)
+
+    async def insert_async(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
+        return await self._insert_async(jobs, conn)
+
+    def _check_conn(self, conn: Any) -> None:
+        if conn is not None and not self.driver.capabilities.transactional_enqueue:
+            raise CapabilityError(f"the {self.driver.name} driver cannot enqueue inside your "
+                                  "transaction; drop conn= or use the postgres driver")
+
+    def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int]:
+        self._check_conn(conn)
+        return self.driver.insert_many(jobs, conn=conn)
+
+    async def _insert_async(self, jobs: Sequence[NewJob], conn: Any) -> list[int]:
+        self._check_conn(conn)
+        return await self.driver.insert_many_async(jobs, conn=conn)
+
+    # ---- completion inside the handler's transaction --------------------------------------------
+    def complete(self, conn: Any, job: Job | None = None, *, result: Any = None) -> None:
+        """Mark the running job (default: the current one) succeeded inside ``conn``'s
+        transaction, so that the handler's business writes and the completion commit together.
+        """
+        from pgqueue.worker.context import completion_target
+
+        job_id, worker_id, mark = completion_target(job)
+        driver = self.driver
+        if not driver.capabilities.transactional_completion:
+            raise CapabilityError(f"the {driver.name} driver cannot complete a job in your "
+                                  "transaction")
+        from pgqueue.worker.executor import result_json
+
+        driver.finish_in_transaction(conn, job_id, worker_id=worker_id,
+                                     result_json=result_json(result))
+        mark()
+
+    async def complete_async(self, conn: Any, job: Job | None = None, *,
+                             result: Any = None) -> None:
+        """Async twin of :meth:`complete`."""
+        from pgqueue.worker.context import completion_target
+        from pgqueue.worker.executor import result_json
+
+        job_id, worker_id, mark = completion_target(job)
+        driver = self.driver
+        if not driver.capabilities.transactional_completion:
+            raise CapabilityError(f"the {driver.name} driver cannot complete a job in your "
+                                  "transaction")
+        await driver.finish_in_transaction_async(
+            conn, job_id, worker_id=worker_id, result_json=result_json(result))
+        mark()
+
+    # ---- queue control -------------------------------------------------------------------------
+    def pause(self, queue: str) -> None:
+        """Pause a queue: no worker claims its jobs until :meth:`resume` (running jobs finish)."""
+        self.driver.set_paused(validate_name(queue, "queue"), True)
+
+    async def pause_async(self, queue: str) -> None:
+        await self.driver.set_paused_async(validate_name(queue, "queue"), True)
+
+    def resume(self, queue: str) -> None:
+        self.driver.set_paused(validate_name(queue, "queue"), False)
+
+    async def resume_async(self, queue: str) -> None:
+        await self.driver.set_paused_async(validate_name(queue, "queue"), False)
+
+    def count(self, queue: str) -> int:
+        """Waiting (including scheduled) + running jobs of a queue."""
+        return self.driver.count(validate_name(queue, "queue"))
+
+    async def count_async(self, queue: str) -> int:
+        return await self.driver.count_async(validate_name(queue, "queue"))
+
+    def sizes(self, queue: str) -> dict[str, int]:
+        """``{"waiting", "scheduled", "running", "failed"}`` counts of a queue."""
+        return self.driver.sizes(validate_name(queue, "queue"))
+
+    async def sizes_async(self, queue: str) -> dict[str, int]:
+        return await self.driver.sizes_async(validate_name(queue, "queue"))
+
+    def clear(self, queue: str) -> int:
+        """Delete a queue's waiting and scheduled jobs; returns how many. Running jobs finish."""
+        return self.driver.clear(validate_name(queue, "queue"))
+
+    async def clear_async(self, queue: str) -> int:
+        return await self.driver.clear_async(validate_name(queue, "queue"))
+
+    def pop(self, queue: str) -> Job | None:
+        """Take the next ready job out of a queue and return it (you own it now), or None."""
+        return self.driver.pop(validate_name(queue, "queue"))
+
+    async def pop_async(self, queue: str) -> Job | None:
+        return await self.driver.pop_async(validate_name(queue, "queue"))
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a waiting job (moved to history as cancelled) or ask a running one to stop.
+        Returns False if no live job has that id."""
+        return self.driver.cancel(_check_id(job_id))
+
+    async def cancel_async(self, job_id: int) -> bool:
+        return await self.driver.cancel_async(_check_id(job_id))
+
+    def get_job(self, job_id: int) -> Job | None:
+        return self.driver.get_job(_check_id(job_id))
+
+    async def get_job_async(self, job_id: int) -> Job | None:
+        return await self.driver.get_job_async(_check_id(job_id))
+
+    def failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        """Archived (dead-letter) jobs, newest first."""
+        return self.driver.list_failed(_opt_queue(queue), limit)
+
+    async def failed_async(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        return await self.driver.list_failed_async(_opt_queue(queue), limit)
+
+    def get_failed(self, job_id: int) -> FailedJob:
+        found = self.driver.get_failed(_check_id(job_id))
+        if found is None:
+            raise JobNotFoundError(f"no failed job with id {job_id}")
+        return found
+
+    async def get_failed_async(self, job_id: int) -> FailedJob:
+        found = await self.driver.get_failed_async(_check_id(job_id))
+        if found is None:
+            raise JobNotFoundError(f"no failed job with id {job_id}")
+        return found
+
+    def retry_failed(self, job_id: int) -> int:
+        """Re-drive one archived job: back to waiting with its id and attempt 0."""
+        ids = self.driver.redrive([_check_id(job_id)])
+        if not ids:
+            raise JobNotFoundError(f"no failed job with id {job_id}")
+        return ids[0]
+
+    async def retry_failed_async(self, job_id: int) -> int:
+        ids = await self.driver.redrive_async([_check_id(job_id)])
+        if not ids:
+            raise JobNotFoundError(f"no failed job with id {job_id}")
+        return ids[0]
+
+    def retry_all_failed(self, queue: str | None = None) -> list[int]:
+        """Re-drive every archived job (of ``queue``, when given)."""
+        return self.driver.redrive(None, _opt_queue(queue))
+
+    async def retry_all_failed_async(self, queue: str | None = None) -> list[int]:
+        return await self.driver.redrive_async(None, _opt_queue(queue))
+
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
+        """Delete archived jobs (of ``queue``, failed before ``before``); returns how many."""
+        return self.driver.purge_failed(_opt_queue(queue), before)
+
+    async def purge_failed_async(self, queue: str | None = None,
+                                 before: dt.datetime | None = None) -> int:
+        return await self.driver.purge_failed_async(_opt_queue(queue), before)
+
+    def stats(self) -> list[QueueStats]:
+        """Per-queue counts (the ``queue_stats`` view)."""
+        return self.driver.stats()
+
+    async def stats_async(self) -> list[QueueStats]:
+        return await self.driver.stats_async()
+
+    # ---- workers ---------------------------------------------------------------------------------
+    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Any:
+        """A :class:`pgqueue.Worker` for this app (see its options)."""
+        from pgqueue.worker import Worker
+
+        return Worker(self, queues=queues, **options)
+
+
+def _driver_by_name(name: str, app: App) -> Driver:
+    from pgqueue.drivers import get_driver
+
+    return get_driver(name, schema=app.schema)
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(_ENQUEUE_OPTIONS))
+    if unknown:
+        raise ValidationError(f"unknown enqueue option(s) {', '.join(unknown)}; allowed: "
+                              f"{', '.join(_ENQUEUE_OPTIONS)}")
+    return options
+
+
+def _check_id(job_id: object) -> int:
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+        raise ValidationError(f"job id must be a positive integer, not {job_id!r}")
+    return job_id
+
+
+def _opt_queue(queue: str | None) -> str | None:
+    return None if queue is None else validate_name(queue, "queue")
+

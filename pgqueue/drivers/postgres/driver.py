@@ -1,0 +1,560 @@
+"""The PostgreSQL driver: the product. Implements every operation of the driver seam over psycopg 3.
+
+Each operation is built once as an :class:`_Op` (statement, parameters, how to read the rows) and
+run by one of two executors of a few lines each: :meth:`PostgresDriver._run` (sync) and
+:meth:`PostgresDriver._arun` (async). Both run on the caller's connection when one is given
+(psycopg ``Connection``/``AsyncConnection``, SQLAlchemy ``Connection``/``Session``/
+``AsyncConnection``/``AsyncSession``), joining its transaction, and on pgqueue's own pool
+otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgqueue.drivers.base import Capabilities, FailedJob, Finish, QueueStats, Requeue, WakeCallback
+from pgqueue.drivers.postgres import connections
+from pgqueue.drivers.postgres.sql import Statements, statements
+from pgqueue.errors import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    JobError,
+    NotMigratedError,
+    PgQueueError,
+)
+from pgqueue.job import Job, NewJob
+
+__all__ = ["PostgresDriver"]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+#: Batches at least this large, without unique keys, go through COPY.
+COPY_THRESHOLD = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Op(Generic[T]):
+    query: sql.Composable
+    params: dict[str, Any]
+    read: Callable[[list[Row]], T]
+
+
+def _none(rows: list[Row]) -> None:
+    return None
+
+
+def _ids(rows: list[Row]) -> list[int]:
+    return [int(r[0]) for r in rows]
+
+
+def _scalar(rows: list[Row]) -> Any:
+    return rows[0][0] if rows else None
+
+
+def _job(row: Row) -> Job:
+    (id_, queue, task, args, priority, attempt, max_attempts, run_at, created_at, unique_key,
+     timeout_s, errors, meta, state) = row
+    return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
+               max_attempts=max_attempts, run_at=run_at, created_at=created_at,
+               unique_key=unique_key, timeout_s=timeout_s, errors=errors, meta=meta, state=state)
+
+
+def _jobs(rows: list[Row]) -> list[Job]:
+    return [_job(r) for r in rows]
+
+
+def _failed(row: Row) -> FailedJob:
+    return FailedJob(*row)
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """Map psycopg errors to pgqueue's hierarchy at the driver boundary."""
+    try:
+        yield
+    except PgQueueError:
+        raise
+    except (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName, pgerrors.UndefinedFunction) as e:
+        raise NotMigratedError(
+            f"pgqueue's tables are missing or outdated ({e.diag.message_primary}); "
+            "run `pgqueue migrate` (or pgqueue.migrations.upgrade(...)) against this database"
+        ) from e
+    except psycopg.OperationalError as e:
+        raise DatabaseUnavailableError(
+            f"the database did not answer ({str(e).strip().splitlines()[0] if str(e) else e!r});"
+            " check PGQUEUE_DATABASE_URL / DATABASE_URL and that the server is running"
+        ) from e
+    except psycopg.Error as e:
+        raise DatabaseError(f"database error: {e}") from e
+
+
+class PostgresDriver:
+    """PostgreSQL driver over psycopg 3 (sync and async pools, created lazily)."""
+
+    name = "postgres"
+    capabilities = Capabilities(
+        transactional_enqueue=True,
+        transactional_completion=True,
+        cross_process=True,
+        push_wakeups=True,
+        history=True,
+    )
+
+    def __init__(self, dsn: str, *, schema: str = "pgqueue", pool_size: int = 10,
+                 prepare_threshold: int | None = 5, connect_timeout: float = 10.0) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.sql: Statements = statements(schema)
+        self._pool_size = pool_size
+        self._prepare_threshold = prepare_threshold
+        self._connect_timeout = connect_timeout
+        self._pool: ConnectionPool | None = None
+        self._apool: AsyncConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    # ---- pools and executors ---------------------------------------------------------------
+    def _conn_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "prepare_threshold": self._prepare_threshold,
+                "connect_timeout": max(1, int(self._connect_timeout))}
+
+    def _sync_pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
+                                            kwargs=self._conn_kwargs(), open=True,
+                                            timeout=self._connect_timeout,
+                                            name="pgqueue-sync")
+            return self._pool
+
+    async def _async_pool(self) -> AsyncConnectionPool:
+        if self._apool is None:
+            pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
+                                       kwargs=self._conn_kwargs(), open=False,
+                                       timeout=self._connect_timeout, name="pgqueue-async")
+            with _translate():
+                await pool.open()
+            self._apool = pool
+        return self._apool
+
+    def _run(self, op: _Op[T], conn: Any = None) -> T:
+        with _translate():
+            if conn is not None:
+                raw = connections.sync_connection(conn)
+                with raw.cursor(row_factory=tuple_row) as cur:
+                    return op.read(_fetch(cur.execute(op.query, op.params)))
+            with self._sync_pool().connection() as c, c.cursor(row_factory=tuple_row) as cur:
+                return op.read(_fetch(cur.execute(op.query, op.params)))
+
+    async def _arun(self, op: _Op[T], conn: Any = None) -> T:
+        with _translate():
+            if conn is not None:
+                raw = await connections.async_connection(conn)
+                async with raw.cursor(row_factory=tuple_row) as cur:
+                    await cur.execute(op.query, op.params)
+                    return op.read(await cur.fetchall() if cur.description else [])
+            pool = await self._async_pool()
+            async with pool.connection() as c, c.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(op.query, op.params)
+                return op.read(await cur.fetchall() if cur.description else [])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    async def aclose(self) -> None:
+        if self._apool is not None:
+            await self._apool.close()
+            self._apool = None
+        self.close()
+
+    def check(self) -> None:
+        """Connect once and read the migration version; raise a clear error otherwise."""
+        from pgqueue import migrations
+
+        with _translate(), psycopg.connect(self.dsn, **self._conn_kwargs()) as c:
+            try:
+                rows = c.execute(self.sql.version).fetchall()
+            except (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName) as e:
+                raise NotMigratedError(
+                    f"schema {self.schema!r} has no pgqueue tables; run `pgqueue migrate`"
+                ) from e
+        version = rows[0][0] if rows else None
+        if version != migrations.head():
+            raise NotMigratedError(
+                f"schema {self.schema!r} is at migration {version!r}, this pgqueue needs "
+                f"{migrations.head()!r}; run `pgqueue migrate`"
+            )
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection (for the listener, tests, tools)."""
+        with _translate():
+            return psycopg.connect(self.dsn, **self._conn_kwargs())
+
+    # ---- enqueue -------------------------------------------------------------------------
+    def insert_many(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
+        if not jobs:
+            return []
+        if len(jobs) == 1:
+            return [self._run(self._insert_one_op(jobs[0]), conn) or self._existing(jobs[0], conn)]
+        if conn is None:
+            with _translate(), self._sync_pool().connection() as c, c.transaction():
+                return self._insert_bulk(c, jobs)
+        with _translate():
+            return self._insert_bulk(connections.sync_connection(conn), jobs)
+
+    async def insert_many_async(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
+        if not jobs:
+            return []
+        if len(jobs) == 1:
+            found = await self._arun(self._insert_one_op(jobs[0]), conn)
+            if found is None:
+                found = await self._arun(self._unique_op(jobs[0]), conn)
+            return [found]
+        with _translate():
+            if conn is None:
+                pool = await self._async_pool()
+                async with pool.connection() as c, c.transaction():
+                    return await self._insert_bulk_async(c, jobs)
+            return await self._insert_bulk_async(await connections.async_connection(conn), jobs)
+
+    def _insert_one_op(self, j: NewJob) -> _Op[int | None]:
+        return _Op(self.sql.insert_one, {
+            "queue": j.queue, "task": j.task, "args": j.args_json, "priority": j.priority,
+            "max_attempts": j.max_attempts, "run_at": j.run_at, "delay": j.delay_s,
+            "unique_key": j.unique_key, "timeout_s": j.timeout_s, "meta": j.meta_json,
+        }, _scalar)
+
+    def _unique_op(self, j: NewJob) -> _Op[int]:
+        return _Op(self.sql.id_by_unique_key, {"unique_key": j.unique_key}, _scalar)
+
+    def _existing(self, j: NewJob, conn: Any) -> int:
+        return int(self._run(self._unique_op(j), conn))
+
+    def _bulk_plan(self, jobs: Sequence[NewJob], now: dt.datetime,
+                   ids: list[int]) -> tuple[bool, list[tuple[Any, ...]]]:
+        rows = []
+        for i, j in zip(ids, jobs, strict=True):
+            run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
+            rows.append((i, j.queue, j.task, j.args_json, j.priority, j.max_attempts, run_at,
+                         j.unique_key, j.timeout_s, j.meta_json))
+        use_copy = len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs)
+        return use_copy, rows
+
+    def _unnest_params(self, rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+        cols = list(zip(*rows, strict=True))
+        names = ("ids", "queues", "tasks", "args", "priorities", "max_attempts", "run_ats",
+                 "unique_keys", "timeouts", "metas")
+        return {n: list(c) for n, c in zip(names, cols, strict=True)}
+
+    def _insert_bulk(self, c: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> list[int]:
+        with c.cursor(row_factory=tuple_row) as cur:
+            now, ids = cur.execute(self.sql.reserve_ids, {"n": len(jobs)}).fetchone()  # type: ignore[misc]
+            use_copy, rows = self._bulk_plan(jobs, now, ids)
+            if use_copy:
+                with cur.copy(self.sql.copy_jobs) as cp:
+                    for r in rows:
+                        cp.write_row(r[:7] + r[8:])
+                inserted = set(ids)
+            else:
+                inserted = set(_ids(cur.execute(self.sql.insert_many,
+                                                self._unnest_params(rows)).fetchall()))
+            cur.execute(self.sql.notify_queues, {"queues": sorted({j.queue for j in jobs})})
+            return self._resolve_ids(jobs, ids, inserted, lambda key: _scalar(
+                cur.execute(self.sql.id_by_unique_key, {"unique_key": key}).fetchall()))
+
+    async def _insert_bulk_async(self, c: psycopg.AsyncConnection[Any],
+                                 jobs: Sequence[NewJob]) -> list[int]:
+        async with c.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(self.sql.reserve_ids, {"n": len(jobs)})
+            now, ids = await cur.fetchone()  # type: ignore[misc]
+            use_copy, rows = self._bulk_plan(jobs, now, ids)
+            if use_copy:
+                async with cur.copy(self.sql.copy_jobs) as cp:
+                    for r in rows:
+                        await cp.write_row(r[:7] + r[8:])
+                inserted = set(ids)
+            else:
+                await cur.execute(self.sql.insert_many, self._unnest_params(rows))
+                inserted = set(_ids(await cur.fetchall()))
+            await cur.execute(self.sql.notify_queues,
+                              {"queues": sorted({j.queue for j in jobs})})
+            existing: dict[str, int] = {}
+            for i, j in zip(ids, jobs, strict=True):
+                if i not in inserted and j.unique_key is not None:
+                    await cur.execute(self.sql.id_by_unique_key, {"unique_key": j.unique_key})
+                    existing[j.unique_key] = int(_scalar(await cur.fetchall()))
+            return self._resolve_ids(jobs, ids, inserted, existing.__getitem__)
+
+    @staticmethod
+    def _resolve_ids(jobs: Sequence[NewJob], ids: list[int], inserted: set[int],
+                     lookup: Callable[[str], Any]) -> list[int]:
+        """Input-ordered ids: the new id, or the id of the live job holding the unique key."""
+        out = []
+        for i, j in zip(ids, jobs, strict=True):
+            if i in inserted:
+                out.append(i)
+            elif j.unique_key is not None:
+                out.append(int(lookup(j.unique_key)))
+            else:  # cannot happen: only unique-key conflicts skip rows
+                raise JobError(f"job {i} was not inserted")
+        return out
+
+    # ---- worker --------------------------------------------------------------------------
+    async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
+                    lease_s: float) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease": lease_s}
+        if len(queues) == 1:
+            params["queue"] = queues[0]
+            return await self._arun(_Op(self.sql.claim_one_queue, params, _jobs))
+        params["queues"] = list(queues)
+        return await self._arun(_Op(self.sql.claim_many_queues, params, _jobs))
+
+    async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
+        return await self._arun(self._finish_op(items, worker_id))
+
+    def _finish_op(self, items: Sequence[Finish], worker_id: str) -> _Op[list[int]]:
+        return _Op(self.sql.finish_many, {
+            "ids": [i.job_id for i in items], "states": [i.state for i in items],
+            "results": [i.result_json for i in items], "worker": worker_id}, _ids)
+
+    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
+                              result_json: str | None = None) -> bool:
+        """Mark a running job succeeded inside the caller's transaction (sync)."""
+        return bool(self._run(_Op(self.sql.finish_one, {
+            "id": job_id, "worker": worker_id, "state": "succeeded", "result": result_json,
+        }, _ids), conn))
+
+    async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
+                                          result_json: str | None = None) -> bool:
+        """Mark a running job succeeded inside the caller's transaction (async)."""
+        return bool(await self._arun(_Op(self.sql.finish_one, {
+            "id": job_id, "worker": worker_id, "state": "succeeded", "result": result_json,
+        }, _ids), conn))
+
+    async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
+        return await self._arun(_Op(self.sql.requeue_many, {
+            "ids": [i.job_id for i in items], "delays": [i.delay_s for i in items],
+            "count_attempt": [i.count_attempt for i in items],
+            "errors": [None if i.error is None else json.dumps(i.error, default=str)
+                       for i in items],
+            "worker": worker_id}, _ids))
+
+    async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
+                      reason: str) -> bool:
+        return bool(await self._arun(_Op(self.sql.archive, {
+            "id": job_id, "worker": worker_id, "error": json.dumps(error, default=str),
+            "reason": reason}, _ids)))
+
+    async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
+        value: dt.datetime | None = await self._arun(
+            _Op(self.sql.next_run_at, {"queues": list(queues)}, _scalar))
+        return value
+
+    async def now(self) -> dt.datetime:
+        value: dt.datetime = await self._arun(_Op(sql.SQL("SELECT clock_timestamp()"), {},
+                                                  _scalar))
+        return value
+
+    async def register_worker(self, *, worker_id: str, queues: Sequence[str],
+                              concurrency: int) -> None:
+        import os
+        import socket
+
+        await self._arun(_Op(self.sql.register_worker, {
+            "worker": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "queues": list(queues), "concurrency": concurrency}, _none))
+
+    async def unregister_worker(self, *, worker_id: str) -> None:
+        await self._arun(_Op(self.sql.unregister_worker, {"worker": worker_id}, _none))
+
+    async def heartbeat(self, *, worker_id: str, lease_s: float) -> None:
+        await self._arun(_Op(self.sql.heartbeat, {"worker": worker_id, "lease": lease_s}, _none))
+
+    async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
+        def read(rows: list[Row]) -> tuple[list[int], list[int]]:
+            return ([r[1] for r in rows if r[0] == "rescued"],
+                    [r[1] for r in rows if r[0] == "failed"])
+        return await self._arun(_Op(self.sql.rescue_expired, {"limit": limit}, read))
+
+    async def prune_workers(self, *, older_than_s: float) -> None:
+        await self._arun(_Op(self.sql.prune_workers, {"older_than": older_than_s}, _none))
+
+    async def cancel_requested(self, *, worker_id: str) -> list[int]:
+        return await self._arun(_Op(self.sql.cancel_requested, {"worker": worker_id}, _ids))
+
+    async def ensure_partitions(self, days: int = 7) -> None:
+        await self._arun(_Op(self.sql.ensure_partitions, {"days": days}, _none))
+
+    def drop_history_before(self, cutoff: dt.datetime) -> int:
+        return int(self._run(_Op(self.sql.drop_history_before, {"cutoff": cutoff}, _scalar)))
+
+    def listener(self, callback: WakeCallback) -> Any:
+        from pgqueue.drivers.postgres.listener import PgListener
+
+        return PgListener(self.dsn, self.sql, callback, connect_timeout=self._connect_timeout)
+
+    # ---- queue control -------------------------------------------------------------------
+    def _paused_op(self, queue: str, paused: bool) -> _Op[None]:
+        return _Op(self.sql.set_paused, {"queue": queue, "paused": paused}, _none)
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        self._run(self._paused_op(queue, paused))
+
+    async def set_paused_async(self, queue: str, paused: bool) -> None:
+        await self._arun(self._paused_op(queue, paused))
+
+    def _paused_queues_op(self) -> _Op[set[str]]:
+        return _Op(self.sql.paused_queues, {}, lambda rows: {r[0] for r in rows})
+
+    def paused_queues(self) -> set[str]:
+        return self._run(self._paused_queues_op())
+
+    async def paused_queues_async(self) -> set[str]:
+        return await self._arun(self._paused_queues_op())
+
+    def _count_op(self, queue: str) -> _Op[int]:
+        return _Op(self.sql.count, {"queue": queue}, lambda rows: int(rows[0][0]))
+
+    def count(self, queue: str) -> int:
+        return self._run(self._count_op(queue))
+
+    async def count_async(self, queue: str) -> int:
+        return await self._arun(self._count_op(queue))
+
+    def _sizes_op(self, queue: str) -> _Op[dict[str, int]]:
+        def read(rows: list[Row]) -> dict[str, int]:
+            w, s, r, f = rows[0]
+            return {"waiting": w, "scheduled": s, "running": r, "failed": f}
+        return _Op(self.sql.sizes, {"queue": queue}, read)
+
+    def sizes(self, queue: str) -> dict[str, int]:
+        return self._run(self._sizes_op(queue))
+
+    async def sizes_async(self, queue: str) -> dict[str, int]:
+        return await self._arun(self._sizes_op(queue))
+
+    def clear(self, queue: str) -> int:
+        return self._run_rowcount(self.sql.clear, {"queue": queue})
+
+    async def clear_async(self, queue: str) -> int:
+        return await self._arun_rowcount(self.sql.clear, {"queue": queue})
+
+    def _pop_op(self, queue: str) -> _Op[Job | None]:
+        return _Op(self.sql.pop, {"queue": queue}, lambda rows: _job(rows[0]) if rows else None)
+
+    def pop(self, queue: str) -> Job | None:
+        return self._run(self._pop_op(queue))
+
+    async def pop_async(self, queue: str) -> Job | None:
+        return await self._arun(self._pop_op(queue))
+
+    def cancel(self, job_id: int) -> bool:
+        if self._run(_Op(self.sql.cancel_waiting, {"id": job_id}, _ids)):
+            return True
+        return bool(self._run(_Op(self.sql.cancel_running, {"id": job_id}, _ids)))
+
+    async def cancel_async(self, job_id: int) -> bool:
+        if await self._arun(_Op(self.sql.cancel_waiting, {"id": job_id}, _ids)):
+            return True
+        return bool(await self._arun(_Op(self.sql.cancel_running, {"id": job_id}, _ids)))
+
+    def _get_job_op(self, job_id: int) -> _Op[Job | None]:
+        return _Op(self.sql.get_job, {"id": job_id}, lambda rows: _job(rows[0]) if rows else None)
+
+    def get_job(self, job_id: int) -> Job | None:
+        return self._run(self._get_job_op(job_id))
+
+    async def get_job_async(self, job_id: int) -> Job | None:
+        return await self._arun(self._get_job_op(job_id))
+
+    def _list_failed_op(self, queue: str | None, limit: int) -> _Op[list[FailedJob]]:
+        return _Op(self.sql.list_failed, {"queue": queue, "limit": limit},
+                   lambda rows: [_failed(r) for r in rows])
+
+    def list_failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        return self._run(self._list_failed_op(queue, limit))
+
+    async def list_failed_async(self, queue: str | None = None,
+                                limit: int = 100) -> list[FailedJob]:
+        return await self._arun(self._list_failed_op(queue, limit))
+
+    def _get_failed_op(self, job_id: int) -> _Op[FailedJob | None]:
+        return _Op(self.sql.get_failed, {"id": job_id},
+                   lambda rows: _failed(rows[0]) if rows else None)
+
+    def get_failed(self, job_id: int) -> FailedJob | None:
+        return self._run(self._get_failed_op(job_id))
+
+    async def get_failed_async(self, job_id: int) -> FailedJob | None:
+        return await self._arun(self._get_failed_op(job_id))
+
+    def _redrive_op(self, ids: Sequence[int] | None, queue: str | None) -> _Op[list[int]]:
+        return _Op(self.sql.redrive, {"ids": None if ids is None else list(ids),
+                                      "queue": queue}, _ids)
+
+    def redrive(self, ids: Sequence[int] | None = None, queue: str | None = None) -> list[int]:
+        try:
+            return self._run(self._redrive_op(ids, queue))
+        except DatabaseError as e:
+            raise _redrive_error(e) from e.__cause__
+
+    async def redrive_async(self, ids: Sequence[int] | None = None,
+                            queue: str | None = None) -> list[int]:
+        try:
+            return await self._arun(self._redrive_op(ids, queue))
+        except DatabaseError as e:
+            raise _redrive_error(e) from e.__cause__
+
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
+        return self._run_rowcount(self.sql.purge_failed, {"queue": queue, "before": before})
+
+    async def purge_failed_async(self, queue: str | None = None,
+                                 before: dt.datetime | None = None) -> int:
+        return await self._arun_rowcount(self.sql.purge_failed,
+                                         {"queue": queue, "before": before})
+
+    def _stats_op(self) -> _Op[list[QueueStats]]:
+        return _Op(self.sql.queue_stats, {}, lambda rows: [QueueStats(*r) for r in rows])
+
+    def stats(self) -> list[QueueStats]:
+        return self._run(self._stats_op())
+
+    async def stats_async(self) -> list[QueueStats]:
+        return await self._arun(self._stats_op())
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _run_rowcount(self, query: sql.Composable, params: dict[str, Any]) -> int:
+        with _translate(), self._sync_pool().connection() as c:
+            return c.execute(query, params).rowcount
+
+    async def _arun_rowcount(self, query: sql.Composable, params: dict[str, Any]) -> int:
+        with _translate():
+            pool = await self._async_pool()
+            async with pool.connection() as c:
+                cur = await c.execute(query, params)
+                return cur.rowcount
+
+
+def _fetch(cur: psycopg.Cursor[Row]) -> list[Row]:
+    return cur.fetchall() if cur.description else []
+
+
+def _redrive_error(e: DatabaseError) -> PgQueueError:
+    if isinstance(e.__cause__, pgerrors.UniqueViolation):
+        return JobError("cannot re-drive: a live job already holds the same unique_key; "
+                        "cancel or finish it first")
+    return e

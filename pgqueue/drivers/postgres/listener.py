@@ -1,0 +1,117 @@
+"""One LISTEN connection per worker process, multiplexing every queue.
+
+The listener owns a dedicated autocommit connection that LISTENs on the schema's job channel
+(payload: queue name) and control channel (payload: JSON ``{"op": ...}``). It hands each
+notification to the worker's callback on the event loop. Every ``health_interval`` seconds
+without traffic it runs ``SELECT 1`` so that a dead or half-open connection is noticed; on any
+connection error it reconnects with exponential backoff (tenacity), re-LISTENs and reports
+``("reconnected", None)`` so the worker re-checks the database for anything it missed.
+NOTIFY is a hint: the worker's polling fallback covers lost notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from pgqueue.drivers.base import WakeCallback
+from pgqueue.drivers.postgres.sql import Statements
+
+log = logging.getLogger("pgqueue.listener")
+
+__all__ = ["PgListener"]
+
+
+class PgListener:
+    def __init__(self, dsn: str, statements: Statements, callback: WakeCallback, *,
+                 connect_timeout: float = 10.0, health_interval: float = 5.0) -> None:
+        self._dsn = dsn
+        self._sql = statements
+        self._callback = callback
+        self._connect_timeout = connect_timeout
+        self._health_interval = health_interval
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pgqueue-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._close()
+
+    @property
+    def backend_pid(self) -> int | None:
+        return self._conn.info.backend_pid if self._conn is not None else None
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        self.connected.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _connect(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)))
+        for chan in (self._sql.jobs_channel, self._sql.control_channel):
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(chan)))
+        self._conn = conn
+        self.connected.set()
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type((psycopg.OperationalError, OSError)),
+                    wait=wait_exponential_jitter(initial=0.1, max=5.0),
+                ):
+                    with attempt:
+                        await self._connect()
+                if not first:
+                    self.reconnects += 1
+                    log.info("listener reconnected", extra={"event": "listener_reconnected"})
+                    self._callback("reconnected", None)
+                first = False
+                await self._pump()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the connection died: log, reconnect
+                log.warning("listener connection lost: %s; reconnecting", exc,
+                            extra={"event": "listener_lost"})
+            finally:
+                await self._close()
+
+    async def _pump(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
+            got = False
+            async for note in conn.notifies(timeout=self._health_interval):
+                got = True
+                self._dispatch(note.channel, note.payload)
+            if not got:  # quiet: make sure the connection is really alive
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=self._connect_timeout)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == self._sql.jobs_channel:
+            self._callback("job", payload)
+        elif channel == self._sql.control_channel:
+            try:
+                self._callback("control", json.loads(payload))
+            except ValueError:
+                log.warning("ignoring malformed control message %r", payload)

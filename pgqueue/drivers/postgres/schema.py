@@ -1,0 +1,155 @@
+"""pgqueue's tables, declared once as SQLAlchemy Core metadata.
+
+The tables are declared in the placeholder schema :data:`SCHEMA_PLACEHOLDER`; at run time the real
+schema (default ``pgqueue``) is applied with SQLAlchemy's ``schema_translate_map`` or, for the raw
+statements in :mod:`pgqueue.drivers.postgres.sql`, with ``psycopg.sql.Identifier``.
+
+This module is the source of truth that the migrations in ``alembic/versions`` must produce; the
+test ``tests/test_migrations.py`` compares the migrated database with this metadata.
+
+Shapes and why:
+
+- ``jobs`` holds live jobs only (``waiting`` and ``running``; a waiting job whose ``run_at`` is in
+  the future is *scheduled*). Finished jobs leave it at once, so the hot table stays small and the
+  partial index that serves the claim query only covers waiting rows. ``fillfactor`` is lowered so
+  the state updates of a claim can be HOT updates.
+- ``job_history`` is append-only and partitioned by day on ``finished_at``: dropping old history is
+  ``DROP TABLE`` of a partition, not a ``DELETE`` that bloats.
+- ``failed_jobs`` is the dead-letter archive: everything needed to inspect and re-drive a job.
+- ``queues`` is per-queue state shared by every worker (``paused``).
+- ``workers`` is the registry of live worker processes (heartbeats).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+SCHEMA_PLACEHOLDER = "pgqueue"
+DEFAULT_SCHEMA = "pgqueue"
+VERSION_TABLE = "pgqueue_alembic_version"
+
+metadata = sa.MetaData(schema=SCHEMA_PLACEHOLDER)
+
+TS = sa.DateTime(timezone=True)
+NOW = sa.func.now()
+
+JOB_STATES = ("waiting", "running")
+HISTORY_STATES = ("succeeded", "cancelled")
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("args", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default=sa.text("20")),
+    sa.Column("run_at", TS, nullable=False, server_default=NOW),
+    sa.Column("state", sa.Text, nullable=False, server_default=sa.text("'waiting'")),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default=sa.text("5")),
+    sa.Column("unique_key", sa.Text, nullable=True),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("worker_id", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", TS, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("errors", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("meta", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.Column("started_at", TS, nullable=True),
+    sa.CheckConstraint("state IN ('waiting', 'running')", name="jobs_state_check"),
+    sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
+    sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
+    sa.Index(
+        "jobs_claim_idx",
+        "queue",
+        "priority",
+        "run_at",
+        "id",
+        postgresql_where=sa.text("state = 'waiting'"),
+    ),
+    sa.Index("jobs_unique_key_idx", "unique_key", unique=True),
+    sa.Index(
+        "jobs_running_lease_idx",
+        "lease_expires_at",
+        postgresql_where=sa.text("state = 'running'"),
+    ),
+    postgresql_with={
+        "fillfactor": "70",
+        "autovacuum_vacuum_scale_factor": "0.01",
+        "autovacuum_vacuum_cost_delay": "0",
+    },
+)
+
+job_history = sa.Table(
+    "job_history",
+    metadata,
+    sa.Column("id", sa.BigInteger, nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("args", pg.JSONB, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("errors", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("result", pg.JSONB, nullable=True),
+    sa.Column("worker_id", sa.Text, nullable=True),
+    sa.Column("enqueued_at", TS, nullable=False),
+    sa.Column("started_at", TS, nullable=True),
+    sa.Column(
+        "finished_at", TS, nullable=False, server_default=NOW
+    ),
+    sa.PrimaryKeyConstraint("id", "finished_at", name="job_history_pkey"),
+    sa.CheckConstraint("state IN ('succeeded', 'cancelled')", name="job_history_state_check"),
+    sa.Index("job_history_queue_finished_idx", "queue", "finished_at"),
+    postgresql_partition_by="RANGE (finished_at)",
+)
+
+failed_jobs = sa.Table(
+    "failed_jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("args", pg.JSONB, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("unique_key", sa.Text, nullable=True),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("meta", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("errors", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("enqueued_at", TS, nullable=False),
+    sa.Column("started_at", TS, nullable=True),
+    sa.Column("failed_at", TS, nullable=False, server_default=NOW),
+    sa.Index("failed_jobs_queue_failed_idx", "queue", "failed_at"),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", TS, nullable=False, server_default=NOW),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queues", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("started_at", TS, nullable=False, server_default=NOW),
+    sa.Column(
+        "heartbeat_at", TS, nullable=False, server_default=NOW
+    ),
+)
+
+#: Views for SQL inspection (created by the migrations; names only, for reference and tests).
+VIEWS = ("queue_stats", "all_jobs")

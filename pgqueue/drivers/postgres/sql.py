@@ -1,0 +1,383 @@
+"""Every SQL statement pgqueue runs, in one place, with what it locks and why.
+
+Statements are composed once per schema with ``psycopg.sql`` (identifiers are always quoted by
+psycopg, never spliced as text) and cached in a :class:`Statements` object. Parameters are bound
+by name (``%(name)s``); nothing user-provided is ever formatted into SQL text.
+
+Conventions:
+
+- ``{s}`` below is the schema identifier; ``{chan}`` is the wake-up channel name as a literal.
+- A job's ownership is checked on every state change after the claim (``state = 'running' AND
+  worker_id = %(worker)s``): a worker whose lease was rescued cannot complete or fail a job that
+  another worker now holds.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from psycopg import sql
+
+__all__ = ["JOB_COLUMNS", "Statements", "channel_names", "statements"]
+
+#: Columns returned wherever a :class:`pgqueue.job.Job` is built from a row, in this order.
+JOB_COLUMNS = (
+    "id", "queue", "task", "args", "priority", "attempt", "max_attempts", "run_at",
+    "created_at", "unique_key", "timeout_s", "errors", "meta", "state",
+)
+
+
+def channel_names(schema: str) -> tuple[str, str]:
+    """(job wake-up channel, control channel) for a schema: ``<schema>.jobs``, ``<schema>.ctl``."""
+    return f"{schema}.jobs", f"{schema}.ctl"
+
+
+def _cols(prefix: str = "") -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL(prefix + "{}").format(sql.Identifier(c)) for c in JOB_COLUMNS
+    )
+
+
+class Statements:
+    """The statements for one schema. Build with :func:`statements` (cached)."""
+
+    def __init__(self, schema: str) -> None:
+        s = sql.Identifier(schema)
+        jobs_chan, ctl_chan = channel_names(schema)
+        f = {"s": s, "chan": sql.Literal(jobs_chan), "ctl": sql.Literal(ctl_chan),
+             "cols": _cols(), "jcols": _cols("j.")}
+
+        def q(text: str) -> sql.Composed:
+            return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
+
+        self.schema = schema
+        self.jobs_channel = jobs_chan
+        self.control_channel = ctl_chan
+
+        # ---- enqueue ----------------------------------------------------------------------
+        #: Insert one job and wake the workers of its queue at commit. Locks nothing but the new
+        #: row (and, with a unique key, waits for a concurrent insert of the same key to finish).
+        #: Returns no row when a live job already holds ``unique_key``.
+        self.insert_one = q("""
+            WITH ins AS (
+                INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, run_at,
+                                      unique_key, timeout_s, meta)
+                VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+                        coalesce(%(run_at)s, now() + make_interval(secs => coalesce(%(delay)s, 0))),
+                        %(unique_key)s, %(timeout_s)s, %(meta)s::jsonb)
+                ON CONFLICT (unique_key) DO NOTHING
+                RETURNING id, queue)
+            SELECT id, pg_notify({chan}, queue) FROM ins""")
+
+        #: The id of the live job that holds a unique key (after ``insert_one`` returned nothing).
+        self.id_by_unique_key = q("SELECT id FROM {s}.jobs WHERE unique_key = %(unique_key)s")
+
+        #: Reserve ``n`` job ids (bulk paths insert with explicit ids so callers get them back
+        #: in input order) and read the transaction's clock for delays computed client-side.
+        self.reserve_ids = sql.SQL("""
+            SELECT now(), array(SELECT nextval(pg_get_serial_sequence({table}, 'id'))
+                                  FROM generate_series(1, %(n)s))""").format(
+            table=sql.Literal(f"{schema}.jobs"))
+
+        #: Bulk path for small batches and batches with unique keys: one multi-row INSERT from
+        #: arrays. Conflicting unique keys are skipped; their rows are not returned.
+        self.insert_many = q("""
+            INSERT INTO {s}.jobs (id, queue, task, args, priority, max_attempts, run_at,
+                                  unique_key, timeout_s, meta)
+            SELECT * FROM unnest(%(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[],
+                                 %(args)s::jsonb[], %(priorities)s::smallint[],
+                                 %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
+                                 %(unique_keys)s::text[], %(timeouts)s::float8[],
+                                 %(metas)s::jsonb[])
+            ON CONFLICT (unique_key) DO NOTHING
+            RETURNING id""")
+
+        #: Bulk path for large batches without unique keys.
+        self.copy_jobs = q("""
+            COPY {s}.jobs (id, queue, task, args, priority, max_attempts, run_at, timeout_s,
+                           meta) FROM STDIN""")
+
+        #: One wake-up per queue (not per row), delivered at commit.
+        self.notify_queues = q("SELECT pg_notify({chan}, q) FROM unnest(%(queues)s::text[]) q")
+
+        # ---- worker: claim ----------------------------------------------------------------
+        #: Claim up to ``limit`` ready jobs of one queue, in (priority, run_at, id) order. The CTE
+        #: is the fence: ``FOR UPDATE SKIP LOCKED`` locks exactly the rows this worker takes and
+        #: skips rows other workers are claiming; served by the partial index ``jobs_claim_idx``.
+        #: A paused queue yields nothing (one lookup in ``queues``, evaluated once).
+        self.claim_one_queue = q("""
+            WITH c AS (
+                SELECT id FROM {s}.jobs
+                WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
+                  AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                  WHERE p.name = %(queue)s AND p.paused)
+                ORDER BY priority, run_at, id
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED)
+            UPDATE {s}.jobs j
+               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+              FROM c WHERE j.id = c.id
+            RETURNING {jcols}""")
+
+        #: The same over several queues: the best ``limit`` jobs of each unpaused queue are
+        #: locked through the index (LATERAL, one index scan per queue), then the best ``limit``
+        #: overall are taken. Extra rows locked in the CTE are released at commit.
+        self.claim_many_queues = q("""
+            WITH c AS (
+                SELECT cand.id, cand.priority, cand.run_at
+                FROM unnest(%(queues)s::text[]) AS qn(name)
+                CROSS JOIN LATERAL (
+                    SELECT id, priority, run_at FROM {s}.jobs
+                    WHERE state = 'waiting' AND queue = qn.name AND run_at <= now()
+                      AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                      WHERE p.name = qn.name AND p.paused)
+                    ORDER BY priority, run_at, id
+                    LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED) cand
+                ORDER BY cand.priority, cand.run_at, cand.id
+                LIMIT %(limit)s)
+            UPDATE {s}.jobs j
+               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+              FROM c WHERE j.id = c.id
+            RETURNING {jcols}""")
+
+        #: When the next waiting job of these queues becomes due (for sleeping until then).
+        self.next_run_at = q("""
+            SELECT min(run_at) FROM {s}.jobs j
+            WHERE state = 'waiting' AND queue = ANY(%(queues)s::text[])
+              AND NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = j.queue AND p.paused)""")
+
+        # ---- worker: outcomes -------------------------------------------------------------
+        #: Move finished jobs (succeeded or cancelled) into history in one statement. Rows no
+        #: longer owned by this worker (rescued meanwhile) are left alone.
+        self.finish_many = q("""
+            WITH r AS (
+                SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(results)s::jsonb[])
+                    AS r(id, state, result)),
+            d AS (
+                DELETE FROM {s}.jobs j USING r
+                WHERE j.id = r.id AND j.state = 'running' AND j.worker_id = %(worker)s
+                RETURNING j.*, r.state AS final_state, r.result)
+            INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
+                                         max_attempts, errors, result, worker_id, enqueued_at,
+                                         started_at)
+            SELECT id, queue, task, args, priority, final_state, attempt, max_attempts, errors,
+                   result, worker_id, created_at, started_at FROM d
+            RETURNING id""")
+
+        #: Finish one job inside the caller's transaction (completion joins the handler's
+        #: business writes). Same guard as ``finish_many``.
+        self.finish_one = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs
+                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                RETURNING *)
+            INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
+                                         max_attempts, errors, result, worker_id, enqueued_at,
+                                         started_at)
+            SELECT id, queue, task, args, priority, %(state)s, attempt, max_attempts, errors,
+                   %(result)s::jsonb, worker_id, created_at, started_at FROM d
+            RETURNING id""")
+
+        #: Put jobs back to waiting after ``delay`` seconds. ``count_attempt`` false (snooze,
+        #: shutdown release) gives the attempt back. ``error`` (jsonb or NULL) is appended to
+        #: the job's error list.
+        self.requeue_many = q("""
+            WITH r AS (
+                SELECT * FROM unnest(%(ids)s::bigint[], %(delays)s::float8[],
+                                     %(count_attempt)s::bool[], %(errors)s::jsonb[])
+                    AS r(id, delay, count_attempt, error))
+            UPDATE {s}.jobs j
+               SET state = 'waiting',
+                   run_at = now() + make_interval(secs => r.delay),
+                   attempt = CASE WHEN r.count_attempt THEN j.attempt ELSE j.attempt - 1 END,
+                   worker_id = NULL, lease_expires_at = NULL,
+                   errors = CASE WHEN r.error IS NULL THEN j.errors
+                                 ELSE j.errors || jsonb_build_array(r.error) END,
+                   last_error = coalesce(r.error ->> 'error', j.last_error)
+              FROM r
+             WHERE j.id = r.id AND j.state = 'running' AND j.worker_id = %(worker)s
+            RETURNING j.id, pg_notify({chan}, j.queue)""")
+
+        #: Move a job to the archive with its last error, in one statement.
+        self.archive = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs
+                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                RETURNING *)
+            INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt, max_attempts,
+                                         unique_key, timeout_s, meta, errors, reason,
+                                         enqueued_at, started_at)
+            SELECT id, queue, task, args, priority, attempt, max_attempts, unique_key, timeout_s,
+                   meta, errors || jsonb_build_array(%(error)s::jsonb), %(reason)s, created_at,
+                   started_at FROM d
+            ON CONFLICT (id) DO UPDATE SET
+                attempt = excluded.attempt, errors = excluded.errors, reason = excluded.reason,
+                started_at = excluded.started_at, failed_at = now()
+            RETURNING id""")
+
+        #: Extend the leases of every job this worker runs, and its own registry heartbeat.
+        self.heartbeat = q("""
+            WITH w AS (
+                UPDATE {s}.workers SET heartbeat_at = now() WHERE id = %(worker)s RETURNING id)
+            UPDATE {s}.jobs SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+             WHERE state = 'running' AND worker_id = %(worker)s""")
+
+        self.register_worker = q("""
+            INSERT INTO {s}.workers (id, host, pid, queues, concurrency)
+            VALUES (%(worker)s, %(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s)
+            ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()""")
+        self.unregister_worker = q("DELETE FROM {s}.workers WHERE id = %(worker)s")
+
+        #: Jobs whose lease expired (their worker died or hung) go back to waiting, counting the
+        #: attempt, or -- on their last attempt -- to the archive ("worker died while running":
+        #: a poison job cannot kill workers forever). ``FOR UPDATE SKIP LOCKED`` keeps two
+        #: rescuers off the same job; a live worker's heartbeat keeps its leases in the future,
+        #: so its jobs are never rescued.
+        self.rescue_expired = q("""
+            WITH c AS (
+                SELECT id FROM {s}.jobs
+                WHERE state = 'running' AND lease_expires_at < now()
+                ORDER BY lease_expires_at
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED),
+            dead AS (
+                DELETE FROM {s}.jobs j USING c
+                WHERE j.id = c.id AND j.attempt >= j.max_attempts
+                RETURNING j.*),
+            arch AS (
+                INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt,
+                                             max_attempts, unique_key, timeout_s, meta, errors,
+                                             reason, enqueued_at, started_at)
+                SELECT id, queue, task, args, priority, attempt, max_attempts, unique_key,
+                       timeout_s, meta, errors || jsonb_build_array(jsonb_build_object(
+                           'attempt', attempt, 'error', 'worker died while running',
+                           'traceback', NULL, 'at', now(), 'worker', worker_id)),
+                       'worker died while running', created_at, started_at FROM dead
+                ON CONFLICT (id) DO UPDATE SET
+                    attempt = excluded.attempt, errors = excluded.errors,
+                    reason = excluded.reason, failed_at = now()
+                RETURNING id),
+            back AS (
+                UPDATE {s}.jobs j
+                   SET state = 'waiting', worker_id = NULL, lease_expires_at = NULL,
+                       run_at = now(),
+                       errors = j.errors || jsonb_build_array(jsonb_build_object(
+                           'attempt', j.attempt, 'error', 'worker died while running',
+                           'traceback', NULL, 'at', now(), 'worker', j.worker_id)),
+                       last_error = 'worker died while running'
+                  FROM c WHERE j.id = c.id AND j.attempt < j.max_attempts
+                RETURNING j.id, pg_notify({chan}, j.queue))
+            SELECT 'rescued', id FROM back UNION ALL SELECT 'failed', id FROM arch""")
+
+        #: Remove registry rows of workers that stopped heartbeating.
+        self.prune_workers = q("""
+            DELETE FROM {s}.workers
+             WHERE heartbeat_at < now() - make_interval(secs => %(older_than)s)""")
+
+        # ---- queue control ----------------------------------------------------------------
+        #: Pause or resume a queue; every worker sees it at its next claim, and at once through
+        #: the control channel.
+        self.set_paused = q("""
+            WITH u AS (
+                INSERT INTO {s}.queues (name, paused) VALUES (%(queue)s, %(paused)s)
+                ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+                RETURNING name)
+            SELECT pg_notify({ctl}, json_build_object('op', 'pause', 'queue', %(queue)s,
+                                                      'paused', %(paused)s)::text)
+              FROM u""")
+        self.paused_queues = q("SELECT name FROM {s}.queues WHERE paused")
+
+        #: Waiting + running jobs of one queue (backstage's job count).
+        self.count = q("SELECT count(*) FROM {s}.jobs WHERE queue = %(queue)s")
+
+        #: Live jobs per state for one queue (waiting, scheduled, running) plus failed.
+        self.sizes = q("""
+            SELECT
+              count(*) FILTER (WHERE state = 'waiting' AND run_at <= now()),
+              count(*) FILTER (WHERE state = 'waiting' AND run_at > now()),
+              count(*) FILTER (WHERE state = 'running'),
+              (SELECT count(*) FROM {s}.failed_jobs WHERE queue = %(queue)s)
+            FROM {s}.jobs WHERE queue = %(queue)s""")
+
+        #: Delete the waiting jobs of a queue (running jobs finish normally).
+        self.clear = q("DELETE FROM {s}.jobs WHERE queue = %(queue)s AND state = 'waiting'")
+
+        #: Take the next ready job out of the queue (velocity's ``pop``): the caller owns it.
+        self.pop = q("""
+            DELETE FROM {s}.jobs WHERE id = (
+                SELECT id FROM {s}.jobs
+                WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
+                ORDER BY priority, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING {cols}""")
+
+        #: Cancel a waiting job: it moves to history as cancelled. A running job gets its
+        #: ``cancel_requested`` flag set and its worker is told through the control channel.
+        self.cancel_waiting = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs WHERE id = %(id)s AND state = 'waiting' RETURNING *)
+            INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
+                                         max_attempts, errors, enqueued_at, started_at)
+            SELECT id, queue, task, args, priority, 'cancelled', attempt, max_attempts, errors,
+                   created_at, started_at FROM d
+            RETURNING id""")
+        self.cancel_running = q("""
+            WITH u AS (
+                UPDATE {s}.jobs SET cancel_requested = true
+                WHERE id = %(id)s AND state = 'running' RETURNING id, worker_id)
+            SELECT id, pg_notify({ctl}, json_build_object('op', 'cancel', 'id', id,
+                                                          'worker', worker_id)::text) FROM u""")
+        self.cancel_requested = q("""
+            SELECT id FROM {s}.jobs
+             WHERE state = 'running' AND worker_id = %(worker)s AND cancel_requested""")
+
+        self.get_job = q("SELECT {cols} FROM {s}.jobs WHERE id = %(id)s")
+
+        # ---- the archive ------------------------------------------------------------------
+        self.list_failed = q("""
+            SELECT id, queue, task, args, priority, attempt, max_attempts, errors, reason,
+                   enqueued_at, failed_at
+              FROM {s}.failed_jobs
+             WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+             ORDER BY failed_at DESC, id DESC LIMIT %(limit)s""")
+        self.get_failed = q("""
+            SELECT id, queue, task, args, priority, attempt, max_attempts, errors, reason,
+                   enqueued_at, failed_at
+              FROM {s}.failed_jobs WHERE id = %(id)s""")
+
+        #: Re-drive archived jobs: back to waiting with their id, attempt 0 and their errors kept.
+        #: ``ids`` NULL means every archived job (of ``queue`` when given).
+        self.redrive = q("""
+            WITH d AS (
+                DELETE FROM {s}.failed_jobs
+                 WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+                   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+                RETURNING *),
+            ins AS (
+                INSERT INTO {s}.jobs (id, queue, task, args, priority, max_attempts, unique_key,
+                                      timeout_s, meta, errors, last_error, created_at)
+                SELECT id, queue, task, args, priority, max_attempts, unique_key, timeout_s, meta,
+                       errors, errors -> -1 ->> 'error', enqueued_at FROM d
+                RETURNING id, queue)
+            SELECT id, pg_notify({chan}, queue) FROM ins""")
+        self.purge_failed = q("""
+            DELETE FROM {s}.failed_jobs
+             WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+               AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)""")
+
+        # ---- inspection and maintenance ---------------------------------------------------
+        self.queue_stats = q("""
+            SELECT queue, paused, waiting, scheduled, running, failed, finished_last_hour,
+                   failed_last_hour, oldest_wait_s, mean_run_time_s
+              FROM {s}.queue_stats ORDER BY queue""")
+        self.ensure_partitions = q("SELECT {s}.ensure_history_partitions(%(days)s)")
+        self.drop_history_before = q("SELECT {s}.drop_history_before(%(cutoff)s)")
+        self.version = q("SELECT version_num FROM {s}.pgqueue_alembic_version")
+
+
+@cache
+def statements(schema: str) -> Statements:
+    """The cached statements of a schema."""
+    return Statements(schema)

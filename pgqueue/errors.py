@@ -1,0 +1,99 @@
+"""The pgqueue error hierarchy.
+
+Every error pgqueue raises on purpose is a :class:`PgQueueError`. The families:
+
+- :class:`ConfigurationError` -- a setting is missing or invalid (names the key and its source);
+- :class:`ValidationError` -- a call got bad input (names the argument and what is allowed);
+- :class:`DatabaseError` -- the database is unreachable, not migrated, or a statement failed;
+- :class:`JobError` -- an operation on a job that cannot be done (unknown id, wrong state);
+- :class:`DriverError` -- a driver cannot do what was asked (declared capability missing).
+
+Driver exceptions (psycopg, redis) are translated into these at the driver boundary, keeping the
+original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class PgQueueError(Exception):
+    """Base class of every error raised by pgqueue."""
+
+
+class ConfigurationError(PgQueueError):
+    """A setting is missing or has an invalid value.
+
+    ``key`` names the setting, ``source`` where the value came from (an env var, a file, an
+    argument).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
+        self.key = key
+        self.source = source
+        prefix = ""
+        if key:
+            prefix = f"{key}"
+            if source:
+                prefix += f" (from {source})"
+            prefix += ": "
+        super().__init__(prefix + message)
+
+
+class ValidationError(PgQueueError, ValueError):
+    """An argument to a public call is invalid; nothing was written."""
+
+
+class UnknownTaskError(ValidationError):
+    """A task name is not registered with the app (strict mode) or the worker."""
+
+
+class DatabaseError(PgQueueError):
+    """A database operation failed (connection refused, statement error, ...)."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database does not answer. Check the URL and that the server runs."""
+
+
+class NotMigratedError(DatabaseError):
+    """The pgqueue schema is missing or older than this version; run ``pgqueue migrate``."""
+
+
+class JobError(PgQueueError):
+    """An operation on a job that cannot be done."""
+
+
+class JobNotFoundError(JobError, LookupError):
+    """No job (or failed job) with that id."""
+
+
+class DriverError(PgQueueError):
+    """The selected driver cannot do what was asked, or does not exist."""
+
+
+class CapabilityError(DriverError):
+    """The driver declares that it cannot do this (e.g. transactional enqueue on redis)."""
+
+
+class EmbeddedServerError(PgQueueError):
+    """The embedded PostgreSQL server could not be found, initialised or started."""
+
+
+class JobTimeoutError(PgQueueError, TimeoutError):
+    """A job ran longer than its timeout."""
+
+
+__all__ = [
+    "CapabilityError",
+    "ConfigurationError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "DriverError",
+    "EmbeddedServerError",
+    "JobError",
+    "JobNotFoundError",
+    "JobTimeoutError",
+    "NotMigratedError",
+    "PgQueueError",
+    "UnknownTaskError",
+    "ValidationError",
+]

@@ -1,0 +1,142 @@
+"""Run or print pgqueue's alembic migrations.
+
+pgqueue keeps its own migration history, in its own schema and its own version table
+(``<schema>.pgqueue_alembic_version``), so it never touches the application's ``alembic_version``.
+
+From the command line::
+
+    pgqueue migrate                 # upgrade to head (idempotent)
+    pgqueue migrate --to base       # remove everything pgqueue created
+    pgqueue migrate --sql           # print the DDL instead of running it
+
+From Python, or from inside one of the application's own alembic revisions::
+
+    from alembic import op
+    import pgqueue.migrations
+
+    def upgrade() -> None:
+        pgqueue.migrations.upgrade(op.get_bind(), schema="pgqueue")
+
+``upgrade``/``downgrade`` accept a SQLAlchemy ``Connection`` (run inside its transaction, so the
+application's migration and pgqueue's commit together), an ``Engine`` or a database URL.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from alembic import command
+from pgqueue._names import validate_schema
+from pgqueue.drivers.postgres.schema import DEFAULT_SCHEMA, VERSION_TABLE
+from pgqueue.errors import ConfigurationError
+
+__all__ = ["current", "downgrade", "head", "script_location", "sql", "upgrade"]
+
+Bindable = sa.Connection | sa.Engine | str
+
+
+def script_location() -> Path:
+    """Where the revisions are: inside the installed wheel, or the checkout's ``alembic/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_alembic", here.parent / "alembic"):
+        if (candidate / "env.py").exists() and (candidate / "versions").is_dir():
+            return candidate
+    raise ConfigurationError(
+        "pgqueue's migration scripts are missing from this installation; reinstall pgqueue"
+    )
+
+
+def _config(schema: str) -> Config:
+    cfg = Config(stdout=io.StringIO())
+    cfg.set_main_option("script_location", str(script_location()))
+    cfg.attributes["pgqueue_schema"] = schema
+    return cfg
+
+
+def _sa_url(url: str) -> str:
+    """Accept a libpq URL (``postgresql://``) and make SQLAlchemy use psycopg 3."""
+    from pgqueue._dsn import to_sqlalchemy_url
+
+    return to_sqlalchemy_url(url)
+
+
+@contextmanager
+def _connection(bind: Bindable) -> Iterator[sa.Connection]:
+    if isinstance(bind, sa.Connection):
+        yield bind
+        return
+    engine = bind if isinstance(bind, sa.Engine) else sa.create_engine(_sa_url(bind))
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        if not isinstance(bind, sa.Engine):
+            engine.dispose()
+
+
+def head() -> str:
+    """The newest revision id shipped with this version of pgqueue."""
+    rev = ScriptDirectory.from_config(_config(DEFAULT_SCHEMA)).get_current_head()
+    assert rev is not None
+    return rev
+
+
+def current(bind: Bindable, *, schema: str = DEFAULT_SCHEMA) -> str | None:
+    """The revision the database is at, or ``None`` if pgqueue was never migrated there."""
+    validate_schema(schema)
+    with _connection(bind) as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
+        )
+        return ctx.get_current_revision()
+
+
+def upgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "head") -> None:
+    """Upgrade pgqueue's schema to revision ``to`` (default: head). Idempotent."""
+    validate_schema(schema)
+    cfg = _config(schema)
+    with _connection(bind) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, to)
+
+
+def downgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "base") -> None:
+    """Downgrade to revision ``to``. ``base`` removes every object pgqueue created, including
+    its version table and the schema itself when nothing else is left in it."""
+    validate_schema(schema)
+    cfg = _config(schema)
+    with _connection(bind) as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, to)
+        if to == "base":
+            prep = conn.dialect.identifier_preparer
+            qs = prep.quote_schema(schema)
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {qs}.{prep.quote(VERSION_TABLE)}"))
+            left = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = :s"
+                ),
+                {"s": schema},
+            ).scalar_one()
+            if left == 0:
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {qs}"))
+
+
+def sql(*, schema: str = DEFAULT_SCHEMA, to: str = "head", start: str | None = None) -> str:
+    """The DDL that ``upgrade`` would run (from ``start``, default: an empty database)."""
+    validate_schema(schema)
+    cfg = _config(schema)
+    out = io.StringIO()
+    cfg.output_buffer = out
+    cfg.attributes["url"] = "postgresql+psycopg://"
+    command.upgrade(cfg, f"{start}:{to}" if start else to, sql=True)
+    return out.getvalue()

@@ -1,0 +1,234 @@
+"""Tasks: a stable name bound to a handler, its defaults, and its argument validation.
+
+A task is registered with :meth:`pgqueue.App.task` on a function or on a class-based job (a class
+with ``handle()`` and optionally ``failed(exc)``, as in the velocity seed)::
+
+    @app.task(name="send_email", queue="emails")
+    def send_email(to: str, subject: str) -> None: ...
+
+    @app.task(name="emails.welcome")
+    @dataclass
+    class WelcomeEmail:
+        to: str
+        def handle(self) -> None: ...
+        def failed(self, exc: BaseException) -> None: ...
+
+Arguments are JSON objects. A function's keyword arguments are checked against its signature at
+enqueue; a function whose only parameter is annotated with a dataclass or pydantic model, and a
+class-based job, are validated by building that type at enqueue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pgqueue._names import validate_name
+from pgqueue.errors import ValidationError
+from pgqueue.job import Job
+from pgqueue.retry import Backoff, RetryPolicy
+
+__all__ = ["Task", "dumps_args", "to_json_object"]
+
+MAX_PRIORITY = 1000
+DEFAULT_PRIORITY = 20
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and (
+        dataclasses.is_dataclass(tp) or hasattr(tp, "model_validate"))
+
+
+def to_json_object(value: Any, what: str = "args") -> dict[str, Any]:
+    """Turn a mapping, dataclass instance or pydantic model into a JSON-ready dict."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    elif hasattr(value, "model_dump") and not isinstance(value, type):
+        value = value.model_dump(mode="json")
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{what} must be a JSON object (a dict, dataclass or pydantic "
+                              f"model), not {type(value).__name__}")
+    return dict(value)
+
+
+def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
+    """Serialise once, strictly: no NaN/Infinity, only JSON types, string keys."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} are not JSON-serialisable: {exc}. Pass only dicts, lists, "
+                              "strings, numbers, booleans and None (convert dates to ISO "
+                              "strings, decimals to str)") from exc
+    if "\\u0000" in text:
+        raise ValidationError(f"{what} contain a NUL character (\\x00), which PostgreSQL "
+                              "cannot store in jsonb; remove it")
+    return text
+
+
+class Task:
+    """A registered task. Call ``task(...)`` to run the handler directly (no queue);
+    ``task.enqueue(...)`` / ``await task.enqueue_async(...)`` to enqueue it."""
+
+    def __init__(self, app: Any, handler: Callable[..., Any], *, name: str, queue: str,
+                 priority: int, max_attempts: int, retry: Backoff | None,
+                 timeout: float | None, aliases: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.handler = handler
+        self.name = validate_name(name, "task")
+        self.queue = validate_name(queue, "queue")
+        self.priority = check_priority(priority)
+        self.max_attempts = check_max_attempts(max_attempts)
+        self.retry: Backoff = retry if retry is not None else RetryPolicy()
+        self.timeout = check_timeout(timeout)
+        self.aliases = tuple(validate_name(a, "task alias") for a in aliases)
+        self.is_class = isinstance(handler, type)
+        self.model: type | None = None
+        self.wants_job = False
+        self.is_async = False
+        if self.is_class:
+            if not callable(getattr(handler, "handle", None)):
+                raise ValidationError(f"class-based job {handler.__name__} needs a handle() "
+                                      "method")
+            self.model = handler
+            self.is_async = inspect.iscoroutinefunction(handler.handle)  # type: ignore[attr-defined]
+            self._signature = None
+        else:
+            self.is_async = inspect.iscoroutinefunction(handler)
+            sig = inspect.signature(handler)
+            try:
+                hints = typing.get_type_hints(handler)
+            except Exception:  # an annotation that cannot be resolved here: use the raw ones
+                hints = {p.name: p.annotation for p in sig.parameters.values()}
+            params = [p for p in sig.parameters.values() if p.name != "job"]
+            self.wants_job = "job" in sig.parameters
+            if len(params) == 1 and _is_model(hints.get(params[0].name)):
+                self.model = hints[params[0].name]
+                self._model_param = params[0].name
+            self._signature = sig.replace(parameters=params)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} queue={self.queue!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.handler(*args, **kwargs)
+
+    # -- arguments ---------------------------------------------------------------------------
+    def serialise(self, args: Any) -> str:
+        """Validate ``args`` for this task and return their JSON text (raises ValidationError)."""
+        if self.model is not None:
+            if not isinstance(args, self.model):
+                args = self._build(to_json_object(args) if args is not None else {})
+            return dumps_args(to_json_object(args))
+        obj = to_json_object(args if args is not None else {})
+        assert self._signature is not None
+        try:
+            self._signature.bind(**obj)
+        except TypeError as exc:
+            raise ValidationError(f"arguments for task {self.name!r} do not match "
+                                  f"{self.handler.__name__}{self._signature}: {exc}") from exc
+        return dumps_args(obj)
+
+    def _build(self, data: Mapping[str, Any]) -> Any:
+        model = self.model
+        assert model is not None
+        try:
+            if hasattr(model, "model_validate"):
+                return model.model_validate(dict(data))  # type: ignore[attr-defined]
+            return model(**data)
+        except Exception as exc:  # TypeError (dataclass) or pydantic's ValidationError
+            raise ValidationError(f"arguments for task {self.name!r} are not a valid "
+                                  f"{model.__name__}: {exc}") from exc
+
+    def invoke(self, job: Job) -> tuple[Any, Callable[..., Any]]:
+        """The callable to run for ``job`` and the object to call ``failed(exc)`` on (if any)."""
+        if self.is_class:
+            instance = self._build(job.args)
+            return instance, instance.handle
+        if self.model is not None:
+            value = self._build(job.args)
+            kwargs: dict[str, Any] = {self._model_param: value}
+        else:
+            kwargs = dict(job.args)
+        if self.wants_job:
+            kwargs["job"] = job
+
+        def call() -> Any:
+            return self.handler(**kwargs)
+
+        return None, call
+
+    # -- enqueue -------------------------------------------------------------------------------
+    def enqueue(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
+        """Enqueue this task. Arguments are keyword arguments of the handler (or one dataclass /
+        pydantic instance); job options (``queue``, ``priority``, ``delay``, ``run_at``,
+        ``max_attempts``, ``unique_key``, ``timeout``) are taken from :meth:`options`."""
+        payload, opts = self._split(args, kwargs)
+        return int(self.app.enqueue(self.name, payload, conn=conn, **opts))
+
+    async def enqueue_async(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
+        payload, opts = self._split(args, kwargs)
+        return int(await self.app.enqueue_async(self.name, payload, conn=conn, **opts))
+
+    def options(self, **opts: Any) -> _Configured:
+        """``task.options(delay=5, priority=1).enqueue(to=...)``: per-job options."""
+        return _Configured(self, opts)
+
+    def _split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if args:
+            if len(args) != 1 or kwargs:
+                raise ValidationError(f"task {self.name!r}: pass keyword arguments, or a single "
+                                      "dataclass/pydantic instance")
+            return args[0], {}
+        return kwargs, {}
+
+
+class _Configured:
+    def __init__(self, task: Task, opts: dict[str, Any]) -> None:
+        self.task = task
+        self.opts = opts
+
+    def enqueue(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
+        payload, _ = self.task._split(args, kwargs)
+        return int(self.task.app.enqueue(self.task.name, payload, conn=conn, **self.opts))
+
+    async def enqueue_async(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
+        payload, _ = self.task._split(args, kwargs)
+        return int(await self.task.app.enqueue_async(self.task.name, payload, conn=conn,
+                                                     **self.opts))
+
+
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not (
+            0 <= priority <= MAX_PRIORITY):
+        raise ValidationError(f"priority must be an integer from 0 (runs first) to "
+                              f"{MAX_PRIORITY}, not {priority!r}; the default is "
+                              f"{DEFAULT_PRIORITY}")
+    return priority
+
+
+def check_max_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ValidationError(f"max_attempts must be an integer from 1 to 1000, not {value!r}")
+    return value
+
+
+def check_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 < value < math.inf):
+        raise ValidationError(f"timeout must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def check_delay(value: object, what: str = "delay") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or (
+            value < 0) or value == math.inf:
+        raise ValidationError(f"{what} must be a number of seconds >= 0, not {value!r}")
+    return float(value)

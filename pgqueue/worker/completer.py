@@ -1,0 +1,150 @@
+"""Batched state writes for one worker.
+
+Finished jobs (succeeded, cancelled) are buffered and written by one statement per flush: a
+flush happens when ``batch_size`` items are waiting or ``flush_interval`` seconds after the first
+one arrived. Requeues (retries, snoozes, releases) are batched the same way. Archiving a job is
+written at once (the dead-letter hook must run after the archive row exists).
+
+Every write retries with exponential backoff (tenacity) while the database is unreachable, so
+nothing buffered is lost on a connection error; :meth:`Completer.stop` flushes what is left.
+If the process dies with items still buffered, those jobs are still ``running`` with this
+worker's lease, and the rescuer puts them back when the lease expires: at-least-once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from pgqueue.drivers.base import Driver, Finish, Requeue
+from pgqueue.errors import DatabaseUnavailableError
+
+log = logging.getLogger("pgqueue.completer")
+
+T = TypeVar("T")
+
+__all__ = ["Completer"]
+
+
+class Completer:
+    def __init__(self, driver: Driver, *, worker_id: str, batch_size: int = 200,
+                 flush_interval: float = 0.005, retry_for: float = 3600.0) -> None:
+        self.driver = driver
+        self.worker_id = worker_id
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retry_for = retry_for
+        self._finishes: list[Finish] = []
+        self._requeues: list[Requeue] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.flushes = 0
+        self.written = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="pgqueue-completer")
+
+    async def stop(self) -> None:
+        """Flush everything buffered, then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._finishes) + len(self._requeues)
+
+    async def finish(self, item: Finish) -> None:
+        """Buffer a finished job; returns at once (the write happens at the next flush)."""
+        self._finishes.append(item)
+        self._signal()
+
+    async def requeue(self, item: Requeue) -> None:
+        self._requeues.append(item)
+        self._signal()
+
+    async def archive(self, job_id: int, error: dict[str, Any], reason: str) -> bool:
+        """Move a job to ``failed_jobs`` now (retrying on connection errors)."""
+        return await self._retry(lambda: self.driver.archive(
+            job_id, worker_id=self.worker_id, error=error, reason=reason))
+
+    async def drain(self) -> None:
+        """Wait until everything buffered so far is written."""
+        if not self.pending:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._wake.set()
+        await fut
+
+    def _signal(self) -> None:
+        if self.pending >= self.batch_size or not self._wake.is_set():
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._stopping and self.pending < self.batch_size:
+                # let a batch build up for a few ms after the first item
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full(), self.flush_interval)
+            self._wake.clear()
+            await self._flush()
+            if self._stopping and not self.pending:
+                return
+
+    async def _full(self) -> None:
+        while self.pending < self.batch_size and not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _flush(self) -> None:
+        finishes, self._finishes = self._finishes, []
+        requeues, self._requeues = self._requeues, []
+        waiters, self._waiters = self._waiters, []
+        try:
+            for i in range(0, len(finishes), self.batch_size):
+                chunk = finishes[i:i + self.batch_size]
+                await self._retry(lambda c=chunk: self.driver.finish_many(  # type: ignore[misc]
+                    c, worker_id=self.worker_id))
+            for i in range(0, len(requeues), self.batch_size):
+                chunk2 = requeues[i:i + self.batch_size]
+                await self._retry(lambda c=chunk2: self.driver.requeue_many(  # type: ignore[misc]
+                    c, worker_id=self.worker_id))
+            self.flushes += 1
+            self.written += len(finishes) + len(requeues)
+        except Exception:
+            log.exception("completer could not write %d state changes; their jobs will be "
+                          "rescued when their leases expire", len(finishes) + len(requeues))
+        finally:
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def _retry(self, fn: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DatabaseUnavailableError),
+            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            stop=stop_after_delay(self.retry_for),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "database unavailable while writing job states (attempt %d); retrying",
+                rs.attempt_number),
+        ):
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable")  # pragma: no cover

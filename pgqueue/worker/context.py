@@ -1,0 +1,69 @@
+"""The running job's context, visible to its handler through :func:`current_job`.
+
+The executor sets a :class:`JobContext` in a ``contextvars`` variable before calling the handler
+(sync handlers run in a thread with a copy of the context), so a handler can read its job, check
+whether it was asked to stop, and complete itself inside its own transaction
+(:meth:`pgqueue.App.complete`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pgqueue.errors import JobError
+from pgqueue.job import Job
+
+__all__ = ["JobContext", "completion_target", "current_context", "current_job"]
+
+
+@dataclass(slots=True)
+class JobContext:
+    job: Job
+    worker_id: str
+    #: set when the job was asked to stop (cancel request or shutdown timeout); sync handlers
+    #: that run long should check ``pgqueue.current_context().cancelled.is_set()``
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    #: set by App.complete(): the job was finished in the handler's own transaction
+    completed_in_tx: bool = False
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "pgqueue_job", default=None)
+
+
+def current_context() -> JobContext:
+    """The context of the job this code runs for; raises JobError outside a handler."""
+    ctx = _current.get()
+    if ctx is None:
+        raise JobError("no job is running here: current_job()/complete() work inside a "
+                       "handler run by a pgqueue worker")
+    return ctx
+
+
+def current_job() -> Job:
+    """The job this handler runs for."""
+    return current_context().job
+
+
+def set_context(ctx: JobContext | None) -> contextvars.Token[JobContext | None]:
+    return _current.set(ctx)
+
+
+def reset_context(token: contextvars.Token[JobContext | None]) -> None:
+    _current.reset(token)
+
+
+def completion_target(job: Job | None) -> tuple[int, str, Callable[[], None]]:
+    """(job id, worker id, mark-completed callback) for App.complete()."""
+    ctx = current_context()
+    if job is not None and job.id != ctx.job.id:
+        raise JobError(f"complete() can only complete the running job {ctx.job.id}, "
+                       f"not job {job.id}")
+
+    def mark() -> None:
+        ctx.completed_in_tx = True
+
+    return ctx.job.id, ctx.worker_id, mark

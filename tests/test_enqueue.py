@@ -1,0 +1,312 @@
+"""Enqueue: joins the caller's transaction (psycopg sync/async, SQLAlchemy Session/AsyncSession),
+notifies only at commit, validates input, bulk paths, unique keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+import pgqueue
+from tests.helpers import scalar
+
+CHANNEL = "pgqueue.jobs"
+
+
+def listener(dsn: str) -> psycopg.Connection[Any]:
+    c = psycopg.connect(dsn, autocommit=True)
+    c.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+    return c
+
+
+def pending_notifications(c: psycopg.Connection[Any]) -> list[str]:
+    """Notifications already delivered to ``c`` (a round trip flushes them in)."""
+    c.execute("SELECT 1")
+    return [n.payload for n in c.notifies(timeout=0.0, stop_after=100)]
+
+
+def count_jobs(conn: psycopg.Connection[Any], queue: str = "q") -> int:
+    return int(scalar(conn, "SELECT count(*) FROM pgqueue.jobs WHERE queue = %s", queue))
+
+
+def test_psycopg_rollback_leaves_no_job_and_no_notification(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    lis = listener(clean)
+    with psycopg.connect(clean) as c:
+        app.enqueue("t", {"a": 1}, queue="q", conn=c)
+        assert count_jobs(conn) == 0  # not visible before commit
+        c.rollback()
+    assert count_jobs(conn) == 0
+    assert pending_notifications(lis) == []
+
+
+def test_psycopg_commit_one_job_notification_after_commit(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    lis = listener(clean)
+    with psycopg.connect(clean) as c:
+        c.execute("CREATE TEMP TABLE orders (id int)")
+        c.execute("INSERT INTO orders VALUES (1)")
+        job_id = app.enqueue("t", {"a": 1}, queue="q", conn=c)
+        assert pending_notifications(lis) == []  # nothing before commit
+        c.commit()
+    assert count_jobs(conn) == 1
+    assert scalar(conn, "SELECT id FROM pgqueue.jobs") == job_id
+    assert pending_notifications(lis) == ["q"]
+
+
+async def test_psycopg_async_rollback_and_commit(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    lis = listener(clean)
+    async with await psycopg.AsyncConnection.connect(clean) as c:
+        await app.enqueue_async("t", {"a": 1}, queue="q", conn=c)
+        await c.rollback()
+        assert count_jobs(conn) == 0
+        assert pending_notifications(lis) == []
+        await app.enqueue_async("t", {"a": 2}, queue="q", conn=c)
+        assert pending_notifications(lis) == []
+        await c.commit()
+    assert count_jobs(conn) == 1
+    assert pending_notifications(lis) == ["q"]
+
+
+def test_sqlalchemy_session_rollback_and_commit(
+        app: pgqueue.App, clean: str, sa_url: str, conn: psycopg.Connection[Any]) -> None:
+    lis = listener(clean)
+    engine = sa.create_engine(sa_url)
+    try:
+        with Session(engine) as session:
+            session.execute(sa.text("CREATE TEMP TABLE orders (id int)"))
+            session.execute(sa.text("INSERT INTO orders VALUES (1)"))
+            app.enqueue("t", {"a": 1}, queue="q", conn=session)
+            session.rollback()
+        assert count_jobs(conn) == 0
+        assert pending_notifications(lis) == []
+        with Session(engine) as session:
+            app.enqueue("t", {"a": 1}, queue="q", conn=session)  # first statement of the session
+            assert pending_notifications(lis) == []
+            session.commit()
+        assert count_jobs(conn) == 1
+        assert pending_notifications(lis) == ["q"]
+        with engine.connect() as sa_conn:  # a Core Connection, not yet begun
+            app.enqueue("t", {"a": 3}, queue="q", conn=sa_conn)
+            sa_conn.commit()
+        assert count_jobs(conn) == 2
+    finally:
+        engine.dispose()
+
+
+async def test_sqlalchemy_async_session_rollback_and_commit(
+        app: pgqueue.App, clean: str, sa_url: str, conn: psycopg.Connection[Any]) -> None:
+    lis = listener(clean)
+    engine = create_async_engine(sa_url)
+    try:
+        async with AsyncSession(engine) as session:
+            await app.enqueue_async("t", {"a": 1}, queue="q", conn=session)
+            await session.rollback()
+        assert count_jobs(conn) == 0
+        assert pending_notifications(lis) == []
+        async with AsyncSession(engine) as session:
+            await session.execute(sa.text("SELECT 1"))
+            await app.enqueue_async("t", {"a": 1}, queue="q", conn=session)
+            assert pending_notifications(lis) == []
+            await session.commit()
+        assert count_jobs(conn) == 1
+        assert pending_notifications(lis) == ["q"]
+    finally:
+        await engine.dispose()
+
+
+def test_enqueue_many_notifies_once_per_queue(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    lis = listener(clean)
+    ids = app.enqueue_many("t", [{"i": i} for i in range(500)], queue="q")
+    ids += app.enqueue_many("t", [{"i": i} for i in range(3)], queue="r")
+    assert len(ids) == len(set(ids)) == 503
+    assert pending_notifications(lis) == ["q", "r"]
+    rows = conn.execute("SELECT id, args->>'i' FROM pgqueue.jobs WHERE queue = 'q' ORDER BY id")
+    assert [int(i) for _, i in rows] == list(range(500))  # ids returned in input order
+
+
+def test_bulk_enqueue_100k(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    ids = app.enqueue_many("bulk", ({"n": i} for i in range(100_000)), queue="bulk")
+    assert len(ids) == 100_000
+    assert count_jobs(conn, "bulk") == 100_000
+    assert scalar(conn, "SELECT count(DISTINCT id) FROM pgqueue.jobs") == 100_000
+
+
+def test_bulk_enqueue_in_caller_transaction_rolls_back(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    with psycopg.connect(clean) as c:
+        app.enqueue_many("t", [{"i": i} for i in range(1000)], queue="q", conn=c)
+        c.rollback()
+    assert count_jobs(conn) == 0
+
+
+def test_delay_run_at_priority_defaults(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    @app.task(name="send", queue="mail", priority=7, max_attempts=3)
+    def send(to: str) -> None: ...
+
+    a = send.enqueue(to="x")
+    b = app.enqueue("send", {"to": "y"}, delay=60, priority=1)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    c = app.enqueue("send", {"to": "z"}, run_at=when)
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT id, queue, priority, max_attempts, run_at > now() + interval '50 seconds'"
+        " FROM pgqueue.jobs")}
+    assert rows[a] == ("mail", 7, 3, False)
+    assert rows[b] == ("mail", 1, 3, True)
+    assert rows[c][3] is True
+
+
+def test_unique_key_never_two_live_jobs(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    first = app.enqueue("t", {}, queue="q", unique_key="order-1")
+    again = app.enqueue("t", {}, queue="q", unique_key="order-1")
+    assert again == first  # documented: skipped, the live job's id is returned
+    many = app.enqueue_many("t", [{}, {}], queue="q", unique_key="order-1")
+    assert many == [first, first]
+    assert count_jobs(conn) == 1
+    other = app.enqueue("t", {}, queue="q", unique_key="order-2")
+    assert other != first and count_jobs(conn) == 2
+
+
+@dataclasses.dataclass
+class EmailArgs:
+    to: str
+    subject: str = "hi"
+
+
+def test_typed_arguments_validated_at_enqueue(app: pgqueue.App,
+                                              conn: psycopg.Connection[Any]) -> None:
+    @app.task(name="typed")
+    def typed(args: EmailArgs) -> None: ...
+
+    typed.enqueue(EmailArgs(to="a@b.c"))
+    typed.enqueue(to="a@b.c", subject="x")
+    with pytest.raises(pgqueue.ValidationError, match="not a valid EmailArgs"):
+        typed.enqueue(too="a@b.c")
+    assert count_jobs(conn, "default") == 2
+
+
+pydantic = pytest.importorskip("pydantic")
+
+
+class PydArgs(pydantic.BaseModel):
+    n: int
+
+
+def test_pydantic_arguments(app: pgqueue.App) -> None:
+    @app.task(name="pyd")
+    def pyd(args: PydArgs) -> None: ...
+
+    pyd.enqueue(n=3)
+    with pytest.raises(pgqueue.ValidationError):
+        pyd.enqueue(n="not a number")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"args": {"x": object()}}, "not JSON-serialisable"),
+    ({"args": {"x": float("nan")}}, "not JSON-serialisable"),
+    ({"args": {"x": "a\x00b"}}, "NUL"),
+    ({"args": [1, 2]}, "must be a JSON object"),
+    ({"priority": -1}, "priority must be"),
+    ({"priority": 1001}, "priority must be"),
+    ({"priority": True}, "priority must be"),
+    ({"delay": -5}, "delay must be"),
+    ({"delay": float("nan")}, "delay must be"),
+    ({"max_attempts": 0}, "max_attempts must be"),
+    ({"timeout": -1}, "timeout must be"),
+    ({"run_at": dt.datetime(2030, 1, 1)}, "timezone-aware"),
+    ({"delay": 1, "run_at": dt.datetime.now(dt.UTC)}, "not both"),
+    ({"queue": "bad queue;"}, "invalid queue name"),
+    ({"queue": "x" * 10_000}, "invalid queue name"),
+    ({"queue": "q\x00"}, "invalid queue name"),
+    ({"unique_key": ""}, "unique_key"),
+    ({"colour": "red"}, "unknown enqueue option"),
+])
+def test_bad_input_specific_errors_nothing_written(
+        app: pgqueue.App, conn: psycopg.Connection[Any], kwargs: dict[str, Any],
+        match: str) -> None:
+    args = kwargs.pop("args", {})
+    with pytest.raises(pgqueue.ValidationError, match=match):
+        app.enqueue("t", args, **kwargs)
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+@pytest.mark.parametrize("name", ["x'; DROP TABLE pgqueue.jobs; --", "a\"b", "", "q\x00",
+                                  "y" * 10_000, "naïve space"])
+def test_hostile_task_names_rejected(app: pgqueue.App, conn: psycopg.Connection[Any],
+                                     name: str) -> None:
+    with pytest.raises(pgqueue.ValidationError):
+        app.enqueue(name, {})
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
+    assert scalar(conn, "SELECT to_regclass('pgqueue.jobs') IS NOT NULL") is True
+
+
+@pytest.mark.parametrize("schema", ["pgqueue; DROP TABLE x", 'a"b', "Upper", "", "s" * 100,
+                                    "x\x00", "pg_catalog"])
+def test_hostile_schema_names_rejected(schema: str) -> None:
+    with pytest.raises(pgqueue.ValidationError, match="invalid schema name"):
+        pgqueue.App(database_url="postgresql://localhost/x", schema=schema)
+
+
+def test_strict_mode_unknown_task(clean: str, conn: psycopg.Connection[Any]) -> None:
+    app = pgqueue.App(database_url=clean, strict=True)
+
+    @app.task(name="known")
+    def known() -> None: ...
+
+    with pytest.raises(pgqueue.UnknownTaskError, match="unknown task 'nope'.*known"):
+        app.enqueue("nope", {})
+    app.enqueue("known")
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 1
+    app.close()
+
+
+def test_function_signature_checked(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    @app.task(name="sig")
+    def sig(to: str, subject: str = "") -> None: ...
+
+    with pytest.raises(pgqueue.ValidationError, match="do not match"):
+        sig.enqueue(too="x")
+    with pytest.raises(pgqueue.ValidationError, match="do not match"):
+        app.enqueue("sig", {})
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+def test_sync_connection_passed_to_async_is_rejected(app: pgqueue.App, clean: str) -> None:
+    with psycopg.connect(clean) as c, pytest.raises(pgqueue.ValidationError, match="sync"):
+        import asyncio
+
+        asyncio.run(app.enqueue_async("t", {}, conn=c))
+
+
+def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGQUEUE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(pgqueue.ConfigurationError, match="no database configured"):
+        pgqueue.App().enqueue("t", {})
+    monkeypatch.setenv("PGQUEUE_DATABASE_URL", "mysql://x@y/z")
+    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_DATABASE_URL.*not a PostgreSQL"):
+        pgqueue.App()
+    monkeypatch.setenv("PGQUEUE_DATABASE_URL", "host=localhost port=notaport dbname")
+    with pytest.raises(pgqueue.ConfigurationError, match="malformed"):
+        pgqueue.App()
+
+
+def test_unreachable_and_unmigrated_database(make_database: Any) -> None:
+    down = pgqueue.App(database_url="postgresql://postgres@127.0.0.1:1/x")
+    with pytest.raises(pgqueue.DatabaseUnavailableError, match="did not answer"):
+        down.driver.check()
+    fresh = pgqueue.App(database_url=make_database())
+    with pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate"):
+        fresh.driver.check()
+    with pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate"):
+        fresh.enqueue("t", {})
+    fresh.close()
