@@ -117,9 +117,11 @@ class App:
             self._driver.close()
 
     async def aclose(self) -> None:
-        """Close pgqueue's own connection pools (async and sync)."""
+        """Close pgqueue's own connection pools (this event loop's async pool, and the sync
+        pool)."""
         if self._driver is not None:
             await self._driver.aclose()
+            self._driver.close()
 
     def migrate(self) -> None:
         """Upgrade pgqueue's schema in this app's database to head (idempotent)."""

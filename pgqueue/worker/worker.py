@@ -186,9 +186,15 @@ class Worker:
 
     def start_in_thread(self) -> Worker:
         """Run the worker on its own event loop in a daemon thread; returns at once."""
+        async def main() -> None:
+            try:
+                await self.run()
+            finally:  # this loop's connections die with it
+                await self.app.driver.aclose()
+
         def target() -> None:
             try:
-                asyncio.run(self.run())
+                asyncio.run(main())
             except Exception:
                 log.exception("worker %s crashed", self.id)
                 self.stopped.set()

@@ -10,6 +10,7 @@ otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import threading
@@ -122,7 +123,8 @@ class PostgresDriver:
         self._prepare_threshold = prepare_threshold
         self._connect_timeout = connect_timeout
         self._pool: ConnectionPool | None = None
-        self._apool: AsyncConnectionPool | None = None
+        # one async pool per event loop: a pool's connections belong to the loop that made them
+        self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
         self._lock = threading.Lock()
 
     # ---- pools and executors ---------------------------------------------------------------
@@ -140,14 +142,18 @@ class PostgresDriver:
             return self._pool
 
     async def _async_pool(self) -> AsyncConnectionPool:
-        if self._apool is None:
+        loop = asyncio.get_running_loop()
+        pool = self._apools.get(loop)
+        if pool is None:
             pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
                                        kwargs=self._conn_kwargs(), open=False,
                                        timeout=self._connect_timeout, name="pgqueue-async")
             with _translate():
                 await pool.open()
-            self._apool = pool
-        return self._apool
+            for old in [lp for lp in self._apools if lp.is_closed()]:
+                del self._apools[old]  # pools of loops that are gone
+            self._apools[loop] = pool
+        return pool
 
     def _run(self, op: _Op[T], conn: Any = None) -> T:
         with _translate():
@@ -176,10 +182,10 @@ class PostgresDriver:
             self._pool = None
 
     async def aclose(self) -> None:
-        if self._apool is not None:
-            await self._apool.close()
-            self._apool = None
-        self.close()
+        """Close this event loop's async pool (the sync pool stays: see :meth:`close`)."""
+        pool = self._apools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
 
     def check(self) -> None:
         """Connect once and read the migration version; raise a clear error otherwise."""

@@ -1,0 +1,208 @@
+"""The demo (``pgqueue demo``, the README's first command).
+
+On the embedded PostgreSQL (data dir ``.pgqueue/``) unless a database URL is given or set: migrate,
+enqueue a realistic mix -- immediate, delayed, high and low priority, flaky jobs that fail and
+retry, one that ends in the failed archive, an order written in the same transaction as its job
+(and one rolled back) -- then run workers with a live progress line until everything is done, and
+print the per-queue summary, the archive, and an SQL query joining history with the orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+import pgqueue
+from pgqueue._dsn import to_libpq, url_from_env
+from pgqueue.retry import RetryPolicy
+
+app = pgqueue.App(database_url="postgresql://placeholder/none")  # real URL set by run_demo()
+
+DEMO_QUEUES = ("emails", "reports")
+
+
+@app.task(name="demo.send_email", queue="emails")
+def send_email(to: str, subject: str) -> dict[str, str]:
+    time.sleep(random.uniform(0.005, 0.03))  # a blocking client, run in the thread pool
+    return {"sent_to": to}
+
+
+@app.task(name="demo.flaky_email", queue="emails", retry=RetryPolicy(base=0.3))
+def flaky_email(to: str) -> None:
+    if pgqueue.current_job().attempt == 1:
+        raise ConnectionError(f"SMTP server hung up while sending to {to}")
+
+
+@app.task(name="demo.build_report", queue="reports")
+async def build_report(report: str, rows: int) -> int:
+    await asyncio.sleep(random.uniform(0.01, 0.05))  # async handlers run on the event loop
+    return rows
+
+
+@app.task(name="demo.doomed_export", queue="reports", max_attempts=3,
+          retry=RetryPolicy(base=0.3))
+def doomed_export(target: str) -> None:
+    raise PermissionError(f"export bucket {target!r} refuses our credentials")
+
+
+@app.task(name="demo.ship_order", queue="emails")
+def ship_order(order_id: int) -> None:
+    """Completes itself inside its own business transaction (exactly-once effects)."""
+    with psycopg.connect(_state["url"]) as conn:
+        conn.execute("UPDATE demo_orders SET shipped = true WHERE id = %s", (order_id,))
+        app.complete(conn)
+
+
+_state: dict[str, Any] = {}
+
+
+def _resolve_url(database_url: str | None, data_dir: str) -> tuple[str, Any]:
+    if database_url:
+        return to_libpq(database_url, source="--database-url"), None
+    found = url_from_env()
+    if found:
+        return to_libpq(found[0], source=f"env {found[1]}"), None
+    from pgqueue._embedded import EmbeddedPostgres
+    from pgqueue.errors import EmbeddedServerError
+
+    print(f"No PGQUEUE_DATABASE_URL/DATABASE_URL set: starting an embedded PostgreSQL in "
+          f"{data_dir}/ ...", flush=True)
+    try:
+        server = EmbeddedPostgres(data_dir, durable=True)
+        return server.start(), server
+    except EmbeddedServerError as exc:
+        import tempfile
+
+        fallback = f"{tempfile.gettempdir()}/pgqueue-demo-data"
+        print(f"  ({exc}; using {fallback}/ instead)", flush=True)
+        server = EmbeddedPostgres(fallback, durable=True)
+        return server.start(), server
+
+
+def enqueue_mix(url: str) -> int:
+    """Enqueue the demo's jobs; returns how many."""
+    n = 0
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, "
+                     "customer text NOT NULL, shipped boolean NOT NULL DEFAULT false)")
+        conn.commit()
+        # an order and its job in ONE transaction: both commit
+        order_id = conn.execute("INSERT INTO demo_orders (customer) VALUES ('ada') "
+                                "RETURNING id").fetchone()[0]  # type: ignore[index]
+        ship_order.enqueue(order_id=order_id, conn=conn)
+        conn.commit()
+        n += 1
+        # ...and one rolled back: neither the order nor its job exists afterwards
+        conn.execute("INSERT INTO demo_orders (customer) VALUES ('mallory')")
+        ship_order.enqueue(order_id=-1, conn=conn)
+        conn.rollback()
+    n += len(app.enqueue_many("demo.send_email", [
+        {"to": f"user{i}@example.com", "subject": "Newsletter"} for i in range(40)]))
+    for i in range(5):
+        send_email.options(priority=1).enqueue(to=f"vip{i}@example.com", subject="Urgent")
+    for i in range(10):
+        send_email.options(priority=100).enqueue(to=f"bulk{i}@example.com", subject="Digest")
+    for i in range(5):
+        send_email.options(delay=1.0 + i * 0.5).enqueue(to=f"later{i}@example.com",
+                                                       subject="Reminder")
+    for i in range(6):
+        flaky_email.enqueue(to=f"flaky{i}@example.com")
+    for i in range(12):
+        build_report.enqueue(report=f"sales-{i}", rows=random.randint(10, 1000))
+    doomed_export.enqueue(target="s3://acme-exports")
+    return n + 5 + 10 + 5 + 6 + 12 + 1
+
+
+def run_demo(database_url: str | None = None, data_dir: str = ".pgqueue",
+             workers: int = 2) -> int:
+    import logging
+
+    logging.getLogger("pgqueue").setLevel(logging.WARNING)  # the progress line tells the story
+    started = time.monotonic()
+    url, server = _resolve_url(database_url, data_dir)
+    try:
+        return _run(url, workers, started)
+    finally:
+        app.close()
+        if server is not None:
+            server.stop()
+
+
+def _run(url: str, worker_count: int, started: float) -> int:
+    from pgqueue import migrations
+
+    _state["url"] = url
+    app.database_url = url
+    app._driver = None  # rebuild the driver for the real URL
+    migrations.upgrade(url)
+    print(f"Migrated pgqueue schema (revision {migrations.head()}).")
+    with psycopg.connect(url, autocommit=True) as c:  # leftovers of an interrupted run
+        c.execute("DELETE FROM pgqueue.jobs WHERE queue = ANY(%s)", (list(DEMO_QUEUES),))
+    total = enqueue_mix(url)
+    print(f"Enqueued {total} jobs (1 more was rolled back with its order).")
+
+    counts: dict[str, int] = {}
+
+    def on_event(event: str, job: pgqueue.Job) -> None:
+        counts[event] = counts.get(event, 0) + 1
+
+    pool = [app.worker(queues=list(DEMO_QUEUES), concurrency=8, poll_interval=0.5,
+                       on_event=on_event).start_in_thread() for _ in range(worker_count)]
+    print(f"Started {worker_count} workers (concurrency 8 each). Progress:")
+    try:
+        while True:
+            live = sum(app.count(q) for q in DEMO_QUEUES)
+            line = (f"\r  live {live:3d} | succeeded {counts.get('succeeded', 0):3d} | "
+                    f"retried {counts.get('retried', 0):2d} | failed {counts.get('failed', 0)}")
+            print(line, end="", flush=True)
+            if live == 0:
+                break
+            time.sleep(0.2)  # refresh rate of the progress display
+    finally:
+        for w in pool:
+            w.stop()
+        for w in pool:
+            w.join(30)
+    print()
+    _summary(url)
+    print(f"Done in {time.monotonic() - started:.1f} s.")
+    return 0
+
+
+def _summary(url: str) -> None:
+    from pgqueue.cli import _table
+
+    stats = [s for s in app.stats() if s.queue in DEMO_QUEUES]
+    print("\nPer-queue summary (SELECT * FROM pgqueue.queue_stats):")
+    print(_table(("queue", "waiting", "scheduled", "running", "failed", "finished/1h",
+                  "mean run"),
+                 [(s.queue, s.waiting, s.scheduled, s.running, s.failed, s.finished_last_hour,
+                   f"{(s.mean_run_time_s or 0) * 1000:.0f} ms") for s in stats]))
+    print("\nFailed-jobs archive (pgqueue failed list):")
+    failed = app.failed()
+    print(_table(("id", "queue", "task", "attempts", "reason"),
+                 [(f.id, f.queue, f.task, f"{f.attempt}/{f.max_attempts}", f.reason)
+                  for f in failed[:5]]))
+    with psycopg.connect(url) as c:
+        rows = c.execute("""
+            SELECT o.id, o.customer, o.shipped, h.state, h.finished_at - h.enqueued_at
+              FROM demo_orders o
+              JOIN pgqueue.job_history h
+                ON h.task = 'demo.ship_order' AND (h.args->>'order_id')::int = o.id
+             ORDER BY h.finished_at DESC LIMIT 3""").fetchall()
+    print("\nOrders joined with their jobs' history (plain SQL):")
+    print(_table(("order", "customer", "shipped", "job state", "enqueue->done"),
+                 [(r[0], r[1], r[2], r[3], f"{r[4].total_seconds():.2f} s") for r in rows]))
+
+
+def main() -> int:
+    return run_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
