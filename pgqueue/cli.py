@@ -82,7 +82,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.sql:
         print(migrations.sql(schema=args.schema, to=args.to or "head"))
         return 0
-    url, source = _database_url(args)
+    url, _ = _database_url(args)
     target = args.to or "head"
     before = _current(url, args.schema)
     if target == "base" or (before is not None and target != "head" and target < before):

@@ -69,6 +69,26 @@ def _sa_url(url: str) -> str:
 
 
 @contextmanager
+def _keep_outer_alembic_context() -> Iterator[None]:
+    """Let pgqueue's migrations run inside an application's running alembic migration.
+
+    Alembic exposes its running environment through module-level proxies (``alembic.context``,
+    ``alembic.op``) and removes them when an environment ends, which would break the
+    application's outer environment. Save them before and restore them after.
+    """
+    import alembic.context
+    import alembic.op
+
+    saved = [(m, dict(vars(m))) for m in (alembic.context, alembic.op)]
+    try:
+        yield
+    finally:
+        for module, namespace in saved:
+            vars(module).clear()
+            vars(module).update(namespace)
+
+
+@contextmanager
 def _connection(bind: Bindable) -> Iterator[sa.Connection]:
     if isinstance(bind, sa.Connection):
         yield bind
@@ -103,7 +123,7 @@ def upgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "head") -
     """Upgrade pgqueue's schema to revision ``to`` (default: head). Idempotent."""
     validate_schema(schema)
     cfg = _config(schema)
-    with _connection(bind) as conn:
+    with _connection(bind) as conn, _keep_outer_alembic_context():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, to)
 
@@ -113,7 +133,7 @@ def downgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "base")
     its version table and the schema itself when nothing else is left in it."""
     validate_schema(schema)
     cfg = _config(schema)
-    with _connection(bind) as conn:
+    with _connection(bind) as conn, _keep_outer_alembic_context():
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, to)
         if to == "base":

@@ -124,6 +124,11 @@ class Task:
         if self.model is not None:
             if not isinstance(args, self.model):
                 args = self._build(to_json_object(args) if args is not None else {})
+            if self.is_class and not (dataclasses.is_dataclass(args)
+                                      or hasattr(args, "model_dump")):
+                # a plain class: its public attributes are its arguments
+                return dumps_args({k: v for k, v in vars(args).items()
+                                   if not k.startswith("_")})
             return dumps_args(to_json_object(args))
         obj = to_json_object(args if args is not None else {})
         assert self._signature is not None
@@ -157,9 +162,15 @@ class Task:
             kwargs = dict(job.args)
         if self.wants_job:
             kwargs["job"] = job
+        handler = self.handler
+        if self.is_async:
+            async def acall() -> Any:
+                return await handler(**kwargs)
+
+            return None, acall
 
         def call() -> Any:
-            return self.handler(**kwargs)
+            return handler(**kwargs)
 
         return None, call
 

@@ -262,7 +262,7 @@ def test_strict_mode_unknown_task(clean: str, conn: psycopg.Connection[Any]) -> 
     @app.task(name="known")
     def known() -> None: ...
 
-    with pytest.raises(pgqueue.UnknownTaskError, match="unknown task 'nope'.*known"):
+    with pytest.raises(pgqueue.UnknownTaskError, match=r"unknown task 'nope'.*known"):
         app.enqueue("nope", {})
     app.enqueue("known")
     assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 1
@@ -293,7 +293,7 @@ def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(pgqueue.ConfigurationError, match="no database configured"):
         pgqueue.App().enqueue("t", {})
     monkeypatch.setenv("PGQUEUE_DATABASE_URL", "mysql://x@y/z")
-    with pytest.raises(pgqueue.ConfigurationError, match="PGQUEUE_DATABASE_URL.*not a PostgreSQL"):
+    with pytest.raises(pgqueue.ConfigurationError, match=r"PGQUEUE_DATABASE_URL.*not a PostgreSQL"):
         pgqueue.App()
     monkeypatch.setenv("PGQUEUE_DATABASE_URL", "host=localhost port=notaport dbname")
     with pytest.raises(pgqueue.ConfigurationError, match="malformed"):

@@ -25,6 +25,7 @@ __all__ = [
     "Driver",
     "FailedJob",
     "Finish",
+    "FinishedJob",
     "QueueStats",
     "Requeue",
     "WakeCallback",
@@ -110,6 +111,27 @@ class QueueStats:
     oldest_wait_s: float | None = None
     mean_run_time_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A row of the ``job_history``: a job that left the live set as ``succeeded`` or
+    ``cancelled``. ``result`` is the handler's JSON result (or None)."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int
+    state: str
+    attempt: int
+    max_attempts: int
+    errors: list[dict[str, Any]]
+    result: Any
+    worker_id: str | None
+    enqueued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
 
 
 #: Called by a driver's listener, on the worker's event loop: ``(kind, payload)`` where kind is

@@ -23,7 +23,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from pgqueue.drivers.base import Driver, Finish, Requeue
@@ -50,6 +51,7 @@ class Completer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._flushing = False
         self.flushes = 0
         self.written = 0
 
@@ -83,13 +85,12 @@ class Completer:
             job_id, worker_id=self.worker_id, error=error, reason=reason))
 
     async def drain(self) -> None:
-        """Wait until everything buffered so far is written."""
-        if not self.pending:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        self._wake.set()
-        await fut
+        """Wait until everything buffered so far is written (including a flush in flight)."""
+        while self.pending or self._flushing:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            self._wake.set()
+            await fut
 
     def _signal(self) -> None:
         if self.pending >= self.batch_size or not self._wake.is_set():
@@ -115,7 +116,7 @@ class Completer:
     async def _flush(self) -> None:
         finishes, self._finishes = self._finishes, []
         requeues, self._requeues = self._requeues, []
-        waiters, self._waiters = self._waiters, []
+        self._flushing = True
         try:
             for i in range(0, len(finishes), self.batch_size):
                 chunk = finishes[i:i + self.batch_size]
@@ -131,6 +132,8 @@ class Completer:
             log.exception("completer could not write %d state changes; their jobs will be "
                           "rescued when their leases expire", len(finishes) + len(requeues))
         finally:
+            self._flushing = False
+            waiters, self._waiters = self._waiters, []
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
@@ -138,7 +141,7 @@ class Completer:
     async def _retry(self, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DatabaseUnavailableError),
-            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            wait=wait_exponential(multiplier=0.05, max=5.0) + wait_random(0, 0.05),
             stop=stop_after_delay(self.retry_for),
             reraise=True,
             before_sleep=lambda rs: log.warning(

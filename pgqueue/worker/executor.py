@@ -131,8 +131,6 @@ class Executor:
         try:
             failed_hook, call = task.invoke(job)
             result = await self._call(call, ctx, timeout)
-            if inspect.isawaitable(result):  # a sync def that returned a coroutine
-                result = await asyncio.wait_for(result, timeout)
         except asyncio.CancelledError:
             if job.id in self.released:
                 return  # shutdown: the job was released back to waiting
@@ -180,11 +178,15 @@ class Executor:
         token = set_context(ctx)
         try:
             if inspect.iscoroutinefunction(call) or _is_async_callable(call):
-                return await asyncio.wait_for(call(), timeout)
-            loop = asyncio.get_running_loop()
-            context = contextvars.copy_context()
-            fut = loop.run_in_executor(self.pool, context.run, call)
-            return await asyncio.wait_for(fut, timeout)
+                result = await asyncio.wait_for(call(), timeout)
+            else:
+                loop = asyncio.get_running_loop()
+                context = contextvars.copy_context()
+                fut = loop.run_in_executor(self.pool, context.run, call)
+                result = await asyncio.wait_for(fut, timeout)
+            if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+                result = await asyncio.wait_for(result, timeout)
+            return result
         finally:
             reset_context(token)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from pgqueue.drivers.base import WakeCallback
 from pgqueue.drivers.postgres.sql import Statements
@@ -78,7 +78,7 @@ class PgListener:
             try:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type((psycopg.OperationalError, OSError)),
-                    wait=wait_exponential_jitter(initial=0.1, max=5.0),
+                    wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
                 ):
                     with attempt:
                         await self._connect()

@@ -1,0 +1,791 @@
+"""The memory driver: the whole driver seam in one process, for tests and development.
+
+Semantics follow the PostgreSQL driver operation by operation (see
+:mod:`pgqueue.drivers.postgres.sql`):
+
+- claim takes ready jobs of unpaused queues in ``(priority, run_at, id)`` order, adds one to
+  ``attempt`` and gives the job a lease of ``lease_s`` seconds held by ``worker_id``;
+- finish, requeue and archive only touch jobs that are ``running`` under the given worker (a
+  worker whose job was rescued cannot complete it any more);
+- requeue with ``count_attempt=False`` (snooze, shutdown release) gives the attempt back, and an
+  ``error`` record is appended to the job's ``errors``;
+- archive moves the job to the failed archive with its errors and a reason; redrive puts it back
+  to waiting with the same id, ``attempt`` 0 and its errors kept;
+- rescue of expired leases requeues a job (counting the attempt) or archives it with reason
+  ``"worker died while running"`` when it was on its last attempt;
+- cancel of a waiting job moves it to history as ``cancelled``; of a running job it sets the
+  cancel-requested flag and tells the worker through the listener;
+- count is waiting (including scheduled) + running; pop removes the next ready job, paused or not.
+
+Declared limits (:attr:`MemoryDriver.capabilities`): jobs live in this process only (lost on
+exit, invisible to other processes: ``cross_process=False``); no database transaction to join
+(``transactional_enqueue=False``, ``transactional_completion=False``; ``conn=`` raises
+:class:`pgqueue.CapabilityError`). History keeps the last ``history_limit`` finished jobs
+(default 10,000), readable with :meth:`MemoryDriver.history`.
+
+Thread safety: every operation takes one lock, so an enqueuer in one thread and a worker's event
+loop in another can share a driver. Async methods run the same code inline (nothing blocks for
+longer than a dictionary update). Wake-ups are pushed to each started listener with
+``loop.call_soon_threadsafe``: a worker wakes at once on insert, requeue, redrive and resume.
+
+Run times (``run_at``) use the wall clock (``time.time()``); leases use ``time.monotonic()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import heapq
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgqueue.drivers.base import (
+    Capabilities,
+    FailedJob,
+    Finish,
+    FinishedJob,
+    QueueStats,
+    Requeue,
+    WakeCallback,
+)
+from pgqueue.errors import CapabilityError, JobError
+from pgqueue.job import Job, NewJob
+
+__all__ = ["MemoryDriver", "MemoryListener"]
+
+#: Reason and error text of a job whose lease expired on its last attempt.
+WORKER_DIED = "worker died while running"
+
+Note = tuple[str, Any]
+
+
+def _ts(value: dt.datetime) -> float:
+    return value.timestamp()
+
+
+def _dt(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON round trip, as the database would store it (``default=str`` like postgres)."""
+    out: dict[str, Any] = json.loads(json.dumps(value, default=str))
+    return out
+
+
+@dataclass(slots=True)
+class _Rec:
+    """One job: live (``waiting``/``running``) or archived (``failed``)."""
+
+    id: int
+    queue: str
+    task: str
+    args_json: str
+    priority: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    unique_key: str | None
+    timeout_s: float | None
+    meta_json: str
+    attempt: int = 0
+    state: str = "waiting"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    last_error: str | None = None
+    worker_id: str | None = None
+    started_at: float | None = None
+    lease_expires: float | None = None
+    cancel_requested: bool = False
+    reason: str | None = None
+    failed_at: float | None = None
+    #: bumped whenever the job (re)enters waiting; heap entries with an older seq are stale
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class _Queue:
+    """Per-queue indexes. Heaps use lazy deletion: an entry is valid only if its job is still
+    waiting with the same ``seq``."""
+
+    #: ready jobs: (priority, run_at, id, seq)
+    ready: list[tuple[int, float, int, int]] = field(default_factory=list)
+    #: jobs whose run_at is in the future: (run_at, id, seq)
+    delayed: list[tuple[float, int, int]] = field(default_factory=list)
+    #: ids of the waiting jobs that are still in ``delayed``
+    scheduled: set[int] = field(default_factory=set)
+    #: ids of the live jobs (waiting + running)
+    live: set[int] = field(default_factory=set)
+    #: ids of the running jobs
+    running: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _WorkerInfo:
+    queues: list[str]
+    concurrency: int
+    heartbeat: float
+
+
+class MemoryListener:
+    """Delivers a :class:`MemoryDriver`'s wake-ups to one event loop until stopped."""
+
+    def __init__(self, driver: MemoryDriver, callback: WakeCallback) -> None:
+        self._driver = driver
+        self._callback = callback
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Register with the driver; wake-ups are delivered on the current event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._driver._add_listener(self)
+
+    async def stop(self) -> None:
+        self._driver._remove_listener(self)
+        self._loop = None
+
+    def deliver(self, kind: str, payload: Any) -> bool:
+        """Schedule ``callback(kind, payload)`` on the listener's loop; False if it is gone."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            loop.call_soon_threadsafe(self._callback, kind, payload)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
+
+
+class MemoryDriver:
+    """In-process driver (see the module docstring for semantics and declared limits).
+
+    ``history_limit`` bounds the finished-job history (oldest entries are dropped first).
+    """
+
+    name = "memory"
+    capabilities = Capabilities(
+        transactional_enqueue=False,
+        transactional_completion=False,
+        cross_process=False,
+        push_wakeups=True,
+        history=True,
+        priorities=True,
+        delays=True,
+    )
+
+    def __init__(self, *, history_limit: int = 10_000) -> None:
+        if history_limit < 1:
+            raise ValueError("history_limit must be >= 1")
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._jobs: dict[int, _Rec] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._failed: dict[int, _Rec] = {}
+        self._unique: dict[str, int] = {}
+        self._paused: set[str] = set()
+        #: queues that were ever paused or resumed (the ``queues`` table of postgres)
+        self._known_queues: set[str] = set()
+        self._history: deque[FinishedJob] = deque(maxlen=history_limit)
+        self._workers: dict[str, _WorkerInfo] = {}
+        self._listeners: list[MemoryListener] = []
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.MemoryDriver jobs={len(self._jobs)} failed={len(self._failed)}>"
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to release; jobs stay (a later call on this driver sees them)."""
+
+    async def aclose(self) -> None:
+        """Nothing to release; jobs stay."""
+
+    def check(self) -> None:
+        """Always usable."""
+
+    # ---- helpers (call with the lock held) ---------------------------------------------------
+    def _queue(self, name: str) -> _Queue:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = _Queue()
+        return q
+
+    def _valid(self, job_id: int, seq: int) -> _Rec | None:
+        rec = self._jobs.get(job_id)
+        if rec is not None and rec.state == "waiting" and rec.seq == seq:
+            return rec
+        return None
+
+    def _push_waiting(self, rec: _Rec, now: float) -> None:
+        rec.seq += 1
+        q = self._queue(rec.queue)
+        if rec.run_at <= now:
+            heapq.heappush(q.ready, (rec.priority, rec.run_at, rec.id, rec.seq))
+        else:
+            heapq.heappush(q.delayed, (rec.run_at, rec.id, rec.seq))
+            q.scheduled.add(rec.id)
+
+    def _promote(self, q: _Queue, now: float) -> None:
+        """Move due jobs from ``delayed`` to ``ready``."""
+        while q.delayed and q.delayed[0][0] <= now:
+            _, job_id, seq = heapq.heappop(q.delayed)
+            rec = self._valid(job_id, seq)
+            if rec is not None:
+                q.scheduled.discard(job_id)
+                heapq.heappush(q.ready, (rec.priority, rec.run_at, rec.id, rec.seq))
+
+    def _top_ready(self, q: _Queue) -> tuple[int, float, int, int] | None:
+        while q.ready:
+            top = q.ready[0]
+            if self._valid(top[2], top[3]) is not None:
+                return top
+            heapq.heappop(q.ready)
+        return None
+
+    def _top_delayed(self, q: _Queue) -> tuple[float, int, int] | None:
+        while q.delayed:
+            top = q.delayed[0]
+            if self._valid(top[1], top[2]) is not None:
+                return top
+            heapq.heappop(q.delayed)
+        return None
+
+    def _remove_live(self, rec: _Rec) -> None:
+        del self._jobs[rec.id]
+        q = self._queue(rec.queue)
+        q.live.discard(rec.id)
+        q.running.discard(rec.id)
+        q.scheduled.discard(rec.id)
+        if rec.unique_key is not None and self._unique.get(rec.unique_key) == rec.id:
+            del self._unique[rec.unique_key]
+
+    def _add_live(self, rec: _Rec, now: float) -> None:
+        rec.state = "waiting"
+        self._jobs[rec.id] = rec
+        self._queue(rec.queue).live.add(rec.id)
+        if rec.unique_key is not None:
+            self._unique[rec.unique_key] = rec.id
+        self._push_waiting(rec, now)
+
+    def _to_history(self, rec: _Rec, state: str, result_json: str | None, now: float) -> None:
+        self._history.append(FinishedJob(
+            id=rec.id, queue=rec.queue, task=rec.task, args=json.loads(rec.args_json),
+            priority=rec.priority, state=state, attempt=rec.attempt,
+            max_attempts=rec.max_attempts, errors=copy.deepcopy(rec.errors),
+            result=None if result_json is None else json.loads(result_json),
+            worker_id=rec.worker_id, enqueued_at=_dt(rec.created_at),
+            started_at=None if rec.started_at is None else _dt(rec.started_at),
+            finished_at=_dt(now)))
+
+    def _archive(self, rec: _Rec, error: dict[str, Any], reason: str, now: float) -> None:
+        self._remove_live(rec)
+        rec.errors.append(_jsonable(error))
+        rec.last_error = str(error.get("error")) if error.get("error") is not None else None
+        rec.state = "failed"
+        rec.reason = reason
+        rec.failed_at = now
+        rec.lease_expires = None
+        self._failed[rec.id] = rec
+
+    def _requeue(self, rec: _Rec, delay_s: float, count_attempt: bool,
+                 error: dict[str, Any] | None, now: float) -> None:
+        self._queue(rec.queue).running.discard(rec.id)
+        rec.state = "waiting"
+        rec.run_at = now + max(0.0, delay_s)
+        if not count_attempt:
+            rec.attempt -= 1
+        rec.worker_id = None
+        rec.lease_expires = None
+        if error is not None:
+            rec.errors.append(_jsonable(error))
+            if error.get("error") is not None:
+                rec.last_error = str(error["error"])
+        self._push_waiting(rec, now)
+
+    @staticmethod
+    def _job(rec: _Rec) -> Job:
+        return Job(id=rec.id, queue=rec.queue, task=rec.task, args=json.loads(rec.args_json),
+                   priority=rec.priority, attempt=rec.attempt, max_attempts=rec.max_attempts,
+                   run_at=_dt(rec.run_at), created_at=_dt(rec.created_at),
+                   unique_key=rec.unique_key, timeout_s=rec.timeout_s,
+                   errors=copy.deepcopy(rec.errors), meta=json.loads(rec.meta_json),
+                   state=rec.state)
+
+    @staticmethod
+    def _failed_job(rec: _Rec) -> FailedJob:
+        assert rec.reason is not None and rec.failed_at is not None
+        return FailedJob(id=rec.id, queue=rec.queue, task=rec.task,
+                         args=json.loads(rec.args_json), priority=rec.priority,
+                         attempt=rec.attempt, max_attempts=rec.max_attempts,
+                         errors=copy.deepcopy(rec.errors), reason=rec.reason,
+                         enqueued_at=_dt(rec.created_at), failed_at=_dt(rec.failed_at))
+
+    # ---- wake-ups ----------------------------------------------------------------------------
+    def _add_listener(self, listener: MemoryListener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _remove_listener(self, listener: MemoryListener) -> None:
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
+
+    def _notify(self, notes: Iterable[Note]) -> None:
+        """Deliver notes (outside the lock) to every started listener."""
+        notes = list(notes)
+        if not notes:
+            return
+        with self._lock:
+            listeners = list(self._listeners)
+        gone = []
+        for listener in listeners:
+            for kind, payload in notes:
+                if not listener.deliver(kind, payload):
+                    gone.append(listener)
+                    break
+        for listener in gone:
+            self._remove_listener(listener)
+
+    def listener(self, callback: WakeCallback) -> MemoryListener:
+        """A listener pushing ``("job", queue)`` on insert/requeue/rescue/redrive and
+        ``("control", {"op": "pause" | "cancel", ...})`` on pause/resume and cancel requests."""
+        return MemoryListener(self, callback)
+
+    # ---- enqueue -----------------------------------------------------------------------------
+    def insert_many(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
+        """Insert jobs atomically; returns ids in input order. A job whose ``unique_key`` is held
+        by a live job is not inserted and that job's id is returned instead."""
+        if conn is not None:
+            raise CapabilityError("the memory driver cannot enqueue inside your transaction "
+                                  "(conn=...); drop conn= or use the postgres driver")
+        if not jobs:
+            return []
+        now = time.time()
+        ids: list[int] = []
+        queues: dict[str, None] = {}
+        with self._lock:
+            for j in jobs:
+                if j.unique_key is not None and j.unique_key in self._unique:
+                    ids.append(self._unique[j.unique_key])
+                    continue
+                run_at = _ts(j.run_at) if j.run_at is not None else now + (j.delay_s or 0.0)
+                rec = _Rec(id=self._next_id, queue=j.queue, task=j.task, args_json=j.args_json,
+                           priority=j.priority, max_attempts=j.max_attempts, run_at=run_at,
+                           created_at=now, unique_key=j.unique_key, timeout_s=j.timeout_s,
+                           meta_json=j.meta_json)
+                self._next_id += 1
+                self._add_live(rec, now)
+                ids.append(rec.id)
+                queues[j.queue] = None
+        self._notify(("job", q) for q in queues)
+        return ids
+
+    async def insert_many_async(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
+        return self.insert_many(jobs, conn=conn)
+
+    # ---- worker ------------------------------------------------------------------------------
+    async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
+                    lease_s: float) -> list[Job]:
+        """Claim up to ``limit`` ready jobs of the unpaused ``queues`` in
+        ``(priority, run_at, id)`` order across all of them."""
+        now, mono = time.time(), time.monotonic()
+        out: list[Job] = []
+        with self._lock:
+            qs = [self._queues[n] for n in dict.fromkeys(queues)
+                  if n in self._queues and n not in self._paused]
+            for q in qs:
+                self._promote(q, now)
+            while len(out) < limit:
+                best: tuple[tuple[int, float, int, int], _Queue] | None = None
+                for q in qs:
+                    top = self._top_ready(q)
+                    if top is not None and (best is None or top < best[0]):
+                        best = (top, q)
+                if best is None:
+                    break
+                heapq.heappop(best[1].ready)
+                rec = self._jobs[best[0][2]]
+                rec.state = "running"
+                rec.attempt += 1
+                rec.worker_id = worker_id
+                rec.started_at = now
+                rec.lease_expires = mono + lease_s
+                best[1].running.add(rec.id)
+                out.append(self._job(rec))
+        return out
+
+    async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
+        """Move running jobs of ``worker_id`` to history; returns the ids that were moved."""
+        now = time.time()
+        done: list[int] = []
+        with self._lock:
+            for item in items:
+                rec = self._jobs.get(item.job_id)
+                if rec is None or rec.state != "running" or rec.worker_id != worker_id:
+                    continue
+                self._remove_live(rec)
+                self._to_history(rec, item.state, item.result_json, now)
+                done.append(rec.id)
+        return done
+
+    async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
+        """Put running jobs of ``worker_id`` back to waiting after their delay."""
+        now = time.time()
+        done: list[int] = []
+        queues: dict[str, None] = {}
+        with self._lock:
+            for item in items:
+                rec = self._jobs.get(item.job_id)
+                if rec is None or rec.state != "running" or rec.worker_id != worker_id:
+                    continue
+                self._requeue(rec, item.delay_s, item.count_attempt, item.error, now)
+                done.append(rec.id)
+                queues[rec.queue] = None
+        self._notify(("job", q) for q in queues)
+        return done
+
+    async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
+                      reason: str) -> bool:
+        """Move a running job of ``worker_id`` to the failed archive with ``error`` appended."""
+        now = time.time()
+        with self._lock:
+            rec = self._jobs.get(job_id)
+            if rec is None or rec.state != "running" or rec.worker_id != worker_id:
+                return False
+            self._archive(rec, error, reason, now)
+            return True
+
+    async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
+        """When the next waiting job of the unpaused ``queues`` is due. With ready jobs this is
+        a time not after now (the ``run_at`` of the next job in claim order); None when no job
+        waits."""
+        best: float | None = None
+        with self._lock:
+            for name in dict.fromkeys(queues):
+                q = self._queues.get(name)
+                if q is None or name in self._paused:
+                    continue
+                ready = self._top_ready(q)
+                delayed = self._top_delayed(q)
+                for value in (ready[1] if ready else None, delayed[0] if delayed else None):
+                    if value is not None and (best is None or value < best):
+                        best = value
+        return None if best is None else _dt(best)
+
+    async def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    async def register_worker(self, *, worker_id: str, queues: Sequence[str],
+                              concurrency: int) -> None:
+        with self._lock:
+            self._workers[worker_id] = _WorkerInfo(list(queues), concurrency, time.monotonic())
+
+    async def unregister_worker(self, *, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def _running_recs(self) -> list[_Rec]:
+        return [self._jobs[i] for q in self._queues.values() for i in q.running]
+
+    async def heartbeat(self, *, worker_id: str, lease_s: float) -> None:
+        """Extend the leases of every job ``worker_id`` runs, and its registry heartbeat."""
+        mono = time.monotonic()
+        with self._lock:
+            info = self._workers.get(worker_id)
+            if info is not None:
+                info.heartbeat = mono
+            for rec in self._running_recs():
+                if rec.worker_id == worker_id:
+                    rec.lease_expires = mono + lease_s
+
+    async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
+        """Requeue (counting the attempt) or archive, on their last attempt, the running jobs
+        whose lease expired; returns (requeued ids, archived ids)."""
+        now, mono = time.time(), time.monotonic()
+        rescued: list[int] = []
+        failed: list[int] = []
+        queues: dict[str, None] = {}
+        with self._lock:
+            expired = sorted((r for r in self._running_recs()
+                              if r.lease_expires is not None and r.lease_expires < mono),
+                             key=lambda r: (r.lease_expires or 0.0, r.id))[:limit]
+            for rec in expired:
+                error = {"attempt": rec.attempt, "error": WORKER_DIED, "traceback": None,
+                         "at": _dt(now).isoformat(), "worker": rec.worker_id}
+                if rec.attempt >= rec.max_attempts:
+                    self._archive(rec, error, WORKER_DIED, now)
+                    failed.append(rec.id)
+                else:
+                    self._requeue(rec, 0.0, True, error, now)
+                    rescued.append(rec.id)
+                    queues[rec.queue] = None
+        self._notify(("job", q) for q in queues)
+        return rescued, failed
+
+    async def cancel_requested(self, *, worker_id: str) -> list[int]:
+        with self._lock:
+            return sorted(r.id for r in self._running_recs()
+                          if r.worker_id == worker_id and r.cancel_requested)
+
+    async def prune_workers(self, *, older_than_s: float) -> None:
+        cutoff = time.monotonic() - older_than_s
+        with self._lock:
+            for wid in [w for w, info in self._workers.items() if info.heartbeat < cutoff]:
+                del self._workers[wid]
+
+    async def ensure_partitions(self, days: int = 7) -> None:
+        """Nothing to do: history is a bounded in-memory list."""
+
+    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
+                              result_json: str | None = None) -> bool:
+        raise CapabilityError("the memory driver cannot complete a job inside your transaction; "
+                              "return from the handler instead, or use the postgres driver")
+
+    async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
+                                          result_json: str | None = None) -> bool:
+        return self.finish_in_transaction(conn, job_id, worker_id=worker_id,
+                                          result_json=result_json)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """The registered workers: ``{id: {"queues", "concurrency", "heartbeat_age_s"}}``."""
+        mono = time.monotonic()
+        with self._lock:
+            return {w: {"queues": list(i.queues), "concurrency": i.concurrency,
+                        "heartbeat_age_s": mono - i.heartbeat}
+                    for w, i in self._workers.items()}
+
+    # ---- queue control -----------------------------------------------------------------------
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue; listeners get ``("control", {"op": "pause", ...})``."""
+        with self._lock:
+            self._known_queues.add(queue)
+            if paused:
+                self._paused.add(queue)
+            else:
+                self._paused.discard(queue)
+        self._notify([("control", {"op": "pause", "queue": queue, "paused": paused})])
+
+    async def set_paused_async(self, queue: str, paused: bool) -> None:
+        self.set_paused(queue, paused)
+
+    def paused_queues(self) -> set[str]:
+        with self._lock:
+            return set(self._paused)
+
+    async def paused_queues_async(self) -> set[str]:
+        return self.paused_queues()
+
+    def count(self, queue: str) -> int:
+        """Waiting (including scheduled) + running jobs of ``queue``."""
+        with self._lock:
+            q = self._queues.get(queue)
+            return len(q.live) if q is not None else 0
+
+    async def count_async(self, queue: str) -> int:
+        return self.count(queue)
+
+    def sizes(self, queue: str) -> dict[str, int]:
+        """``waiting`` (ready now), ``scheduled`` (run_at ahead), ``running`` and ``failed``."""
+        now = time.time()
+        with self._lock:
+            failed = sum(1 for r in self._failed.values() if r.queue == queue)
+            q = self._queues.get(queue)
+            if q is None:
+                return {"waiting": 0, "scheduled": 0, "running": 0, "failed": failed}
+            self._promote(q, now)
+            scheduled = len(q.scheduled)
+            running = len(q.running)
+            return {"waiting": len(q.live) - running - scheduled, "scheduled": scheduled,
+                    "running": running, "failed": failed}
+
+    async def sizes_async(self, queue: str) -> dict[str, int]:
+        return self.sizes(queue)
+
+    def clear(self, queue: str) -> int:
+        """Delete the waiting and scheduled jobs of ``queue``; running jobs finish normally."""
+        with self._lock:
+            q = self._queues.get(queue)
+            if q is None:
+                return 0
+            waiting = [self._jobs[i] for i in q.live - q.running]
+            for rec in waiting:
+                self._remove_live(rec)
+            q.ready.clear()
+            q.delayed.clear()
+            q.scheduled.clear()
+            return len(waiting)
+
+    async def clear_async(self, queue: str) -> int:
+        return self.clear(queue)
+
+    def pop(self, queue: str) -> Job | None:
+        """Remove the next ready job of ``queue`` (paused or not) and return it: the caller owns
+        it now. It does not go to history."""
+        now = time.time()
+        with self._lock:
+            q = self._queues.get(queue)
+            if q is None:
+                return None
+            self._promote(q, now)
+            top = self._top_ready(q)
+            if top is None:
+                return None
+            heapq.heappop(q.ready)
+            rec = self._jobs[top[2]]
+            self._remove_live(rec)
+            return self._job(rec)
+
+    async def pop_async(self, queue: str) -> Job | None:
+        return self.pop(queue)
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a waiting job (to history as ``cancelled``) or flag a running one (its worker
+        is told); False when no live job has that id."""
+        now = time.time()
+        note: Note | None = None
+        with self._lock:
+            rec = self._jobs.get(job_id)
+            if rec is None:
+                return False
+            if rec.state == "waiting":
+                self._remove_live(rec)
+                self._to_history(rec, "cancelled", None, now)
+            else:
+                rec.cancel_requested = True
+                note = ("control", {"op": "cancel", "id": rec.id, "worker": rec.worker_id})
+        if note is not None:
+            self._notify([note])
+        return True
+
+    async def cancel_async(self, job_id: int) -> bool:
+        return self.cancel(job_id)
+
+    def get_job(self, job_id: int) -> Job | None:
+        """A live (waiting or running) job, or None."""
+        with self._lock:
+            rec = self._jobs.get(job_id)
+            return self._job(rec) if rec is not None else None
+
+    async def get_job_async(self, job_id: int) -> Job | None:
+        return self.get_job(job_id)
+
+    def list_failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
+        """Archived jobs, newest failure first."""
+        with self._lock:
+            recs = [r for r in self._failed.values() if queue is None or r.queue == queue]
+            recs.sort(key=lambda r: (r.failed_at or 0.0, r.id), reverse=True)
+            return [self._failed_job(r) for r in recs[:max(0, limit)]]
+
+    async def list_failed_async(self, queue: str | None = None,
+                                limit: int = 100) -> list[FailedJob]:
+        return self.list_failed(queue, limit)
+
+    def get_failed(self, job_id: int) -> FailedJob | None:
+        with self._lock:
+            rec = self._failed.get(job_id)
+            return self._failed_job(rec) if rec is not None else None
+
+    async def get_failed_async(self, job_id: int) -> FailedJob | None:
+        return self.get_failed(job_id)
+
+    def redrive(self, ids: Sequence[int] | None = None, queue: str | None = None) -> list[int]:
+        """Put archived jobs (``ids``, or all of ``queue``, or all) back to waiting with their
+        id, ``attempt`` 0 and their errors kept. All or nothing: raises
+        :class:`pgqueue.JobError` if a live job already holds one's ``unique_key``."""
+        now = time.time()
+        with self._lock:
+            wanted = self._failed.keys() if ids is None else [i for i in ids if i in self._failed]
+            recs = [self._failed[i] for i in sorted(set(wanted))
+                    if queue is None or self._failed[i].queue == queue]
+            keys = [r.unique_key for r in recs if r.unique_key is not None]
+            if any(k in self._unique for k in keys) or len(keys) != len(set(keys)):
+                raise JobError("cannot re-drive: a live job already holds the same unique_key; "
+                               "cancel or finish it first")
+            for rec in recs:
+                del self._failed[rec.id]
+                rec.attempt = 0
+                rec.run_at = now
+                rec.worker_id = None
+                rec.started_at = None
+                rec.lease_expires = None
+                rec.cancel_requested = False
+                rec.reason = None
+                rec.failed_at = None
+                rec.last_error = (str(rec.errors[-1].get("error"))
+                                  if rec.errors and rec.errors[-1].get("error") is not None
+                                  else None)
+                self._add_live(rec, now)
+            queues = {r.queue: None for r in recs}
+        self._notify(("job", q) for q in queues)
+        return [r.id for r in recs]
+
+    async def redrive_async(self, ids: Sequence[int] | None = None,
+                            queue: str | None = None) -> list[int]:
+        return self.redrive(ids, queue)
+
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
+        """Delete archived jobs (of ``queue``, failed before ``before``); returns how many."""
+        cutoff = None if before is None else _ts(before)
+        with self._lock:
+            doomed = [i for i, r in self._failed.items()
+                      if (queue is None or r.queue == queue)
+                      and (cutoff is None or (r.failed_at or 0.0) < cutoff)]
+            for i in doomed:
+                del self._failed[i]
+            return len(doomed)
+
+    async def purge_failed_async(self, queue: str | None = None,
+                                 before: dt.datetime | None = None) -> int:
+        return self.purge_failed(queue, before)
+
+    def history(self, queue: str | None = None, limit: int = 100) -> list[FinishedJob]:
+        """Finished jobs (succeeded or cancelled), newest first; at most the last
+        ``history_limit`` are kept."""
+        with self._lock:
+            out: list[FinishedJob] = []
+            for h in reversed(self._history):
+                if len(out) >= limit:
+                    break
+                if queue is None or h.queue == queue:
+                    out.append(h)
+            return out
+
+    async def history_async(self, queue: str | None = None,
+                            limit: int = 100) -> list[FinishedJob]:
+        return self.history(queue, limit)
+
+    def stats(self) -> list[QueueStats]:
+        """Per-queue counts, as the postgres ``queue_stats`` view gives them: queues with live
+        or failed jobs, queues ever paused/resumed, and queues with history in the last hour."""
+        now = time.time()
+        hour_ago = now - 3600
+        with self._lock:
+            recent = [h for h in self._history if _ts(h.finished_at) > hour_ago]
+            names = ({n for n, q in self._queues.items() if q.live} | self._known_queues
+                     | {r.queue for r in self._failed.values()} | {h.queue for h in recent})
+            out = []
+            for name in sorted(names):
+                q = self._queues.get(name)
+                if q is not None:
+                    self._promote(q, now)
+                live = [self._jobs[i] for i in q.live] if q is not None else []
+                ready = [r for r in live if r.state == "waiting" and r.run_at <= now]
+                failed = [r for r in self._failed.values() if r.queue == name]
+                done = [h for h in recent if h.queue == name]
+                runs = [(h.finished_at - h.started_at).total_seconds()
+                        for h in done if h.started_at is not None]
+                out.append(QueueStats(
+                    queue=name, paused=name in self._paused, waiting=len(ready),
+                    scheduled=sum(1 for r in live if r.state == "waiting" and r.run_at > now),
+                    running=sum(1 for r in live if r.state == "running"),
+                    failed=len(failed), finished_last_hour=len(done),
+                    failed_last_hour=sum(1 for r in failed if (r.failed_at or 0.0) > hour_ago),
+                    oldest_wait_s=(now - min(r.run_at for r in ready)) if ready else None,
+                    mean_run_time_s=sum(runs) / len(runs) if runs else None))
+            return out
+
+    async def stats_async(self) -> list[QueueStats]:
+        return self.stats()

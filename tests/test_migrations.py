@@ -1,0 +1,214 @@
+"""Migrations: up, down to base, up again; head equals the declared metadata; idempotent; --sql;
+a custom schema; run from an application's own alembic env; from an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import venv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from pgqueue import migrations
+from pgqueue._dsn import to_sqlalchemy_url
+from pgqueue.drivers.postgres.schema import metadata
+from pgqueue.errors import ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def objects(dsn: str, schema: str = "pgqueue") -> set[tuple[str, str]]:
+    """Every relation, view and function in ``schema`` (kind, name)."""
+    with psycopg.connect(dsn) as c:
+        rels = c.execute(
+            "SELECT c.relkind::text, c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s", (schema,)).fetchall()
+        funcs = c.execute(
+            "SELECT 'f', p.proname::text FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE n.nspname = %s", (schema,)).fetchall()
+        has_schema = c.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                               (schema,)).fetchone()
+    found = {(k, n) for k, n in rels + funcs}
+    if has_schema and has_schema[0]:
+        found.add(("schema", schema))
+    return found
+
+
+def schema_diff(dsn: str) -> list[Any]:
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table" and name and (name.startswith("job_history_")
+                                          or name == "pgqueue_alembic_version"):
+            return False  # partitions (made by ensure_history_partitions) and alembic's table
+        return True
+
+    engine = sa.create_engine(to_sqlalchemy_url(dsn))
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={
+                "include_schemas": True, "include_object": include,
+                "include_name": lambda name, type_, parent: (
+                    type_ != "schema" or name == "pgqueue"),
+                "compare_server_default": True,
+            })
+            return list(compare_metadata(ctx, metadata))
+    finally:
+        engine.dispose()
+
+
+def test_up_down_up_is_clean_and_head_matches_metadata(
+        make_database: Callable[[], str]) -> None:
+    url = make_database()
+    assert migrations.current(url) is None
+    migrations.upgrade(url)
+    assert migrations.current(url) == migrations.head()
+    first = objects(url)
+    assert ("r", "jobs") in first and ("v", "queue_stats") in first
+    assert schema_diff(url) == []
+    migrations.upgrade(url)  # idempotent: nothing changes
+    assert objects(url) == first
+    migrations.downgrade(url)
+    assert objects(url) == set()  # everything pgqueue created is gone, schema included
+    migrations.upgrade(url)
+    assert objects(url) == first
+    assert schema_diff(url) == []
+
+
+def test_own_version_table_leaves_application_alembic_alone(
+        make_database: Callable[[], str]) -> None:
+    url = make_database()
+    with psycopg.connect(url) as c:
+        c.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        c.execute("INSERT INTO alembic_version VALUES ('app_rev_42')")
+    migrations.upgrade(url)
+    migrations.downgrade(url)
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("app_rev_42",)]
+
+
+def test_custom_schema(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    migrations.upgrade(url, schema="jobs_x")
+    assert ("r", "jobs") in objects(url, "jobs_x")
+    assert objects(url, "pgqueue") == set()
+    migrations.downgrade(url, schema="jobs_x")
+    assert objects(url, "jobs_x") == set()
+
+
+def test_sql_prints_ddl_without_touching_a_database() -> None:
+    ddl = migrations.sql()
+    assert "CREATE TABLE pgqueue.jobs" in ddl
+    assert "jobs_claim_idx" in ddl
+    assert "pgqueue_alembic_version" in ddl
+    assert "CREATE SCHEMA IF NOT EXISTS pgqueue" in ddl
+    assert 'CREATE TABLE "other".jobs' not in migrations.sql(schema="other")
+    assert "CREATE TABLE other.jobs" in migrations.sql(schema="other")
+
+
+@pytest.mark.parametrize("schema", ["x; DROP TABLE y", 'a"b', "A", "pg_toast", "x" * 60])
+def test_hostile_schema_rejected(schema: str) -> None:
+    with pytest.raises(ValidationError):
+        migrations.sql(schema=schema)
+
+
+def test_from_the_applications_own_alembic_env(make_database: Callable[[], str],
+                                               tmp_path: Path) -> None:
+    """An app's revision calls pgqueue.migrations.upgrade(op.get_bind()) in its transaction."""
+    url = make_database()
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "env.py").write_text(textwrap.dedent("""
+        from alembic import context
+        import sqlalchemy as sa
+        engine = sa.create_engine(context.config.get_main_option("sqlalchemy.url"))
+        with engine.connect() as conn:
+            context.configure(connection=conn)
+            with context.begin_transaction():
+                context.run_migrations()
+    """))
+    (tmp_path / "versions" / "a1_app.py").write_text(textwrap.dedent("""
+        from alembic import op
+        import pgqueue.migrations
+        revision = "a1"
+        down_revision = None
+        def upgrade():
+            op.execute("CREATE TABLE orders (id serial PRIMARY KEY)")
+            pgqueue.migrations.upgrade(op.get_bind(), schema="pgqueue")
+        def downgrade():
+            pgqueue.migrations.downgrade(op.get_bind(), schema="pgqueue")
+            op.execute("DROP TABLE orders")
+    """))
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(tmp_path))
+    cfg.set_main_option("sqlalchemy.url", to_sqlalchemy_url(url))
+    command.upgrade(cfg, "head")
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("a1",)
+    assert migrations.current(url) == migrations.head()
+    command.downgrade(cfg, "base")
+    assert objects(url) == set()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pgqueue.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_cli_migrate_up_base_up_and_sql(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    r = run_cli("migrate", "--database-url", url)
+    assert r.returncode == 0, r.stderr
+    assert "none -> 0001" in r.stdout
+    r = run_cli("migrate", "--database-url", url)
+    assert "0001 -> 0001" in r.stdout
+    r = run_cli("migrate", "--to", "base", "--database-url", url)
+    assert r.returncode == 0 and "removed" in r.stdout
+    assert objects(url) == set()
+    r = run_cli("migrate", "--sql")
+    assert r.returncode == 0 and "CREATE TABLE pgqueue.jobs" in r.stdout
+
+
+def test_cli_errors_are_one_clear_line(make_database: Callable[[], str]) -> None:
+    env = {"PGQUEUE_DATABASE_URL": "", "DATABASE_URL": ""}
+    r = run_cli("migrate", env=env)
+    assert r.returncode == 2
+    assert "no database configured" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("status", "--database-url", "postgresql://postgres@127.0.0.1:1/x")
+    assert r.returncode == 1 and "database unreachable" in r.stdout
+    assert "Traceback" not in r.stderr
+    r = run_cli("status", "--database-url", make_database())
+    assert r.returncode == 2 and "pgqueue migrate" in r.stderr
+
+
+@pytest.mark.slow
+def test_wheel_in_fresh_venv_can_migrate(make_database: Callable[[], str],
+                                         tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(dist.glob("pgqueue-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=600)
+    url = make_database()
+    r = subprocess.run([str(env_dir / "bin" / "pgqueue"), "migrate", "--database-url", url],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert migrations.current(url) == migrations.head()
+    where = subprocess.run([str(py), "-c", "import pgqueue.migrations as m; "
+                            "print(m.script_location())"], capture_output=True, text=True,
+                           cwd=tmp_path, check=True).stdout
+    assert str(env_dir) in where  # the revisions came from the wheel, not the checkout
