@@ -45,10 +45,10 @@ def objects(dsn: str, schema: str = "pgqueue") -> set[tuple[str, str]]:
 
 def schema_diff(dsn: str) -> list[Any]:
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        if type_ == "table" and name and (name.startswith("job_history_")
-                                          or name == "pgqueue_alembic_version"):
-            return False  # partitions (made by ensure_history_partitions) and alembic's table
-        return True
+        # skip partitions (made by ensure_history_partitions) and alembic's own table
+        skipped = bool(name) and (str(name).startswith("job_history_")
+                                  or name == "pgqueue_alembic_version")
+        return not (type_ == "table" and skipped)
 
     engine = sa.create_engine(to_sqlalchemy_url(dsn))
     try:
@@ -146,8 +146,9 @@ def test_from_the_applications_own_alembic_env(make_database: Callable[[], str],
             pgqueue.migrations.downgrade(op.get_bind(), schema="pgqueue")
             op.execute("DROP TABLE orders")
     """))
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     cfg = Config()
     cfg.set_main_option("script_location", str(tmp_path))

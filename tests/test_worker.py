@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import threading
 import time
 from typing import Any
@@ -116,7 +117,7 @@ async def test_failing_job_retries_with_growing_gaps_then_archive_and_redrive(
     assert all("RuntimeError: broken 7" in e["error"] for e in failed.errors)
     assert all("Traceback" in e["traceback"] for e in failed.errors)
     at = [dt.datetime.fromisoformat(e["at"]) for e in failed.errors]
-    gaps = [(b - a).total_seconds() for a, b in zip(at, at[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(at)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.15 and gaps[2] >= 0.45  # 0.05, 0.15, 0.45 s
     assert gaps[0] < gaps[1] < gaps[2]
     assert dead == [(job_id, "broken 7")]  # the hook ran once
