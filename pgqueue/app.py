@@ -172,7 +172,7 @@ class App:
     def task_for(self, obj: Any) -> Task | None:
         """The task registered for a class-based job instance, if any."""
         for task in self.tasks.values():
-            if task.is_class and isinstance(obj, task.handler):
+            if task.is_class and isinstance(obj, task.handler):  # type: ignore[arg-type]
                 return task
         return None
 

@@ -122,7 +122,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = app.worker(queues=queues, concurrency=args.concurrency, burst=args.burst,
                         poll_interval=args.poll_interval,
                         shutdown_timeout=args.shutdown_timeout)
-    return worker.run_forever()
+    return int(worker.run_forever())
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:

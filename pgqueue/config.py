@@ -339,7 +339,7 @@ def _resolve(entries: dict[str, list[_Entry]]) -> Settings:
     won = _winner(entries, *db_names)
     database_url: str | None = None
     if won is not None:
-        database_url = to_libpq(won[1].value, source=won[1].source)
+        database_url = _check_postgres_url(won[1].value, won[1].source)
         sources["database_url"] = won[1].source
     won = _winner(entries, *redis_names)
     if won is not None:
@@ -729,6 +729,18 @@ def _parse_table(value: str, var: str, source: str) -> str | None:
 
 
 # ---- connection strings -----------------------------------------------------------------------
+def _check_postgres_url(value: str, source: str) -> str:
+    """A normalised libpq connection string (``to_libpq``), with its ports checked too."""
+    conninfo = to_libpq(value, source=source)
+    port = str(conninfo_to_dict(conninfo).get("port") or "")
+    for part in filter(None, port.split(",")):
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise ConfigurationError(
+                f"port {part!r} is not a number from 1 to 65535; expected "
+                "postgresql://user@host:5432/dbname", key="database_url", source=source)
+    return conninfo
+
+
 def _check_redis_url(value: str, key: str, source: str) -> str:
     allowed = "redis://[:password@]host[:port][/db], rediss://... or unix:///path/redis.sock"
     try:
@@ -794,7 +806,8 @@ def _apply_cluster(conninfo: str, cluster: tuple[str, ...] | bool,
     except psycopg.ProgrammingError as exc:  # pragma: no cover - inputs were checked above
         raise ConfigurationError(f"cannot build the multi-host connection: {exc}",
                                  key="cluster", source=source) from exc
-    named = tuple(f"{h}:{p}" for h, p in zip(host_list, port_list, strict=False) if h)
+    named = tuple(f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+                  for h, p in zip(host_list, port_list, strict=False) if h)
     return result, named
 
 

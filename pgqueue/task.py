@@ -95,7 +95,7 @@ class Task:
             if not callable(getattr(handler, "handle", None)):
                 raise ValidationError(f"class-based job {handler.__name__} needs a handle() "
                                       "method")
-            self.model = handler
+            self.model = typing.cast(type, handler)
             self.is_async = inspect.iscoroutinefunction(handler.handle)  # type: ignore[attr-defined]
             self._signature = None
         else:

@@ -48,7 +48,7 @@ COPY_THRESHOLD = 200
 
 @dataclass(frozen=True, slots=True)
 class _Op(Generic[T]):
-    query: sql.Composable
+    query: sql.Composed
     params: dict[str, Any]
     read: Callable[[list[Row]], T]
 
@@ -371,7 +371,7 @@ class PostgresDriver:
         return value
 
     async def now(self) -> dt.datetime:
-        value: dt.datetime = await self._arun(_Op(sql.SQL("SELECT clock_timestamp()"), {},
+        value: dt.datetime = await self._arun(_Op(sql.Composed([sql.SQL("SELECT clock_timestamp()")]), {},
                                                   _scalar))
         return value
 
@@ -543,16 +543,16 @@ class PostgresDriver:
         return await self._arun(self._stats_op())
 
     # ---- helpers -------------------------------------------------------------------------
-    def _run_rowcount(self, query: sql.Composable, params: dict[str, Any]) -> int:
+    def _run_rowcount(self, query: sql.Composed, params: dict[str, Any]) -> int:
         with _translate(), self._sync_pool().connection() as c:
-            return c.execute(query, params).rowcount
+            return int(c.execute(query, params).rowcount)
 
-    async def _arun_rowcount(self, query: sql.Composable, params: dict[str, Any]) -> int:
+    async def _arun_rowcount(self, query: sql.Composed, params: dict[str, Any]) -> int:
         with _translate():
             pool = await self._async_pool()
             async with pool.connection() as c:
                 cur = await c.execute(query, params)
-                return cur.rowcount
+                return int(cur.rowcount)
 
 
 def _fetch(cur: psycopg.Cursor[Row]) -> list[Row]:
