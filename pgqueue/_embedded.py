@@ -388,6 +388,9 @@ class EmbeddedPostgres:
         root: the server then runs as the current user.
     ``bindir``
         A PostgreSQL ``bin/`` directory; defaults to :func:`find_bindir`.
+    ``port``
+        The TCP port; by default a free one is picked at the first start. A restart (``stop()``
+        then ``start()``) keeps the port, so clients can reconnect to the same DSN.
 
     When root, the data directory is chowned to the server's user (that directory only). Every
     existing directory above it must already be searchable by that user; pgqueue never changes
@@ -407,7 +410,9 @@ class EmbeddedPostgres:
         durable: bool = False,
         run_as: str | None = None,
         bindir: Path | None = None,
+        port: int | None = None,
     ) -> None:
+        self._wanted_port = port
         found = bindir if bindir is not None else find_bindir()
         if found is None:
             raise EmbeddedServerError(NO_BINARIES_MESSAGE)
@@ -479,7 +484,10 @@ class EmbeddedPostgres:
         attempt = 0
         while True:
             attempt += 1
-            self.port = _free_port()
+            if attempt == 1 and (self._wanted_port or self.port):
+                self.port = self._wanted_port or self.port  # fixed, or kept across a restart
+            else:
+                self.port = _free_port()
             proc = self._spawn()
             if self._wait_ready(proc, deadline):
                 return self.dsn()
@@ -487,7 +495,8 @@ class EmbeddedPostgres:
             self._terminate(proc)
             self._proc = None
             log = self._log_since(self._log_offset)
-            if exited and "already in use" in log and attempt < _PORT_ATTEMPTS:
+            if (exited and "already in use" in log and attempt < _PORT_ATTEMPTS
+                    and self._wanted_port is None):
                 continue  # another process took the free port first: try another one
             reason = (f"exited with code {proc.returncode}" if exited
                       else f"did not accept connections within {timeout:g} s")

@@ -490,16 +490,23 @@ class MemoryDriver:
     def _running_recs(self) -> list[_Rec]:
         return [self._jobs[i] for q in self._queues.values() for i in q.running]
 
-    async def heartbeat(self, *, worker_id: str, lease_s: float) -> None:
-        """Extend the leases of every job ``worker_id`` runs, and its registry heartbeat."""
+    async def heartbeat(self, *, worker_id: str, lease_s: float,
+                        job_ids: Sequence[int] | None = None) -> None:
+        """Extend the leases of the listed jobs that ``worker_id`` runs (every job it runs when
+        ``job_ids`` is None), and its registry heartbeat. A job the worker does not know it
+        holds is not extended, so it expires and is rescued."""
         mono = time.monotonic()
         with self._lock:
             info = self._workers.get(worker_id)
             if info is not None:
                 info.heartbeat = mono
-            for rec in self._running_recs():
-                if rec.worker_id == worker_id:
-                    rec.lease_expires = mono + lease_s
+            if job_ids is None:
+                recs = [r for r in self._running_recs() if r.worker_id == worker_id]
+            else:
+                recs = [r for r in (self._jobs.get(i) for i in job_ids)
+                        if r is not None and r.state == "running" and r.worker_id == worker_id]
+            for rec in recs:
+                rec.lease_expires = mono + lease_s
 
     async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
         """Requeue (counting the attempt) or archive, on their last attempt, the running jobs

@@ -52,6 +52,7 @@ class Completer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._flushing = False
+        self._inflight: list[Finish | Requeue] = []
         self.flushes = 0
         self.written = 0
 
@@ -65,6 +66,10 @@ class Completer:
         if self._task is not None:
             await self._task
             self._task = None
+
+    def held_ids(self) -> list[int]:
+        """Jobs whose outcome is buffered or being written (their leases must stay alive)."""
+        return [i.job_id for i in (*self._finishes, *self._requeues, *self._inflight)]
 
     @property
     def pending(self) -> int:
@@ -117,6 +122,7 @@ class Completer:
         finishes, self._finishes = self._finishes, []
         requeues, self._requeues = self._requeues, []
         self._flushing = True
+        self._inflight = [*finishes, *requeues]
         try:
             for i in range(0, len(finishes), self.batch_size):
                 chunk = finishes[i:i + self.batch_size]
@@ -133,6 +139,7 @@ class Completer:
                           "rescued when their leases expire", len(finishes) + len(requeues))
         finally:
             self._flushing = False
+            self._inflight = []
             waiters, self._waiters = self._waiters, []
             for w in waiters:
                 if not w.done():

@@ -104,6 +104,7 @@ class Worker:
         self.processed = 0
         self.counts: dict[str, int] = {}
         self._stop_requested = False
+        self.listener: Any = None
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -123,6 +124,7 @@ class Worker:
         executor = Executor(self.app, completer, worker_id=self.id,
                             concurrency=self.concurrency, on_event=self._event)
         listener = driver.listener(self._on_notify) if self.listen else None
+        self.listener = listener
         await completer.start()
         if listener is not None:
             await listener.start()
@@ -323,7 +325,8 @@ class Worker:
         last_partitions = 0.0
         while True:
             try:
-                await driver.heartbeat(worker_id=self.id, lease_s=self.lease_s)
+                held = [*self._running, *executor.completer.held_ids()]
+                await driver.heartbeat(worker_id=self.id, lease_s=self.lease_s, job_ids=held)
                 for job_id in await driver.cancel_requested(worker_id=self.id):
                     self._cancel_local(job_id)
                 now = time.monotonic()

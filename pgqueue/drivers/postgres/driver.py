@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -155,26 +155,54 @@ class PostgresDriver:
             self._apools[loop] = pool
         return pool
 
+    def _pooled(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run ``fn`` on a pooled connection. A connection that the server closed while it sat
+        idle in the pool (restart, ``pg_terminate_backend``) fails on its first statement,
+        before anything ran: the pool drops it and ``fn`` runs once more on a fresh one."""
+        for attempt in (1, 2):
+            pool = self._sync_pool()
+            with pool.connection() as c:
+                try:
+                    return fn(c)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not c.broken:
+                        raise
+            pool.check()  # drop the other idle connections the server closed as well
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apooled(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Async twin of :meth:`_pooled`."""
+        for attempt in (1, 2):
+            pool = await self._async_pool()
+            async with pool.connection() as c:
+                try:
+                    return await fn(c)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not c.broken:
+                        raise
+            await pool.check()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _run(self, op: _Op[T], conn: Any = None) -> T:
-        with _translate():
-            if conn is not None:
-                raw = connections.sync_connection(conn)
-                with raw.cursor(row_factory=tuple_row) as cur:
-                    return op.read(_fetch(cur.execute(op.query, op.params)))
-            with self._sync_pool().connection() as c, c.cursor(row_factory=tuple_row) as cur:
+        def run(c: psycopg.Connection[Any]) -> T:
+            with c.cursor(row_factory=tuple_row) as cur:
                 return op.read(_fetch(cur.execute(op.query, op.params)))
 
-    async def _arun(self, op: _Op[T], conn: Any = None) -> T:
         with _translate():
             if conn is not None:
-                raw = await connections.async_connection(conn)
-                async with raw.cursor(row_factory=tuple_row) as cur:
-                    await cur.execute(op.query, op.params)
-                    return op.read(await cur.fetchall() if cur.description else [])
-            pool = await self._async_pool()
-            async with pool.connection() as c, c.cursor(row_factory=tuple_row) as cur:
+                return run(connections.sync_connection(conn))
+            return self._pooled(run)
+
+    async def _arun(self, op: _Op[T], conn: Any = None) -> T:
+        async def run(c: psycopg.AsyncConnection[Any]) -> T:
+            async with c.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(op.query, op.params)
                 return op.read(await cur.fetchall() if cur.description else [])
+
+        with _translate():
+            if conn is not None:
+                return await run(await connections.async_connection(conn))
+            return await self._apooled(run)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -217,8 +245,12 @@ class PostgresDriver:
         if len(jobs) == 1:
             return [self._run(self._insert_one_op(jobs[0]), conn) or self._existing(jobs[0], conn)]
         if conn is None:
-            with _translate(), self._sync_pool().connection() as c, c.transaction():
-                return self._insert_bulk(c, jobs)
+            def bulk(c: psycopg.Connection[Any]) -> list[int]:
+                with c.transaction():
+                    return self._insert_bulk(c, jobs)
+
+            with _translate():
+                return self._pooled(bulk)
         with _translate():
             return self._insert_bulk(connections.sync_connection(conn), jobs)
 
@@ -232,9 +264,11 @@ class PostgresDriver:
             return [found]
         with _translate():
             if conn is None:
-                pool = await self._async_pool()
-                async with pool.connection() as c, c.transaction():
-                    return await self._insert_bulk_async(c, jobs)
+                async def bulk(c: psycopg.AsyncConnection[Any]) -> list[int]:
+                    async with c.transaction():
+                        return await self._insert_bulk_async(c, jobs)
+
+                return await self._apooled(bulk)
             return await self._insert_bulk_async(await connections.async_connection(conn), jobs)
 
     def _insert_one_op(self, j: NewJob) -> _Op[int | None]:
@@ -371,8 +405,8 @@ class PostgresDriver:
         return value
 
     async def now(self) -> dt.datetime:
-        value: dt.datetime = await self._arun(_Op(sql.Composed([sql.SQL("SELECT clock_timestamp()")]), {},
-                                                  _scalar))
+        query = sql.Composed([sql.SQL("SELECT clock_timestamp()")])
+        value: dt.datetime = await self._arun(_Op(query, {}, _scalar))
         return value
 
     async def register_worker(self, *, worker_id: str, queues: Sequence[str],
@@ -387,8 +421,9 @@ class PostgresDriver:
     async def unregister_worker(self, *, worker_id: str) -> None:
         await self._arun(_Op(self.sql.unregister_worker, {"worker": worker_id}, _none))
 
-    async def heartbeat(self, *, worker_id: str, lease_s: float) -> None:
-        await self._arun(_Op(self.sql.heartbeat, {"worker": worker_id, "lease": lease_s}, _none))
+    async def heartbeat(self, *, worker_id: str, lease_s: float, job_ids: Sequence[int]) -> None:
+        await self._arun(_Op(self.sql.heartbeat, {"worker": worker_id, "lease": lease_s,
+                                                  "ids": list(job_ids)}, _none))
 
     async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
         def read(rows: list[Row]) -> tuple[list[int], list[int]]:
@@ -544,15 +579,15 @@ class PostgresDriver:
 
     # ---- helpers -------------------------------------------------------------------------
     def _run_rowcount(self, query: sql.Composed, params: dict[str, Any]) -> int:
-        with _translate(), self._sync_pool().connection() as c:
-            return int(c.execute(query, params).rowcount)
+        with _translate():
+            return self._pooled(lambda c: int(c.execute(query, params).rowcount))
 
     async def _arun_rowcount(self, query: sql.Composed, params: dict[str, Any]) -> int:
+        async def run(c: psycopg.AsyncConnection[Any]) -> int:
+            return int((await c.execute(query, params)).rowcount)
+
         with _translate():
-            pool = await self._async_pool()
-            async with pool.connection() as c:
-                cur = await c.execute(query, params)
-                return int(cur.rowcount)
+            return await self._apooled(run)
 
 
 def _fetch(cur: psycopg.Cursor[Row]) -> list[Row]:

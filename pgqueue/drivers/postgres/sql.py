@@ -218,12 +218,15 @@ class Statements:
                 started_at = excluded.started_at, failed_at = now()
             RETURNING id""")
 
-        #: Extend the leases of every job this worker runs, and its own registry heartbeat.
+        #: Extend the leases of the jobs this worker is really running (and holding results
+        #: for), and its registry heartbeat. Only listed ids: a row claimed by a statement whose
+        #: answer was lost (connection died) is not extended, so it expires and is rescued.
         self.heartbeat = q("""
             WITH w AS (
                 UPDATE {s}.workers SET heartbeat_at = now() WHERE id = %(worker)s RETURNING id)
             UPDATE {s}.jobs SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-             WHERE state = 'running' AND worker_id = %(worker)s""")
+             WHERE state = 'running' AND worker_id = %(worker)s
+               AND id = ANY(%(ids)s::bigint[])""")
 
         self.register_worker = q("""
             INSERT INTO {s}.workers (id, host, pid, queues, concurrency)

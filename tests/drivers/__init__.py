@@ -1,0 +1,1 @@
+"""One behavioural suite for every driver (postgres, memory, redis), skipping by capability."""
