@@ -26,6 +26,7 @@ from pgqueue.drivers.postgres.schema import DEFAULT_SCHEMA
 from pgqueue.errors import (
     CapabilityError,
     ConfigurationError,
+    JobError,
     JobNotFoundError,
     UnknownTaskError,
     ValidationError,
@@ -301,15 +302,17 @@ class App:
         """
         from pgqueue.worker.context import completion_target
 
-        job_id, worker_id, mark = completion_target(job)
+        running, worker_id, mark = completion_target(job)
         driver = self.driver
         if not driver.capabilities.transactional_completion:
             raise CapabilityError(f"the {driver.name} driver cannot complete a job in your "
                                   "transaction")
         from pgqueue.worker.executor import result_json
 
-        driver.finish_in_transaction(conn, job_id, worker_id=worker_id,
-                                     result_json=result_json(result))
+        if not driver.finish_in_transaction(conn, running.id, worker_id=worker_id,
+                                            result_json=result_json(result),
+                                            attempt=running.attempt):
+            raise _lost_lease(running.id)
         mark()
 
     async def complete_async(self, conn: Any, job: Job | None = None, *,
@@ -318,13 +321,15 @@ class App:
         from pgqueue.worker.context import completion_target
         from pgqueue.worker.executor import result_json
 
-        job_id, worker_id, mark = completion_target(job)
+        running, worker_id, mark = completion_target(job)
         driver = self.driver
         if not driver.capabilities.transactional_completion:
             raise CapabilityError(f"the {driver.name} driver cannot complete a job in your "
                                   "transaction")
-        await driver.finish_in_transaction_async(
-            conn, job_id, worker_id=worker_id, result_json=result_json(result))
+        if not await driver.finish_in_transaction_async(
+                conn, running.id, worker_id=worker_id, result_json=result_json(result),
+                attempt=running.attempt):
+            raise _lost_lease(running.id)
         mark()
 
     # ---- queue control -------------------------------------------------------------------------
@@ -443,6 +448,12 @@ class App:
         from pgqueue.worker import Worker
 
         return Worker(self, queues=queues, **options)
+
+
+def _lost_lease(job_id: int) -> JobError:
+    return JobError(
+        f"job {job_id} is no longer held by this worker (its lease expired and it was rescued, "
+        "or it was cancelled); roll back this transaction: another attempt will run the job")
 
 
 def _driver_by_name(name: str, app: App) -> Driver:

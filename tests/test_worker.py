@@ -226,6 +226,35 @@ async def test_completion_in_handler_transaction_rollback_retries(
     assert w.counts == {"retried": 1, "succeeded": 1}
 
 
+async def test_completion_refused_when_the_lease_was_lost(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS shipments (job_id bigint, n int)")
+    conn.execute("TRUNCATE shipments")
+    refused: list[str] = []
+
+    @app.task(name="ship_late", queue="q", retry=fast_retry())
+    async def ship_late() -> None:
+        job = pgqueue.current_job()
+        async with await psycopg.AsyncConnection.connect(clean) as tx:
+            await tx.execute("INSERT INTO shipments VALUES (%s, 1)", (job.id,))
+            if job.attempt == 1:  # meanwhile the job was rescued (as after a long freeze)
+                async with await psycopg.AsyncConnection.connect(clean, autocommit=True) as o:
+                    await o.execute("UPDATE pgqueue.jobs SET state = 'waiting', worker_id = NULL"
+                                    " WHERE id = %s", (job.id,))
+            try:
+                await app.complete_async(tx)
+            except pgqueue.JobError as exc:
+                refused.append(str(exc))
+                raise  # the transaction rolls back: no shipment for the lost attempt
+
+    job_id = app.enqueue("ship_late")
+    await drain(app, queues=["q"])
+    assert len(refused) == 1 and "no longer held by this worker" in refused[0]
+    assert scalar(conn, "SELECT count(*) FROM shipments") == 1
+    assert scalar(conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job_id) == \
+        "succeeded"
+
+
 def test_completion_in_transaction_sync(app: pgqueue.App, clean: str,
                                         conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS shipments (job_id bigint, n int)")

@@ -51,8 +51,8 @@ CREATE TABLE {s}.jobs (
 
 -- Serves the claim query: waiting jobs of one queue in (priority, run_at, id) order.
 CREATE INDEX jobs_claim_idx ON {s}.jobs (queue, priority, run_at, id) WHERE state = 'waiting';
--- At most one live job per unique key (NULL keys are not unique).
-CREATE UNIQUE INDEX jobs_unique_key_idx ON {s}.jobs (unique_key);
+-- At most one live job per unique key. Partial: jobs without a key cost no index entry.
+CREATE UNIQUE INDEX jobs_unique_key_idx ON {s}.jobs (unique_key) WHERE unique_key IS NOT NULL;
 -- Serves the rescue of expired leases.
 CREATE INDEX jobs_running_lease_idx ON {s}.jobs (lease_expires_at) WHERE state = 'running';
 

@@ -424,8 +424,9 @@ class MemoryDriver:
         with self._lock:
             for item in items:
                 rec = self._jobs.get(item.job_id)
-                if rec is None or rec.state != "running" or rec.worker_id != worker_id:
+                if not _held(rec, worker_id, item.attempt):
                     continue
+                assert rec is not None
                 self._remove_live(rec)
                 self._to_history(rec, item.state, item.result_json, now)
                 done.append(rec.id)
@@ -439,8 +440,9 @@ class MemoryDriver:
         with self._lock:
             for item in items:
                 rec = self._jobs.get(item.job_id)
-                if rec is None or rec.state != "running" or rec.worker_id != worker_id:
+                if not _held(rec, worker_id, item.attempt):
                     continue
+                assert rec is not None
                 self._requeue(rec, item.delay_s, item.count_attempt, item.error, now)
                 done.append(rec.id)
                 queues[rec.queue] = None
@@ -448,13 +450,14 @@ class MemoryDriver:
         return done
 
     async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
-                      reason: str) -> bool:
+                      reason: str, attempt: int | None = None) -> bool:
         """Move a running job of ``worker_id`` to the failed archive with ``error`` appended."""
         now = time.time()
         with self._lock:
             rec = self._jobs.get(job_id)
-            if rec is None or rec.state != "running" or rec.worker_id != worker_id:
+            if not _held(rec, worker_id, attempt):
                 return False
+            assert rec is not None
             self._archive(rec, error, reason, now)
             return True
 
@@ -547,12 +550,14 @@ class MemoryDriver:
         """Nothing to do: history is a bounded in-memory list."""
 
     def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
-                              result_json: str | None = None) -> bool:
+                              result_json: str | None = None,
+                              attempt: int | None = None) -> bool:
         raise CapabilityError("the memory driver cannot complete a job inside your transaction; "
                               "return from the handler instead, or use the postgres driver")
 
     async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
-                                          result_json: str | None = None) -> bool:
+                                          result_json: str | None = None,
+                                          attempt: int | None = None) -> bool:
         return self.finish_in_transaction(conn, job_id, worker_id=worker_id,
                                           result_json=result_json)
 
@@ -796,3 +801,9 @@ class MemoryDriver:
 
     async def stats_async(self) -> list[QueueStats]:
         return self.stats()
+
+
+def _held(rec: Any, worker_id: str, attempt: int | None) -> bool:
+    """Whether ``rec`` is running under ``worker_id`` (at the claimed ``attempt``, if given)."""
+    return (rec is not None and rec.state == "running" and rec.worker_id == worker_id
+            and (attempt is None or rec.attempt == attempt))

@@ -957,7 +957,7 @@ class RedisDriver:
                                  json.dumps(error, default=str), reason, last))
 
     async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
-                      reason: str) -> bool:
+                      reason: str, attempt: int | None = None) -> bool:
         """Move a running job of ``worker_id`` to the failed archive with ``error`` appended."""
         return await self._thread(self._archive, job_id, worker_id, error, reason)
 
@@ -1033,12 +1033,14 @@ class RedisDriver:
         """Nothing to do: the history is a capped list."""
 
     def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
-                              result_json: str | None = None) -> bool:
+                              result_json: str | None = None,
+                              attempt: int | None = None) -> bool:
         raise CapabilityError("the redis driver cannot complete a job inside your transaction; "
                               "return from the handler instead, or use the postgres driver")
 
     async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
-                                          result_json: str | None = None) -> bool:
+                                          result_json: str | None = None,
+                                          attempt: int | None = None) -> bool:
         return self.finish_in_transaction(conn, job_id, worker_id=worker_id,
                                           result_json=result_json)
 

@@ -84,10 +84,11 @@ class Completer:
         self._requeues.append(item)
         self._signal()
 
-    async def archive(self, job_id: int, error: dict[str, Any], reason: str) -> bool:
+    async def archive(self, job_id: int, error: dict[str, Any], reason: str,
+                      attempt: int | None = None) -> bool:
         """Move a job to ``failed_jobs`` now (retrying on connection errors)."""
         return await self._retry(lambda: self.driver.archive(
-            job_id, worker_id=self.worker_id, error=error, reason=reason))
+            job_id, worker_id=self.worker_id, error=error, reason=reason, attempt=attempt))
 
     async def drain(self) -> None:
         """Wait until everything buffered so far is written (including a flush in flight)."""

@@ -56,8 +56,8 @@ def reset_context(token: contextvars.Token[JobContext | None]) -> None:
     _current.reset(token)
 
 
-def completion_target(job: Job | None) -> tuple[int, str, Callable[[], None]]:
-    """(job id, worker id, mark-completed callback) for App.complete()."""
+def completion_target(job: Job | None) -> tuple[Job, str, Callable[[], None]]:
+    """(running job, worker id, mark-completed callback) for App.complete()."""
     ctx = current_context()
     if job is not None and job.id != ctx.job.id:
         raise JobError(f"complete() can only complete the running job {ctx.job.id}, "
@@ -66,4 +66,4 @@ def completion_target(job: Job | None) -> tuple[int, str, Callable[[], None]]:
     def mark() -> None:
         ctx.completed_in_tx = True
 
-    return ctx.job.id, ctx.worker_id, mark
+    return ctx.job, ctx.worker_id, mark

@@ -191,11 +191,12 @@ class Executor:
             reset_context(token)
 
     async def _finish(self, job: Job, state: str, result: str | None) -> None:
-        await self.completer.finish(Finish(job.id, state, result))
+        await self.completer.finish(Finish(job.id, state, result, attempt=job.attempt))
         self._emit(state, job)
 
     async def _snooze(self, job: Job, seconds: float) -> None:
-        await self.completer.requeue(Requeue(job.id, seconds, count_attempt=False))
+        await self.completer.requeue(Requeue(job.id, seconds, count_attempt=False,
+                                                attempt=job.attempt))
         self._emit("snoozed", job)
 
     async def _error(self, job: Job, task: Any, exc: BaseException, failed_hook: Any,
@@ -206,7 +207,8 @@ class Executor:
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
-        await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err))
+        await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
+                                                attempt=job.attempt))
         log.info("job %s attempt %s failed: %s; retry in %.1f s", job.id, job.attempt,
                  err["error"], delay, extra={"event": "retry", "job_id": job.id})
         self._emit("retried", job)
@@ -214,7 +216,7 @@ class Executor:
     async def _fail(self, job: Job, exc: BaseException | None, reason: str, *, final: bool,
                     failed_hook: Any = None, exhausted: bool = False) -> None:
         err = attempt_error(job, exc, reason)
-        archived = await self.completer.archive(job.id, err, reason)
+        archived = await self.completer.archive(job.id, err, reason, attempt=job.attempt)
         log.warning("job %s (%s) moved to failed_jobs: %s", job.id, job.task, reason,
                     extra={"event": "failed", "job_id": job.id, "task": job.task})
         self._emit("failed", job)

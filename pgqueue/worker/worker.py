@@ -320,7 +320,8 @@ class Worker:
         """Heartbeat leases, poll cancel requests, rescue dead workers' jobs, keep partitions."""
         self._executor = executor
         driver = self.app.driver
-        heartbeat_every = max(0.2, self.lease_s / 3)
+        # wake often enough for both the heartbeat and the rescue schedule
+        heartbeat_every = max(0.1, min(self.lease_s / 3, self.rescue_interval))
         last_rescue = 0.0
         last_partitions = 0.0
         while True:

@@ -51,6 +51,9 @@ class _Op(Generic[T]):
     query: sql.Composed
     params: dict[str, Any]
     read: Callable[[list[Row]], T]
+    #: may run again on a fresh connection if the pooled one turns out to be broken: true for
+    #: reads and for writes whose repetition is harmless (a lost claim expires and is rescued)
+    retry_safe: bool = True
 
 
 def _none(rows: list[Row]) -> None:
@@ -70,7 +73,8 @@ def _job(row: Row) -> Job:
      timeout_s, errors, meta, state) = row
     return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
                max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-               unique_key=unique_key, timeout_s=timeout_s, errors=errors, meta=meta, state=state)
+               unique_key=unique_key, timeout_s=timeout_s, errors=errors or [], meta=meta,
+               state=state)
 
 
 def _jobs(rows: list[Row]) -> list[Job]:
@@ -123,8 +127,9 @@ class PostgresDriver:
         self._prepare_threshold = prepare_threshold
         self._connect_timeout = connect_timeout
         self._pool: ConnectionPool | None = None
-        # one async pool per event loop: a pool's connections belong to the loop that made them
-        self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
+        # async pools per event loop (a pool's connections belong to the loop that made them):
+        # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
+        self._apools: dict[tuple[asyncio.AbstractEventLoop, str], AsyncConnectionPool] = {}
         self._lock = threading.Lock()
 
     # ---- pools and executors ---------------------------------------------------------------
@@ -141,44 +146,55 @@ class PostgresDriver:
                                             name="pgqueue-sync")
             return self._pool
 
-    async def _async_pool(self) -> AsyncConnectionPool:
+    async def _async_pool(self, kind: str = "main") -> AsyncConnectionPool:
         loop = asyncio.get_running_loop()
-        pool = self._apools.get(loop)
+        pool = self._apools.get((loop, kind))
         if pool is None:
-            pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
-                                       kwargs=self._conn_kwargs(), open=False,
-                                       timeout=self._connect_timeout, name="pgqueue-async")
+            pool = AsyncConnectionPool(
+                self.dsn, min_size=1, max_size=self._pool_size if kind == "main" else 2,
+                kwargs=self._conn_kwargs(), open=False, timeout=self._connect_timeout,
+                name=f"pgqueue-{kind}", configure=_claim_setup if kind == "claim" else None)
             with _translate():
                 await pool.open()
-            for old in [lp for lp in self._apools if lp.is_closed()]:
+            for old in [k for k in self._apools if k[0].is_closed()]:
                 del self._apools[old]  # pools of loops that are gone
-            self._apools[loop] = pool
+            self._apools[(loop, kind)] = pool
         return pool
 
-    def _pooled(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _pooled(self, fn: Callable[[psycopg.Connection[Any]], T], retry: bool = True) -> T:
         """Run ``fn`` on a pooled connection. A connection that the server closed while it sat
-        idle in the pool (restart, ``pg_terminate_backend``) fails on its first statement,
-        before anything ran: the pool drops it and ``fn`` runs once more on a fresh one."""
+        idle in the pool (restart, ``pg_terminate_backend``) fails on its first statement: the
+        pool drops it (and checks the other idle ones), and, if ``retry``, ``fn`` runs once more
+        on a fresh connection. ``retry`` must be false when running ``fn`` twice could do harm
+        (an insert): the connection may also have died after the statement committed, so the
+        error goes to the caller instead."""
         for attempt in (1, 2):
             pool = self._sync_pool()
             with pool.connection() as c:
                 try:
                     return fn(c)
                 except psycopg.OperationalError:
-                    if attempt == 2 or not c.broken:
+                    if not c.broken:
+                        raise
+                    if attempt == 2 or not retry:
+                        pool.check()
                         raise
             pool.check()  # drop the other idle connections the server closed as well
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _apooled(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    async def _apooled(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+                       kind: str = "main", retry: bool = True) -> T:
         """Async twin of :meth:`_pooled`."""
         for attempt in (1, 2):
-            pool = await self._async_pool()
+            pool = await self._async_pool(kind)
             async with pool.connection() as c:
                 try:
                     return await fn(c)
                 except psycopg.OperationalError:
-                    if attempt == 2 or not c.broken:
+                    if not c.broken:
+                        raise
+                    if attempt == 2 or not retry:
+                        await pool.check()
                         raise
             await pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -191,9 +207,9 @@ class PostgresDriver:
         with _translate():
             if conn is not None:
                 return run(connections.sync_connection(conn))
-            return self._pooled(run)
+            return self._pooled(run, op.retry_safe)
 
-    async def _arun(self, op: _Op[T], conn: Any = None) -> T:
+    async def _arun(self, op: _Op[T], conn: Any = None, kind: str = "main") -> T:
         async def run(c: psycopg.AsyncConnection[Any]) -> T:
             async with c.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(op.query, op.params)
@@ -202,7 +218,7 @@ class PostgresDriver:
         with _translate():
             if conn is not None:
                 return await run(await connections.async_connection(conn))
-            return await self._apooled(run)
+            return await self._apooled(run, kind, op.retry_safe)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -211,9 +227,9 @@ class PostgresDriver:
 
     async def aclose(self) -> None:
         """Close this event loop's async pool (the sync pool stays: see :meth:`close`)."""
-        pool = self._apools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.close()
+        loop = asyncio.get_running_loop()
+        for key in [k for k in self._apools if k[0] is loop]:
+            await self._apools.pop(key).close()
 
     def check(self) -> None:
         """Connect once and read the migration version; raise a clear error otherwise."""
@@ -250,7 +266,7 @@ class PostgresDriver:
                     return self._insert_bulk(c, jobs)
 
             with _translate():
-                return self._pooled(bulk)
+                return self._pooled(bulk, retry=False)
         with _translate():
             return self._insert_bulk(connections.sync_connection(conn), jobs)
 
@@ -268,7 +284,7 @@ class PostgresDriver:
                     async with c.transaction():
                         return await self._insert_bulk_async(c, jobs)
 
-                return await self._apooled(bulk)
+                return await self._apooled(bulk, retry=False)
             return await self._insert_bulk_async(await connections.async_connection(conn), jobs)
 
     def _insert_one_op(self, j: NewJob) -> _Op[int | None]:
@@ -276,7 +292,7 @@ class PostgresDriver:
             "queue": j.queue, "task": j.task, "args": j.args_json, "priority": j.priority,
             "max_attempts": j.max_attempts, "run_at": j.run_at, "delay": j.delay_s,
             "unique_key": j.unique_key, "timeout_s": j.timeout_s, "meta": j.meta_json,
-        }, _scalar)
+        }, _scalar, retry_safe=False)
 
     def _unique_op(self, j: NewJob) -> _Op[int]:
         return _Op(self.sql.id_by_unique_key, {"unique_key": j.unique_key}, _scalar)
@@ -359,45 +375,55 @@ class PostgresDriver:
         params: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease": lease_s}
         if len(queues) == 1:
             params["queue"] = queues[0]
-            return await self._arun(_Op(self.sql.claim_one_queue, params, _jobs))
+            return await self._arun(_Op(self.sql.claim_one_queue, params, _jobs), kind="claim")
         params["queues"] = list(queues)
-        return await self._arun(_Op(self.sql.claim_many_queues, params, _jobs))
+        return await self._arun(_Op(self.sql.claim_many_queues, params, _jobs), kind="claim")
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
         return await self._arun(self._finish_op(items, worker_id))
 
     def _finish_op(self, items: Sequence[Finish], worker_id: str) -> _Op[list[int]]:
         return _Op(self.sql.finish_many, {
-            "ids": [i.job_id for i in items], "states": [i.state for i in items],
+            "ids": [i.job_id for i in items], "attempts": [i.attempt for i in items],
+            "states": [i.state for i in items],
             "results": [i.result_json for i in items], "worker": worker_id}, _ids)
 
-    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
-                              result_json: str | None = None) -> bool:
-        """Mark a running job succeeded inside the caller's transaction (sync)."""
-        return bool(self._run(_Op(self.sql.finish_one, {
+    def _finish_one_op(self, job_id: int, worker_id: str, result_json: str | None,
+                       attempt: int | None) -> _Op[list[int]]:
+        return _Op(self.sql.finish_one, {
             "id": job_id, "worker": worker_id, "state": "succeeded", "result": result_json,
-        }, _ids), conn))
+            "attempt": attempt}, _ids)
+
+    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
+                              result_json: str | None = None,
+                              attempt: int | None = None) -> bool:
+        """Mark a running job succeeded inside the caller's transaction (sync); False if the
+        job is no longer held by ``worker_id`` at ``attempt``."""
+        return bool(self._run(self._finish_one_op(job_id, worker_id, result_json, attempt),
+                              conn))
 
     async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
-                                          result_json: str | None = None) -> bool:
-        """Mark a running job succeeded inside the caller's transaction (async)."""
-        return bool(await self._arun(_Op(self.sql.finish_one, {
-            "id": job_id, "worker": worker_id, "state": "succeeded", "result": result_json,
-        }, _ids), conn))
+                                          result_json: str | None = None,
+                                          attempt: int | None = None) -> bool:
+        """Async twin of :meth:`finish_in_transaction`."""
+        done = await self._arun(self._finish_one_op(job_id, worker_id, result_json, attempt),
+                                conn)
+        return bool(done)
 
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
         return await self._arun(_Op(self.sql.requeue_many, {
-            "ids": [i.job_id for i in items], "delays": [i.delay_s for i in items],
+            "ids": [i.job_id for i in items], "attempts": [i.attempt for i in items],
+            "delays": [i.delay_s for i in items],
             "count_attempt": [i.count_attempt for i in items],
             "errors": [None if i.error is None else json.dumps(i.error, default=str)
                        for i in items],
             "worker": worker_id}, _ids))
 
     async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
-                      reason: str) -> bool:
+                      reason: str, attempt: int | None = None) -> bool:
         return bool(await self._arun(_Op(self.sql.archive, {
             "id": job_id, "worker": worker_id, "error": json.dumps(error, default=str),
-            "reason": reason}, _ids)))
+            "reason": reason, "attempt": attempt}, _ids)))
 
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         value: dt.datetime | None = await self._arun(
@@ -588,6 +614,17 @@ class PostgresDriver:
 
         with _translate():
             return await self._apooled(run)
+
+
+async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Claims commit without waiting for the WAL flush (``synchronous_commit = off``).
+
+    Safe because a lost claim only un-claims: if the server crashes before the claim's commit
+    reaches disk, the job is ``waiting`` again after recovery and runs again -- which is what a
+    crash of the worker would have caused anyway (execution is at-least-once). Completions,
+    archives and enqueues stay fully durable.
+    """
+    await conn.execute("SET synchronous_commit TO off")
 
 
 def _fetch(cur: psycopg.Cursor[Row]) -> list[Row]:

@@ -70,7 +70,8 @@ jobs = sa.Table(
         "id",
         postgresql_where=sa.text("state = 'waiting'"),
     ),
-    sa.Index("jobs_unique_key_idx", "unique_key", unique=True),
+    sa.Index("jobs_unique_key_idx", "unique_key", unique=True,
+             postgresql_where=sa.text("unique_key IS NOT NULL")),
     sa.Index(
         "jobs_running_lease_idx",
         "lease_expires_at",

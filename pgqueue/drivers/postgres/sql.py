@@ -8,8 +8,8 @@ Conventions:
 
 - ``{s}`` below is the schema identifier; ``{chan}`` is the wake-up channel name as a literal.
 - A job's ownership is checked on every state change after the claim (``state = 'running' AND
-  worker_id = %(worker)s``): a worker whose lease was rescued cannot complete or fail a job that
-  another worker now holds.
+  worker_id = %(worker)s AND attempt = <the claimed attempt>``): a worker whose lease was rescued
+  cannot complete or fail a job that another worker (or a later claim of its own) now holds.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def channel_names(schema: str) -> tuple[str, str]:
     return f"{schema}.jobs", f"{schema}.ctl"
 
 
-def _cols(prefix: str = "") -> sql.Composable:
+def _cols(prefix: str = "", skip: tuple[str, ...] = ()) -> sql.Composable:
     return sql.SQL(", ").join(
-        sql.SQL(prefix + "{}").format(sql.Identifier(c)) for c in JOB_COLUMNS
+        sql.SQL("NULL") if c in skip else sql.SQL(prefix + "{}").format(sql.Identifier(c))
+        for c in JOB_COLUMNS
     )
 
 
@@ -45,7 +46,10 @@ class Statements:
         s = sql.Identifier(schema)
         jobs_chan, ctl_chan = channel_names(schema)
         f = {"s": s, "chan": sql.Literal(jobs_chan), "ctl": sql.Literal(ctl_chan),
-             "cols": _cols(), "jcols": _cols("j.")}
+             "cols": _cols(),
+             # a claimed job's past errors are not sent back: the handler does not need them
+             # and decoding them for every job costs the worker time
+             "claimcols": _cols("j.", skip=("errors",))}
 
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
@@ -65,12 +69,13 @@ class Statements:
                 VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
                         coalesce(%(run_at)s, now() + make_interval(secs => coalesce(%(delay)s, 0))),
                         %(unique_key)s, %(timeout_s)s, %(meta)s::jsonb)
-                ON CONFLICT (unique_key) DO NOTHING
+                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING id, queue)
             SELECT id, pg_notify({chan}, queue) FROM ins""")
 
         #: The id of the live job that holds a unique key (after ``insert_one`` returned nothing).
-        self.id_by_unique_key = q("SELECT id FROM {s}.jobs WHERE unique_key = %(unique_key)s")
+        self.id_by_unique_key = q("""
+            SELECT id FROM {s}.jobs WHERE unique_key = %(unique_key)s AND unique_key IS NOT NULL""")
 
         #: Reserve ``n`` job ids (bulk paths insert with explicit ids so callers get them back
         #: in input order) and read the transaction's clock for delays computed client-side.
@@ -89,7 +94,7 @@ class Statements:
                                  %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
                                  %(unique_keys)s::text[], %(timeouts)s::float8[],
                                  %(metas)s::jsonb[])
-            ON CONFLICT (unique_key) DO NOTHING
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id""")
 
         #: Bulk path for large batches without unique keys.
@@ -118,7 +123,7 @@ class Statements:
                SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
                    started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
               FROM c WHERE j.id = c.id
-            RETURNING {jcols}""")
+            RETURNING {claimcols}""")
 
         #: The same over several queues: the best ``limit`` jobs of each unpaused queue are
         #: locked through the index (LATERAL, one index scan per queue), then the best ``limit``
@@ -141,7 +146,7 @@ class Statements:
                SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
                    started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
               FROM c WHERE j.id = c.id
-            RETURNING {jcols}""")
+            RETURNING {claimcols}""")
 
         #: When the next waiting job of these queues becomes due (for sleeping until then).
         self.next_run_at = q("""
@@ -154,11 +159,13 @@ class Statements:
         #: longer owned by this worker (rescued meanwhile) are left alone.
         self.finish_many = q("""
             WITH r AS (
-                SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(results)s::jsonb[])
-                    AS r(id, state, result)),
+                SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[],
+                                     %(results)s::jsonb[]) AS r(id, attempt, state, result)),
             d AS (
                 DELETE FROM {s}.jobs j USING r
-                WHERE j.id = r.id AND j.state = 'running' AND j.worker_id = %(worker)s
+                WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = r.id
+                  AND j.state = 'running' AND j.worker_id = %(worker)s
+                  AND j.attempt = coalesce(r.attempt, j.attempt)
                 RETURNING j.*, r.state AS final_state, r.result)
             INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
                                          max_attempts, errors, result, worker_id, enqueued_at,
@@ -173,6 +180,7 @@ class Statements:
             WITH d AS (
                 DELETE FROM {s}.jobs
                 WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                  AND attempt = coalesce(%(attempt)s::int, attempt)
                 RETURNING *)
             INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
                                          max_attempts, errors, result, worker_id, enqueued_at,
@@ -186,9 +194,10 @@ class Statements:
         #: the job's error list.
         self.requeue_many = q("""
             WITH r AS (
-                SELECT * FROM unnest(%(ids)s::bigint[], %(delays)s::float8[],
-                                     %(count_attempt)s::bool[], %(errors)s::jsonb[])
-                    AS r(id, delay, count_attempt, error))
+                SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[],
+                                     %(delays)s::float8[], %(count_attempt)s::bool[],
+                                     %(errors)s::jsonb[])
+                    AS r(id, attempt, delay, count_attempt, error))
             UPDATE {s}.jobs j
                SET state = 'waiting',
                    run_at = now() + make_interval(secs => r.delay),
@@ -198,7 +207,8 @@ class Statements:
                                  ELSE j.errors || jsonb_build_array(r.error) END,
                    last_error = coalesce(r.error ->> 'error', j.last_error)
               FROM r
-             WHERE j.id = r.id AND j.state = 'running' AND j.worker_id = %(worker)s
+             WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = r.id AND j.state = 'running'
+               AND j.worker_id = %(worker)s AND j.attempt = coalesce(r.attempt, j.attempt)
             RETURNING j.id, pg_notify({chan}, j.queue)""")
 
         #: Move a job to the archive with its last error, in one statement.
@@ -206,6 +216,7 @@ class Statements:
             WITH d AS (
                 DELETE FROM {s}.jobs
                 WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                  AND attempt = coalesce(%(attempt)s::int, attempt)
                 RETURNING *)
             INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt, max_attempts,
                                          unique_key, timeout_s, meta, errors, reason,
