@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pgqueue.errors import JobError
 from pgqueue.job import Job
@@ -23,11 +23,23 @@ __all__ = ["JobContext", "completion_target", "current_context", "current_job"]
 class JobContext:
     job: Job
     worker_id: str
-    #: set when the job was asked to stop (cancel request or shutdown timeout); sync handlers
-    #: that run long should check ``pgqueue.current_context().cancelled.is_set()``
-    cancelled: threading.Event = field(default_factory=threading.Event)
     #: set by App.complete(): the job was finished in the handler's own transaction
     completed_in_tx: bool = False
+    _cancelled: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the job was asked to stop (cancel request, timeout or shutdown). Sync
+        handlers that run long should check ``pgqueue.current_context().cancelled.is_set()``.
+        Created on first use (most jobs never need one)."""
+        if self._cancelled is None:
+            with _EVENT_LOCK:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+        return self._cancelled
+
+
+_EVENT_LOCK = threading.Lock()
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

@@ -99,9 +99,10 @@ class Executor:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _emit(self, event: str, job: Job) -> None:
-        log.debug("job %s %s", job.id, event,
-                  extra={"event": event, "job_id": job.id, "task": job.task, "queue": job.queue,
-                         "attempt": job.attempt})
+        if log.isEnabledFor(logging.DEBUG):  # one structured line per state change
+            log.debug("job %s %s", job.id, event,
+                      extra={"event": event, "job_id": job.id, "task": job.task,
+                             "queue": job.queue, "attempt": job.attempt})
         if self.on_event is not None:
             try:
                 self.on_event(event, job)
@@ -178,7 +179,7 @@ class Executor:
         token = set_context(ctx)
         try:
             if inspect.iscoroutinefunction(call) or _is_async_callable(call):
-                result = await asyncio.wait_for(call(), timeout)
+                result = await (call() if timeout is None else asyncio.wait_for(call(), timeout))
             else:
                 loop = asyncio.get_running_loop()
                 context = contextvars.copy_context()

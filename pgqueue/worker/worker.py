@@ -254,7 +254,7 @@ class Worker:
                     await self._sleep(min(self.poll_interval, 2.0))
                     continue
                 for job in claimed:
-                    t = asyncio.create_task(executor.run(job), name=f"pgqueue-job-{job.id}")
+                    t = asyncio.create_task(executor.run(job))
                     self._running[job.id] = t
                     t.add_done_callback(lambda _t, i=job.id: self._done(i))  # type: ignore[misc]
                 if len(claimed) == free:
