@@ -28,7 +28,8 @@ that equal scores sort by id)::
 Every state change is one Lua script (atomic on the server) and uses the server's clock
 (``TIME``), so all processes agree on run times and leases. Semantics follow the PostgreSQL
 driver: claim in ``(priority, run_at, id)`` order over unpaused queues with ``attempt + 1`` and a
-lease; finish/requeue/archive only for jobs running under the given worker; rescue of expired
+lease; finish/requeue/archive only for jobs running under the given worker (and, when given,
+at the claimed attempt, so a stale outcome never lands on a later claim); rescue of expired
 leases requeues the job, or archives it with reason ``"worker died while running"`` on its last
 attempt, so a worker killed mid-job (SIGKILL, OOM, lost host) loses no job; redrive keeps the
 id and resets ``attempt`` to 0; unique keys are honoured like the ``jobs_unique_key_idx`` index.
@@ -118,6 +119,11 @@ def _import_redis() -> Any:
 def _m(job_id: int) -> str:
     """A job id as a set member (zero-padded so that ties sort by id)."""
     return f"{job_id:016d}"
+
+
+def _attempt(attempt: int | None) -> str:
+    """A claimed attempt as a script argument ('' when it is not to be checked)."""
+    return "" if attempt is None else str(int(attempt))
 
 
 def _ms_to_dt(value: str | int | float) -> dt.datetime:
@@ -267,6 +273,10 @@ local function archive(m, q, w, uk, errors, err, reason, last, now)
   redis.call('ZADD', P .. ':failed', num(now), m)
   redis.call('ZADD', qkey(q, 'failed'), num(now), m)
 end
+local function held(h_state, h_worker, h_attempt, w, a)
+  return h_state == 'running' and h_worker == w
+    and (a == nil or a == '' or tonumber(h_attempt) == tonumber(a))
+end
 local function flat_job(m)
   local flat = redis.call('HGETALL', jkey(m))
   flat[#flat + 1] = 'id'
@@ -350,16 +360,17 @@ end
 return out
 """
 
-#: ARGV: prefix, worker, history_limit, n, then n x (member, state, result|''). Moves running
-#: jobs of the worker to history; returns their ids.
+#: ARGV: prefix, worker, history_limit, n, then n x (member, state, result|'', attempt|'').
+#: Moves running jobs of the worker (at the given attempt, if any) to history; returns their ids.
 _FINISH = _PRELUDE + r"""
 local now = now_ms()
 local w, limit, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for i = 0, n - 1 do
-  local m, state, result = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
-  local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'unique_key')
-  if h[1] == 'running' and h[2] == w then
+  local b = 5 + i * 4
+  local m, state, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'unique_key', 'attempt')
+  if held(h[1], h[2], h[5], w, ARGV[b + 3]) then
     to_history(m, state, result, now, limit)
     leave_running(m, h[3], w)
     redis.call('SREM', P .. ':cancel', m)
@@ -372,16 +383,18 @@ return out
 """
 
 #: ARGV: prefix, worker, n, then n x (member, delay_ms, count_attempt '1'|'0', error|'',
-#: last_error|''). Puts running jobs of the worker back to waiting; returns their ids.
+#: last_error|'', attempt|''). Puts running jobs of the worker (at the given attempt, if any)
+#: back to waiting; returns their ids.
 _REQUEUE = _PRELUDE + r"""
 local now = now_ms()
 local w, n = ARGV[2], tonumber(ARGV[3])
 local out, seen, queues = {}, {}, {}
 for i = 0, n - 1 do
-  local b = 4 + i * 5
+  local b = 4 + i * 6
   local m = ARGV[b]
-  local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'priority', 'errors')
-  if h[1] == 'running' and h[2] == w then
+  local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'priority', 'errors',
+                       'attempt')
+  if held(h[1], h[2], h[6], w, ARGV[b + 5]) then
     local q = h[3]
     leave_running(m, q, w)
     local run_at = now + math.floor(tonumber(ARGV[b + 1]))
@@ -401,13 +414,15 @@ for _, q in ipairs(queues) do redis.call('PUBLISH', P .. ':jobs', q) end
 return out
 """
 
-#: ARGV: prefix, worker, member, error, reason, last_error. Archives a running job of the
-#: worker; returns 1, or 0 when the worker does not hold it.
+#: ARGV: prefix, worker, member, error, reason, last_error, attempt|''. Archives a running job
+#: of the worker (at the given attempt, if any); returns 1, or 0 when the worker does not hold
+#: it.
 _ARCHIVE = _PRELUDE + r"""
 local now = now_ms()
 local w, m = ARGV[2], ARGV[3]
-local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'unique_key', 'errors')
-if h[1] ~= 'running' or h[2] ~= w then return 0 end
+local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'unique_key', 'errors',
+                     'attempt')
+if not held(h[1], h[2], h[6], w, ARGV[7]) then return 0 end
 archive(m, h[3], w, h[4], h[5], ARGV[4], ARGV[5], ARGV[6], now)
 return 1
 """
@@ -927,11 +942,12 @@ class RedisDriver:
     def _finish(self, items: Sequence[Finish], worker_id: str) -> list[int]:
         args: list[Any] = [worker_id, self.history_limit, len(items)]
         for i in items:
-            args += [_m(i.job_id), i.state, i.result_json or ""]
+            args += [_m(i.job_id), i.state, i.result_json or "", _attempt(i.attempt)]
         return [int(x) for x in self._script("finish", *args)]
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
-        """Move running jobs of ``worker_id`` to history; returns the ids that were moved."""
+        """Move running jobs of ``worker_id`` (at each item's claimed ``attempt``, if given) to
+        history; returns the ids that were moved."""
         if not items:
             return []
         return await self._thread(self._finish, items, worker_id)
@@ -942,24 +958,28 @@ class RedisDriver:
             err = "" if i.error is None else json.dumps(i.error, default=str)
             last = "" if i.error is None or i.error.get("error") is None else str(i.error["error"])
             args += [_m(i.job_id), repr(max(0.0, i.delay_s) * 1000),
-                     "1" if i.count_attempt else "0", err, last]
+                     "1" if i.count_attempt else "0", err, last, _attempt(i.attempt)]
         return [int(x) for x in self._script("requeue", *args)]
 
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
-        """Put running jobs of ``worker_id`` back to waiting after their delay."""
+        """Put running jobs of ``worker_id`` (at each item's claimed ``attempt``, if given) back
+        to waiting after their delay; returns their ids."""
         if not items:
             return []
         return await self._thread(self._requeue, items, worker_id)
 
-    def _archive(self, job_id: int, worker_id: str, error: dict[str, Any], reason: str) -> bool:
+    def _archive(self, job_id: int, worker_id: str, error: dict[str, Any], reason: str,
+                 attempt: int | None) -> bool:
         last = "" if error.get("error") is None else str(error["error"])
         return bool(self._script("archive", worker_id, _m(job_id),
-                                 json.dumps(error, default=str), reason, last))
+                                 json.dumps(error, default=str), reason, last,
+                                 _attempt(attempt)))
 
     async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
                       reason: str, attempt: int | None = None) -> bool:
-        """Move a running job of ``worker_id`` to the failed archive with ``error`` appended."""
-        return await self._thread(self._archive, job_id, worker_id, error, reason)
+        """Move a running job of ``worker_id`` (at the claimed ``attempt``, if given) to the
+        failed archive with ``error`` appended."""
+        return await self._thread(self._archive, job_id, worker_id, error, reason, attempt)
 
     def _next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         names = list(dict.fromkeys(queues))

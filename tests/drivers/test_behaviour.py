@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 import pgqueue
-from pgqueue.drivers.base import Finish, QueueStats
+from pgqueue.drivers.base import Finish, QueueStats, Requeue
 from pgqueue.errors import CapabilityError, JobError, JobNotFoundError
 from pgqueue.job import Job
 from pgqueue.retry import RetryPolicy
@@ -245,6 +245,50 @@ async def test_claim_and_finish_moves_the_job_to_history(driver_app: pgqueue.App
     if driver.capabilities.history:
         st = stats_of(app, "q")
         assert (st.finished_last_hour, st.waiting, st.running) == (1, 0, 0)
+
+
+async def test_stale_outcomes_of_an_earlier_attempt_are_no_ops(driver_app: pgqueue.App) -> None:
+    """An outcome carries the attempt it was claimed at: one left over from attempt 1 (a retry
+    buffered by the completer, say) never lands on the same worker's later claim of the job."""
+    app, driver = driver_app, driver_app.driver
+    job_id = app.enqueue("t", queue="q")
+    [first] = await claim(app)
+    assert (first.id, first.attempt) == (job_id, 1)
+    err1 = {"attempt": 1, "error": "boom 1", "traceback": None, "at": "now"}
+    assert await driver.requeue_many([Requeue(job_id, error=err1, attempt=1)],
+                                     worker_id=W) == [job_id]
+    waiting = app.get_job(job_id)
+    assert waiting is not None and (waiting.state, waiting.attempt) == ("waiting", 1)
+
+    [second] = await claim(app)  # the same worker claims it again
+    assert (second.id, second.attempt) == (job_id, 2)
+
+    def still_running_at_attempt_2() -> None:
+        job = app.get_job(job_id)
+        assert job is not None
+        assert (job.state, job.attempt) == ("running", 2)
+        assert [e["error"] for e in job.errors] == ["boom 1"]
+        assert app.sizes("q") == {"waiting": 0, "scheduled": 0, "running": 1, "failed": 0}
+
+    stale_err = {"attempt": 1, "error": "stale", "traceback": None, "at": "now"}
+    assert await driver.finish_many([Finish(job_id, attempt=1)], worker_id=W) == []
+    still_running_at_attempt_2()
+    assert await driver.requeue_many([Requeue(job_id, error=stale_err, attempt=1)],
+                                     worker_id=W) == []
+    still_running_at_attempt_2()
+    assert await driver.requeue_many(
+        [Requeue(job_id, count_attempt=False, attempt=1)], worker_id=W) == []
+    still_running_at_attempt_2()
+    assert await driver.archive(job_id, worker_id=W, error=stale_err, reason="stale",
+                                attempt=1) is False
+    still_running_at_attempt_2()
+    assert app.failed("q") == []
+
+    # the outcome of the current attempt applies
+    assert await driver.finish_many([Finish(job_id, "succeeded", '{"ok": true}', attempt=2)],
+                                    worker_id=W) == [job_id]
+    assert app.get_job(job_id) is None
+    assert app.count("q") == 0 and app.failed("q") == []
 
 
 async def test_failing_job_retries_then_lands_in_the_archive(driver_app: pgqueue.App) -> None:
