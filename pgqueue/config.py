@@ -37,13 +37,17 @@ Layers, later wins:
    ``DATABASE_URL``, ``QUEUE_CONFIG``,          the connection string of the selected driver
    ``VELA_QUEUE_CONFIG``,                       (``QUEUE_CONFIG`` family: database URL for
    ``PGQUEUE_QUEUE_CONFIG``,                    postgres, Redis URL for redis; ``DATABASE_URL``
-   ``PGQUEUE_DATABASE_URL``                     and ``PGQUEUE_DATABASE_URL``: postgres only)
+   ``PGQUEUE_DATABASE_URL``                     and ``PGQUEUE_DATABASE_URL``: postgres only;
+                                                ``PGQUEUE_DATABASE_URL`` wins over the
+                                                ``QUEUE_CONFIG`` family, ``DATABASE_URL``
+                                                loses to it)
    ``QUEUE_CLUSTER``, ``VELA_QUEUE_CLUSTER``,   ``cluster``: ``host1:5432,host2:5432`` (or
    ``PGQUEUE_QUEUE_CLUSTER``                    ``true``: the hosts of the URL)
    ``QUEUE_ROUTES``, ``VELA_QUEUE_ROUTES``,     ``routes``: comma list of the queues a worker
    ``PGQUEUE_QUEUE_ROUTES``                     consumes
    ``QUEUE_REDIS_HOST/PORT/DB/PASSWORD``,       ``redis_url`` (the parts build
-   ``QUEUE_CONFIG`` family, ``PGQUEUE_REDIS_URL``  ``redis://:password@host:port/db``)
+   ``QUEUE_CONFIG`` family,                     ``redis://:password@host:port/db``)
+   ``PGQUEUE_REDIS_URL``
    ``QUEUE_TABLE``, ``QUEUE_FAILED_TABLE``,     ``schema`` (see below)
    ``PGQUEUE_SCHEMA``
    ``PGQUEUE_CONCURRENCY``                      ``concurrency``
@@ -68,8 +72,8 @@ database URL (which still gives user, password and database), and
 URL (``postgresql://u@h1:5432,h2:5432/db``) and only adds ``target_session_attrs``; ``false``
 disables it. The redis driver does not support Redis Cluster (an error says so).
 
-Driver default: ``postgres`` when a database URL is configured anywhere, else ``memory`` (as in
-the backstage and velocity seeds).
+Driver default: ``postgres`` when a database URL (or a cluster host list) is configured
+anywhere, else ``memory`` (as in the backstage and velocity seeds).
 
 Checks: every value is checked in the source it comes from, even when a later source overrides
 it, and any invalid value raises :class:`pgqueue.ConfigurationError` naming the setting, the
@@ -101,7 +105,7 @@ from pgqueue.errors import ConfigurationError, DriverError, ValidationError
 if TYPE_CHECKING:
     from pgqueue.app import App
 
-__all__ = ["FIELDS", "Settings", "load_settings", "read_env_file"]
+__all__ = ["ENV_VARS", "FIELDS", "Settings", "load_settings", "read_env_file"]
 
 DEFAULT_SCHEMA = "pgqueue"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -164,6 +168,11 @@ class Settings:
         object.__setattr__(self, "poll_interval", _parse_seconds(
             self.poll_interval, "poll_interval", src("poll_interval")))
         object.__setattr__(self, "cluster", tuple(self.cluster))
+        if self.database_url is not None:
+            object.__setattr__(self, "database_url", _check_postgres_url(
+                self.database_url, src("database_url")))
+        object.__setattr__(self, "redis_url", _check_redis_url(
+            self.redis_url, "redis_url", src("redis_url")))
         full = {name: self.sources.get(name, "default") for name in FIELDS}
         object.__setattr__(self, "sources", types.MappingProxyType(full))
 
@@ -328,6 +337,10 @@ def _resolve(entries: dict[str, list[_Entry]]) -> Settings:
         elif config is not None or _winner(entries, "database_url") is not None:
             driver = "postgres"
             sources["driver"] = "default (a database URL is set)"
+        elif (listed := _winner(entries, "cluster")) is not None and isinstance(
+                listed[1].value, tuple) and listed[1].value:
+            driver = "postgres"
+            sources["driver"] = f"default (a cluster is set by {listed[1].source})"
         else:
             driver = "memory"
             sources["driver"] = "default (no database URL is set)"

@@ -122,7 +122,7 @@ def run_demo(database_url: str | None = None, data_dir: str = ".pgqueue",
              workers: int = 2) -> int:
     import logging
 
-    logging.getLogger("pgqueue").setLevel(logging.WARNING)  # the progress line tells the story
+    logging.getLogger("pgqueue").setLevel(logging.ERROR)  # the progress line tells the story
     started = time.monotonic()
     url, server = _resolve_url(database_url, data_dir)
     try:
