@@ -20,9 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from pgqueue._dsn import to_libpq, url_from_env
-from pgqueue._names import validate_name, validate_schema
+from pgqueue._names import DEFAULT_SCHEMA, validate_name, validate_schema
 from pgqueue.drivers.base import Driver, FailedJob, QueueStats
-from pgqueue.drivers.postgres.schema import DEFAULT_SCHEMA
 from pgqueue.errors import (
     CapabilityError,
     ConfigurationError,

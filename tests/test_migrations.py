@@ -64,6 +64,12 @@ def schema_diff(dsn: str) -> list[Any]:
         engine.dispose()
 
 
+def test_code_knows_the_head_revision() -> None:
+    from pgqueue._names import SCHEMA_HEAD
+
+    assert migrations.head() == SCHEMA_HEAD
+
+
 def test_up_down_up_is_clean_and_head_matches_metadata(
         make_database: Callable[[], str]) -> None:
     url = make_database()

@@ -63,6 +63,7 @@ class Worker:
         burst: exit once no job is ready, running or scheduled in the queues.
         listen: use LISTEN/NOTIFY wake-ups (default true; false = polling only, e.g. behind
             PgBouncer in transaction mode).
+        summary_interval: seconds between INFO summary lines (default 60).
         on_event: ``(event, job)`` callback for ``started``, ``succeeded``, ``retried``,
             ``failed``, ``cancelled``, ``snoozed`` (runs on the event loop; keep it quick).
     """
@@ -71,7 +72,7 @@ class Worker:
                  poll_interval: float = 1.0, lease_s: float = 30.0,
                  shutdown_timeout: float = 30.0, burst: bool = False, listen: bool = True,
                  completer_batch: int = 200, flush_interval: float = 0.005,
-                 rescue_interval: float | None = None,
+                 rescue_interval: float | None = None, summary_interval: float = 60.0,
                  on_event: Callable[[str, Job], None] | None = None) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
@@ -91,6 +92,7 @@ class Worker:
         self.burst = burst
         self.listen = listen
         self.rescue_interval = rescue_interval or max(0.5, self.lease_s / 2)
+        self.summary_interval = summary_interval
         self.on_event = on_event
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._completer_opts = {"batch_size": completer_batch, "flush_interval": flush_interval}
@@ -324,8 +326,16 @@ class Worker:
         heartbeat_every = max(0.1, min(self.lease_s / 3, self.rescue_interval))
         last_rescue = 0.0
         last_partitions = 0.0
+        last_summary, summarised = time.monotonic(), dict(self.counts)
         while True:
             try:
+                if time.monotonic() - last_summary >= self.summary_interval:
+                    delta = {k: v - summarised.get(k, 0) for k, v in self.counts.items()
+                             if v - summarised.get(k, 0)}
+                    log.info("worker %s: last %.0f s %s, running %d", self.id,
+                             time.monotonic() - last_summary, delta or "idle",
+                             len(self._running), extra={"event": "summary", **delta})
+                    last_summary, summarised = time.monotonic(), dict(self.counts)
                 held = [*self._running, *executor.completer.held_ids()]
                 await driver.heartbeat(worker_id=self.id, lease_s=self.lease_s, job_ids=held)
                 for job_id in await driver.cancel_requested(worker_id=self.id):

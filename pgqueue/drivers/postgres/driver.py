@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from pgqueue._names import SCHEMA_HEAD
 from pgqueue.drivers.base import Capabilities, FailedJob, Finish, QueueStats, Requeue, WakeCallback
 from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.sql import Statements, statements
@@ -233,8 +234,6 @@ class PostgresDriver:
 
     def check(self) -> None:
         """Connect once and read the migration version; raise a clear error otherwise."""
-        from pgqueue import migrations
-
         with _translate(), psycopg.connect(self.dsn, **self._conn_kwargs()) as c:
             try:
                 rows = c.execute(self.sql.version).fetchall()
@@ -243,10 +242,10 @@ class PostgresDriver:
                     f"schema {self.schema!r} has no pgqueue tables; run `pgqueue migrate`"
                 ) from e
         version = rows[0][0] if rows else None
-        if version != migrations.head():
+        if version != SCHEMA_HEAD:
             raise NotMigratedError(
                 f"schema {self.schema!r} is at migration {version!r}, this pgqueue needs "
-                f"{migrations.head()!r}; run `pgqueue migrate`"
+                f"{SCHEMA_HEAD!r}; run `pgqueue migrate`"
             )
 
     def connect(self) -> psycopg.Connection[Any]:

@@ -25,9 +25,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from pgqueue._names import DEFAULT_SCHEMA
+
 SCHEMA_PLACEHOLDER = "pgqueue"
-DEFAULT_SCHEMA = "pgqueue"
 VERSION_TABLE = "pgqueue_alembic_version"
+
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_PLACEHOLDER", "VERSION_TABLE", "metadata"]
 
 metadata = sa.MetaData(schema=SCHEMA_PLACEHOLDER)
 
