@@ -407,6 +407,31 @@ async def test_cancel_waiting_and_running(app: pgqueue.App,
     assert app.cancel(999_999_999) is False
 
 
+async def test_cancel_running_sync_job_sets_its_flag(
+        app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    started = threading.Event()
+    saw_flag = threading.Event()
+
+    @app.task(name="cooperative", queue="q")
+    def cooperative() -> None:
+        started.set()
+        if pgqueue.current_context().cancelled.wait(30):  # the documented way to stop early
+            saw_flag.set()
+
+    job = app.enqueue("cooperative")
+    w = app.worker(queues=["q"], poll_interval=0.1)
+    task = asyncio.create_task(w.run())
+    await asyncio.to_thread(started.wait, 10)
+    assert app.cancel(job) is True
+    await asyncio.to_thread(saw_flag.wait, 10)
+    await asyncio.to_thread(wait_for, lambda: scalar(
+        conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job), 10, "cancelled row")
+    assert scalar(conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job) == \
+        "cancelled"
+    w.stop()
+    await task
+
+
 async def test_graceful_stop_releases_unfinished_jobs_without_counting(
         app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
     started = asyncio.Event()
