@@ -6,6 +6,7 @@ jobs, failures and history with SQL.
 """
 
 from pgqueue.app import App
+from pgqueue.config import Settings, load_settings
 from pgqueue.drivers.base import Capabilities, FailedJob, QueueStats
 from pgqueue.errors import (
     CapabilityError,
@@ -49,6 +50,7 @@ __all__ = [
     "PgQueueError",
     "QueueStats",
     "RetryPolicy",
+    "Settings",
     "Snooze",
     "Task",
     "UnknownTaskError",
@@ -57,4 +59,5 @@ __all__ = [
     "__version__",
     "current_context",
     "current_job",
+    "load_settings",
 ]

@@ -9,8 +9,10 @@
     pgqueue status [--json]
     pgqueue failed list|show ID|retry ID|retry --all|purge
     pgqueue pause QUEUE / pgqueue resume QUEUE
+    pgqueue config                                # settings and their sources
 
-The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``.
+The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``,
+else the settings of :mod:`pgqueue.config` (``QUEUE_CONFIG``, ``.env``, ``app-config.yaml``).
 Errors print one line saying what to do, and exit with status 2.
 """
 
@@ -33,15 +35,27 @@ from pgqueue.errors import ConfigurationError, DatabaseUnavailableError, PgQueue
 __all__ = ["main"]
 
 
+def _settings() -> Any:
+    """Settings from app-config.yaml and .env in the current directory, then the environment
+    (see pgqueue.config)."""
+    from pgqueue.compat import default_settings
+
+    return default_settings()
+
+
 def _database_url(args: argparse.Namespace) -> tuple[str, str]:
     if getattr(args, "database_url", None):
         return to_libpq(args.database_url, source="--database-url"), "--database-url"
     found = url_from_env()
-    if found is None:
-        raise ConfigurationError(
-            "no database configured: pass --database-url or set PGQUEUE_DATABASE_URL "
-            "(or DATABASE_URL) to postgresql://user@host:5432/dbname", key="database_url")
-    return to_libpq(found[0], source=f"env {found[1]}"), f"env {found[1]}"
+    if found is not None:
+        return to_libpq(found[0], source=f"env {found[1]}"), f"env {found[1]}"
+    settings = _settings()
+    if settings.database_url:
+        return settings.database_url, settings.source("database_url")
+    raise ConfigurationError(
+        "no database configured: pass --database-url or set PGQUEUE_DATABASE_URL "
+        "(or DATABASE_URL, QUEUE_CONFIG) to postgresql://user@host:5432/dbname",
+        key="database_url")
 
 
 def _load_app(spec: str, args: argparse.Namespace) -> App:
@@ -114,15 +128,34 @@ def _raise_db(exc: Exception) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """Flags win; otherwise the settings (QUEUE_ROUTES, PGQUEUE_CONCURRENCY, ... see
+    pgqueue.config); otherwise the app's own task queues and the defaults."""
     app = _load_app(args.app, args)
+    settings = _settings()
     if args.database_url:
         app.database_url = to_libpq(args.database_url, source="--database-url")
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    app.driver.check()
-    worker = app.worker(queues=queues, concurrency=args.concurrency, burst=args.burst,
-                        poll_interval=args.poll_interval,
-                        shutdown_timeout=args.shutdown_timeout)
+    elif app.database_url is None and settings.database_url:
+        app.database_url = settings.database_url
+    if args.queues:
+        queues: list[str] | None = [q.strip() for q in args.queues.split(",") if q.strip()]
+    else:
+        queues = list(settings.routes) or None
+    if app.database_url is not None:
+        app.driver.check()
+    worker = app.worker(
+        queues=queues,
+        concurrency=args.concurrency if args.concurrency is not None else settings.concurrency,
+        poll_interval=(args.poll_interval if args.poll_interval is not None
+                       else settings.poll_interval),
+        burst=args.burst, shutdown_timeout=args.shutdown_timeout)
     return int(worker.run_forever())
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print every setting, its value (passwords hidden) and where it came from."""
+    rows = _settings().describe()
+    print(_table(("setting", "value", "source"), rows))
+    return 0
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -273,10 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("worker", help="run a worker for MODULE:APP")
     sp.add_argument("app", help="import path of your pgqueue.App, e.g. myproject.jobs:app")
     sp.add_argument("--database-url")
-    sp.add_argument("--queues", help="comma-separated queues (default: the app's task queues)")
-    sp.add_argument("--concurrency", type=int, default=1)
+    sp.add_argument("--queues", help="comma-separated queues (default: QUEUE_ROUTES, else the "
+                    "app's task queues)")
+    sp.add_argument("--concurrency", type=int,
+                    help="jobs at once (default: PGQUEUE_CONCURRENCY or 1)")
     sp.add_argument("--burst", action="store_true", help="exit 0 once the queues are empty")
-    sp.add_argument("--poll-interval", type=float, default=1.0)
+    sp.add_argument("--poll-interval", type=float,
+                    help="seconds between polls (default: PGQUEUE_POLL_INTERVAL or 1.0)")
     sp.add_argument("--shutdown-timeout", type=float, default=30.0)
     sp.set_defaults(func=cmd_worker)
 
@@ -306,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=50)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_failed)
+
+    sp = sub.add_parser("config", help="show the settings and where each came from")
+    sp.set_defaults(func=cmd_config)
 
     for name in ("pause", "resume"):
         sp = sub.add_parser(name, help=f"{name} a queue for every worker")

@@ -80,3 +80,31 @@ def test_failed_list_show_retry_purge(app: pgqueue.App, clean: str,
     asyncio.run(app.worker(queues=["q"], burst=True).run())
     assert "purged 3" in cli(clean, "failed", "purge").stdout
     assert scalar(conn, "SELECT count(*) FROM pgqueue.failed_jobs") == 0
+
+
+def test_worker_with_no_flags_consumes_exactly_the_vela_routes(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    for queue in ("a", "b", "c"):
+        app.enqueue_many("noop", [{} for _ in range(5)], queue=queue)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PGQUEUE_DATABASE_URL", "DATABASE_URL")}
+    env.update({"VELA_QUEUE_DRIVER": "postgres", "VELA_QUEUE_CONFIG": clean,
+                "VELA_QUEUE_ROUTES": "a,b", "PYTHONPATH": str(ROOT)})
+    r = subprocess.run([sys.executable, "-m", "pgqueue.cli", "worker", "tests.apps.x:app",
+                        "--burst"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    done = dict(conn.execute("SELECT queue, count(*) FROM pgqueue.job_history GROUP BY 1"))
+    assert done == {"a": 5, "b": 5}
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs WHERE queue = 'c'") == 5
+    r = subprocess.run([sys.executable, "-m", "pgqueue.cli", "config"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=60)
+    assert "env VELA_QUEUE_ROUTES" in r.stdout and "a,b" in r.stdout
+
+
+def test_bad_configuration_stops_the_worker_with_one_clear_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PGQUEUE_CONCURRENCY": "-3"}
+    r = subprocess.run([sys.executable, "-m", "pgqueue.cli", "worker", "tests.apps.x:app"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2
+    assert "PGQUEUE_CONCURRENCY" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,179 @@
+"""Seed-shaped APIs over :class:`pgqueue.App` and :class:`pgqueue.Worker`.
+
+- :mod:`pgqueue.compat.backstage` -- ``get_queue(name, store=..., dlq_handler=...)`` with
+  ``add`` / ``process`` / ``pause`` / ``resume`` / ``get_job_count`` / ``disconnect``;
+- :mod:`pgqueue.compat.velocity` -- ``push`` / ``later`` / ``work`` / ``register`` / ``size`` /
+  ``clear`` / ``pop``, job objects with ``handle()`` and ``failed(err)``, a memory queue for tests.
+
+Both are thin: a queue is a pgqueue queue name, jobs are ordinary rows of ``jobs`` (inspectable
+with SQL), retries, delays, priorities and the ``failed_jobs`` archive are pgqueue's own. They
+run on any driver (``postgres``, ``memory``, ``redis``) chosen by configuration
+(:mod:`pgqueue.config`).
+
+This module holds what both share: :func:`default_settings` (the settings a compat API uses
+when none are given) and :class:`BackgroundWorker` (a worker run in a thread for sync code, or as
+a task on the running event loop for async code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+
+from pgqueue.app import App
+from pgqueue.config import Settings, load_settings
+from pgqueue.drivers.base import Driver
+from pgqueue.worker import Worker
+
+__all__ = ["BackgroundWorker", "default_settings", "worker_app"]
+
+log = logging.getLogger("pgqueue.compat")
+
+#: files :func:`default_settings` reads from the current directory when they exist
+YAML_FILE = "app-config.yaml"
+ENV_FILE = ".env"
+
+#: how long ``process()``/``work()`` wait for the worker to report that it started
+STARTUP_TIMEOUT = 10.0
+
+
+def default_settings(directory: str | Path | None = None) -> Settings:
+    """Settings as the seeds find them: ``app-config.yaml`` (backstage) and ``.env`` (velocity)
+    of ``directory`` (default: the current directory) when they exist, then the environment.
+
+    Nothing is written to ``os.environ``. Raises :class:`pgqueue.ConfigurationError` for any
+    invalid value.
+    """
+    base = Path.cwd() if directory is None else Path(directory)
+    yaml_file = base / YAML_FILE
+    env_file = base / ENV_FILE
+    return load_settings(yaml_file=yaml_file if yaml_file.is_file() else None,
+                         env_file=env_file if env_file.is_file() else None)
+
+
+def _fresh_driver(driver: Driver) -> Driver | None:
+    """A new driver on the same backend for a worker that runs on its own event loop, or None
+    when the driver can be shared across loops.
+
+    The postgres driver's async connection pool belongs to the loop that opened it, so a
+    thread-run worker gets its own driver (closed with the worker). The memory driver (one lock,
+    thread-safe wake-ups) and the redis driver (a blocking client run in threads; listeners made
+    per worker on its loop) are shared.
+    """
+    from pgqueue.drivers.postgres.driver import PostgresDriver
+
+    if isinstance(driver, PostgresDriver):
+        return PostgresDriver(driver.dsn, schema=driver.schema)
+    return None
+
+
+def worker_app(app: App, *, threaded: bool) -> tuple[App, bool]:
+    """An App for a compat worker: ``(app, owns_driver)``.
+
+    The worker gets its own :class:`pgqueue.App` (its own task registry) on the same backend;
+    see :func:`_fresh_driver` for when it also gets its own driver. A worker on the caller's
+    loop (``threaded=False``) always shares the caller's driver.
+    """
+    driver = app.driver
+    fresh = _fresh_driver(driver) if threaded else None
+    return App(driver=fresh or driver, schema=app.schema), fresh is not None
+
+
+class BackgroundWorker:
+    """Runs a :class:`pgqueue.Worker` in the background, in a daemon thread (:meth:`start`) or
+    as a task on the running event loop (:meth:`start_async`), until :meth:`stop`.
+
+    ``owns_app``: close the worker's App (its connection pools) when the worker ends.
+    """
+
+    def __init__(self, worker: Worker, *, owns_app: bool = False) -> None:
+        self.worker = worker
+        self.owns_app = owns_app
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True from start until the worker has stopped."""
+        return (self._thread is not None or self._task is not None) and not self._done.is_set()
+
+    async def _main(self) -> None:
+        try:
+            await self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+            if self.worker.started.is_set() and isinstance(exc, Exception):
+                log.error("worker %s stopped on an error: %s", self.worker.id, exc,
+                          exc_info=exc)
+            raise
+        finally:
+            if self.owns_app:
+                with contextlib.suppress(Exception):
+                    await self.worker.app.aclose()
+            self._done.set()
+
+    def start(self) -> None:
+        """Start in a daemon thread; return once the worker runs (or raise why it could not)."""
+        def target() -> None:
+            with contextlib.suppress(BaseException):
+                asyncio.run(self._main())
+            self._done.set()
+
+        self._thread = threading.Thread(target=target, daemon=True,
+                                        name=f"pgqueue-compat-{self.worker.id}")
+        self._thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self.worker.started.wait(0.01):
+            if self._done.is_set():
+                self._raise_startup_error()
+            if time.monotonic() > deadline:
+                log.warning("worker %s has not started after %.0f s (database down?); it keeps "
+                            "trying in the background", self.worker.id, STARTUP_TIMEOUT)
+                return
+
+    async def start_async(self) -> None:
+        """Start as a task on the running loop; return once the worker runs (or raise)."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._main(), name=f"pgqueue-compat-{self.worker.id}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self.worker.started.is_set():
+            await asyncio.wait({self._task}, timeout=0.01)
+            if self._task.done():
+                self._raise_startup_error()
+            if time.monotonic() > deadline:
+                log.warning("worker %s has not started after %.0f s (database down?); it keeps "
+                            "trying in the background", self.worker.id, STARTUP_TIMEOUT)
+                return
+
+    def _raise_startup_error(self) -> None:
+        error = self.error
+        if error is None and self._task is not None and not self._task.cancelled():
+            error = self._task.exception()
+        if isinstance(error, Exception):
+            raise error
+        raise RuntimeError(f"worker {self.worker.id} stopped while starting")
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully (running jobs finish; see ``Worker.shutdown_timeout``).
+
+        A thread-run worker is waited for (up to ``timeout``); a loop-run worker is only asked
+        to stop (it finishes on its loop): await :meth:`stop_async` to wait for it.
+        """
+        self.worker.stop()
+        if self._thread is not None:
+            self._done.wait(timeout)
+
+    async def stop_async(self, timeout: float | None = None) -> None:
+        """Stop gracefully and wait, without blocking the event loop."""
+        self.worker.stop()
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        elif self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._done.wait, timeout)
