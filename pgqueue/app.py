@@ -111,6 +111,18 @@ class App:
                                           pool_size=self._pool_size)
         return self._driver
 
+    def use_database(self, database_url: str, *, source: str = "argument") -> None:
+        """Point this app at another PostgreSQL database (closing pools made for the old one).
+
+        For apps defined at import time whose URL is only known later (the CLI's
+        ``--database-url``, the demo's embedded server).
+        """
+        url = to_libpq(database_url, source=source)
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+        self.database_url = url
+
     def close(self) -> None:
         """Close pgqueue's own connection pools (sync)."""
         if self._driver is not None:

@@ -83,7 +83,7 @@ def _app(args: argparse.Namespace) -> App:
     if getattr(args, "app", None):
         app = _load_app(args.app, args)
         if getattr(args, "database_url", None):
-            app.database_url = to_libpq(args.database_url, source="--database-url")
+            app.use_database(args.database_url, source="--database-url")
         return app
     url, _ = _database_url(args)
     return App(database_url=url, schema=args.schema)
@@ -133,9 +133,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     app = _load_app(args.app, args)
     settings = _settings()
     if args.database_url:
-        app.database_url = to_libpq(args.database_url, source="--database-url")
+        app.use_database(args.database_url, source="--database-url")
     elif app.database_url is None and settings.database_url:
-        app.database_url = settings.database_url
+        app.use_database(settings.database_url, source=settings.source("database_url"))
     if args.queues:
         queues: list[str] | None = [q.strip() for q in args.queues.split(",") if q.strip()]
     else:

@@ -137,8 +137,7 @@ def _run(url: str, worker_count: int, started: float) -> int:
     from pgqueue import migrations
 
     _state["url"] = url
-    app.database_url = url
-    app._driver = None  # rebuild the driver for the real URL
+    app.use_database(url)
     migrations.upgrade(url)
     print(f"Migrated pgqueue schema (revision {migrations.head()}).")
     with psycopg.connect(url, autocommit=True) as c:  # leftovers of an interrupted run

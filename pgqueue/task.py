@@ -179,24 +179,24 @@ class Task:
         """Enqueue this task. Arguments are keyword arguments of the handler (or one dataclass /
         pydantic instance); job options (``queue``, ``priority``, ``delay``, ``run_at``,
         ``max_attempts``, ``unique_key``, ``timeout``) are taken from :meth:`options`."""
-        payload, opts = self._split(args, kwargs)
-        return int(self.app.enqueue(self.name, payload, conn=conn, **opts))
+        return int(self.app.enqueue(self.name, self._payload(args, kwargs), conn=conn))
 
     async def enqueue_async(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
-        payload, opts = self._split(args, kwargs)
-        return int(await self.app.enqueue_async(self.name, payload, conn=conn, **opts))
+        return int(await self.app.enqueue_async(self.name, self._payload(args, kwargs),
+                                                conn=conn))
 
     def options(self, **opts: Any) -> _Configured:
         """``task.options(delay=5, priority=1).enqueue(to=...)``: per-job options."""
         return _Configured(self, opts)
 
-    def _split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The job arguments: keyword arguments, or one dataclass/pydantic instance."""
         if args:
             if len(args) != 1 or kwargs:
                 raise ValidationError(f"task {self.name!r}: pass keyword arguments, or a single "
                                       "dataclass/pydantic instance")
-            return args[0], {}
-        return kwargs, {}
+            return args[0]
+        return kwargs
 
 
 class _Configured:
@@ -205,11 +205,11 @@ class _Configured:
         self.opts = opts
 
     def enqueue(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
-        payload, _ = self.task._split(args, kwargs)
+        payload = self.task._payload(args, kwargs)
         return int(self.task.app.enqueue(self.task.name, payload, conn=conn, **self.opts))
 
     async def enqueue_async(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
-        payload, _ = self.task._split(args, kwargs)
+        payload = self.task._payload(args, kwargs)
         return int(await self.task.app.enqueue_async(self.task.name, payload, conn=conn,
                                                      **self.opts))
 
