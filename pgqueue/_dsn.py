@@ -47,10 +47,16 @@ def to_libpq(url: str, *, source: str = "database_url") -> str:
     try:
         params = conninfo_to_dict(raw)
     except psycopg.ProgrammingError as exc:
+        reason = " ".join(str(exc).split())
         raise ConfigurationError(
-            f"{_redact(raw)!r} is malformed ({exc}); expected postgresql://user@host:5432/dbname",
-            key="database_url", source=source,
+            f"{_redact(raw)!r} is malformed ({reason}); expected "
+            "postgresql://user@host:5432/dbname", key="database_url", source=source,
         ) from exc
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigurationError(
+                f"{_redact(raw)!r} has an invalid port {port!r}; use a number from 1 to 65535",
+                key="database_url", source=source)
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 

@@ -310,3 +310,10 @@ def test_unreachable_and_unmigrated_database(make_database: Any) -> None:
     with pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate"):
         fresh.enqueue("t", {})
     fresh.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql://a@h:99999/x", "postgresql://a@h:abc/x",
+                                 "host=h port=5x"])
+def test_bad_ports_are_named(url: str) -> None:
+    with pytest.raises(pgqueue.ConfigurationError, match="invalid port"):
+        pgqueue.App(database_url=url)
