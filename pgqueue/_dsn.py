@@ -55,7 +55,8 @@ def to_libpq(url: str, *, source: str = "database_url") -> str:
     for port in str(params.get("port") or "").split(","):
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise ConfigurationError(
-                f"{_redact(raw)!r} has an invalid port {port!r}; use a number from 1 to 65535",
+                f"{_redact(raw)!r} has an invalid port {port!r}; use a number from 1 to "
+                "65535, as in postgresql://user@host:5432/dbname",
                 key="database_url", source=source)
     return make_conninfo(**params)  # type: ignore[arg-type]
 
