@@ -54,6 +54,10 @@ class DatabaseUnavailableError(DatabaseError):
     """The database does not answer. Check the URL and that the server runs."""
 
 
+class TransientDatabaseError(DatabaseError):
+    """A statement lost a conflict (deadlock, serialization failure); retrying it is safe."""
+
+
 class NotMigratedError(DatabaseError):
     """The pgqueue schema is missing or older than this version; run ``pgqueue migrate``."""
 
@@ -94,6 +98,7 @@ __all__ = [
     "JobTimeoutError",
     "NotMigratedError",
     "PgQueueError",
+    "TransientDatabaseError",
     "UnknownTaskError",
     "ValidationError",
 ]

@@ -47,7 +47,10 @@ CREATE TABLE {s}.jobs (
     CONSTRAINT jobs_state_check CHECK (state IN ('waiting', 'running')),
     CONSTRAINT jobs_priority_check CHECK (priority BETWEEN 0 AND 1000),
     CONSTRAINT jobs_max_attempts_check CHECK (max_attempts >= 1)
-) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
+       autovacuum_vacuum_cost_delay = 0, vacuum_truncate = false);
+-- vacuum_truncate = false: a queue table empties and refills all the time; truncating its tail
+-- takes an ACCESS EXCLUSIVE lock that stalls every claim and completion while it is held.
 
 -- Serves the claim query: waiting jobs of one queue in (priority, run_at, id) order.
 CREATE INDEX jobs_claim_idx ON {s}.jobs (queue, priority, run_at, id) WHERE state = 'waiting';

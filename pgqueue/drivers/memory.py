@@ -546,6 +546,10 @@ class MemoryDriver:
             for wid in [w for w, info in self._workers.items() if info.heartbeat < cutoff]:
                 del self._workers[wid]
 
+    async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
+        """Nothing to vacuum here (a PostgreSQL concern)."""
+        return False
+
     async def ensure_partitions(self, days: int = 7) -> None:
         """Nothing to do: history is a bounded in-memory list."""
 

@@ -1049,6 +1049,10 @@ class RedisDriver:
     async def prune_workers(self, *, older_than_s: float) -> None:
         await self._thread(self._script, "prune", int(older_than_s * 1000))
 
+    async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
+        """Nothing to vacuum here (a PostgreSQL concern)."""
+        return False
+
     async def ensure_partitions(self, days: int = 7) -> None:
         """Nothing to do: the history is a capped list."""
 

@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from pgqueue.drivers.base import Driver, Finish, Requeue
-from pgqueue.errors import DatabaseUnavailableError
+from pgqueue.errors import DatabaseUnavailableError, TransientDatabaseError
 
 log = logging.getLogger("pgqueue.completer")
 
@@ -70,6 +70,11 @@ class Completer:
     def held_ids(self) -> list[int]:
         """Jobs whose outcome is buffered or being written (their leases must stay alive)."""
         return [i.job_id for i in (*self._finishes, *self._requeues, *self._inflight)]
+
+    @property
+    def backlog(self) -> int:
+        """Outcomes not yet written: buffered plus being written."""
+        return self.pending + len(self._inflight)
 
     @property
     def pending(self) -> int:
@@ -126,18 +131,11 @@ class Completer:
         self._inflight = [*finishes, *requeues]
         try:
             for i in range(0, len(finishes), self.batch_size):
-                chunk = finishes[i:i + self.batch_size]
-                await self._retry(lambda c=chunk: self.driver.finish_many(  # type: ignore[misc]
-                    c, worker_id=self.worker_id))
+                await self._write(finishes[i:i + self.batch_size], self.driver.finish_many)
             for i in range(0, len(requeues), self.batch_size):
-                chunk2 = requeues[i:i + self.batch_size]
-                await self._retry(lambda c=chunk2: self.driver.requeue_many(  # type: ignore[misc]
-                    c, worker_id=self.worker_id))
+                await self._write(requeues[i:i + self.batch_size], self.driver.requeue_many)
             self.flushes += 1
             self.written += len(finishes) + len(requeues)
-        except Exception:
-            log.exception("completer could not write %d state changes; their jobs will be "
-                          "rescued when their leases expire", len(finishes) + len(requeues))
         finally:
             self._flushing = False
             self._inflight = []
@@ -146,15 +144,25 @@ class Completer:
                 if not w.done():
                     w.set_result(None)
 
+    async def _write(self, chunk: list[Any], write: Callable[..., Awaitable[Any]]) -> None:
+        """Write one chunk, retrying while the database is unavailable; a chunk that fails for
+        good is logged and its jobs are left to the rescuer (their leases expire), while the
+        other chunks are still written."""
+        try:
+            await self._retry(lambda: write(chunk, worker_id=self.worker_id))
+        except Exception:
+            log.exception("completer could not write %d state changes; their jobs will be "
+                          "rescued when their leases expire", len(chunk))
+
     async def _retry(self, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(DatabaseUnavailableError),
+            retry=retry_if_exception_type((DatabaseUnavailableError, TransientDatabaseError)),
             wait=wait_exponential(multiplier=0.05, max=5.0) + wait_random(0, 0.05),
             stop=stop_after_delay(self.retry_for),
             reraise=True,
             before_sleep=lambda rs: log.warning(
-                "database unavailable while writing job states (attempt %d); retrying",
-                rs.attempt_number),
+                "database unavailable while writing job states (attempt %d): %s; retrying",
+                rs.attempt_number, rs.outcome.exception() if rs.outcome else None),
         ):
             with attempt:
                 return await fn()

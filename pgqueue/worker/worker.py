@@ -242,7 +242,14 @@ class Worker:
     async def _fetch_loop(self, executor: Executor) -> None:
         assert self._wake is not None and self._stop is not None
         driver = self.app.driver
+        completer = executor.completer
+        # outcomes not yet written keep their jobs "running" in the database: claim no more
+        # while that backlog is large, so the database never holds far more claimed jobs than
+        # the worker runs (and heartbeats stay small)
+        max_backlog = max(self.concurrency, completer.batch_size)
         while not self._stop.is_set():
+            if completer.backlog >= max_backlog:
+                await completer.drain()
             free = self.concurrency - len(self._running)
             claimed: list[Job] = []
             if free > 0:
@@ -250,7 +257,7 @@ class Worker:
                 try:
                     claimed = await driver.claim(self.queues, free, worker_id=self.id,
                                                  lease_s=self.lease_s)
-                except DatabaseUnavailableError as exc:
+                except PgQueueError as exc:  # unavailable, or a transient conflict
                     log.warning("cannot claim jobs: %s; retrying", exc,
                                 extra={"event": "db_unavailable"})
                     await self._sleep(min(self.poll_interval, 2.0))
@@ -271,13 +278,13 @@ class Worker:
             timeout = self.poll_interval
             try:
                 nxt = await driver.next_run_at(self.queues)
-            except DatabaseUnavailableError:
+            except PgQueueError:
                 nxt = None
             if nxt is not None:
                 now = dt.datetime.now(dt.UTC)
                 timeout = min(timeout, max(0.0, (nxt - now).total_seconds()))
             elif self.burst and not self._running and not claimed:
-                await executor.completer.drain()
+                await completer.drain()
                 if await driver.next_run_at(self.queues) is None and not self._running:
                     log.info("burst: queues empty, stopping", extra={"event": "burst_done"})
                     return
@@ -322,8 +329,8 @@ class Worker:
         """Heartbeat leases, poll cancel requests, rescue dead workers' jobs, keep partitions."""
         self._executor = executor
         driver = self.app.driver
-        # wake often enough for both the heartbeat and the rescue schedule
-        heartbeat_every = max(0.1, min(self.lease_s / 3, self.rescue_interval))
+        # wake often enough for the heartbeat, the rescue schedule and the vacuum check
+        heartbeat_every = max(0.1, min(self.lease_s / 3, self.rescue_interval, 2.0))
         last_rescue = 0.0
         last_partitions = 0.0
         last_summary, summarised = time.monotonic(), dict(self.counts)
@@ -348,6 +355,8 @@ class Worker:
                         log.warning("rescued %d jobs of dead workers (%d archived as poison)",
                                     len(rescued), len(failed), extra={"event": "rescue"})
                     await driver.prune_workers(older_than_s=self.lease_s * 3)
+                if await driver.vacuum_if_needed():
+                    log.info("vacuumed the jobs table", extra={"event": "vacuum"})
                 if now - last_partitions >= 3600:
                     last_partitions = now
                     await driver.ensure_partitions(7)

@@ -35,6 +35,7 @@ from pgqueue.errors import (
     JobError,
     NotMigratedError,
     PgQueueError,
+    TransientDatabaseError,
 )
 from pgqueue.job import Job, NewJob
 
@@ -98,12 +99,17 @@ def _translate() -> Iterator[None]:
             f"pgqueue's tables are missing or outdated ({e.diag.message_primary}); "
             "run `pgqueue migrate` (or pgqueue.migrations.upgrade(...)) against this database"
         ) from e
-    except psycopg.OperationalError as e:
-        raise DatabaseUnavailableError(
-            f"the database did not answer ({str(e).strip().splitlines()[0] if str(e) else e!r});"
-            " check PGQUEUE_DATABASE_URL / DATABASE_URL and that the server is running"
-        ) from e
     except psycopg.Error as e:
+        state = e.sqlstate or ""
+        if state.startswith("40"):  # deadlock, serialization failure: safe to retry
+            raise TransientDatabaseError(f"transient database conflict, safe to retry: "
+                                         f"{e.diag.message_primary or e}") from e
+        if isinstance(e, psycopg.OperationalError) and (not state or state.startswith(
+                ("08", "57P"))):  # no connection, or the server ended it
+            first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            raise DatabaseUnavailableError(
+                f"the database did not answer ({first}); check PGQUEUE_DATABASE_URL / "
+                "DATABASE_URL and that the server is running") from e
         raise DatabaseError(f"database error: {e}") from e
 
 
@@ -461,6 +467,26 @@ class PostgresDriver:
 
     async def cancel_requested(self, *, worker_id: str) -> list[int]:
         return await self._arun(_Op(self.sql.cancel_requested, {"worker": worker_id}, _ids))
+
+    async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
+        """VACUUM ``jobs`` when the statistics show at least ``min_dead`` dead rows and
+        ``dead_ratio`` of the live ones; one worker at a time. Returns whether it vacuumed."""
+        dead, live = await self._arun(_Op(self.sql.jobs_dead_tuples, {},
+                                          lambda rows: rows[0] if rows else (0, 0)))
+        if dead < max(min_dead, dead_ratio * live):
+            return False
+
+        async def run(c: psycopg.AsyncConnection[Any]) -> bool:
+            if not (await (await c.execute(self.sql.try_vacuum_lock)).fetchone() or [False])[0]:
+                return False  # another worker is vacuuming
+            try:
+                await c.execute(self.sql.vacuum_jobs)
+            finally:
+                await c.execute(self.sql.vacuum_unlock)
+            return True
+
+        with _translate():
+            return await self._apooled(run)
 
     async def ensure_partitions(self, days: int = 7) -> None:
         await self._arun(_Op(self.sql.ensure_partitions, {"days": days}, _none))

@@ -84,6 +84,7 @@ jobs = sa.Table(
         "fillfactor": "70",
         "autovacuum_vacuum_scale_factor": "0.01",
         "autovacuum_vacuum_cost_delay": "0",
+        "vacuum_truncate": "false",
     },
 )
 

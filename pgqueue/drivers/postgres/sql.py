@@ -234,10 +234,14 @@ class Statements:
         #: answer was lost (connection died) is not extended, so it expires and is rescued.
         self.heartbeat = q("""
             WITH w AS (
-                UPDATE {s}.workers SET heartbeat_at = now() WHERE id = %(worker)s RETURNING id)
-            UPDATE {s}.jobs SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-             WHERE state = 'running' AND worker_id = %(worker)s
-               AND id = ANY(%(ids)s::bigint[])""")
+                UPDATE {s}.workers SET heartbeat_at = now() WHERE id = %(worker)s RETURNING id),
+            h AS (  -- rows a completion is deleting right now are skipped, not waited for
+                SELECT id FROM {s}.jobs
+                 WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'
+                   AND worker_id = %(worker)s
+                   FOR UPDATE SKIP LOCKED)
+            UPDATE {s}.jobs j SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+              FROM h WHERE j.id = h.id""")
 
         self.register_worker = q("""
             INSERT INTO {s}.workers (id, host, pid, queues, concurrency)
@@ -386,6 +390,20 @@ class Statements:
             SELECT queue, paused, waiting, scheduled, running, failed, finished_last_hour,
                    failed_last_hour, oldest_wait_s, mean_run_time_s
               FROM {s}.queue_stats ORDER BY queue""")
+        #: Dead row versions in ``jobs`` (claims and completions leave one each) as the
+        #: statistics see them; they decide when a worker vacuums (see ``vacuum_jobs``).
+        self.jobs_dead_tuples = sql.SQL("""
+            SELECT coalesce(n_dead_tup, 0), coalesce(n_live_tup, 0) FROM pg_stat_user_tables
+             WHERE relid = to_regclass({table})""").format(table=sql.Literal(f"{schema}.jobs"))
+        #: One vacuuming worker at a time per schema (a session advisory lock, released after).
+        self.try_vacuum_lock = sql.SQL("SELECT pg_try_advisory_lock(hashtext({key}))").format(
+            key=sql.Literal(f"pgqueue.vacuum.{schema}"))
+        self.vacuum_unlock = sql.SQL("SELECT pg_advisory_unlock(hashtext({key}))").format(
+            key=sql.Literal(f"pgqueue.vacuum.{schema}"))
+        #: Claimed and finished jobs leave dead entries at the front of the claim index; until a
+        #: vacuum removes them every claim steps over them, so a large backlog drains slower and
+        #: slower. Autovacuum may be off, or too slow for a queue (its naptime is a minute).
+        self.vacuum_jobs = q("VACUUM (TRUNCATE false) {s}.jobs")
         self.ensure_partitions = q("SELECT {s}.ensure_history_partitions(%(days)s)")
         self.drop_history_before = q("SELECT {s}.drop_history_before(%(cutoff)s)")
         self.version = q("SELECT version_num FROM {s}.pgqueue_alembic_version")
