@@ -20,6 +20,7 @@ from pgqueue.errors import (
     JobTimeoutError,
     NotMigratedError,
     PgQueueError,
+    TransientDatabaseError,
     UnknownTaskError,
     ValidationError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Settings",
     "Snooze",
     "Task",
+    "TransientDatabaseError",
     "UnknownTaskError",
     "ValidationError",
     "Worker",

@@ -1,0 +1,88 @@
+"""Maintenance against real PostgreSQL: workers vacuum the jobs table when dead rows pile up
+(one at a time), history partitions, and how database errors are classified."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue.drivers.postgres.driver import _translate
+from tests.helpers import scalar, wait_for
+
+
+def vacuum_count(conn: psycopg.Connection[Any]) -> int:
+    return int(scalar(conn, "SELECT vacuum_count FROM pg_stat_user_tables "
+                            "WHERE relid = 'pgqueue.jobs'::regclass"))
+
+
+async def test_vacuum_when_dead_rows_pile_up_one_worker_at_a_time(
+        app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    ids = app.enqueue_many("t", [{} for _ in range(500)], queue="v")
+    conn.execute("DELETE FROM pgqueue.jobs WHERE id = ANY(%s)", (ids,))  # 500 dead rows
+    before = vacuum_count(conn)
+    driver = app.driver
+    assert await driver.vacuum_if_needed(min_dead=10**9) is False  # below the threshold
+    wait_for(lambda: scalar(conn, "SELECT n_dead_tup FROM pg_stat_user_tables "
+                                  "WHERE relid = 'pgqueue.jobs'::regclass") >= 500, 20,
+             "the statistics to count the dead rows")
+    # another worker holds the vacuum lock: this one skips
+    with psycopg.connect(app.database_url or "", autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('pgqueue.vacuum.pgqueue'))")
+        assert await driver.vacuum_if_needed(min_dead=100, dead_ratio=0) is False
+        other.execute("SELECT pg_advisory_unlock(hashtext('pgqueue.vacuum.pgqueue'))")
+    assert await driver.vacuum_if_needed(min_dead=100, dead_ratio=0) is True
+    wait_for(lambda: vacuum_count(conn) > before, 20, "vacuum_count to grow")
+
+
+def test_history_partitions_and_cheap_retention(app: pgqueue.App,
+                                                conn: psycopg.Connection[Any]) -> None:
+    parts = {r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'pgqueue.job_history'::regclass")}
+    today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    assert f"job_history_p{today}" in parts and "job_history_default" in parts
+    old = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    conn.execute("INSERT INTO pgqueue.job_history (id, queue, task, args, priority, state, "
+                 "attempt, max_attempts, enqueued_at, finished_at) VALUES "
+                 "(1, 'q', 't', '{}', 20, 'succeeded', 1, 5, %s, %s)", (old, old))
+    assert app.driver.drop_history_before(dt.datetime(2021, 1, 1, tzinfo=dt.UTC)) >= 0
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.job_history") == 0
+
+
+def test_deadlocks_are_transient_and_connection_loss_is_unavailable(dsn: str) -> None:
+    """A real deadlock from PostgreSQL maps to TransientDatabaseError (retried by the
+    completer), not to 'database unavailable'."""
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS dl (id int PRIMARY KEY)")
+        setup.execute("INSERT INTO dl VALUES (1), (2) ON CONFLICT DO NOTHING")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def lock(first: int, second: int) -> None:
+        with psycopg.connect(dsn) as c:
+            try:
+                c.execute("UPDATE dl SET id = id WHERE id = %s", (first,))
+                barrier.wait(10)
+                c.execute("UPDATE dl SET id = id WHERE id = %s", (second,))
+            except psycopg.Error as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=lock, args=(1, 2)), threading.Thread(target=lock,
+                                                                               args=(2, 1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    [deadlock] = errors
+    with pytest.raises(pgqueue.TransientDatabaseError, match="deadlock"), _translate():
+        raise deadlock
+    with psycopg.connect(dsn, autocommit=True) as victim, \
+            psycopg.connect(dsn, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", (victim.info.backend_pid,))
+        with pytest.raises(pgqueue.DatabaseUnavailableError), _translate():
+            victim.execute("SELECT 1")
