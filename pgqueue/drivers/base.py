@@ -26,6 +26,7 @@ __all__ = [
     "FailedJob",
     "Finish",
     "FinishedJob",
+    "NoDatabaseMixin",
     "QueueStats",
     "Requeue",
     "WakeCallback",
@@ -234,3 +235,31 @@ class Driver(Protocol):
                                  before: dt.datetime | None = None) -> int: ...
     def stats(self) -> list[QueueStats]: ...
     async def stats_async(self) -> list[QueueStats]: ...
+
+
+class NoDatabaseMixin:
+    """The operations of the driver seam that only make sense on PostgreSQL, for drivers
+    without a database transaction or a table to maintain (memory, redis)."""
+
+    name: str
+
+    async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
+        """Nothing to vacuum here (a PostgreSQL concern)."""
+        return False
+
+    async def ensure_partitions(self, days: int = 7) -> None:
+        """Nothing to do: the history is a capped list."""
+
+    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
+                              result_json: str | None = None,
+                              attempt: int | None = None) -> bool:
+        from pgqueue.errors import CapabilityError
+
+        raise CapabilityError(f"the {self.name} driver cannot complete a job inside your "
+                              "transaction; return from the handler instead, or use the "
+                              "postgres driver")
+
+    async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
+                                          result_json: str | None = None,
+                                          attempt: int | None = None) -> bool:
+        return self.finish_in_transaction(conn, job_id, worker_id=worker_id)

@@ -50,6 +50,7 @@ from pgqueue.drivers.base import (
     FailedJob,
     Finish,
     FinishedJob,
+    NoDatabaseMixin,
     QueueStats,
     Requeue,
     WakeCallback,
@@ -161,7 +162,7 @@ class MemoryListener:
         return True
 
 
-class MemoryDriver:
+class MemoryDriver(NoDatabaseMixin):
     """In-process driver (see the module docstring for semantics and declared limits).
 
     ``history_limit`` bounds the finished-job history (oldest entries are dropped first).
@@ -545,25 +546,6 @@ class MemoryDriver:
         with self._lock:
             for wid in [w for w, info in self._workers.items() if info.heartbeat < cutoff]:
                 del self._workers[wid]
-
-    async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
-        """Nothing to vacuum here (a PostgreSQL concern)."""
-        return False
-
-    async def ensure_partitions(self, days: int = 7) -> None:
-        """Nothing to do: history is a bounded in-memory list."""
-
-    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
-                              result_json: str | None = None,
-                              attempt: int | None = None) -> bool:
-        raise CapabilityError("the memory driver cannot complete a job inside your transaction; "
-                              "return from the handler instead, or use the postgres driver")
-
-    async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
-                                          result_json: str | None = None,
-                                          attempt: int | None = None) -> bool:
-        return self.finish_in_transaction(conn, job_id, worker_id=worker_id,
-                                          result_json=result_json)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """The registered workers: ``{id: {"queues", "concurrency", "heartbeat_age_s"}}``."""

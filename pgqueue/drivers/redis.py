@@ -72,6 +72,7 @@ from pgqueue.drivers.base import (
     FailedJob,
     Finish,
     FinishedJob,
+    NoDatabaseMixin,
     QueueStats,
     Requeue,
     WakeCallback,
@@ -793,7 +794,7 @@ class RedisListener:
                 log.warning("ignoring malformed control message %r", data)
 
 
-class RedisDriver:
+class RedisDriver(NoDatabaseMixin):
     """Redis driver (see the module docstring for the data model, semantics and limits).
 
     Args:
@@ -1048,25 +1049,6 @@ class RedisDriver:
 
     async def prune_workers(self, *, older_than_s: float) -> None:
         await self._thread(self._script, "prune", int(older_than_s * 1000))
-
-    async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
-        """Nothing to vacuum here (a PostgreSQL concern)."""
-        return False
-
-    async def ensure_partitions(self, days: int = 7) -> None:
-        """Nothing to do: the history is a capped list."""
-
-    def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
-                              result_json: str | None = None,
-                              attempt: int | None = None) -> bool:
-        raise CapabilityError("the redis driver cannot complete a job inside your transaction; "
-                              "return from the handler instead, or use the postgres driver")
-
-    async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
-                                          result_json: str | None = None,
-                                          attempt: int | None = None) -> bool:
-        return self.finish_in_transaction(conn, job_id, worker_id=worker_id,
-                                          result_json=result_json)
 
     def listener(self, callback: WakeCallback) -> RedisListener:
         """A pub/sub listener pushing ``("job", queue)`` and ``("control", {...})`` wake-ups."""
