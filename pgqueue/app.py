@@ -51,6 +51,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: A dead-letter hook: ``(job, error)``; sync or async.
 DeadLetterHandler = Callable[[Job, BaseException], Any | Awaitable[Any]]
 
+_NOTHING: Any = object()
+
 _ENQUEUE_OPTIONS = ("queue", "priority", "delay", "run_at", "max_attempts", "unique_key",
                     "timeout", "meta", "conn")
 
@@ -276,15 +278,25 @@ class App:
                      **options: Any) -> list[int]:
         """Enqueue many jobs of one task in one round trip (COPY for large batches); returns
         their ids in input order. Options apply to every job."""
-        opts = _check_options(options)
-        jobs = [self.build(task, a, **opts) for a in args_list]
-        return self._insert(jobs, conn)
+        return self._insert(self._build_many(task, args_list, options), conn)
 
     async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *, conn: Any = None,
                                  **options: Any) -> list[int]:
+        return await self._insert_async(self._build_many(task, args_list, options), conn)
+
+    def _build_many(self, task: str, args_list: Iterable[Any],
+                    options: dict[str, Any]) -> list[NewJob]:
+        """Validate the shared options once, then only each job's arguments."""
         opts = _check_options(options)
-        jobs = [self.build(task, a, **opts) for a in args_list]
-        return await self._insert_async(jobs, conn)
+        items = iter(args_list)
+        first = next(items, _NOTHING)
+        if first is _NOTHING:
+            return []
+        t = self.build(task, first, **opts)
+        registered = self.tasks.get(t.task)
+        serialise = registered.serialise if registered else _serialise_plain
+        return [t, *(NewJob(t.queue, t.task, serialise(a), t.priority, t.max_attempts, t.run_at,
+                            t.delay_s, t.unique_key, t.timeout_s, t.meta_json) for a in items)]
 
     def insert(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
         """Insert jobs built with :meth:`build` (mixed tasks and options) in one batch."""
@@ -471,6 +483,10 @@ def _driver_by_name(name: str, app: App) -> Driver:
     from pgqueue.drivers import get_driver
 
     return get_driver(name, schema=app.schema)
+
+
+def _serialise_plain(args: Any) -> str:
+    return dumps_args(to_json_object(args if args is not None else {}))
 
 
 def _check_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,8 @@ def _is_model(tp: Any) -> bool:
 
 def to_json_object(value: Any, what: str = "args") -> dict[str, Any]:
     """Turn a mapping, dataclass instance or pydantic model into a JSON-ready dict."""
+    if type(value) is dict:  # the common case, first
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     elif hasattr(value, "model_dump") and not isinstance(value, type):
@@ -57,10 +59,13 @@ def to_json_object(value: Any, what: str = "args") -> dict[str, Any]:
     return dict(value)
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
     """Serialise once, strictly: no NaN/Infinity, only JSON types, string keys."""
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} are not JSON-serialisable: {exc}. Pass only dicts, lists, "
                               "strings, numbers, booleans and None (convert dates to ISO "
@@ -88,6 +93,7 @@ class Task:
         self.timeout = check_timeout(timeout)
         self.aliases = tuple(validate_name(a, "task alias") for a in aliases)
         self.is_class = isinstance(handler, type)
+        self._good_names: set[frozenset[str]] = set()
         self.model: type | None = None
         self.wants_job = False
         self.is_async = False
@@ -132,11 +138,15 @@ class Task:
             return dumps_args(to_json_object(args))
         obj = to_json_object(args if args is not None else {})
         assert self._signature is not None
-        try:
-            self._signature.bind(**obj)
-        except TypeError as exc:
-            raise ValidationError(f"arguments for task {self.name!r} do not match "
-                                  f"{self.handler.__name__}{self._signature}: {exc}") from exc
+        names = frozenset(obj)
+        if names not in self._good_names:  # binding checks names only: remember good sets
+            try:
+                self._signature.bind(**obj)
+            except TypeError as exc:
+                raise ValidationError(f"arguments for task {self.name!r} do not match "
+                                      f"{self.handler.__name__}{self._signature}: {exc}") from exc
+            if len(self._good_names) < 64:
+                self._good_names.add(names)
         return dumps_args(obj)
 
     def _build(self, data: Mapping[str, Any]) -> Any:
