@@ -246,7 +246,7 @@ class Worker:
         # outcomes not yet written keep their jobs "running" in the database: claim no more
         # while that backlog is large, so the database never holds far more claimed jobs than
         # the worker runs (and heartbeats stay small)
-        max_backlog = max(self.concurrency, completer.batch_size)
+        max_backlog = 3 * max(self.concurrency, completer.batch_size)
         while not self._stop.is_set():
             if completer.backlog >= max_backlog:
                 await completer.drain()
