@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks._common import Children, Db, Quiet, log
+from benchmarks._common import Children, Db, Quiet, log, machine_cpu
 from benchmarks._tasks import QUEUE, SCHEMA, TASK
 
 CLAIM_LIMIT = 50
@@ -147,6 +147,7 @@ class Ceiling:
     transactions: int | None = None
     failed: int | None = None
     note: str = ""
+    machine_busy_pct: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         ps = self.per_second[1:] if len(self.per_second) > 2 else self.per_second
@@ -155,6 +156,8 @@ class Ceiling:
                 "transactions": self.transactions, "failed": self.failed,
                 "min_1s": min(ps) if ps else None, "max_1s": max(ps) if ps else None,
                 "per_second": [round(x) for x in self.per_second],
+                "machine_busy_pct": (round(self.machine_busy_pct, 1)
+                                     if self.machine_busy_pct is not None else None),
                 "note": self.note or None}
 
 
@@ -185,6 +188,7 @@ class CeilingRunner:
 
     def _pgbench(self, script: str, clients: int, mode: str) -> dict[str, Any]:
         cmd = self.command(script, clients, mode)
+        cpu0 = machine_cpu()
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             proc = self.children.popen(cmd, stdout=out, stderr=err, text=True)
             try:
@@ -207,8 +211,12 @@ class CeilingRunner:
                                                  re.M)]
         if tps is None or tx is None:
             raise RuntimeError(f"cannot read pgbench's output:\n{stdout}\n{stderr[-2000:]}")
+        cpu1 = machine_cpu()
+        busy = (100 * (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1])
+                if cpu0 and cpu1 and cpu1[1] > cpu0[1] else None)
         return {"tps": float(tps.group(1)), "tx": int(tx.group(1)),
-                "failed": int(failed.group(1)) if failed else 0, "progress": progress}
+                "failed": int(failed.group(1)) if failed else 0, "progress": progress,
+                "busy": busy}
 
     def _prepare(self, prefill: int = 0) -> None:
         self.db.reset()
@@ -223,6 +231,7 @@ class CeilingRunner:
         self._prepare()
         r = self._pgbench(script, 1, mode)
         c.tps, c.transactions, c.failed = r["tps"], r["tx"], r["failed"]
+        c.machine_busy_pct = r["busy"]
         c.value = r["tps"] * rows_per_tx
         c.per_second = [p * rows_per_tx for p in r["progress"]]
         self.db.reset()
@@ -241,6 +250,7 @@ class CeilingRunner:
             jobs = hist1 - hist0
             elapsed = r["tx"] / r["tps"] if r["tps"] else self.duration
             c.tps, c.transactions, c.failed = r["tps"], r["tx"], r["failed"]
+            c.machine_busy_pct = r["busy"]
             c.value = jobs / elapsed
             per_tx = jobs / r["tx"] if r["tx"] else 0.0
             c.per_second = [p * per_tx for p in r["progress"]]

@@ -581,7 +581,8 @@ def render_table(res: dict[str, Any]) -> str:
     if res["ceiling"]:
         lines += ["", f"ceiling: pgbench -n -c N -j 2 -T {sizes['pgbench_T_s']} "
                   "(same database, same run)"]
-        head = f"{'ceiling':<48}{'value':>11}{'min 1s':>11}{'max 1s':>11}  unit"
+        head = (f"{'ceiling':<48}{'value':>11}{'min 1s':>11}{'max 1s':>11}  unit    "
+                "busy %")
         lines += [head, "-" * len(head)]
         for key, c in res["ceiling"].items():
             label = {"insert_bare_per_s": "(a) INSERT 1 row, autocommit, -c 1",
@@ -592,7 +593,8 @@ def render_table(res: dict[str, Any]) -> str:
                      "claim_complete_c4_jobs_per_s": "(c) claim 50 + finish_many, -c 4",
                      }.get(key, key)
             lines.append(f"{label:<48}{_fmt(c['value']):>11}{_fmt(c['min_1s']):>11}"
-                         f"{_fmt(c['max_1s']):>11}  {c['unit']}")
+                         f"{_fmt(c['max_1s']):>11}  {c['unit']:<8}"
+                         f"{_fmt(c.get('machine_busy_pct'))}")
     elif res.get("ceiling_note"):
         lines += ["", f"ceiling: {res['ceiling_note']}"]
     lines += ["", f"{'ratio to ceiling':<48}{'value':>11}"]
@@ -600,6 +602,12 @@ def render_table(res: dict[str, Any]) -> str:
         lines.append(f"{label:<48}{_fmt(res['ratio'].get(key)):>11}")
     lines.append(f"{'drain 1M / drain 50k (c100)':<48}"
                  f"{_fmt(res['ratio'].get('drain_1m_vs_drain_c100')):>11}")
+    odd = [label for key, _fig, _ck, label in RATIOS if (res["ratio"].get(key) or 0) > 1.3
+           and not key.startswith("bulk")]
+    if odd:
+        lines.append("WARNING: a figure far above its ceiling (" + "; ".join(odd) + ") means "
+                     "that ceiling's pgbench run was disturbed by other work (see each "
+                     "ceiling's machine_busy_pct and per_second in the JSON); run again")
     lines += ["", f"{'target (issue 6)':<40}{'value':>11}  {'target':<10}met"]
     for key, t in res["targets"].items():
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
