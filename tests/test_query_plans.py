@@ -1,0 +1,77 @@
+"""Plan regression: the claim queries use the partial claim index, never a scan of the whole
+jobs table, with a large backlog, for custom and for generic (prepared) plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import pgqueue
+from pgqueue.drivers.postgres.sql import statements
+
+
+def plan(conn: psycopg.Connection[Any], query: sql.Composed,
+         params: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Every plan node touching a relation: (node type, relation, index)."""
+    row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()
+    assert row is not None
+    nodes: list[tuple[str, str, str]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if "Relation Name" in node or "Index Name" in node:
+            nodes.append((node["Node Type"], node.get("Relation Name", ""),
+                          node.get("Index Name", "")))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(row[0][0]["Plan"])
+    return nodes
+
+
+def jobs_scans(nodes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    return [n for n in nodes if n[1] == "jobs" or n[2].startswith("jobs_")]
+
+
+@pytest.fixture
+def backlog(app: pgqueue.App, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute("""
+        INSERT INTO pgqueue.jobs (queue, task, args, priority)
+        SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE 'main' END, 't', '{}', g % 50
+          FROM generate_series(1, 30000) g""")
+    conn.execute("ANALYZE pgqueue.jobs")
+    return conn
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_claim_uses_the_partial_index(backlog: psycopg.Connection[Any], generic: bool) -> None:
+    st = statements("pgqueue")
+    if generic:
+        backlog.execute("SET plan_cache_mode = force_generic_plan")
+    one = plan(backlog, st.claim_one_queue,
+               {"queue": "main", "limit": 100, "worker": "w", "lease": 30})
+    many = plan(backlog, st.claim_many_queues,
+                {"queues": ["main", "other"], "limit": 100, "worker": "w", "lease": 30})
+    for nodes in (one, many):
+        scans = jobs_scans(nodes)
+        assert any(index == "jobs_claim_idx" for _, _, index in scans), scans
+        assert not any(kind == "Seq Scan" for kind, _, _ in scans), scans
+    backlog.execute("RESET plan_cache_mode")
+
+
+def test_completion_and_heartbeat_use_an_index(backlog: psycopg.Connection[Any]) -> None:
+    st = statements("pgqueue")
+    ids = [r[0] for r in backlog.execute("SELECT id FROM pgqueue.jobs LIMIT 100")]
+    finish = plan(backlog, st.finish_many, {"ids": ids, "attempts": [1] * 100,
+                                            "states": ["succeeded"] * 100,
+                                            "results": [None] * 100, "worker": "w"})
+    beat = plan(backlog, st.heartbeat, {"ids": ids, "worker": "w", "lease": 30})
+    for nodes in (finish, beat):
+        scans = jobs_scans(nodes)
+        assert not any(kind == "Seq Scan" for kind, _, _ in scans), scans
+        # the primary key, or the partial index of running jobs (few by design: the backlog of
+        # claimed jobs is bounded by the worker's concurrency)
+        assert any(index in ("jobs_pkey", "jobs_running_lease_idx")
+                   for _, _, index in scans), scans
