@@ -157,3 +157,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
     row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
     return row[0] if row else None
+
+
+@pytest.fixture
+def redis_app() -> Iterator[pgqueue.App]:
+    """An App on the redis driver with a unique key prefix, deleted afterwards (skipped when no
+    Redis answers at PGQUEUE_TEST_REDIS_URL, default redis://127.0.0.1:6379/0)."""
+    redis = pytest.importorskip("redis")
+    from pgqueue.drivers import get_driver
+
+    url = os.environ.get("PGQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {url}")
+    prefix = f"pgqueue-test-{uuid.uuid4().hex[:8]}"
+    app = pgqueue.App(driver=get_driver("redis", url=url, prefix=prefix))
+    try:
+        yield app
+    finally:
+        app.close()
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -323,21 +322,9 @@ async def async_wait_count(q: backstage.Queue, expected: int, timeout: float = 3
         await asyncio.sleep(0.01)
 
 
-def test_on_redis() -> None:
+def test_on_redis(redis_app: pgqueue.App) -> None:
     """The same queue on the redis driver (skipped when no Redis answers)."""
-    redis = pytest.importorskip("redis")
-    import uuid
-
-    from pgqueue.drivers import get_driver
-
-    url = os.environ.get("PGQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip(f"no Redis at {url}")
-    prefix = f"pgqueue-test-{uuid.uuid4().hex[:8]}"
-    app = pgqueue.App(driver=get_driver("redis", url=url, prefix=prefix))
+    app = redis_app
     try:
         dead: list[int] = []
         q = backstage.get_queue("on-redis", app=app, max_attempts=2, retry=FAST,
@@ -361,8 +348,3 @@ def test_on_redis() -> None:
         assert q.get_job_count() == 1
     finally:
         backstage.reset()
-        app.close()
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()

@@ -306,38 +306,18 @@ async def test_async_paths(queue: velocity.Queue) -> None:
     assert worker.worker.stopped.is_set()
 
 
-def test_on_redis() -> None:
+def test_on_redis(redis_app: pgqueue.App) -> None:
     """push / work / failed(err) / pop on the redis driver (skipped when no Redis answers)."""
-    redis = pytest.importorskip("redis")
-    import os
-    import uuid
-
-    from pgqueue.drivers import get_driver
-
-    url = os.environ.get("PGQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip(f"no Redis at {url}")
-    prefix = f"pgqueue-test-{uuid.uuid4().hex[:8]}"
-    app = pgqueue.App(driver=get_driver("redis", url=url, prefix=prefix))
-    try:
-        q = velocity.Queue(app)
-        q.push(EmailJob("r1"), "emails")
-        q.push(EmailJob("r2", fail=True), "emails")
-        q.later(30, EmailJob("r3"), "emails")
-        assert q.size("emails") == 3
-        worker = q.work("emails", lambda job: job.handle(), max_retries=0)
-        wait_for(lambda: sent == ["r1"] and failures, what="jobs on redis")
-        worker.stop()
-        assert failures == [("r2", "RuntimeError('smtp refused r2')")]
-        assert q.size("emails") == 1 and q.pop("emails") is None
-        q.push(EmailJob("r4"), "other")
-        assert q.pop("other") == EmailJob("r4")
-    finally:
-        app.close()
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    app = redis_app
+    q = velocity.Queue(app)
+    q.push(EmailJob("r1"), "emails")
+    q.push(EmailJob("r2", fail=True), "emails")
+    q.later(30, EmailJob("r3"), "emails")
+    assert q.size("emails") == 3
+    worker = q.work("emails", lambda job: job.handle(), max_retries=0)
+    wait_for(lambda: sent == ["r1"] and failures, what="jobs on redis")
+    worker.stop()
+    assert failures == [("r2", "RuntimeError('smtp refused r2')")]
+    assert q.size("emails") == 1 and q.pop("emails") is None
+    q.push(EmailJob("r4"), "other")
+    assert q.pop("other") == EmailJob("r4")
