@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
+from pgqueue._codec import result_json
 from pgqueue._dsn import to_libpq, url_from_env
 from pgqueue._names import DEFAULT_SCHEMA, validate_name, validate_schema
 from pgqueue.drivers.base import Driver, FailedJob, QueueStats
@@ -43,13 +44,14 @@ from pgqueue.task import (
     dumps_args,
     to_json_object,
 )
+from pgqueue.worker import Worker
+from pgqueue.worker._registry import DeadLetterHandler
+from pgqueue.worker.context import current_completion
 
 __all__ = ["App"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: A dead-letter hook: ``(job, error)``; sync or async.
-DeadLetterHandler = Callable[[Job, BaseException], Any | Awaitable[Any]]
 
 _NOTHING: Any = object()
 
@@ -323,37 +325,30 @@ class App:
         """Mark the running job (default: the current one) succeeded inside ``conn``'s
         transaction, so that the handler's business writes and the completion commit together.
         """
-        from pgqueue.worker.context import completion_target
-
-        running, worker_id, mark = completion_target(job)
+        done = current_completion(job)
         driver = self.driver
         if not driver.capabilities.transactional_completion:
             raise CapabilityError(f"the {driver.name} driver cannot complete a job in your "
                                   "transaction")
-        from pgqueue.worker.executor import result_json
-
-        if not driver.finish_in_transaction(conn, running.id, worker_id=worker_id,
+        if not driver.finish_in_transaction(conn, done.job.id, worker_id=done.worker_id,
                                             result_json=result_json(result),
-                                            attempt=running.attempt):
-            raise _lost_lease(running.id)
-        mark()
+                                            attempt=done.job.attempt):
+            raise _lost_lease(done.job.id)
+        done.mark_completed()
 
     async def complete_async(self, conn: Any, job: Job | None = None, *,
                              result: Any = None) -> None:
         """Async twin of :meth:`complete`."""
-        from pgqueue.worker.context import completion_target
-        from pgqueue.worker.executor import result_json
-
-        running, worker_id, mark = completion_target(job)
+        done = current_completion(job)
         driver = self.driver
         if not driver.capabilities.transactional_completion:
             raise CapabilityError(f"the {driver.name} driver cannot complete a job in your "
                                   "transaction")
         if not await driver.finish_in_transaction_async(
-                conn, running.id, worker_id=worker_id, result_json=result_json(result),
-                attempt=running.attempt):
-            raise _lost_lease(running.id)
-        mark()
+                conn, done.job.id, worker_id=done.worker_id, result_json=result_json(result),
+                attempt=done.job.attempt):
+            raise _lost_lease(done.job.id)
+        done.mark_completed()
 
     # ---- queue control -------------------------------------------------------------------------
     def pause(self, queue: str) -> None:
@@ -466,10 +461,8 @@ class App:
         return await self.driver.stats_async()
 
     # ---- workers ---------------------------------------------------------------------------------
-    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Any:
+    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Worker:
         """A :class:`pgqueue.Worker` for this app (see its options)."""
-        from pgqueue.worker import Worker
-
         return Worker(self, queues=queues, **options)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -93,49 +92,43 @@ class BackgroundWorker:
     def __init__(self, worker: Worker, *, owns_app: bool = False) -> None:
         self.worker = worker
         self.owns_app = owns_app
-        self.error: BaseException | None = None
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the worker ended, if it ended on an error."""
+        return self.worker.error
 
     @property
     def running(self) -> bool:
         """True from start until the worker has stopped."""
-        return (self._thread is not None or self._task is not None) and not self._done.is_set()
+        started = self.worker._thread is not None or self._task is not None
+        return started and not self.worker.stopped.is_set()
+
+    async def _close_app(self) -> None:
+        if self.owns_app:
+            driver = self.worker.app.driver
+            with contextlib.suppress(Exception):
+                await driver.aclose()
+            with contextlib.suppress(Exception):
+                driver.close()
 
     async def _main(self) -> None:
         try:
             await self.worker.run()
         except BaseException as exc:
-            self.error = exc
+            self.worker.error = exc
             if self.worker.started.is_set() and isinstance(exc, Exception):
                 log.error("worker %s stopped on an error: %s", self.worker.id, exc,
                           exc_info=exc)
             raise
         finally:
-            if self.owns_app:
-                with contextlib.suppress(Exception):
-                    await self.worker.app.aclose()
-            self._done.set()
+            await self._close_app()
+            self.worker.stopped.set()
 
     def start(self) -> None:
         """Start in a daemon thread; return once the worker runs (or raise why it could not)."""
-        def target() -> None:
-            with contextlib.suppress(BaseException):
-                asyncio.run(self._main())
-            self._done.set()
-
-        self._thread = threading.Thread(target=target, daemon=True,
-                                        name=f"pgqueue-compat-{self.worker.id}")
-        self._thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not self.worker.started.wait(0.01):
-            if self._done.is_set():
-                self._raise_startup_error()
-            if time.monotonic() > deadline:
-                log.warning("worker %s has not started after %.0f s (database down?); it keeps "
-                            "trying in the background", self.worker.id, STARTUP_TIMEOUT)
-                return
+        self.worker.start_in_thread()
 
     async def start_async(self) -> None:
         """Start as a task on the running loop; return once the worker runs (or raise)."""
@@ -166,8 +159,11 @@ class BackgroundWorker:
         to stop (it finishes on its loop): await :meth:`stop_async` to wait for it.
         """
         self.worker.stop()
-        if self._thread is not None:
-            self._done.wait(timeout)
+        if self.worker._thread is not None:
+            self.worker.join(timeout)
+            if self.owns_app:
+                with contextlib.suppress(Exception):
+                    self.worker.app.driver.close()
 
     async def stop_async(self, timeout: float | None = None) -> None:
         """Stop gracefully and wait, without blocking the event loop."""
@@ -175,5 +171,5 @@ class BackgroundWorker:
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        elif self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._done.wait, timeout)
+        elif self.worker._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.join, timeout)

@@ -1,4 +1,4 @@
-"""The worker runtime (asyncio; sync handlers in a thread pool)."""
+"""The worker runtime (asyncio): :class:`Worker` and the running job's context."""
 
 from pgqueue.worker.context import JobContext, current_context, current_job
 from pgqueue.worker.worker import Worker

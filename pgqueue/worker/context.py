@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pgqueue.errors import JobError
 from pgqueue.job import Job
 
-__all__ = ["JobContext", "completion_target", "current_context", "current_job"]
+__all__ = ["Completion", "JobContext", "current_completion", "current_context", "current_job"]
 
 
 @dataclass(slots=True)
@@ -68,8 +68,20 @@ def reset_context(token: contextvars.Token[JobContext | None]) -> None:
     _current.reset(token)
 
 
-def completion_target(job: Job | None) -> tuple[Job, str, Callable[[], None]]:
-    """(running job, worker id, mark-completed callback) for App.complete()."""
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What :meth:`pgqueue.App.complete` needs to finish the running job in the handler's own
+    transaction: the job, the worker holding it, and the callback that tells the executor the
+    job was completed in that transaction (so it writes no outcome of its own)."""
+
+    job: Job
+    worker_id: str
+    mark_completed: Callable[[], None]
+
+
+def current_completion(job: Job | None = None) -> Completion:
+    """The running job's :class:`Completion`; raises JobError outside a handler, or when
+    ``job`` is given and is not the running job."""
     ctx = current_context()
     if job is not None and job.id != ctx.job.id:
         raise JobError(f"complete() can only complete the running job {ctx.job.id}, "
@@ -78,4 +90,4 @@ def completion_target(job: Job | None) -> tuple[Job, str, Callable[[], None]]:
     def mark() -> None:
         ctx.completed_in_tx = True
 
-    return ctx.job, ctx.worker_id, mark
+    return Completion(ctx.job, ctx.worker_id, mark)

@@ -1,27 +1,29 @@
-"""The worker: a small composition of a fetch loop, an executor, a completer, a listener and a
-maintenance loop, with one lifecycle.
+"""The worker: a small composition of services with one lifecycle.
 
-Who owns what:
+Who owns what (each is a service with ``start``/``stop``, see :mod:`pgqueue._service`):
 
-- the **fetch loop** (``_fetch_loop``) owns claiming: it claims as many jobs as there are free
-  slots, in one statement, and sleeps until a wake-up (NOTIFY for its queues, a freed slot, the
-  next known ``run_at``) or the poll interval, whichever comes first;
-- the **executor** owns running a job and deciding its outcome;
-- the **completer** owns writing outcomes (batched);
-- the **listener** owns the LISTEN connection and turns notifications into wake-ups;
-- the **maintenance loop** owns the lease heartbeat, cancel polling, rescue of expired leases of
-  dead workers, and history partitions.
+- the **producer** (:mod:`._producer`) owns claiming, wake-ups and backpressure;
+- the **executor** (:mod:`._executor`) owns running a job and deciding its outcome;
+- the **completer** (:mod:`._completer`) owns writing outcomes (batched);
+- the **listener** (the driver's) owns the LISTEN connection and turns notifications into
+  wake-ups;
+- the **maintenance duties** (:mod:`.maintenance`, one service each) own the lease heartbeat,
+  cancel polling, rescue, the worker registry, vacuum, partitions and the summary line.
 
-Shutdown (``stop()``, SIGTERM/SIGINT under :meth:`Worker.run_forever`): stop claiming, let
-running jobs finish for up to ``shutdown_timeout`` seconds, then put the unfinished ones back to
-waiting without counting the attempt, flush the completer and exit.
+The worker itself owns only the lifecycle: it registers, starts the services, runs until
+``stop()`` (or, in burst mode, until the producer finds nothing left), then shuts down in
+reverse order. Shutdown (``stop()``, SIGTERM/SIGINT under :meth:`Worker.run_forever`): stop
+claiming, let running jobs finish for up to ``shutdown_timeout`` seconds, then put the
+unfinished ones back to waiting without counting the attempt, flush the completer and exit.
+
+The worker never imports :mod:`pgqueue.app`: it takes a :class:`~._registry.TaskRegistry`
+(which :class:`pgqueue.App` is) for the tasks, the dead-letter hooks and the driver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
 import signal
@@ -30,28 +32,35 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
 
 from pgqueue._names import validate_name
+from pgqueue._service import Clock, PeriodicService, Service
 from pgqueue.drivers.base import Requeue
 from pgqueue.errors import DatabaseUnavailableError, PgQueueError, ValidationError
 from pgqueue.job import Job
-from pgqueue.worker.completer import Completer
-from pgqueue.worker.executor import Executor
-
-if TYPE_CHECKING:
-    from pgqueue.app import App
+from pgqueue.worker._completer import Completer
+from pgqueue.worker._executor import Executor
+from pgqueue.worker._producer import Producer
+from pgqueue.worker._registry import TaskRegistry
+from pgqueue.worker.maintenance import DutyInputs, default_duties
 
 log = logging.getLogger("pgqueue.worker")
 
 __all__ = ["Worker"]
+
+#: how long :meth:`Worker.start_in_thread` waits for the worker to report that it started
+STARTUP_TIMEOUT = 30.0
 
 
 class Worker:
     """Runs the jobs of one or more queues.
 
     Args:
-        app: the :class:`pgqueue.App` whose tasks this worker runs.
+        app: the :class:`pgqueue.App` whose tasks this worker runs (any
+            :class:`~pgqueue.worker._registry.TaskRegistry`: tasks, dead-letter hooks, driver).
         queues: the queues to consume (default: every queue of the app's tasks, else
             ``["default"]``).
         concurrency: jobs run at once (default 1).
@@ -63,21 +72,38 @@ class Worker:
         burst: exit once no job is ready, running or scheduled in the queues.
         listen: use LISTEN/NOTIFY wake-ups (default true; false = polling only, e.g. behind
             PgBouncer in transaction mode).
+        completer_batch: outcomes written per statement (default 200).
+        flush_interval: seconds the completer lets a batch build up (default 0.005).
+        rescue_interval: seconds between rescues of expired leases (default ``lease_s / 2``,
+            at least 0.5).
         summary_interval: seconds between INFO summary lines (default 60).
         on_event: ``(event, job)`` callback for ``started``, ``succeeded``, ``retried``,
             ``failed``, ``cancelled``, ``snoozed`` (runs on the event loop; keep it quick).
+        clock: the services' clock (default: the system clock; tests inject a
+            :class:`pgqueue._service.ManualClock`).
+        duties: build the maintenance duties from a :class:`~.maintenance.DutyInputs`
+            (default :func:`~.maintenance.default_duties`; a test can add or replace one).
+
+    Example::
+
+        worker = app.worker(["emails"], concurrency=10)
+        worker.run_forever()          # until SIGTERM/SIGINT
     """
 
-    def __init__(self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 1,
-                 poll_interval: float = 1.0, lease_s: float = 30.0,
+    def __init__(self, app: TaskRegistry, queues: Sequence[str] | None = None, *,
+                 concurrency: int = 1, poll_interval: float = 1.0, lease_s: float = 30.0,
                  shutdown_timeout: float = 30.0, burst: bool = False, listen: bool = True,
                  completer_batch: int = 200, flush_interval: float = 0.005,
                  rescue_interval: float | None = None, summary_interval: float = 60.0,
-                 on_event: Callable[[str, Job], None] | None = None) -> None:
+                 on_event: Callable[[str, Job], None] | None = None,
+                 clock: Clock | None = None,
+                 duties: Callable[[DutyInputs], list[PeriodicService]] = default_duties,
+                 ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
         for name, value in (("poll_interval", poll_interval), ("lease_s", lease_s),
-                            ("shutdown_timeout", shutdown_timeout)):
+                            ("shutdown_timeout", shutdown_timeout),
+                            ("summary_interval", summary_interval)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValidationError(f"{name} must be a positive number of seconds, "
                                       f"not {value!r}")
@@ -92,21 +118,27 @@ class Worker:
         self.burst = burst
         self.listen = listen
         self.rescue_interval = rescue_interval or max(0.5, self.lease_s / 2)
-        self.summary_interval = summary_interval
+        self.summary_interval = float(summary_interval)
         self.on_event = on_event
+        self.clock = clock
+        self._duties_factory = duties
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._completer_opts = {"batch_size": completer_batch, "flush_interval": flush_interval}
-        self._running: dict[int, asyncio.Task[None]] = {}
-        self._wake: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._stop_requested = False
+        #: set once the worker runs (all services started) / once it has stopped
         self.started = threading.Event()
         self.stopped = threading.Event()
+        #: why the worker ended, if it ended on an error (see :meth:`start_in_thread`)
+        self.error: BaseException | None = None
         self.processed = 0
         self.counts: dict[str, int] = {}
-        self._stop_requested = False
+        # the running composition (None outside run()); the worker's task owns these
+        self.producer: Producer | None = None
         self.listener: Any = None
+        self.duties: list[PeriodicService] = []
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -115,34 +147,44 @@ class Worker:
     async def run(self) -> None:
         """Run until :meth:`stop` (or, in burst mode, until the queues are empty)."""
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         if self._stop_requested:
             self._stop.set()
         driver = self.app.driver
-        await self._retry_db(lambda: driver.register_worker(
-            worker_id=self.id, queues=self.queues, concurrency=self.concurrency))
-        completer = Completer(driver, worker_id=self.id, **self._completer_opts)  # type: ignore[arg-type]
+        await self._register()
+        completer = Completer(driver, worker_id=self.id, clock=self.clock,
+                              **self._completer_opts)  # type: ignore[arg-type]
         executor = Executor(self.app, completer, worker_id=self.id,
                             concurrency=self.concurrency, on_event=self._event)
-        listener = driver.listener(self._on_notify) if self.listen else None
-        self.listener = listener
-        await completer.start()
-        if listener is not None:
-            await listener.start()
-        maintenance = asyncio.create_task(self._maintenance(executor), name="pgqueue-maint")
-        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(self.queues),
-                 self.concurrency, extra={"event": "worker_started"})
-        self.started.set()
+        producer = Producer(driver, executor, completer, worker_id=self.id,
+                            queues=self.queues, concurrency=self.concurrency,
+                            poll_interval=self.poll_interval, lease_s=self.lease_s,
+                            burst=self.burst, clock=self.clock)
+        self.producer = producer
+        self.listener = driver.listener(self._on_notify) if self.listen else None
+        self.duties = self._duties_factory(DutyInputs(
+            driver=driver, worker_id=self.id, lease_s=self.lease_s,
+            rescue_interval=self.rescue_interval, summary_interval=self.summary_interval,
+            held=producer.held_ids, cancel=producer.cancel_local, counts=lambda: self.counts,
+            running=lambda: len(producer.running), clock=self.clock))
+        services: list[Service | Any] = [completer, *([self.listener] if self.listener else []),
+                                         *self.duties]
+        started: list[Any] = []
         try:
-            await self._fetch_loop(executor)
+            for service in services:
+                await service.start()
+                started.append(service)
+            await producer.start()
+            log.info("worker %s started: queues=%s concurrency=%d", self.id,
+                     ",".join(self.queues), self.concurrency, extra={"event": "worker_started"})
+            self.started.set()
+            await self._until_stopped(producer)
         finally:
-            await self._shutdown(executor, completer)
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await maintenance
-            if listener is not None:
-                await listener.stop()
+            await self._shutdown(producer, executor, completer)
+            for service in reversed(started):
+                if service is not completer:
+                    with contextlib.suppress(Exception):
+                        await service.stop()
             with contextlib.suppress(PgQueueError):
                 await driver.unregister_worker(worker_id=self.id)
             executor.shutdown()
@@ -150,12 +192,44 @@ class Worker:
                      self.counts, extra={"event": "worker_stopped"})
             self.stopped.set()
 
+    async def _register(self) -> None:
+        """Register this worker, retrying while the database is unavailable (until stopped)."""
+        assert self._stop is not None
+        stop = self._stop
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, DatabaseUnavailableError)
+                                     and not stop.is_set()),
+            wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.05),
+            before_sleep=lambda rs: log.warning(
+                "database unavailable: %s; retrying in %.1f s",
+                rs.outcome.exception() if rs.outcome else None, rs.upcoming_sleep),
+            reraise=True,
+        ):
+            with attempt:
+                await self.app.driver.register_worker(
+                    worker_id=self.id, queues=self.queues, concurrency=self.concurrency)
+
+    async def _until_stopped(self, producer: Producer) -> None:
+        """Wait for a stop request or for the producer to end by itself (burst mode)."""
+        assert self._stop is not None
+        stop = asyncio.ensure_future(self._stop.wait())
+        done = asyncio.ensure_future(producer.wait())
+        try:
+            await asyncio.wait((stop, done), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if done.done() and not done.cancelled() and done.exception() is not None:
+                raise done.exception()  # type: ignore[misc]
+            done.cancel()
+        await producer.stop()
+
     def stop(self) -> None:
         """Ask the worker to stop gracefully (thread-safe, idempotent)."""
         self._stop_requested = True
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(stop.set)
 
     def run_forever(self) -> int:
         """Run in this thread with SIGTERM/SIGINT handling; returns the exit code.
@@ -183,13 +257,20 @@ class Worker:
             try:
                 await self.run()
             finally:
-                await self.app.aclose()
+                await self.app.driver.aclose()
+                self.app.driver.close()
 
         asyncio.run(main())
         return 0
 
     def start_in_thread(self) -> Worker:
-        """Run the worker on its own event loop in a daemon thread; returns at once."""
+        """Run the worker on its own event loop in a daemon thread; return once it runs.
+
+        If the worker ends before it started (e.g. a configuration error), that error is
+        raised here; if it has not started after 30 s (database down), this returns and the
+        worker keeps trying in the background (see :attr:`started`). A worker that later ends
+        on an error keeps it in :attr:`error` and logs it.
+        """
         async def main() -> None:
             try:
                 await self.run()
@@ -199,14 +280,26 @@ class Worker:
         def target() -> None:
             try:
                 asyncio.run(main())
-            except Exception:
-                log.exception("worker %s crashed", self.id)
+            except BaseException as exc:
+                self.error = exc
+                if self.started.is_set():
+                    log.exception("worker %s crashed", self.id)
+            finally:
                 self.stopped.set()
 
         self._thread = threading.Thread(target=target, name=f"pgqueue-worker-{self.id}",
                                         daemon=True)
         self._thread.start()
-        self.started.wait(30)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self.started.wait(0.01):
+            if self.stopped.is_set():  # ended before it started: say why
+                if isinstance(self.error, Exception):
+                    raise self.error
+                raise PgQueueError(f"worker {self.id} stopped while starting")
+            if time.monotonic() > deadline:
+                log.warning("worker %s has not started after %.0f s (database down?); it "
+                            "keeps trying in the background", self.id, STARTUP_TIMEOUT)
+                break
         return self
 
     def join(self, timeout: float | None = None) -> bool:
@@ -215,21 +308,13 @@ class Worker:
 
     # ---- wake-ups ----------------------------------------------------------------------------
     def wake(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        """Make the producer claim again at once (thread-unsafe: call on the worker's loop)."""
+        if self.producer is not None:
+            self.producer.wake()
 
     def _on_notify(self, kind: str, payload: Any) -> None:
-        if kind == "job":
-            if payload in self.queues:
-                self.wake()
-        elif kind == "control":
-            op = payload.get("op") if isinstance(payload, dict) else None
-            if op == "pause" and payload.get("queue") in self.queues:
-                self.wake()
-            elif op == "cancel" and payload.get("worker") == self.id:
-                self._cancel_local(int(payload["id"]))
-        elif kind == "reconnected":
-            self.wake()
+        if self.producer is not None:
+            self.producer.on_notify(kind, payload)
 
     def _event(self, event: str, job: Job) -> None:
         if event != "started":
@@ -238,165 +323,27 @@ class Worker:
         if self.on_event is not None:
             self.on_event(event, job)
 
-    # ---- fetch loop ----------------------------------------------------------------------------
-    async def _fetch_loop(self, executor: Executor) -> None:
-        assert self._wake is not None and self._stop is not None
-        driver = self.app.driver
-        completer = executor.completer
-        # outcomes not yet written keep their jobs "running" in the database: claim no more
-        # while that backlog is large, so the database never holds far more claimed jobs than
-        # the worker runs (and heartbeats stay small)
-        max_backlog = 3 * max(self.concurrency, completer.batch_size)
-        while not self._stop.is_set():
-            if completer.backlog >= max_backlog:
-                await completer.drain()
-            free = self.concurrency - len(self._running)
-            claimed: list[Job] = []
-            if free > 0:
-                self._wake.clear()
-                try:
-                    claimed = await driver.claim(self.queues, free, worker_id=self.id,
-                                                 lease_s=self.lease_s)
-                except PgQueueError as exc:  # unavailable, or a transient conflict
-                    log.warning("cannot claim jobs: %s; retrying", exc,
-                                extra={"event": "db_unavailable"})
-                    await self._sleep(min(self.poll_interval, 2.0))
-                    continue
-                for job in claimed:
-                    t = asyncio.create_task(executor.run(job))
-                    self._running[job.id] = t
-                    t.add_done_callback(lambda _t, i=job.id: self._done(i))  # type: ignore[misc]
-                if len(claimed) == free:
-                    await asyncio.sleep(0)  # let jobs start; claim again when a slot frees
-                    if self.concurrency - len(self._running) <= 0:
-                        await self._wait_wake(None)
-                    continue
-            else:
-                await self._wait_wake(None)
-                continue
-            # fewer jobs than free slots: sleep until something can change
-            timeout = self.poll_interval
-            try:
-                nxt = await driver.next_run_at(self.queues)
-            except PgQueueError:
-                nxt = None
-            if nxt is not None:
-                now = dt.datetime.now(dt.UTC)
-                timeout = min(timeout, max(0.0, (nxt - now).total_seconds()))
-            elif self.burst and not self._running and not claimed:
-                await completer.drain()
-                if await driver.next_run_at(self.queues) is None and not self._running:
-                    log.info("burst: queues empty, stopping", extra={"event": "burst_done"})
-                    return
-            if timeout > 0:
-                await self._wait_wake(timeout)
-
-    def _done(self, job_id: int) -> None:
-        self._running.pop(job_id, None)
-        self.wake()
-
-    async def _wait_wake(self, timeout: float | None) -> None:
-        assert self._wake is not None and self._stop is not None
-        waiters = [asyncio.ensure_future(self._wake.wait()),
-                   asyncio.ensure_future(self._stop.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-
-    async def _sleep(self, seconds: float) -> None:
-        assert self._stop is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
-
-    # ---- cancellation and maintenance ------------------------------------------------------
-    def _cancel_local(self, job_id: int) -> None:
-        task = self._running.get(job_id)
-        executor_ctx = self._executor_ctx(job_id)
-        if executor_ctx is not None:
-            executor_ctx.cancelled.set()
-        if task is not None:
-            task.cancel()
-
-    def _executor_ctx(self, job_id: int) -> Any:
-        ex = self._executor
-        return ex.contexts.get(job_id) if ex is not None else None
-
-    _executor: Executor | None = None
-
-    async def _maintenance(self, executor: Executor) -> None:
-        """Heartbeat leases, poll cancel requests, rescue dead workers' jobs, keep partitions."""
-        self._executor = executor
-        driver = self.app.driver
-        # wake often enough for the heartbeat, the rescue schedule and the vacuum check
-        heartbeat_every = max(0.1, min(self.lease_s / 3, self.rescue_interval, 2.0))
-        last_rescue = 0.0
-        last_partitions = 0.0
-        last_summary, summarised = time.monotonic(), dict(self.counts)
-        while True:
-            try:
-                if time.monotonic() - last_summary >= self.summary_interval:
-                    delta = {k: v - summarised.get(k, 0) for k, v in self.counts.items()
-                             if v - summarised.get(k, 0)}
-                    log.info("worker %s: last %.0f s %s, running %d", self.id,
-                             time.monotonic() - last_summary, delta or "idle",
-                             len(self._running), extra={"event": "summary", **delta})
-                    last_summary, summarised = time.monotonic(), dict(self.counts)
-                held = [*self._running, *executor.completer.held_ids()]
-                await driver.heartbeat(worker_id=self.id, lease_s=self.lease_s, job_ids=held)
-                for job_id in await driver.cancel_requested(worker_id=self.id):
-                    self._cancel_local(job_id)
-                now = time.monotonic()
-                if now - last_rescue >= self.rescue_interval:
-                    last_rescue = now
-                    rescued, failed = await driver.rescue_expired()
-                    if rescued or failed:
-                        log.warning("rescued %d jobs of dead workers (%d archived as poison)",
-                                    len(rescued), len(failed), extra={"event": "rescue"})
-                    await driver.prune_workers(older_than_s=self.lease_s * 3)
-                if await driver.vacuum_if_needed():
-                    log.info("vacuumed the jobs table", extra={"event": "vacuum"})
-                if now - last_partitions >= 3600:
-                    last_partitions = now
-                    await driver.ensure_partitions(7)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("maintenance failed: %s", exc, extra={"event": "maintenance_error"})
-            await asyncio.sleep(heartbeat_every)
-
     # ---- shutdown ------------------------------------------------------------------------------
-    async def _shutdown(self, executor: Executor, completer: Completer) -> None:
-        if self._running:
+    async def _shutdown(self, producer: Producer, executor: Executor,
+                        completer: Completer) -> None:
+        """Let running jobs finish (up to ``shutdown_timeout``), release the rest without
+        counting the attempt, then flush and stop the completer."""
+        await producer.stop()
+        running = producer.running
+        if running:
             log.info("waiting up to %.0f s for %d running jobs", self.shutdown_timeout,
-                     len(self._running), extra={"event": "shutdown_wait"})
-            _, pending = await asyncio.wait(list(self._running.values()),
+                     len(running), extra={"event": "shutdown_wait"})
+            _, pending = await asyncio.wait(list(running.values()),
                                             timeout=self.shutdown_timeout)
-            leftover = [jid for jid, t in self._running.items() if t in pending]
+            leftover = [jid for jid, t in running.items() if t in pending]
             if leftover:
                 log.warning("putting %d unfinished jobs back to waiting", len(leftover),
                             extra={"event": "shutdown_release"})
                 executor.released.update(leftover)
                 for jid in leftover:
-                    ctx = executor.contexts.get(jid)
-                    if ctx is not None:
-                        ctx.cancelled.set()
-                    self._running[jid].cancel()
-                await asyncio.wait(list(self._running.values()), timeout=1.0)
+                    producer.cancel_local(jid)
+                if running:
+                    await asyncio.wait(list(running.values()), timeout=1.0)
                 for jid in leftover:
                     await completer.requeue(Requeue(jid, 0.0, count_attempt=False))
         await completer.stop()
-
-    async def _retry_db(self, fn: Callable[[], Any]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await fn()
-                return
-            except DatabaseUnavailableError as exc:
-                if self._stop is not None and self._stop.is_set():
-                    raise
-                log.warning("database unavailable: %s; retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)

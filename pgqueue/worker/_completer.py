@@ -27,6 +27,7 @@ from tenacity import (
     wait_random,
 )
 
+from pgqueue._service import Clock, Service
 from pgqueue.drivers.base import Driver, Finish, Requeue
 from pgqueue.errors import DatabaseUnavailableError, TransientDatabaseError
 
@@ -37,9 +38,19 @@ T = TypeVar("T")
 __all__ = ["Completer"]
 
 
-class Completer:
+class Completer(Service):
+    """Buffers outcomes and writes them in batches (a service: ``start``/``stop``).
+
+    The executor calls :meth:`finish`, :meth:`requeue` and :meth:`archive`; the completer's
+    own task owns the buffers' flushing. ``stop()`` writes everything left before returning.
+    """
+
+    name = "completer"
+
     def __init__(self, driver: Driver, *, worker_id: str, batch_size: int = 200,
-                 flush_interval: float = 0.005, retry_for: float = 3600.0) -> None:
+                 flush_interval: float = 0.005, retry_for: float = 3600.0,
+                 clock: Clock | None = None) -> None:
+        super().__init__(clock=clock, logger=log)
         self.driver = driver
         self.worker_id = worker_id
         self.batch_size = batch_size
@@ -49,23 +60,15 @@ class Completer:
         self._requeues: list[Requeue] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._flushing = False
         self._inflight: list[Finish | Requeue] = []
         self.flushes = 0
         self.written = 0
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pgqueue-completer")
-
     async def stop(self) -> None:
         """Flush everything buffered, then stop."""
-        self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await super().stop()
 
     def held_ids(self) -> list[int]:
         """Jobs whose outcome is buffered or being written (their leases must stay alive)."""
@@ -107,20 +110,21 @@ class Completer:
         if self.pending >= self.batch_size or not self._wake.is_set():
             self._wake.set()
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            if not self._stopping and self.pending < self.batch_size:
+            if not self.stopping:
+                await self._wake.wait()
+            if not self.stopping and self.pending < self.batch_size:
                 # let a batch build up for a few ms after the first item
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full(), self.flush_interval)
             self._wake.clear()
             await self._flush()
-            if self._stopping and not self.pending:
+            if self.stopping and not self.pending:
                 return
 
     async def _full(self) -> None:
-        while self.pending < self.batch_size and not self._stopping:
+        while self.pending < self.batch_size and not self.stopping:
             self._wake.clear()
             await self._wake.wait()
 

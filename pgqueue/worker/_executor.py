@@ -23,36 +23,22 @@ import asyncio
 import contextvars
 import datetime as dt
 import inspect
-import json
 import logging
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pgqueue._codec import result_json
 from pgqueue.drivers.base import Finish, Requeue
 from pgqueue.job import Cancel, Fail, Job, Snooze
+from pgqueue.worker._completer import Completer
+from pgqueue.worker._registry import RunnableTask, TaskRegistry
 from pgqueue.worker.context import JobContext, reset_context, set_context
-
-if TYPE_CHECKING:
-    from pgqueue.app import App
-    from pgqueue.worker.completer import Completer
 
 log = logging.getLogger("pgqueue.worker")
 
-__all__ = ["Executor", "attempt_error", "result_json"]
-
-
-def result_json(value: Any) -> str | None:
-    """A handler's return value as JSON, or None when it is None or not JSON-serialisable."""
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        log.warning("job result of type %s is not JSON-serialisable; not stored",
-                    type(value).__name__)
-        return None
+__all__ = ["Executor", "attempt_error"]
 
 
 def _describe(exc: BaseException) -> str:
@@ -82,11 +68,17 @@ def attempt_error(job: Job, exc: BaseException | None,
 
 
 class Executor:
-    """Runs jobs for one worker. ``on_done(job, outcome)`` is called after each job."""
+    """Runs jobs for one worker: looks the task up in ``registry``, runs it, and hands the
+    outcome to ``completer``. ``on_event(event, job)`` is called for every state change.
 
-    def __init__(self, app: App, completer: Completer, *, worker_id: str, concurrency: int,
-                 on_event: Callable[[str, Job], None] | None = None) -> None:
-        self.app = app
+    Who owns what: ``contexts`` (the running jobs' contexts) and ``released`` (jobs given back
+    at shutdown, whose late outcome must be ignored) belong to the executor; the worker reads
+    them to cancel or release jobs.
+    """
+
+    def __init__(self, registry: TaskRegistry, completer: Completer, *, worker_id: str,
+                 concurrency: int, on_event: Callable[[str, Job], None] | None = None) -> None:
+        self.registry = registry
         self.completer = completer
         self.worker_id = worker_id
         self.pool = ThreadPoolExecutor(max_workers=concurrency,
@@ -119,9 +111,9 @@ class Executor:
             self.contexts.pop(job.id, None)
 
     async def _run(self, job: Job, ctx: JobContext) -> None:
-        task = self.app.get_task(job.task)
+        task = self.registry.tasks.get(job.task)
         if task is None:
-            known = ", ".join(sorted(self.app.tasks)) or "none"
+            known = ", ".join(sorted(self.registry.tasks)) or "none"
             await self._fail(job, None, f"unknown task {job.task!r}: no handler is registered "
                                         f"for it in this worker (registered: {known})",
                              final=True)
@@ -200,7 +192,7 @@ class Executor:
                                                 attempt=job.attempt))
         self._emit("snoozed", job)
 
-    async def _error(self, job: Job, task: Any, exc: BaseException, failed_hook: Any,
+    async def _error(self, job: Job, task: RunnableTask, exc: BaseException, failed_hook: Any,
                      message: str | None = None) -> None:
         if job.attempt >= job.max_attempts:
             await self._fail(job, exc, message or _describe(exc), final=True,
@@ -228,7 +220,7 @@ class Executor:
     async def _dead_letter(self, job: Job, exc: BaseException, instance: Any) -> None:
         """Run the queue's dead-letter hook and the job class's ``failed(exc)``; log errors."""
         hooks: list[Callable[[], Any]] = []
-        handler = self.app.dead_letter_handlers.get(job.queue)
+        handler = self.registry.dead_letter_handlers.get(job.queue)
         if handler is not None:
             hooks.append(lambda: handler(job, exc))
         if instance is not None and callable(getattr(instance, "failed", None)):

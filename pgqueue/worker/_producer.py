@@ -1,0 +1,166 @@
+"""The producer: claims jobs and hands them to the executor (a service).
+
+Who owns what: the producer's task owns claiming and the ``running`` map (job id -> the asyncio
+task running it); wake-ups (:meth:`wake`, :meth:`on_notify`) may come from any callback on the
+loop. It claims as many jobs as there are free slots, in one statement, and otherwise sleeps
+until a wake-up (NOTIFY for its queues, a freed slot, the next known ``run_at``) or the poll
+interval, whichever comes first.
+
+Backpressure: outcomes not yet written keep their jobs ``running`` in the database, so while
+the completer's backlog is large the producer claims nothing and waits for the backlog to drain;
+the database never holds far more claimed jobs than the worker runs (and heartbeats stay small).
+
+Burst mode: the producer's task ends by itself once nothing is ready, running or scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pgqueue._service import Clock, Service
+from pgqueue.drivers.base import Driver
+from pgqueue.errors import PgQueueError
+from pgqueue.job import Job
+from pgqueue.worker._completer import Completer
+from pgqueue.worker._executor import Executor
+
+log = logging.getLogger("pgqueue.worker")
+
+__all__ = ["Producer"]
+
+
+class Producer(Service):
+    """Claims jobs of ``queues`` for ``worker_id`` while there are free slots."""
+
+    name = "producer"
+
+    def __init__(self, driver: Driver, executor: Executor, completer: Completer, *,
+                 worker_id: str, queues: Sequence[str], concurrency: int,
+                 poll_interval: float, lease_s: float, burst: bool = False,
+                 clock: Clock | None = None) -> None:
+        super().__init__(clock=clock, logger=log)
+        self.driver = driver
+        self.executor = executor
+        self.completer = completer
+        self.worker_id = worker_id
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.lease_s = lease_s
+        self.burst = burst
+        #: jobs being run: id -> the asyncio task running it
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        # outcomes not yet written keep their jobs claimed: past this backlog, claim no more
+        self.max_backlog = 3 * max(concurrency, completer.batch_size)
+
+    # ---- wake-ups (callbacks on the loop) ---------------------------------------------------
+    def wake(self) -> None:
+        """Claim again as soon as possible."""
+        self._wake.set()
+
+    def on_notify(self, kind: str, payload: Any) -> None:
+        """A listener notification: new jobs, a queue paused or resumed, a cancel request, a
+        reconnection (anything may have been missed: look again)."""
+        if kind == "job":
+            if payload in self.queues:
+                self.wake()
+        elif kind == "control":
+            op = payload.get("op") if isinstance(payload, dict) else None
+            if op == "pause" and payload.get("queue") in self.queues:
+                self.wake()
+            elif op == "cancel" and payload.get("worker") == self.worker_id:
+                self.cancel_local(int(payload["id"]))
+        elif kind == "reconnected":
+            self.wake()
+
+    def cancel_local(self, job_id: int) -> None:
+        """Cancel a job this worker runs: set its cooperative flag and cancel its task."""
+        ctx = self.executor.contexts.get(job_id)
+        if ctx is not None:
+            ctx.cancelled.set()
+        task = self.running.get(job_id)
+        if task is not None:
+            task.cancel()
+
+    def held_ids(self) -> list[int]:
+        """Jobs whose leases this worker must keep alive: running, or outcome not written."""
+        return [*self.running, *self.completer.held_ids()]
+
+    async def stop(self) -> None:
+        self.wake()
+        await super().stop()
+
+    # ---- the claim loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        driver, completer = self.driver, self.completer
+        while not self.stopping:
+            if completer.backlog >= self.max_backlog:
+                await completer.drain()
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                await self._wait_wake(None)
+                continue
+            self._wake.clear()
+            try:
+                claimed = await driver.claim(self.queues, free, worker_id=self.worker_id,
+                                             lease_s=self.lease_s)
+            except PgQueueError as exc:  # unavailable, or a transient conflict
+                log.warning("cannot claim jobs: %s; retrying", exc,
+                            extra={"event": "db_unavailable"})
+                await self.sleep(min(self.poll_interval, 2.0))
+                continue
+            for job in claimed:
+                self._start(job)
+            if len(claimed) == free:
+                await asyncio.sleep(0)  # let jobs start; claim again when a slot frees
+                if self.concurrency - len(self.running) <= 0:
+                    await self._wait_wake(None)
+                continue
+            # fewer jobs than free slots: sleep until something can change
+            if await self._idle(claimed):
+                return
+
+    def _start(self, job: Job) -> None:
+        t = asyncio.create_task(self.executor.run(job))
+        self.running[job.id] = t
+        t.add_done_callback(lambda _t, i=job.id: self._done(i))  # type: ignore[misc]
+
+    def _done(self, job_id: int) -> None:
+        self.running.pop(job_id, None)
+        self._wake.set()
+
+    async def _idle(self, claimed: list[Job]) -> bool:
+        """Wait for the next chance to claim; true when a burst worker is done."""
+        timeout = self.poll_interval
+        try:
+            nxt = await self.driver.next_run_at(self.queues)
+        except PgQueueError:
+            nxt = None
+        if nxt is not None:
+            timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
+        elif self.burst and not self.running and not claimed:
+            await self.completer.drain()
+            if await self.driver.next_run_at(self.queues) is None and not self.running:
+                log.info("burst: queues empty, stopping", extra={"event": "burst_done"})
+                return True
+        if timeout > 0:
+            await self._wait_wake(timeout)
+        return False
+
+    async def _wait_wake(self, timeout: float | None) -> None:
+        """Wait for a wake-up, a stop request or ``timeout`` seconds of the clock."""
+        if self.stopping:
+            return
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait()),
+                                              asyncio.ensure_future(self._stopping.wait())]
+        if timeout is not None:
+            waiters.append(asyncio.ensure_future(self.clock.sleep(timeout)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
