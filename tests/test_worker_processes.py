@@ -98,6 +98,18 @@ def test_sigterm_timeout_releases_jobs_without_counting_attempts(
                         (job,)).fetchone() == ("waiting", 0)
 
 
+def test_sigterm_with_a_hung_sync_handler_exits_within_shutdown_timeout(
+        xapp: pgqueue.App, results: str, conn: psycopg.Connection[Any]) -> None:
+    [job] = xapp.enqueue_many("hang", [{}], queue="x")
+    proc = start_worker(results, "--shutdown-timeout", "0.5", "--poll-interval", "0.1")
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM test_results") >= 1, 30, "job start")
+    proc.send_signal(signal.SIGTERM)
+    code, out = finish(proc, timeout=20)  # was: never exited (the pool thread was joined)
+    assert code == 0, out
+    assert conn.execute("SELECT state, attempt FROM pgqueue.jobs WHERE id = %s",
+                        (job,)).fetchone() == ("waiting", 0)
+
+
 def test_sigkill_then_rescue_after_lease_expiry(xapp: pgqueue.App, results: str,
                                                 conn: psycopg.Connection[Any]) -> None:
     [job] = xapp.enqueue_many("slow", [{"seconds": 60}], queue="x")

@@ -132,6 +132,7 @@ class BackgroundWorker:
 
     async def start_async(self) -> None:
         """Start as a task on the running loop; return once the worker runs (or raise)."""
+        self.worker._retry_startup = False
         self._task = asyncio.get_running_loop().create_task(
             self._main(), name=f"pgqueue-compat-{self.worker.id}")
         deadline = time.monotonic() + STARTUP_TIMEOUT

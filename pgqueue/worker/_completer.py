@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -149,14 +150,31 @@ class Completer(Service):
                     w.set_result(None)
 
     async def _write(self, chunk: list[Any], write: Callable[..., Awaitable[Any]]) -> None:
-        """Write one chunk, retrying while the database is unavailable; a chunk that fails for
-        good is logged and its jobs are left to the rescuer (their leases expire), while the
-        other chunks are still written."""
+        """Write one chunk, retrying while the database is unavailable.
+
+        A chunk that fails for another reason is split in halves and each half written on its
+        own, so one row the database refuses never costs the others their outcome (they would
+        be rescued and run again). A single finished job whose row is still refused is written
+        once more without its result; what still fails is logged and left to the rescuer.
+        """
         try:
             await self._retry(lambda: write(chunk, worker_id=self.worker_id))
-        except Exception:
-            log.exception("completer could not write %d state changes; their jobs will be "
-                          "rescued when their leases expire", len(chunk))
+            return
+        except Exception as exc:
+            error = exc
+        if len(chunk) > 1:
+            half = len(chunk) // 2
+            await self._write(chunk[:half], write)
+            await self._write(chunk[half:], write)
+            return
+        item = chunk[0]
+        if isinstance(item, Finish) and item.result_json is not None:
+            log.warning("job %s: its result could not be stored (%s); finishing it without one",
+                        item.job_id, error)
+            await self._write([dataclasses.replace(item, result_json=None)], write)
+            return
+        log.error("completer could not write the outcome of job %s: %s; it will be rescued "
+                  "when its lease expires", item.job_id, error, exc_info=error)
 
     async def _retry(self, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(

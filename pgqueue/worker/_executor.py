@@ -24,12 +24,15 @@ import contextvars
 import datetime as dt
 import inspect
 import logging
+import queue
+import threading
 import traceback
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor as FuturesExecutor
+from concurrent.futures import Future
 from typing import Any
 
-from pgqueue._codec import result_json
+from pgqueue._codec import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, cap_text, result_json
 from pgqueue.drivers.base import Finish, Requeue
 from pgqueue.job import Cancel, Fail, Job, Snooze
 from pgqueue.worker._completer import Completer
@@ -42,12 +45,96 @@ __all__ = ["Executor", "attempt_error"]
 
 
 def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, storable and capped (see :mod:`pgqueue._codec`)."""
     try:
         text = str(exc)
     except Exception:  # an exception whose __str__ raises must not crash the worker
         text = "<unprintable exception>"
     name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    return cap_text(f"{name}: {text}" if text else name, ERROR_TEXT_LIMIT)
+
+
+class HandlerExit(Exception):
+    """A job's code raised ``SystemExit`` or ``KeyboardInterrupt``: that job's failure (it is
+    retried like any error), never the worker's exit."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"the job raised {type(exc).__name__}({exc}); a job cannot stop its "
+                         "worker")
+        self.original = exc
+
+
+async def _guarded(awaitable: Awaitable[Any]) -> Any:
+    """Await a job's (or hook's) coroutine so that SystemExit/KeyboardInterrupt it raises stays
+    an ordinary exception (asyncio lets those two escape a task and stop the event loop)."""
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise HandlerExit(exc) from exc
+
+
+class _DaemonThreadPool(FuturesExecutor):
+    """Runs sync handlers on daemon threads (at most ``max_workers`` at once).
+
+    Unlike :class:`concurrent.futures.ThreadPoolExecutor`, whose threads the interpreter joins
+    at exit, a handler that never returns cannot keep the worker process alive after shutdown:
+    its job was already released, and the process exits once the worker has stopped.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max = max_workers
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue())
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)  # released by a thread each time it goes idle
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot run a job after the worker shut down")
+            self._work.put((fut, lambda: fn(*args, **kwargs)))
+            if not self._idle.acquire(timeout=0) and len(self._threads) < self._max:
+                t = threading.Thread(target=self._loop, daemon=True,
+                                     name=f"{self._name}_{len(self._threads)}")
+                self._threads.append(t)
+                t.start()
+        return fut
+
+    def _loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            fut, fn = item
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:  # a job's SystemExit is that job's failure
+                    fut.set_exception(exc)
+            del item, fut, fn
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for t in threads:
+                t.join()
 
 
 def attempt_error(job: Job, exc: BaseException | None,
@@ -56,12 +143,14 @@ def attempt_error(job: Job, exc: BaseException | None,
     tb: str | None = None
     if exc is not None:
         try:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            tb = cap_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                          TRACEBACK_LIMIT)
         except Exception:
             tb = None
     return {
         "attempt": job.attempt,
-        "error": message or (_describe(exc) if exc is not None else "unknown error"),
+        "error": (cap_text(message, ERROR_TEXT_LIMIT) if message else
+                  _describe(exc) if exc is not None else "unknown error"),
         "traceback": tb,
         "at": dt.datetime.now(dt.UTC).isoformat(),
     }
@@ -81,8 +170,7 @@ class Executor:
         self.registry = registry
         self.completer = completer
         self.worker_id = worker_id
-        self.pool = ThreadPoolExecutor(max_workers=concurrency,
-                                       thread_name_prefix="pgqueue-job")
+        self.pool = _DaemonThreadPool(concurrency, "pgqueue-job")
         self.on_event = on_event
         self.contexts: dict[int, JobContext] = {}
         self.released: set[int] = set()
@@ -171,14 +259,15 @@ class Executor:
         token = set_context(ctx)
         try:
             if inspect.iscoroutinefunction(call) or _is_async_callable(call):
-                result = await (call() if timeout is None else asyncio.wait_for(call(), timeout))
+                result = await (_guarded(call()) if timeout is None
+                                else asyncio.wait_for(_guarded(call()), timeout))
             else:
                 loop = asyncio.get_running_loop()
                 context = contextvars.copy_context()
                 fut = loop.run_in_executor(self.pool, context.run, call)
                 result = await asyncio.wait_for(fut, timeout)
             if inspect.isawaitable(result):  # a sync callable that returned a coroutine
-                result = await asyncio.wait_for(result, timeout)
+                result = await asyncio.wait_for(_guarded(result), timeout)
             return result
         finally:
             reset_context(token)
@@ -208,6 +297,7 @@ class Executor:
 
     async def _fail(self, job: Job, exc: BaseException | None, reason: str, *, final: bool,
                     failed_hook: Any = None, exhausted: bool = False) -> None:
+        reason = cap_text(reason, ERROR_TEXT_LIMIT)
         err = attempt_error(job, exc, reason)
         archived = await self.completer.archive(job.id, err, reason, attempt=job.attempt)
         log.warning("job %s (%s) moved to failed_jobs: %s", job.id, job.task, reason,
@@ -227,13 +317,12 @@ class Executor:
             hooks.append(lambda: instance.failed(exc))
         for hook in hooks:
             try:
-                if _is_async_callable(hook) or inspect.iscoroutinefunction(hook):
-                    await hook()
-                else:
-                    result = await asyncio.get_running_loop().run_in_executor(self.pool, hook)
-                    if inspect.isawaitable(result):
-                        await result
-            except Exception:
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, hook)
+                if inspect.isawaitable(result):  # an async hook: run it on the loop, guarded
+                    await _guarded(result)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # SystemExit in a hook is the hook's failure, not ours
                 log.exception("dead-letter hook for job %s raised; ignored", job.id)
 
 

@@ -128,6 +128,7 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._stop_requested = False
+        self._retry_startup = True
         #: set once the worker runs (all services started) / once it has stopped
         self.started = threading.Event()
         self.stopped = threading.Event()
@@ -151,7 +152,11 @@ class Worker:
         if self._stop_requested:
             self._stop.set()
         driver = self.app.driver
-        await self._register()
+        try:
+            await self._register()
+        except BaseException:
+            self.stopped.set()
+            raise
         completer = Completer(driver, worker_id=self.id, clock=self.clock,
                               **self._completer_opts)  # type: ignore[arg-type]
         executor = Executor(self.app, completer, worker_id=self.id,
@@ -193,12 +198,13 @@ class Worker:
             self.stopped.set()
 
     async def _register(self) -> None:
-        """Register this worker, retrying while the database is unavailable (until stopped)."""
+        """Register this worker, retrying while the database is unavailable (until stopped;
+        not at all when started by :meth:`start_in_thread`, whose caller wants to know)."""
         assert self._stop is not None
-        stop = self._stop
+        stop, retry = self._stop, self._retry_startup
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, DatabaseUnavailableError)
-                                     and not stop.is_set()),
+                                     and retry and not stop.is_set()),
             wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.05),
             before_sleep=lambda rs: log.warning(
                 "database unavailable: %s; retrying in %.1f s",
@@ -266,11 +272,12 @@ class Worker:
     def start_in_thread(self) -> Worker:
         """Run the worker on its own event loop in a daemon thread; return once it runs.
 
-        If the worker ends before it started (e.g. a configuration error), that error is
-        raised here; if it has not started after 30 s (database down), this returns and the
-        worker keeps trying in the background (see :attr:`started`). A worker that later ends
-        on an error keeps it in :attr:`error` and logs it.
+        If the worker cannot start -- the database (or Redis) is unreachable, a configuration
+        error -- that error is raised here at once, and nothing is left running. Once started,
+        an outage is ridden out (the worker retries). A worker that later ends on an error
+        keeps it in :attr:`error` and logs it.
         """
+        self._retry_startup = False
         async def main() -> None:
             try:
                 await self.run()

@@ -46,3 +46,12 @@ async def aslow(seconds: float) -> None:
 @app.task(name="noop", queue="x")
 def noop() -> None:
     return None
+
+
+@app.task(name="hang", queue="x")
+def hang() -> None:
+    """A sync handler that never returns (its thread cannot be killed)."""
+    _record("start")
+    import threading
+
+    threading.Event().wait()
