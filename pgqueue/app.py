@@ -69,8 +69,8 @@ _NOTHING: Any = object()
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
 
 #: a capability :meth:`App._require` checks, and what the refusal says
-Capability = Literal["transactional_enqueue", "transactional_completion"]
-_REFUSALS: dict[Capability, str] = {
+_Capability = Literal["transactional_enqueue", "transactional_completion"]
+_REFUSALS: dict[_Capability, str] = {
     "transactional_enqueue": "the {driver} driver cannot enqueue inside your transaction; drop "
                              "conn= or use the postgres driver",
     "transactional_completion": "the {driver} driver cannot complete a job in your transaction; "
@@ -88,8 +88,9 @@ class App:
         database_url: PostgreSQL URL. Default: ``PGQUEUE_DATABASE_URL``, then ``DATABASE_URL``
             (of ``environ``, default ``os.environ``).
         schema: the PostgreSQL schema of pgqueue's tables (default ``pgqueue``).
-        driver: a driver instance or name (``"postgres"``, ``"memory"``, ``"redis"``); default
-            postgres on ``database_url``, created on first use.
+        driver: a driver instance, or the name of one that needs no URL (``"memory"``,
+            ``"redis"`` on redis://127.0.0.1:6379/0); default: postgres on ``database_url``,
+            created on first use.
         strict: if true, :meth:`enqueue` refuses task names that are not registered (default
             false: any valid name is enqueued, for workers in other processes).
         default_queue: queue of tasks registered without one (default ``"default"``).
@@ -150,7 +151,7 @@ class App:
                                           pool_size=self._pool_size)
         return self._driver
 
-    def _require(self, capability: Capability) -> Driver:
+    def _require(self, capability: _Capability) -> Driver:
         """The driver, if it has ``capability``; else a :class:`pgqueue.CapabilityError` saying
         what it cannot do. The one place the App checks what a driver can do."""
         driver = self.driver
@@ -533,7 +534,8 @@ class App:
     # ---- workers ---------------------------------------------------------------------------------
     def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Worker:
         """A :class:`pgqueue.Worker` for this app on ``queues`` (default: every queue of the
-        registered tasks); ``options`` are the Worker's (concurrency, poll_interval, ...)."""
+        registered tasks, else the app's default queue); ``options`` are the Worker's
+        (``concurrency``, ``poll_interval``, ``burst``...)."""
         from pgqueue.worker import Worker
 
         return Worker(self, queues=queues, **options)
