@@ -17,6 +17,9 @@ __all__ = ["Backoff", "RetryPolicy", "constant", "exponential"]
 
 
 class Backoff(Protocol):
+    """A retry policy: any callable ``(attempt) -> seconds``, such as :class:`RetryPolicy`,
+    ``lambda attempt: 30.0`` or :meth:`RetryPolicy.from_tenacity`."""
+
     def __call__(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1 for the first run)."""
         ...
@@ -25,7 +28,15 @@ class Backoff(Protocol):
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff: ``base * factor ** (attempt - 1)``, capped at ``max_delay``, with
-    a relative ``jitter`` (0.1 = +/-10 %)."""
+    a relative ``jitter`` (0.1 = +/-10 %).
+
+    Defaults: ``base`` 1 s, ``factor`` 2, ``max_delay`` 3600 s, ``jitter`` 0.1, so about 1, 2,
+    4, 8 s between attempts. Raises ValueError for a negative base or delay, a factor below 1 or
+    a jitter outside 0-1::
+
+        @app.task(retry=RetryPolicy(base=5, max_delay=600))
+        def sync_account(account_id: int) -> None: ...
+    """
 
     base: float = 1.0
     factor: float = 2.0
@@ -38,6 +49,7 @@ class RetryPolicy:
                              "0 <= jitter <= 1")
 
     def __call__(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1 for the first run), >= 0."""
         raw = min(self.max_delay, self.base * self.factor ** max(0, attempt - 1))
         if self.jitter:
             raw *= 1 + random.uniform(-self.jitter, self.jitter)
@@ -45,7 +57,11 @@ class RetryPolicy:
 
     @staticmethod
     def from_tenacity(wait: Callable[[Any], float]) -> Backoff:
-        """Use a tenacity wait strategy (``tenacity.wait_exponential(...)``) as a policy."""
+        """Use a tenacity wait strategy as a policy: it is asked for the wait after attempt
+        number ``attempt``::
+
+            RetryPolicy.from_tenacity(tenacity.wait_random_exponential(multiplier=1, max=60))
+        """
         from tenacity import RetryCallState
 
         def policy(attempt: int) -> float:
@@ -58,8 +74,11 @@ class RetryPolicy:
 
 def exponential(base: float = 1.0, factor: float = 2.0, max_delay: float = 3600.0,
                 jitter: float = 0.1) -> RetryPolicy:
+    """``RetryPolicy(base, factor, max_delay, jitter)``: exponential backoff (defaults: 1 s,
+    doubling, capped at an hour, +/-10 % jitter)."""
     return RetryPolicy(base=base, factor=factor, max_delay=max_delay, jitter=jitter)
 
 
 def constant(seconds: float) -> RetryPolicy:
+    """Wait the same ``seconds`` before every retry (no growth, no jitter)."""
     return RetryPolicy(base=seconds, factor=1.0, max_delay=seconds, jitter=0.0)

@@ -16,37 +16,95 @@ with ``handle()`` and optionally ``failed(exc)``, as in the velocity seed)::
 Arguments are JSON objects. A function's keyword arguments are checked against its signature at
 enqueue; a function whose only parameter is annotated with a dataclass or pydantic model, and a
 class-based job, are validated by building that type at enqueue.
+
+A task needs only the two enqueue calls of its app (:class:`Enqueuer`), not the whole
+:class:`pgqueue.App`; its defaults (queue, priority, attempts, timeout) are its own attributes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import inspect
 import json
 import math
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from pgqueue._names import validate_name
 from pgqueue.errors import ValidationError
 from pgqueue.job import Job
 from pgqueue.retry import Backoff, RetryPolicy
 
-__all__ = ["Task", "dumps_args", "to_json_object"]
+if TYPE_CHECKING:
+    from pgqueue._conn import AsyncConn, SyncConn
 
+__all__ = ["ConfiguredTask", "EnqueueOptions", "Enqueuer", "Task", "dumps_args",
+           "to_json_object"]
+
+#: Highest (last-running) priority; 0 runs first.
 MAX_PRIORITY = 1000
+#: Priority of a task registered without one.
 DEFAULT_PRIORITY = 20
+#: Runs of a job before it is dead-lettered, for a task registered without ``max_attempts``.
 DEFAULT_MAX_ATTEMPTS = 5
 
 
+class EnqueueOptions(TypedDict, total=False):
+    """The per-job options of every enqueue call. Each is optional; ``None`` or leaving it out
+    means the task's default (else the app's).
+
+    - ``queue``: queue name (default: the task's queue, else the app's ``default_queue``);
+    - ``priority``: 0-1000, lower runs first (default: the task's, else 20);
+    - ``delay``: seconds (or a timedelta) before the job may run; not with ``run_at``;
+    - ``run_at``: a timezone-aware datetime before which the job does not run;
+    - ``max_attempts``: runs before the job is dead-lettered (default: the task's, else 5);
+    - ``unique_key``: while a live job holds this key, enqueueing again inserts nothing and
+      returns that job's id;
+    - ``timeout``: seconds per attempt (default: the task's, else none);
+    - ``meta``: a JSON object stored with the job, not passed to the handler.
+    """
+
+    queue: str | None
+    priority: int | None
+    delay: float | dt.timedelta | None
+    run_at: dt.datetime | None
+    max_attempts: int | None
+    unique_key: str | None
+    timeout: float | None
+    meta: Mapping[str, Any] | None
+
+
+class Enqueuer(Protocol):
+    """What a :class:`Task` uses of its app: enqueue by task name, sync and async.
+
+    :class:`pgqueue.App` is one; a test can pass any object with these two methods.
+    """
+
+    def enqueue(self, task: str, args: Any = None, *, conn: SyncConn | None = None,
+                **options: Unpack[EnqueueOptions]) -> int:
+        """Enqueue one job of ``task`` with ``args``; returns its id."""
+        ...
+
+    async def enqueue_async(self, task: str, args: Any = None, *, conn: AsyncConn | None = None,
+                            **options: Unpack[EnqueueOptions]) -> int:
+        """Async twin of :meth:`enqueue`."""
+        ...
+
+
 def _is_model(tp: Any) -> bool:
+    """True for a dataclass or pydantic model class (a type arguments are validated into)."""
     return isinstance(tp, type) and (
         dataclasses.is_dataclass(tp) or hasattr(tp, "model_validate"))
 
 
 def to_json_object(value: Any, what: str = "args") -> dict[str, Any]:
-    """Turn a mapping, dataclass instance or pydantic model into a JSON-ready dict."""
+    """Turn a mapping, dataclass instance or pydantic model into a JSON-ready dict.
+
+    A plain ``dict`` is returned as is (not copied); anything else that is not a mapping raises
+    :class:`pgqueue.ValidationError` naming ``what``.
+    """
     if type(value) is dict:  # the common case, first
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -63,7 +121,9 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii
 
 
 def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
-    """Serialise once, strictly: no NaN/Infinity, only JSON types, string keys."""
+    """Serialise ``value`` to compact JSON text, strictly: no NaN/Infinity, only JSON types,
+    string keys, no NUL character (PostgreSQL's jsonb cannot hold one). Raises
+    :class:`pgqueue.ValidationError` naming ``what`` otherwise."""
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
@@ -77,10 +137,22 @@ def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
 
 
 class Task:
-    """A registered task. Call ``task(...)`` to run the handler directly (no queue);
-    ``task.enqueue(...)`` / ``await task.enqueue_async(...)`` to enqueue it."""
+    """A registered task (made by :meth:`pgqueue.App.task`, not directly).
 
-    def __init__(self, app: Any, handler: Callable[..., Any], *, name: str, queue: str,
+    Call ``task(...)`` to run the handler directly (no queue); ``task.enqueue(...)`` /
+    ``await task.enqueue_async(...)`` to enqueue it; ``task.options(delay=5).enqueue(...)`` for
+    per-job options.
+
+    Attributes:
+        app: where :meth:`enqueue` sends jobs (an :class:`Enqueuer`, usually the App).
+        handler: the function or class-based job class.
+        name: the stable name stored with each job; ``aliases``: older names it also answers to.
+        queue, priority, max_attempts, timeout: defaults of its jobs (``timeout`` None: none).
+        retry: the backoff between attempts (default :class:`pgqueue.RetryPolicy`: ~1, 2, 4 s).
+        is_class: the handler is a class with ``handle()``; is_async: it runs as a coroutine.
+    """
+
+    def __init__(self, app: Enqueuer, handler: Callable[..., Any], *, name: str, queue: str,
                  priority: int, max_attempts: int, retry: Backoff | None,
                  timeout: float | None, aliases: tuple[str, ...] = ()) -> None:
         self.app = app
@@ -122,6 +194,7 @@ class Task:
         return f"<Task {self.name!r} queue={self.queue!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the handler now, in this process, with these arguments (nothing is queued)."""
         return self.handler(*args, **kwargs)
 
     # -- arguments ---------------------------------------------------------------------------
@@ -150,6 +223,7 @@ class Task:
         return dumps_args(obj)
 
     def _build(self, data: Mapping[str, Any]) -> Any:
+        """An instance of the task's model built from ``data`` (raises ValidationError)."""
         model = self.model
         assert model is not None
         try:
@@ -185,19 +259,29 @@ class Task:
         return None, call
 
     # -- enqueue -------------------------------------------------------------------------------
-    def enqueue(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
-        """Enqueue this task. Arguments are keyword arguments of the handler (or one dataclass /
-        pydantic instance); job options (``queue``, ``priority``, ``delay``, ``run_at``,
-        ``max_attempts``, ``unique_key``, ``timeout``) are taken from :meth:`options`."""
-        return int(self.app.enqueue(self.name, self._payload(args, kwargs), conn=conn))
+    def enqueue(self, *args: Any, conn: SyncConn | None = None, **kwargs: Any) -> int:
+        """Enqueue this task with the task's default options; returns the job id.
 
-    async def enqueue_async(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
-        return int(await self.app.enqueue_async(self.name, self._payload(args, kwargs),
-                                                conn=conn))
+        Arguments are keyword arguments of the handler, or one dataclass / pydantic instance.
+        ``conn`` (optional): your psycopg or SQLAlchemy connection or session, whose
+        transaction the job joins. For per-job options use :meth:`options`::
 
-    def options(self, **opts: Any) -> _Configured:
-        """``task.options(delay=5, priority=1).enqueue(to=...)``: per-job options."""
-        return _Configured(self, opts)
+            send_email.enqueue(to="a@b.c", subject="hi")
+        """
+        return self.options().enqueue(*args, conn=conn, **kwargs)
+
+    async def enqueue_async(self, *args: Any, conn: AsyncConn | None = None,
+                            **kwargs: Any) -> int:
+        """Async twin of :meth:`enqueue` (``conn``: an async connection or session)."""
+        return await self.options().enqueue_async(*args, conn=conn, **kwargs)
+
+    def options(self, **opts: Unpack[EnqueueOptions]) -> ConfiguredTask:
+        """This task with per-job options (see :class:`EnqueueOptions`; the rest keep the
+        task's defaults)::
+
+            send_email.options(delay=5, priority=1).enqueue(to="a@b.c")
+        """
+        return ConfiguredTask(self, opts)
 
     def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The job arguments: keyword arguments, or one dataclass/pydantic instance."""
@@ -209,22 +293,31 @@ class Task:
         return kwargs
 
 
-class _Configured:
-    def __init__(self, task: Task, opts: dict[str, Any]) -> None:
+class ConfiguredTask:
+    """A task with per-job options, from :meth:`Task.options`; enqueue it like the task."""
+
+    def __init__(self, task: Task, opts: EnqueueOptions) -> None:
         self.task = task
         self.opts = opts
 
-    def enqueue(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
-        payload = self.task._payload(args, kwargs)
-        return int(self.task.app.enqueue(self.task.name, payload, conn=conn, **self.opts))
+    def __repr__(self) -> str:
+        return f"<ConfiguredTask {self.task.name!r} {dict(self.opts)!r}>"
 
-    async def enqueue_async(self, *args: Any, conn: Any = None, **kwargs: Any) -> int:
+    def enqueue(self, *args: Any, conn: SyncConn | None = None, **kwargs: Any) -> int:
+        """Enqueue the task with these options; returns the job id (see :meth:`Task.enqueue`)."""
         payload = self.task._payload(args, kwargs)
-        return int(await self.task.app.enqueue_async(self.task.name, payload, conn=conn,
-                                                     **self.opts))
+        return self.task.app.enqueue(self.task.name, payload, conn=conn, **self.opts)
+
+    async def enqueue_async(self, *args: Any, conn: AsyncConn | None = None,
+                            **kwargs: Any) -> int:
+        """Async twin of :meth:`enqueue` (``conn``: an async connection or session)."""
+        payload = self.task._payload(args, kwargs)
+        return await self.task.app.enqueue_async(self.task.name, payload, conn=conn,
+                                                 **self.opts)
 
 
 def check_priority(priority: object) -> int:
+    """``priority`` if it is an integer from 0 to 1000, else ValidationError."""
     if isinstance(priority, bool) or not isinstance(priority, int) or not (
             0 <= priority <= MAX_PRIORITY):
         raise ValidationError(f"priority must be an integer from 0 (runs first) to "
@@ -234,12 +327,15 @@ def check_priority(priority: object) -> int:
 
 
 def check_max_attempts(value: object) -> int:
+    """``value`` if it is an integer from 1 to 1000, else ValidationError."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise ValidationError(f"max_attempts must be an integer from 1 to 1000, not {value!r}")
     return value
 
 
 def check_timeout(value: object) -> float | None:
+    """None (no timeout), or ``value`` as float seconds if positive and finite, else
+    ValidationError."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not (
@@ -249,6 +345,8 @@ def check_timeout(value: object) -> float | None:
 
 
 def check_delay(value: object, what: str = "delay") -> float:
+    """``value`` as float seconds if a finite number >= 0, else ValidationError naming
+    ``what``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or (
             value < 0) or value == math.inf:
         raise ValidationError(f"{what} must be a number of seconds >= 0, not {value!r}")

@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from pgqueue._names import validate_name
 from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
 from pgqueue.config import Settings
@@ -52,7 +54,7 @@ from pgqueue.drivers import canonical_name
 from pgqueue.errors import ConfigurationError, DriverError, ValidationError
 from pgqueue.job import Job
 from pgqueue.retry import Backoff, RetryPolicy
-from pgqueue.task import DEFAULT_PRIORITY
+from pgqueue.task import DEFAULT_PRIORITY, EnqueueOptions
 from pgqueue.worker import Worker
 
 __all__ = ["DeadLetterHandler", "Handler", "Queue", "get_queue", "queues", "reset", "reset_async"]
@@ -83,8 +85,6 @@ class Queue:
     def __init__(self, name: str, *, app: App, settings: Settings,
                  dlq_handler: DeadLetterHandler | None = None, max_attempts: int | None = None,
                  retry: Backoff | None = None) -> None:
-        from pgqueue._names import validate_name
-
         self.name = validate_name(name, "queue")
         self.app = app
         self.settings = settings
@@ -118,7 +118,9 @@ class Queue:
         return handler(job)
 
     # ---- adding jobs ---------------------------------------------------------------------------
-    def _options(self, delay: float, priority: int) -> dict[str, Any]:
+    def _options(self, delay: float, priority: int) -> EnqueueOptions:
+        """The enqueue options of one :meth:`add` (``delay`` checked and turned into seconds);
+        the same for the sync and the async call."""
         if isinstance(delay, bool) or not isinstance(delay, int | float) or math.isnan(
                 delay) or delay < 0 or delay == math.inf:
             raise ValidationError(f"delay must be a number of milliseconds >= 0, not {delay!r}")
@@ -152,6 +154,8 @@ class Queue:
 
     def _prepare(self, handler: Handler, concurrency: int | None,
                  threaded: bool) -> BackgroundWorker:
+        """Check ``handler``, attach it and build the (not yet started) worker: the part of
+        :meth:`process` and :meth:`process_async` that does not depend on how it runs."""
         if not callable(handler):
             raise ValidationError(f"handler must be callable, not {handler!r}")
         if self._runner is not None and self._runner.running:
@@ -174,19 +178,24 @@ class Queue:
         """
         with self._lock:
             runner = self._prepare(handler, concurrency, threaded=True)
-            try:
+            with self._detached_on_error():
                 runner.start()
-            except BaseException:
-                self._handler = None
-                raise
             self._runner = runner
 
     async def process_async(self, handler: Handler, *, concurrency: int | None = None) -> None:
-        """Attach ``handler`` and start processing on the running event loop."""
+        """Attach ``handler`` and start processing on the running event loop (the worker runs
+        as tasks of this loop; stop it with :meth:`disconnect_async`). ``concurrency`` as for
+        :meth:`process`."""
         runner = self._prepare(handler, concurrency, threaded=False)
         self._runner = runner
-        try:
+        with self._detached_on_error():
             await runner.start_async()
+
+    @contextmanager
+    def _detached_on_error(self) -> Iterator[None]:
+        """If starting the worker fails, detach the handler and forget the worker."""
+        try:
+            yield
         except BaseException:
             self._handler = None
             self._runner = None
@@ -214,6 +223,7 @@ class Queue:
         self.app.pause(self.name)
 
     async def pause_async(self) -> None:
+        """Async twin of :meth:`pause`."""
         await self.app.pause_async(self.name)
 
     def resume(self) -> None:
@@ -221,6 +231,7 @@ class Queue:
         self.app.resume(self.name)
 
     async def resume_async(self) -> None:
+        """Async twin of :meth:`resume`."""
         await self.app.resume_async(self.name)
 
     def get_job_count(self) -> int:
@@ -228,10 +239,12 @@ class Queue:
         return self.app.count(self.name)
 
     async def get_job_count_async(self) -> int:
+        """Async twin of :meth:`get_job_count`."""
         return await self.app.count_async(self.name)
 
 
 def _store(store: str | None, settings: Settings) -> str:
+    """The canonical driver name of ``store`` (default: the configured driver)."""
     if store is None:
         return settings.driver
     try:
@@ -241,6 +254,7 @@ def _store(store: str | None, settings: Settings) -> str:
 
 
 def _app_for(settings: Settings, store: str) -> App:
+    """The app of ``store`` under ``settings``, built once and shared by its queues."""
     key = (settings, store)
     app = _apps.get(key)
     if app is None:

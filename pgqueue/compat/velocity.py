@@ -59,7 +59,8 @@ import re
 import threading
 import typing
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pgqueue._names import validate_name
@@ -67,9 +68,9 @@ from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
 from pgqueue.config import Settings
 from pgqueue.errors import UnknownTaskError, ValidationError
-from pgqueue.job import Fail, Job, Outcome
+from pgqueue.job import Fail, Job, NewJob, Outcome
 from pgqueue.retry import Backoff
-from pgqueue.task import check_delay, to_json_object
+from pgqueue.task import EnqueueOptions, check_delay, to_json_object
 from pgqueue.worker import Worker
 
 __all__ = [
@@ -239,6 +240,7 @@ def _popped(job: Job | None) -> Any | None:
 
 # ---- queues ------------------------------------------------------------------------------
 def _seconds(value: float | dt.timedelta, what: str) -> float:
+    """``value`` (seconds or a timedelta) as checked float seconds >= 0."""
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
     return check_delay(value, what)
@@ -257,61 +259,68 @@ class Queue:
     def __repr__(self) -> str:
         return f"<velocity.Queue driver={self.app.driver.name}>"
 
-    def _options(self, job: Any, queue: str, delay: float | None) -> tuple[str, dict[str, Any],
-                                                                          dict[str, Any]]:
+    def _rows(self, job: Any, queue: str, delay: float | None = None) -> list[NewJob]:
+        """The validated row of one push, as a batch of one (``delay``: checked seconds, None:
+        run now); the same for the sync and the async call."""
         name = _name_of(job)
-        opts: dict[str, Any] = {"queue": validate_name(queue, "queue"),
+        opts: EnqueueOptions = {"queue": validate_name(queue, "queue"),
                                 "max_attempts": self.settings.max_attempts,
                                 "meta": {TYPE_KEY: name}}
         if delay is not None:
             opts["delay"] = delay
-        return task_name(name), _data_of(job), opts
+        return [self.app.build(task_name(name), _data_of(job), **opts)]
 
     def push(self, job: Any, queue: str = DEFAULT_QUEUE) -> int:
-        """Queue ``job`` (an object with ``handle()``) to run as soon as possible; returns its
-        id."""
-        task, data, opts = self._options(job, queue, None)
-        return self.app.enqueue(task, data, **opts)
+        """Queue ``job`` (an object with ``handle()``) on ``queue`` (default ``"default"``) to
+        run as soon as possible; returns its id."""
+        return self.app.insert(self._rows(job, queue))[0]
 
     async def push_async(self, job: Any, queue: str = DEFAULT_QUEUE) -> int:
-        task, data, opts = self._options(job, queue, None)
-        return await self.app.enqueue_async(task, data, **opts)
+        """Async twin of :meth:`push`."""
+        return (await self.app.insert_async(self._rows(job, queue)))[0]
 
     def later(self, delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE) -> int:
-        """Queue ``job`` to run after ``delay`` (seconds or a timedelta); returns its id."""
-        task, data, opts = self._options(job, queue, _seconds(delay, "delay"))
-        return self.app.enqueue(task, data, **opts)
+        """Queue ``job`` on ``queue`` (default ``"default"``) to run after ``delay`` (seconds or
+        a timedelta); returns its id."""
+        return self.app.insert(self._rows(job, queue, _seconds(delay, "delay")))[0]
 
     async def later_async(self, delay: float | dt.timedelta, job: Any,
                           queue: str = DEFAULT_QUEUE) -> int:
-        task, data, opts = self._options(job, queue, _seconds(delay, "delay"))
-        return await self.app.enqueue_async(task, data, **opts)
+        """Async twin of :meth:`later`."""
+        return (await self.app.insert_async(self._rows(job, queue,
+                                                          _seconds(delay, "delay"))))[0]
 
     def size(self, queue: str = DEFAULT_QUEUE) -> int:
-        """Jobs in ``queue``: waiting (including delayed) and running."""
+        """Jobs in ``queue`` (default ``"default"``): waiting (including delayed) and running."""
         return self.app.count(queue)
 
     async def size_async(self, queue: str = DEFAULT_QUEUE) -> int:
+        """Async twin of :meth:`size`."""
         return await self.app.count_async(queue)
 
     def clear(self, queue: str = DEFAULT_QUEUE) -> int:
-        """Delete the waiting (and delayed) jobs of ``queue``; returns how many."""
+        """Delete the waiting (and delayed) jobs of ``queue`` (default ``"default"``); returns
+        how many. Running jobs finish."""
         return self.app.clear(queue)
 
     async def clear_async(self, queue: str = DEFAULT_QUEUE) -> int:
+        """Async twin of :meth:`clear`."""
         return await self.app.clear_async(queue)
 
     def pop(self, queue: str = DEFAULT_QUEUE) -> Any | None:
-        """Take the next ready job out of ``queue`` and return its job object (you run it), or
-        None when no job is ready."""
+        """Take the next ready job out of ``queue`` (default ``"default"``) and return its job
+        object (you run it), or None when no job is ready."""
         return _popped(self.app.pop(queue))
 
     async def pop_async(self, queue: str = DEFAULT_QUEUE) -> Any | None:
+        """Async twin of :meth:`pop`."""
         return _popped(await self.app.pop_async(queue))
 
     def _worker(self, queue: str, handler: Handler, concurrency: int,
                 interval: float | dt.timedelta | None, max_retries: int | None,
-                retry: Backoff | None, threaded: bool) -> VelocityWorker:
+                retry: Backoff | None, threaded: bool) -> tuple[VelocityWorker, BackgroundWorker]:
+        """Check the options and build the (not yet started) worker: the part of :meth:`work`
+        and :meth:`work_async` that does not depend on how it runs."""
         if not callable(handler):
             raise ValidationError(f"handler must be callable (job) -> None, not {handler!r}")
         if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(
@@ -325,8 +334,8 @@ class Queue:
         vw = VelocityWorker(wapp, validate_name(queue, "queue"), handler,
                             max_retries=max_retries, retry=retry)
         worker = Worker(wapp, [vw.queue], concurrency=concurrency, poll_interval=poll)
-        vw._runner = BackgroundWorker(worker, owns_app=owned)
-        return vw
+        vw._runner = runner = BackgroundWorker(worker, owns_app=owned)
+        return vw, runner
 
     def work(self, queue: str, handler: Handler, *, concurrency: int = 1,
              interval: float | dt.timedelta | None = None, max_retries: int | None = None,
@@ -338,13 +347,10 @@ class Queue:
         default: setting ``poll_interval``). ``max_retries``: retries after the first failed
         run. ``retry``: backoff policy (default :class:`pgqueue.RetryPolicy`).
         """
-        vw = self._worker(queue, handler, concurrency, interval, max_retries, retry, True)
-        assert vw._runner is not None
-        try:
-            vw._runner.start()
-        except BaseException:
-            _workers.discard(vw)
-            raise
+        vw, runner = self._worker(queue, handler, concurrency, interval, max_retries, retry,
+                                  True)
+        with _forgotten_on_error(vw):
+            runner.start()
         return vw
 
     async def work_async(self, queue: str, handler: Handler, *, concurrency: int = 1,
@@ -352,14 +358,21 @@ class Queue:
                          max_retries: int | None = None,
                          retry: Backoff | None = None) -> VelocityWorker:
         """Like :meth:`work`, on the running event loop (stop with ``await stop_async()``)."""
-        vw = self._worker(queue, handler, concurrency, interval, max_retries, retry, False)
-        assert vw._runner is not None
-        try:
-            await vw._runner.start_async()
-        except BaseException:
-            _workers.discard(vw)
-            raise
+        vw, runner = self._worker(queue, handler, concurrency, interval, max_retries, retry,
+                                  False)
+        with _forgotten_on_error(vw):
+            await runner.start_async()
         return vw
+
+
+@contextmanager
+def _forgotten_on_error(vw: VelocityWorker) -> Iterator[None]:
+    """If starting the worker fails, stop tracking it (``reset()`` has nothing to stop)."""
+    try:
+        yield
+    except BaseException:
+        _workers.discard(vw)
+        raise
 
 
 class VelocityWorker:
@@ -402,6 +415,7 @@ class VelocityWorker:
         _workers.discard(self)
 
     def _add_task(self, name: str) -> None:
+        """Register (or re-register) the dispatcher of job type ``name`` in the worker's app."""
         tname = task_name(name)
         existing = self.app.tasks.get(tname)
         if existing is None or existing.handler != self._run:
@@ -425,6 +439,7 @@ class VelocityWorker:
         return exc
 
     def _run(self, job: Job, **_data: Any) -> Any:
+        """Run one job: rebuild its object, call the handler, turn failures into outcomes."""
         try:
             obj = deserialise(job)
         except (UnknownTaskError, ValidationError) as exc:
@@ -440,6 +455,7 @@ class VelocityWorker:
         return None
 
     async def _await(self, job: Job, awaitable: Awaitable[Any]) -> None:
+        """Await an async handler's result, with the same failure rules as :meth:`_run`."""
         try:
             result = await awaitable
         except Exception as exc:
@@ -516,6 +532,7 @@ def push(job: Any, queue: str = DEFAULT_QUEUE) -> int:
 
 
 async def push_async(job: Any, queue: str = DEFAULT_QUEUE) -> int:
+    """Async twin of :func:`push` (on the default queue)."""
     return await default_queue().push_async(job, queue)
 
 
@@ -525,6 +542,7 @@ def later(delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE) -> 
 
 
 async def later_async(delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE) -> int:
+    """Async twin of :func:`later` (on the default queue)."""
     return await default_queue().later_async(delay, job, queue)
 
 
@@ -540,6 +558,7 @@ async def work_async(queue: str, handler: Handler, *, concurrency: int = 1,
                      interval: float | dt.timedelta | None = None,
                      max_retries: int | None = None,
                      retry: Backoff | None = None) -> VelocityWorker:
+    """:meth:`Queue.work_async` on the default queue."""
     return await default_queue().work_async(queue, handler, concurrency=concurrency,
                                             interval=interval, max_retries=max_retries,
                                             retry=retry)
@@ -551,6 +570,7 @@ def size(queue: str = DEFAULT_QUEUE) -> int:
 
 
 async def size_async(queue: str = DEFAULT_QUEUE) -> int:
+    """Async twin of :func:`size` (on the default queue)."""
     return await default_queue().size_async(queue)
 
 
@@ -560,6 +580,7 @@ def clear(queue: str = DEFAULT_QUEUE) -> int:
 
 
 async def clear_async(queue: str = DEFAULT_QUEUE) -> int:
+    """Async twin of :func:`clear` (on the default queue)."""
     return await default_queue().clear_async(queue)
 
 
@@ -569,4 +590,5 @@ def pop(queue: str = DEFAULT_QUEUE) -> Any | None:
 
 
 async def pop_async(queue: str = DEFAULT_QUEUE) -> Any | None:
+    """Async twin of :func:`pop` (on the default queue)."""
     return await default_queue().pop_async(queue)
