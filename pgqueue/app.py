@@ -19,8 +19,9 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
+from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_SCHEMA
 from pgqueue._dsn import to_libpq, url_from_env
-from pgqueue._names import DEFAULT_SCHEMA, validate_name, validate_schema
+from pgqueue._names import validate_name, validate_schema
 from pgqueue.drivers.base import Driver, FailedJob, QueueStats
 from pgqueue.errors import (
     CapabilityError,
@@ -33,8 +34,6 @@ from pgqueue.errors import (
 from pgqueue.job import Job, NewJob
 from pgqueue.retry import Backoff
 from pgqueue.task import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PRIORITY,
     Task,
     check_delay,
     check_max_attempts,
@@ -71,7 +70,7 @@ class App:
 
     def __init__(self, database_url: str | None = None, *, schema: str = DEFAULT_SCHEMA,
                  driver: Driver | str | None = None, strict: bool = False,
-                 default_queue: str = "default", pool_size: int = 10,
+                 default_queue: str = DEFAULT_QUEUE, pool_size: int = 10,
                  environ: Mapping[str, str] | None = None) -> None:
         self.schema = validate_schema(schema)
         self.strict = strict

@@ -28,6 +28,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_PRIORITY
 from pgqueue._names import validate_name
 from pgqueue.errors import ValidationError
 from pgqueue.job import Job
@@ -36,8 +37,6 @@ from pgqueue.retry import Backoff, RetryPolicy
 __all__ = ["Task", "dumps_args", "to_json_object"]
 
 MAX_PRIORITY = 1000
-DEFAULT_PRIORITY = 20
-DEFAULT_MAX_ATTEMPTS = 5
 
 
 def _is_model(tp: Any) -> bool:

@@ -45,6 +45,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_PRIORITY
 from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
 from pgqueue.config import Settings
@@ -52,7 +53,6 @@ from pgqueue.drivers import canonical_name
 from pgqueue.errors import ConfigurationError, DriverError, ValidationError
 from pgqueue.job import Job
 from pgqueue.retry import Backoff, RetryPolicy
-from pgqueue.task import DEFAULT_PRIORITY
 from pgqueue.worker import Worker
 
 __all__ = ["DeadLetterHandler", "Handler", "Queue", "get_queue", "queues", "reset", "reset_async"]

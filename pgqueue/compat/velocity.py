@@ -62,6 +62,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_QUEUE
 from pgqueue._names import validate_name
 from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
@@ -105,7 +106,6 @@ Handler = Callable[[Any], Any | Awaitable[Any]]
 
 TASK_PREFIX = "velocity:"
 TYPE_KEY = "velocity_type"
-DEFAULT_QUEUE = "default"
 
 _lock = threading.RLock()
 _factories: dict[str, Factory] = {}

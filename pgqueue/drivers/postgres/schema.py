@@ -25,12 +25,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pgqueue._names import DEFAULT_SCHEMA
+from pgqueue._defaults import FAILED_JOBS_TABLE, JOBS_TABLE
 
 SCHEMA_PLACEHOLDER = "pgqueue"
 VERSION_TABLE = "pgqueue_alembic_version"
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_PLACEHOLDER", "VERSION_TABLE", "metadata"]
+__all__ = ["SCHEMA_PLACEHOLDER", "VERSION_TABLE", "metadata"]
 
 metadata = sa.MetaData(schema=SCHEMA_PLACEHOLDER)
 
@@ -41,7 +41,7 @@ JOB_STATES = ("waiting", "running")
 HISTORY_STATES = ("succeeded", "cancelled")
 
 jobs = sa.Table(
-    "jobs",
+    JOBS_TABLE,
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
     sa.Column("queue", sa.Text, nullable=False),
@@ -114,7 +114,7 @@ job_history = sa.Table(
 )
 
 failed_jobs = sa.Table(
-    "failed_jobs",
+    FAILED_JOBS_TABLE,
     metadata,
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("queue", sa.Text, nullable=False),
