@@ -13,7 +13,7 @@ import pytest
 
 import pgqueue
 from pgqueue.compat import velocity
-from pgqueue.config import load_settings
+from pgqueue.compat import load_settings
 from pgqueue.retry import RetryPolicy
 from tests.helpers import wait_for
 

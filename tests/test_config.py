@@ -13,7 +13,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import pgqueue
-from pgqueue.config import FIELDS, Settings, load_settings, read_env_file
+from pgqueue.compat import load_settings
+from pgqueue.config import FIELDS, Settings, read_env_file
 
 SEED_ENV = """\
 # Queue configuration
