@@ -1,4 +1,4 @@
-"""Settings (pgqueue.config): every source, the layering, the seed shapes, and errors that name
+"""Settings (pgqueue.load_settings: pgqueue.config with the seed vocabularies of pgqueue.compat):
 the setting, its source and what is allowed. The library never writes os.environ."""
 
 from __future__ import annotations

@@ -121,8 +121,8 @@ class Settings:
     def make_app(self, *, driver: str | None = None, **app_kwargs: Any) -> App:
         """Build a :class:`pgqueue.App` for these settings.
 
-        ``driver`` picks another configured driver than :attr:`driver` (the backstage
-        ``store`` option). postgres uses :attr:`database_url` and :attr:`schema`; redis uses
+        ``driver`` picks another configured driver than :attr:`driver` (default: that one).
+        postgres uses :attr:`database_url` and :attr:`schema`; redis uses
         :attr:`redis_url`; memory needs nothing. ``app_kwargs`` go to ``App`` (``strict``,
         ``default_queue``, ``pool_size``).
         """
