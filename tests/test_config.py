@@ -1,5 +1,6 @@
-"""Settings (pgqueue.load_settings: pgqueue.config with the seed vocabularies of pgqueue.compat):
-the setting, its source and what is allowed. The library never writes os.environ."""
+"""Settings as pgqueue.load_settings builds them (pgqueue.config with the seed vocabularies of
+pgqueue.compat): every source, the layering, the seed shapes, and errors that name the setting,
+its source and what is allowed. The library never writes os.environ."""
 
 from __future__ import annotations
 
