@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pgqueue._defaults import FAILED_JOBS_TABLE, JOBS_TABLE
+from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, FAILED_JOBS_TABLE, JOBS_TABLE
 
 SCHEMA_PLACEHOLDER = "pgqueue"
 VERSION_TABLE = "pgqueue_alembic_version"
@@ -47,11 +47,13 @@ jobs = sa.Table(
     sa.Column("queue", sa.Text, nullable=False),
     sa.Column("task", sa.Text, nullable=False),
     sa.Column("args", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("priority", sa.SmallInteger, nullable=False, server_default=sa.text("20")),
+    sa.Column("priority", sa.SmallInteger, nullable=False,
+              server_default=sa.text(str(DEFAULT_PRIORITY))),
     sa.Column("run_at", TS, nullable=False, server_default=NOW),
     sa.Column("state", sa.Text, nullable=False, server_default=sa.text("'waiting'")),
     sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
-    sa.Column("max_attempts", sa.Integer, nullable=False, server_default=sa.text("5")),
+    sa.Column("max_attempts", sa.Integer, nullable=False,
+              server_default=sa.text(str(DEFAULT_MAX_ATTEMPTS))),
     sa.Column("unique_key", sa.Text, nullable=True),
     sa.Column("timeout_s", sa.Float, nullable=True),
     sa.Column("worker_id", sa.Text, nullable=True),
