@@ -129,6 +129,12 @@ def test_a_vocabulary_of_ones_own() -> None:
     clash = Vocabulary(name="clash", env={"MY_WORKERS": ("max_attempts", 0)})
     with pytest.raises(ValueError, match="MY_WORKERS"):
         config.load_settings(environ={}, vocabularies=[mine, clash])
+    typo = Vocabulary(name="typo", env={"MY_N": ("concurency", 0)})
+    with pytest.raises(ValueError, match="MY_N"):
+        config.load_settings(environ={}, vocabularies=[typo])
+    odd = Vocabulary(name="odd", env_readers=(lambda env, src: [Found("colour", "x", "s")],))
+    with pytest.raises(ValueError, match="colour"):
+        config.load_settings(environ={}, vocabularies=[odd])
 
 
 def test_yaml_document_names_lines(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from pgqueue._dsn import apply_cluster, check_redis_url, to_libpq
 from pgqueue.config._settings import FIELDS, Settings, needs_database_url
 from pgqueue.config._sources import env_values, read_env_lines, read_yaml
-from pgqueue.config._values import parse_setting
+from pgqueue.config._values import PARSERS, parse_setting
 from pgqueue.config._vocabulary import PGQUEUE, Found, Vocabulary
 from pgqueue.errors import ConfigurationError
 
@@ -52,6 +52,9 @@ def load_settings(*, environ: Mapping[str, str] | None = None,
 
     def add(found: Sequence[Found], layer: int) -> None:
         for f in found:
+            if f.setting not in PARSERS:
+                raise ValueError(f"a reader found {f.setting!r}, which is no setting; "
+                                 f"settings: {', '.join(PARSERS)}")
             entries.setdefault(f.setting, []).append(_Entry(f.value, f.source, (layer, f.rank)))
 
     if yaml_file is not None:

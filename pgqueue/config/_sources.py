@@ -26,6 +26,10 @@ def env_values(variables: Mapping[str, str], vocabularies: Sequence[Vocabulary],
     ``vocabularies``, each checked; an empty value counts as not set."""
     out: list[Found] = []
     names = merge_env(vocabularies)
+    unknown = sorted(var for var, (name, _) in names.items() if name not in _ORDER)
+    if unknown:
+        raise ValueError(f"variables mapped to no setting: {', '.join(unknown)}; settings: "
+                         f"{', '.join(_ORDER)}")
     for var, (name, rank) in sorted(names.items(),
                                     key=lambda item: (_ORDER.index(item[1][0]), item[1][1])):
         raw = variables.get(var)
