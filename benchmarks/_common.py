@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from benchmarks._tasks import QUEUE, SCHEMA, TASK
+from pgqueue._dsn import redact
 
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parent.parent
@@ -164,13 +165,6 @@ def drop_database(admin_dsn: str, name: str) -> None:
             log(f"could not drop {name} yet ({exc}); retrying")
             time.sleep(1)
     log(f"WARNING: the benchmark database {name} was not dropped")
-
-
-def redact(dsn: str) -> str:
-    params = conninfo_to_dict(dsn)
-    if params.get("password"):
-        params["password"] = "***"
-    return make_conninfo(**params)  # type: ignore[arg-type]
 
 
 class Db:

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pgqueue
+from pgqueue._defaults import DEFAULT_SCHEMA
 
 TASK = "bench.noop"
 QUEUE = "bench"
-SCHEMA = "pgqueue"
+SCHEMA = DEFAULT_SCHEMA
 
 
 def make_app(dsn: str, handler: Callable[..., Any] | None = None, *,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 
 import pgqueue
-from pgqueue.config import load_settings
+from pgqueue import load_settings
 
 CHANNELS = ("vela", "linux", "windows")
 

@@ -6,7 +6,8 @@ jobs, failures and history with SQL.
 """
 
 from pgqueue.app import App
-from pgqueue.config import Settings, load_settings
+from pgqueue.compat import load_settings
+from pgqueue.config import Settings
 from pgqueue.drivers.base import Capabilities, FailedJob, QueueStats
 from pgqueue.errors import (
     CapabilityError,

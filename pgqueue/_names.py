@@ -16,9 +16,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-/]{0,199}")
 
 MAX_NAME = 200
 
-#: pgqueue's schema unless configured otherwise
-DEFAULT_SCHEMA = "pgqueue"
-
 #: the newest migration revision this code needs (tests check it equals alembic's head; kept
 #: here so that workers can check the schema without importing alembic and SQLAlchemy)
 SCHEMA_HEAD = "0001"

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from pgqueue._codec import result_json
+from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_SCHEMA
 from pgqueue._dsn import to_libpq, url_from_env
-from pgqueue._names import DEFAULT_SCHEMA, validate_name, validate_schema
+from pgqueue._names import validate_name, validate_schema
 from pgqueue.drivers.base import Driver, FailedJob, QueueStats
 from pgqueue.errors import (
     CapabilityError,
@@ -40,8 +41,6 @@ from pgqueue.errors import (
 from pgqueue.job import Job, NewJob
 from pgqueue.retry import Backoff
 from pgqueue.task import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PRIORITY,
     EnqueueOptions,
     Task,
     check_delay,
@@ -109,7 +108,7 @@ class App:
 
     def __init__(self, database_url: str | None = None, *, schema: str = DEFAULT_SCHEMA,
                  driver: Driver | str | None = None, strict: bool = False,
-                 default_queue: str = "default", pool_size: int = 10,
+                 default_queue: str = DEFAULT_QUEUE, pool_size: int = 10,
                  environ: Mapping[str, str] | None = None) -> None:
         self.schema = validate_schema(schema)
         self.strict = strict

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pgqueue import _logging
+from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._dsn import to_libpq, url_from_env
 from pgqueue.app import App
 from pgqueue.errors import ConfigurationError, DatabaseUnavailableError, PgQueueError
@@ -289,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--database-url", help="default: PGQUEUE_DATABASE_URL, DATABASE_URL")
-        sp.add_argument("--schema", default=os.environ.get("PGQUEUE_SCHEMA", "pgqueue"))
+        sp.add_argument("--schema", default=os.environ.get("PGQUEUE_SCHEMA", DEFAULT_SCHEMA))
 
     sp = sub.add_parser("demo", help="run the demo (embedded PostgreSQL when no URL is set)")
     sp.add_argument("--database-url", help="use this database instead of the embedded one")

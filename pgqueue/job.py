@@ -16,6 +16,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
+
 __all__ = ["Cancel", "Fail", "Job", "NewJob", "Outcome", "Snooze"]
 
 
@@ -31,9 +33,9 @@ class Job:
     queue: str
     task: str
     args: dict[str, Any]
-    priority: int = 20
+    priority: int = DEFAULT_PRIORITY
     attempt: int = 0
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     run_at: dt.datetime | None = None
     created_at: dt.datetime | None = None
     unique_key: str | None = None
@@ -62,8 +64,8 @@ class NewJob:
     queue: str
     task: str
     args_json: str
-    priority: int = 20
-    max_attempts: int = 5
+    priority: int = DEFAULT_PRIORITY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     run_at: dt.datetime | None = None
     delay_s: float | None = None
     unique_key: str | None = None

@@ -34,8 +34,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from alembic import command
+from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._names import validate_schema
-from pgqueue.drivers.postgres.schema import DEFAULT_SCHEMA, VERSION_TABLE
+from pgqueue.drivers.postgres.schema import VERSION_TABLE
 from pgqueue.errors import ConfigurationError
 
 __all__ = ["current", "downgrade", "head", "script_location", "sql", "upgrade"]

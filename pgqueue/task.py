@@ -32,6 +32,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
+from pgqueue._defaults import DEFAULT_PRIORITY
 from pgqueue._names import validate_name
 from pgqueue.errors import ValidationError
 from pgqueue.job import Job
@@ -45,10 +46,6 @@ __all__ = ["ConfiguredTask", "EnqueueOptions", "Enqueuer", "Task", "dumps_args",
 
 #: Highest (last-running) priority; 0 runs first.
 MAX_PRIORITY = 1000
-#: Priority of a task registered without one.
-DEFAULT_PRIORITY = 20
-#: Runs of a job before it is dead-lettered, for a task registered without ``max_attempts``.
-DEFAULT_MAX_ATTEMPTS = 5
 
 
 class EnqueueOptions(TypedDict, total=False):

@@ -12,8 +12,8 @@ import pytest
 
 import pgqueue
 from pgqueue import Job
-from pgqueue.compat import backstage
-from pgqueue.config import Settings, load_settings
+from pgqueue.compat import backstage, load_settings
+from pgqueue.config import Settings
 from pgqueue.retry import RetryPolicy
 from tests.helpers import wait_for
 

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 import pgqueue
-from pgqueue.compat import velocity
-from pgqueue.config import load_settings
+from pgqueue.compat import load_settings, velocity
 from pgqueue.retry import RetryPolicy
 from tests.helpers import wait_for
 

@@ -1,5 +1,6 @@
-"""Settings (pgqueue.config): every source, the layering, the seed shapes, and errors that name
-the setting, its source and what is allowed. The library never writes os.environ."""
+"""Settings as pgqueue.load_settings builds them (pgqueue.config with the seed vocabularies of
+pgqueue.compat): every source, the layering, the seed shapes, and errors that name the setting,
+its source and what is allowed. The library never writes os.environ."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import pgqueue
-from pgqueue.config import FIELDS, Settings, load_settings, read_env_file
+from pgqueue.compat import load_settings
+from pgqueue.config import FIELDS, Settings, read_env_file
 
 SEED_ENV = """\
 # Queue configuration

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import pgqueue
-from pgqueue.config import ENV_VARS, load_settings
+from pgqueue.compat import ENV_VARS, load_settings
 from tests.helpers import wait_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

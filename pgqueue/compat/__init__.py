@@ -8,9 +8,11 @@
 Both are thin: a queue is a pgqueue queue name, jobs are ordinary rows of ``jobs`` (inspectable
 with SQL), retries, delays, priorities and the ``failed_jobs`` archive are pgqueue's own. They
 run on any driver (``postgres``, ``memory``, ``redis``) chosen by configuration
-(:mod:`pgqueue.config`).
+(:func:`load_settings`).
 
-This module holds what both share: :func:`default_settings` (the settings a compat API uses
+This module holds what both share: :func:`load_settings` (the generic loader of
+:mod:`pgqueue.config` with the seeds' configuration vocabularies, :data:`SEEDS`, see
+:mod:`pgqueue.compat._vocabulary`), :func:`default_settings` (the settings a compat API uses
 when none are given) and :class:`BackgroundWorker` (a worker run in a thread for sync code, or as
 a task on the running event loop for async code).
 """
@@ -21,14 +23,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from pgqueue import config
 from pgqueue.app import App
-from pgqueue.config import Settings, load_settings
+from pgqueue.compat._vocabulary import SEEDS
+from pgqueue.config import Settings
 from pgqueue.drivers.base import Driver
 from pgqueue.worker import Worker
 
-__all__ = ["BackgroundWorker", "default_settings", "worker_app"]
+__all__ = ["ENV_VARS", "SEEDS", "BackgroundWorker", "default_settings", "load_settings",
+           "worker_app"]
 
 log = logging.getLogger("pgqueue.compat")
 
@@ -36,8 +43,29 @@ log = logging.getLogger("pgqueue.compat")
 YAML_FILE = "app-config.yaml"
 ENV_FILE = ".env"
 
+#: every variable :func:`load_settings` reads (pgqueue's own and the seeds')
+ENV_VARS = tuple(dict.fromkeys(
+    (*config.ENV_VARS, *(var for vocabulary in SEEDS for var in vocabulary.variables))))
+
 #: how long ``process()``/``work()`` wait for the worker to report that it started
 STARTUP_TIMEOUT = 10.0
+
+
+def load_settings(*, environ: Mapping[str, str] | None = None,
+                  yaml_file: str | Path | None = None, env_file: str | Path | None = None,
+                  **overrides: Any) -> Settings:
+    """:func:`pgqueue.config.load_settings` reading the seeds' names as well: Vela's
+    ``QUEUE_*``/``VELA_QUEUE_*`` variables, Velocity's ``.env`` (``QUEUE_DRIVER``,
+    ``QUEUE_REDIS_*``, ``QUEUE_TABLE``, ``QUEUE_FAILED_TABLE``) and Backstage's
+    ``backend.queue`` YAML (:data:`SEEDS`). This is :func:`pgqueue.load_settings`.
+
+    Layers, later wins: defaults, ``yaml_file``, ``env_file``, ``environ`` (default
+    ``os.environ``, only read), ``overrides`` (keyword arguments named like the fields of
+    :class:`pgqueue.Settings`; ``None`` = not set). Raises :class:`pgqueue.ConfigurationError`
+    for any invalid value, naming the setting, its source and what is allowed.
+    """
+    return config.load_settings(environ=environ, yaml_file=yaml_file, env_file=env_file,
+                                vocabularies=SEEDS, **overrides)
 
 
 def default_settings(directory: str | Path | None = None) -> Settings:

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_PRIORITY
 from pgqueue._names import validate_name
 from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
@@ -54,7 +55,7 @@ from pgqueue.drivers import canonical_name
 from pgqueue.errors import ConfigurationError, DriverError, ValidationError
 from pgqueue.job import Job
 from pgqueue.retry import Backoff, RetryPolicy
-from pgqueue.task import DEFAULT_PRIORITY, EnqueueOptions
+from pgqueue.task import EnqueueOptions
 from pgqueue.worker import Worker
 
 __all__ = ["DeadLetterHandler", "Handler", "Queue", "get_queue", "queues", "reset", "reset_async"]

@@ -63,6 +63,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_QUEUE
 from pgqueue._names import validate_name
 from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
@@ -106,7 +107,6 @@ Handler = Callable[[Any], Any | Awaitable[Any]]
 
 TASK_PREFIX = "velocity:"
 TYPE_KEY = "velocity_type"
-DEFAULT_QUEUE = "default"
 
 _lock = threading.RLock()
 _factories: dict[str, Factory] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue.drivers.base import Capabilities, Driver
 from pgqueue.errors import DriverError
 
@@ -42,7 +43,7 @@ def get_driver(name: str, **options: Any) -> Driver:
 
         if not options.get("dsn"):
             raise DriverError("the postgres driver needs a database URL (dsn=...)")
-        return PostgresDriver(options["dsn"], schema=options.get("schema", "pgqueue"))
+        return PostgresDriver(options["dsn"], schema=options.get("schema", DEFAULT_SCHEMA))
     if canonical == "memory":
         from pgqueue.drivers.memory import MemoryDriver
 

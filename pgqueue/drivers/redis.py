@@ -65,8 +65,10 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from pgqueue._defaults import DEFAULT_REDIS_URL
+from pgqueue._dsn import redact as _safe_url
 from pgqueue.drivers.base import (
     Capabilities,
     FailedJob,
@@ -166,19 +168,6 @@ def _finished(text: str) -> FinishedJob:
                        worker_id=h.get("worker_id"), enqueued_at=_ms_to_dt(h["created_at"]),
                        started_at=_ms_to_dt(h["started_at"]) if "started_at" in h else None,
                        finished_at=_ms_to_dt(h["finished_at"]))
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        return urlunsplit(parts._replace(netloc=user + netloc))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 _URL_HELP = ("use redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or "
@@ -817,7 +806,7 @@ class RedisDriver(NoDatabaseMixin):
         delays=True,
     )
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "pgqueue",
+    def __init__(self, url: str = DEFAULT_REDIS_URL, *, prefix: str = "pgqueue",
                  history_limit: int = 10_000, connect_timeout: float = 5.0,
                  socket_timeout: float = 30.0) -> None:
         redis = _import_redis()

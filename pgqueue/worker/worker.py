@@ -36,6 +36,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
 
+from pgqueue._defaults import DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL
 from pgqueue._names import validate_name
 from pgqueue._service import Clock, PeriodicService, Service
 from pgqueue.drivers.base import Requeue
@@ -91,7 +92,8 @@ class Worker:
     """
 
     def __init__(self, app: TaskRegistry, queues: Sequence[str] | None = None, *,
-                 concurrency: int = 1, poll_interval: float = 1.0, lease_s: float = 30.0,
+                 concurrency: int = DEFAULT_CONCURRENCY,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL, lease_s: float = 30.0,
                  shutdown_timeout: float = 30.0, burst: bool = False, listen: bool = True,
                  completer_batch: int = 200, flush_interval: float = 0.005,
                  rescue_interval: float | None = None, summary_interval: float = 60.0,

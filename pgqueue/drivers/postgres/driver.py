@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._names import SCHEMA_HEAD
 from pgqueue.drivers.base import Capabilities, FailedJob, Finish, QueueStats, Requeue, WakeCallback
 from pgqueue.drivers.postgres import connections
@@ -125,7 +126,7 @@ class PostgresDriver:
         history=True,
     )
 
-    def __init__(self, dsn: str, *, schema: str = "pgqueue", pool_size: int = 10,
+    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
                  prepare_threshold: int | None = 5, connect_timeout: float = 10.0) -> None:
         self.dsn = dsn
         self.schema = schema

@@ -25,12 +25,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pgqueue._names import DEFAULT_SCHEMA
+from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, FAILED_JOBS_TABLE, JOBS_TABLE
 
 SCHEMA_PLACEHOLDER = "pgqueue"
 VERSION_TABLE = "pgqueue_alembic_version"
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_PLACEHOLDER", "VERSION_TABLE", "metadata"]
+__all__ = ["SCHEMA_PLACEHOLDER", "VERSION_TABLE", "metadata"]
 
 metadata = sa.MetaData(schema=SCHEMA_PLACEHOLDER)
 
@@ -41,17 +41,19 @@ JOB_STATES = ("waiting", "running")
 HISTORY_STATES = ("succeeded", "cancelled")
 
 jobs = sa.Table(
-    "jobs",
+    JOBS_TABLE,
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
     sa.Column("queue", sa.Text, nullable=False),
     sa.Column("task", sa.Text, nullable=False),
     sa.Column("args", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("priority", sa.SmallInteger, nullable=False, server_default=sa.text("20")),
+    sa.Column("priority", sa.SmallInteger, nullable=False,
+              server_default=sa.text(str(DEFAULT_PRIORITY))),
     sa.Column("run_at", TS, nullable=False, server_default=NOW),
     sa.Column("state", sa.Text, nullable=False, server_default=sa.text("'waiting'")),
     sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
-    sa.Column("max_attempts", sa.Integer, nullable=False, server_default=sa.text("5")),
+    sa.Column("max_attempts", sa.Integer, nullable=False,
+              server_default=sa.text(str(DEFAULT_MAX_ATTEMPTS))),
     sa.Column("unique_key", sa.Text, nullable=True),
     sa.Column("timeout_s", sa.Float, nullable=True),
     sa.Column("worker_id", sa.Text, nullable=True),
@@ -114,7 +116,7 @@ job_history = sa.Table(
 )
 
 failed_jobs = sa.Table(
-    "failed_jobs",
+    FAILED_JOBS_TABLE,
     metadata,
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("queue", sa.Text, nullable=False),

@@ -1,0 +1,39 @@
+"""The one definition of each default pgqueue uses, and of its fixed table names.
+
+Every module that needs one of these imports it from here (the App, tasks, jobs, drivers,
+settings, the command line and the compat APIs), so that a default can never differ between
+two entry points. This module imports nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_POLL_INTERVAL",
+           "DEFAULT_PRIORITY", "DEFAULT_QUEUE", "DEFAULT_REDIS_URL", "DEFAULT_SCHEMA",
+           "FAILED_JOBS_TABLE", "JOBS_TABLE"]
+
+#: the PostgreSQL schema of pgqueue's tables unless configured otherwise
+DEFAULT_SCHEMA = "pgqueue"
+
+#: the queue of a task registered without one, and of the compat APIs' calls without one
+DEFAULT_QUEUE = "default"
+
+#: a job's priority unless its task or the enqueue call says otherwise (lower runs first)
+DEFAULT_PRIORITY = 20
+
+#: attempts of a job before it is archived as failed, unless its task or the call says otherwise
+DEFAULT_MAX_ATTEMPTS = 5
+
+#: jobs a worker runs at once (:class:`pgqueue.Settings`)
+DEFAULT_CONCURRENCY = 1
+
+#: seconds between checks for jobs when no wake-up arrives (:class:`pgqueue.Settings`)
+DEFAULT_POLL_INTERVAL = 1.0
+
+#: the Redis server of the redis driver unless configured otherwise
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: live jobs (waiting and running), in the configured schema
+JOBS_TABLE = "jobs"
+
+#: the dead-letter archive, in the configured schema
+FAILED_JOBS_TABLE = "failed_jobs"

@@ -1,0 +1,87 @@
+"""Settings: one validated, frozen object built from defaults, a YAML file, a ``.env`` file, the
+environment and explicit arguments -- never writing ``os.environ``.
+
+::
+
+    settings = pgqueue.load_settings(yaml_file="app-config.yaml", env_file=".env")
+    app = settings.make_app()                      # postgres, memory or redis
+    app.worker(**settings.worker_options()).run_forever()
+
+This package is generic: it knows pgqueue's own names (below) and is handed any other
+spelling as a :class:`Vocabulary`. :func:`pgqueue.load_settings` (and
+:func:`pgqueue.compat.load_settings`) is :func:`load_settings` with the vocabularies of the
+three products pgqueue replaces (Vela's ``QUEUE_*``/``VELA_QUEUE_*`` variables, Velocity's
+``.env`` and Backstage's ``backend.queue`` YAML shape): see :mod:`pgqueue.compat._vocabulary`.
+
+Layers, later wins:
+
+1. **defaults** -- see :class:`Settings`;
+2. **YAML** (``yaml_file``; needs PyYAML: ``pip install 'pgqueue[yaml]'``), read by the YAML
+   readers of the vocabularies;
+3. **.env** (``env_file``): ``KEY=VALUE`` lines with the same keys as the environment; ``#``
+   comments (whole-line, or after whitespace in an unquoted value), ``export KEY=...``, single
+   quotes (literal) and double quotes (``\\n``, ``\\t``, ``\\"``, ``\\\\`` escapes). No variable
+   expansion. Read by pgqueue itself; nothing is put into ``os.environ``.
+4. **environment** (``environ``, default ``os.environ``, only read). pgqueue's own variables:
+
+   =========================  =======================================================
+   variable                   setting
+   =========================  =======================================================
+   ``PGQUEUE_QUEUE_DRIVER``   ``driver``: postgres (aliases postgresql, database, pg),
+                              memory, redis
+   ``PGQUEUE_QUEUE_CONFIG``   the connection string of the selected driver (database
+                              URL for postgres, Redis URL for redis)
+   ``PGQUEUE_DATABASE_URL``,  ``database_url`` (postgres only; ``PGQUEUE_DATABASE_URL``
+   ``DATABASE_URL``           wins over every other name, ``DATABASE_URL`` loses to all)
+   ``PGQUEUE_QUEUE_CLUSTER``  ``cluster``: ``host1:5432,host2:5432`` (or ``true``: the
+                              hosts of the URL)
+   ``PGQUEUE_QUEUE_ROUTES``   ``routes``: comma list of the queues a worker consumes
+   ``PGQUEUE_REDIS_URL``      ``redis_url``
+   ``PGQUEUE_SCHEMA``         ``schema``
+   ``PGQUEUE_CONCURRENCY``    ``concurrency``
+   ``PGQUEUE_POLL_INTERVAL``  ``poll_interval`` (seconds; ``500ms`` also ok)
+   ``PGQUEUE_MAX_ATTEMPTS``   ``max_attempts``
+   =========================  =======================================================
+
+   Within one layer the most specific name wins (each vocabulary ranks its names), and an
+   empty value counts as not set.
+5. **overrides**: keyword arguments named like the fields (``None`` = not set).
+
+``cluster`` (postgres): a multi-host connection so that a worker follows a failover. The
+hosts (``host``, ``host:port``, ``[v6addr]:port``; port default 5432) replace the host of the
+database URL (which still gives user, password and database), and
+``target_session_attrs=read-write`` makes libpq pick the primary. ``true`` keeps the hosts of the
+URL (``postgresql://u@h1:5432,h2:5432/db``) and only adds ``target_session_attrs``; ``false``
+disables it. The redis driver does not support Redis Cluster (an error says so).
+
+Driver default: ``postgres`` when a database URL (or a cluster host list) is configured
+anywhere, else ``memory``.
+
+Checks: every value is checked in the source it comes from, even when a later source overrides
+it, and any invalid value raises :class:`pgqueue.ConfigurationError` naming the setting, the
+source (``env PGQUEUE_QUEUE_DRIVER``, ``app-config.yaml line 4: backend.queue.maxAttempts``,
+``.env line 3: PGQUEUE_SCHEMA``, ``argument concurrency``) and what is allowed. Connection
+strings are checked for the driver that is finally selected.
+"""
+
+from __future__ import annotations
+
+from pgqueue.config._loader import load_settings
+from pgqueue.config._settings import FIELDS, Settings
+from pgqueue.config._sources import read_env_file
+from pgqueue.config._values import kind_of, parse_int, parse_setting
+from pgqueue.config._vocabulary import (
+    PGQUEUE,
+    EnvReader,
+    Found,
+    Vocabulary,
+    YamlDocument,
+    YamlReader,
+)
+
+__all__ = ["ENV_VARS", "FIELDS", "PGQUEUE", "EnvReader", "Found", "Settings", "Vocabulary",
+           "YamlDocument", "YamlReader", "kind_of", "load_settings", "parse_int",
+           "parse_setting", "read_env_file"]
+
+#: every variable :func:`load_settings` reads without other vocabularies
+ENV_VARS = PGQUEUE.variables

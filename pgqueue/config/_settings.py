@@ -1,0 +1,145 @@
+"""The :class:`Settings` object: every setting, its default and its invariants."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgqueue._defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SCHEMA,
+)
+from pgqueue._dsn import check_redis_url, redact, to_libpq
+from pgqueue.app import App
+from pgqueue.config._values import (
+    MAX_ATTEMPTS,
+    MAX_CONCURRENCY,
+    parse_driver,
+    parse_int,
+    parse_routes,
+    parse_schema,
+    parse_seconds,
+)
+from pgqueue.drivers import get_driver
+from pgqueue.errors import ConfigurationError
+
+__all__ = ["FIELDS", "Settings", "needs_database_url"]
+
+#: the settings, in the order :meth:`Settings.describe` lists them
+FIELDS = ("driver", "database_url", "schema", "cluster", "routes", "concurrency",
+          "max_attempts", "poll_interval", "redis_url")
+
+
+def needs_database_url(names: tuple[str, ...]) -> str:
+    """The message for a postgres driver without a database URL; ``names`` are the places
+    that can set one (variables, YAML keys), most likely first."""
+    first, *rest = names
+    also = f" (or {', '.join(rest)})" if rest else ""
+    return (f"the postgres driver needs a database URL: set {first}{also} to "
+            "postgresql://user@host:5432/dbname")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated queue settings. Build with :func:`pgqueue.load_settings`; every field records
+    where its value came from (:meth:`source`, :meth:`describe`).
+
+    Attributes:
+        driver: canonical driver name: ``"postgres"``, ``"memory"`` (default) or ``"redis"``.
+        database_url: libpq connection string for postgres (with ``cluster`` applied), or None.
+        schema: PostgreSQL schema of pgqueue's tables (default ``pgqueue``).
+        cluster: the hosts of a multi-host postgres connection (``"host:port"``), or ``()``.
+        routes: the queues a worker consumes (``()`` = the queues of the app's tasks).
+        concurrency: jobs a worker runs at once (default 1).
+        max_attempts: attempts of a job before it is archived as failed (default 5).
+        poll_interval: seconds between checks when no wake-up arrives (default 1.0).
+        redis_url: Redis URL for the redis driver (default ``redis://127.0.0.1:6379/0``).
+        sources: field name -> where the value came from (``"default"``, ``"env ..."``, ...).
+    """
+
+    driver: str = "memory"
+    database_url: str | None = None
+    schema: str = DEFAULT_SCHEMA
+    cluster: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    redis_url: str = DEFAULT_REDIS_URL
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Check the invariants (also for a ``Settings(...)`` built by hand)."""
+        def src(name: str) -> str:
+            return self.sources.get(name, "argument")
+
+        object.__setattr__(self, "driver", parse_driver(self.driver, "driver", src("driver")))
+        object.__setattr__(self, "schema", parse_schema(self.schema, "schema", src("schema")))
+        object.__setattr__(self, "routes", parse_routes(self.routes, "routes", src("routes")))
+        object.__setattr__(self, "concurrency", parse_int(
+            self.concurrency, "concurrency", src("concurrency"), 1, MAX_CONCURRENCY))
+        object.__setattr__(self, "max_attempts", parse_int(
+            self.max_attempts, "max_attempts", src("max_attempts"), 1, MAX_ATTEMPTS))
+        object.__setattr__(self, "poll_interval", parse_seconds(
+            self.poll_interval, "poll_interval", src("poll_interval")))
+        object.__setattr__(self, "cluster", tuple(self.cluster))
+        if self.database_url is not None:
+            object.__setattr__(self, "database_url", to_libpq(
+                self.database_url, source=src("database_url")))
+        object.__setattr__(self, "redis_url", check_redis_url(
+            self.redis_url, key="redis_url", source=src("redis_url")))
+        full = {name: self.sources.get(name, "default") for name in FIELDS}
+        object.__setattr__(self, "sources", types.MappingProxyType(full))
+
+    def source(self, name: str) -> str:
+        """Where the value of setting ``name`` came from."""
+        if name not in FIELDS:
+            raise ConfigurationError(f"unknown setting; known: {', '.join(FIELDS)}", key=name)
+        return self.sources[name]
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """``(setting, value, source)`` rows for display (``pgqueue config``); passwords are
+        shown as ``***``."""
+        rows: list[tuple[str, str, str]] = []
+        for name in FIELDS:
+            value: Any = getattr(self, name)
+            if name in ("database_url", "redis_url"):
+                text = redact(value) if value else "(not set)"
+            elif name in ("routes", "cluster"):
+                text = ",".join(value) if value else (
+                    "(all queues of the app's tasks)" if name == "routes" else "(not set)")
+            else:
+                text = str(value)
+            rows.append((name, text, self.sources[name]))
+        return rows
+
+    def make_app(self, *, driver: str | None = None, **app_kwargs: Any) -> App:
+        """Build a :class:`pgqueue.App` for these settings.
+
+        ``driver`` picks another configured driver than :attr:`driver` (default: that one).
+        postgres uses :attr:`database_url` and :attr:`schema`; redis uses
+        :attr:`redis_url`; memory needs nothing. ``app_kwargs`` go to ``App`` (``strict``,
+        ``default_queue``, ``pool_size``).
+        """
+        name = self.driver if driver is None else parse_driver(driver, "driver", "argument")
+        if name == "postgres":
+            if not self.database_url:
+                raise ConfigurationError(
+                    needs_database_url(("database_url", "PGQUEUE_DATABASE_URL", "DATABASE_URL")),
+                    key="database_url", source=self.sources["database_url"])
+            return App(database_url=self.database_url, schema=self.schema, **app_kwargs)
+        if name == "memory":
+            return App(driver=get_driver("memory"), schema=self.schema, **app_kwargs)
+        return App(driver=get_driver("redis", url=self.redis_url), schema=self.schema,
+                   **app_kwargs)
+
+    def worker_options(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`pgqueue.App.worker`: ``queues`` (the routes, or None for
+        the queues of the app's tasks), ``concurrency`` and ``poll_interval``."""
+        return {"queues": list(self.routes) or None, "concurrency": self.concurrency,
+                "poll_interval": self.poll_interval}
