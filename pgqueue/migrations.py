@@ -34,6 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from alembic import command
+from pgqueue._dsn import to_sqlalchemy_url
 from pgqueue._names import validate_schema
 from pgqueue.drivers.postgres.schema import DEFAULT_SCHEMA, VERSION_TABLE
 from pgqueue.errors import ConfigurationError
@@ -44,14 +45,19 @@ Bindable = sa.Connection | sa.Engine | str
 
 
 def script_location() -> Path:
-    """Where the revisions are: inside the installed wheel, or the checkout's ``alembic/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_alembic", here.parent / "alembic"):
-        if (candidate / "env.py").exists() and (candidate / "versions").is_dir():
-            return candidate
-    raise ConfigurationError(
-        "pgqueue's migration scripts are missing from this installation; reinstall pgqueue"
-    )
+    """Where the revisions are: the ``_alembic`` directory inside the ``pgqueue`` package.
+
+    The repository keeps them in the top-level ``alembic/``; the wheel ships that directory as
+    ``pgqueue/_alembic`` (pyproject's force-include), and a checkout has ``pgqueue/_alembic`` as
+    a symlink to it, so an installed wheel and a checkout find them the same way.
+    """
+    location = Path(__file__).resolve().parent / "_alembic"
+    if not (location / "env.py").is_file():
+        raise ConfigurationError(
+            f"pgqueue's migration scripts are missing from this installation ({location}); "
+            "reinstall pgqueue"
+        )
+    return location
 
 
 def _config(schema: str) -> Config:
@@ -63,8 +69,6 @@ def _config(schema: str) -> Config:
 
 def _sa_url(url: str) -> str:
     """Accept a libpq URL (``postgresql://``) and make SQLAlchemy use psycopg 3."""
-    from pgqueue._dsn import to_sqlalchemy_url
-
     return to_sqlalchemy_url(url)
 
 
