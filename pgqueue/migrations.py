@@ -107,14 +107,16 @@ def _connection(bind: Bindable) -> Iterator[sa.Connection]:
 
 
 def head() -> str:
-    """The newest revision id shipped with this version of pgqueue."""
+    """The newest revision id shipped with this version of pgqueue (e.g. ``"0001"``)."""
     rev = ScriptDirectory.from_config(_config(DEFAULT_SCHEMA)).get_current_head()
     assert rev is not None
     return rev
 
 
 def current(bind: Bindable, *, schema: str = DEFAULT_SCHEMA) -> str | None:
-    """The revision the database is at, or ``None`` if pgqueue was never migrated there."""
+    """The revision of pgqueue's schema ``schema`` (default ``pgqueue``) in the database, or
+    ``None`` if pgqueue was never migrated there. ``bind``: a SQLAlchemy ``Connection`` or
+    ``Engine``, or a database URL."""
     validate_schema(schema)
     with _connection(bind) as conn:
         ctx = MigrationContext.configure(
@@ -124,7 +126,9 @@ def current(bind: Bindable, *, schema: str = DEFAULT_SCHEMA) -> str | None:
 
 
 def upgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "head") -> None:
-    """Upgrade pgqueue's schema to revision ``to`` (default: head). Idempotent."""
+    """Upgrade pgqueue's schema ``schema`` (default ``pgqueue``) to revision ``to`` (default
+    ``head``). Idempotent. ``bind``: a SQLAlchemy ``Connection`` (the upgrade joins its
+    transaction), an ``Engine`` or a database URL (both: committed on success)."""
     validate_schema(schema)
     cfg = _config(schema)
     with _connection(bind) as conn, _keep_outer_alembic_context():
@@ -133,8 +137,9 @@ def upgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "head") -
 
 
 def downgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "base") -> None:
-    """Downgrade to revision ``to``. ``base`` removes every object pgqueue created, including
-    its version table and the schema itself when nothing else is left in it."""
+    """Downgrade pgqueue's schema ``schema`` (default ``pgqueue``) to revision ``to`` (default
+    ``base``). ``base`` removes every object pgqueue created, including its version table and
+    the schema itself when nothing else is left in it. ``bind`` as for :func:`upgrade`."""
     validate_schema(schema)
     cfg = _config(schema)
     with _connection(bind) as conn, _keep_outer_alembic_context():
@@ -156,7 +161,9 @@ def downgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "base")
 
 
 def sql(*, schema: str = DEFAULT_SCHEMA, to: str = "head", start: str | None = None) -> str:
-    """The DDL that ``upgrade`` would run (from ``start``, default: an empty database)."""
+    """The DDL that :func:`upgrade` would run for schema ``schema`` (default ``pgqueue``) up to
+    ``to`` (default ``head``), from revision ``start`` (default: an empty database). Needs no
+    database."""
     validate_schema(schema)
     cfg = _config(schema)
     out = io.StringIO()

@@ -135,7 +135,8 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 60.0) -> str:
         """Initialise the cluster if needed, start the server and wait until it accepts
-        connections. Returns :meth:`dsn` for the ``postgres`` database.
+        connections, for at most ``timeout`` seconds (default 60). Returns :meth:`dsn` for the
+        ``postgres`` database.
 
         Calling it again while the server runs returns the same DSN. Raises
         :class:`~pgqueue.errors.EmbeddedServerError` if the data directory is unusable or held
@@ -174,7 +175,8 @@ class EmbeddedPostgres:
             )
 
     def dsn(self, database: str = "postgres", *, unix: bool = False) -> str:
-        """A libpq URL for ``database`` as user ``postgres`` (no password: trust auth).
+        """A libpq URL for ``database`` (default ``postgres``) as user ``postgres`` (no password:
+        trust auth).
 
         TCP by default, ``postgresql://postgres@127.0.0.1:PORT/postgres``; with ``unix=True``
         through the socket in the data directory (unavailable when that path is too long for a
