@@ -36,7 +36,7 @@ def main() -> None:
         print(f"  {key:<14} {value:<40} {source}")
     routes = settings.routes or ("vela",)
 
-    app = settings.make_app()
+    app = pgqueue.App.from_settings(settings)
     built: list[str] = []
 
     @app.task(name="build", max_attempts=settings.max_attempts)

@@ -3,6 +3,20 @@
 Jobs are rows. Enqueue them inside your own transaction (psycopg or SQLAlchemy), run them with
 workers that claim with ``FOR UPDATE SKIP LOCKED`` and wake on LISTEN/NOTIFY, and inspect live
 jobs, failures and history with SQL.
+
+The public API is what this module exports (``__all__``), plus the modules
+:mod:`pgqueue.migrations` (schema migrations, also from your own alembic revisions),
+:mod:`pgqueue.config` (settings and their sources) and :mod:`pgqueue.compat` (the seed-shaped
+APIs). Modules and packages whose name starts with ``_``, and ``pgqueue.drivers`` (the driver
+seam, internal and not covered by semantic versioning) are internal.
+
+- the client and runtime: :class:`App`, :class:`Task`, :class:`Worker`;
+- jobs and outcomes: :class:`Job`, :class:`NewJob`, :class:`Snooze`, :class:`Cancel`,
+  :class:`Fail`, :class:`RetryPolicy`; inside a handler :func:`current_job` and
+  :func:`current_context` (a :class:`JobContext`);
+- what the admin calls return: :class:`QueueStats`, :class:`FailedJob`, :class:`Capabilities`;
+- configuration: :class:`Settings`, :func:`load_settings`;
+- errors: :class:`PgQueueError` and its families (see :mod:`pgqueue.errors`).
 """
 
 from pgqueue.app import App
@@ -18,17 +32,16 @@ from pgqueue.errors import (
     EmbeddedServerError,
     JobError,
     JobNotFoundError,
-    JobTimeoutError,
     NotMigratedError,
     PgQueueError,
     TransientDatabaseError,
     UnknownTaskError,
     ValidationError,
 )
-from pgqueue.job import Cancel, Fail, Job, Snooze
+from pgqueue.job import Cancel, Fail, Job, NewJob, Snooze
 from pgqueue.retry import RetryPolicy
 from pgqueue.task import Task
-from pgqueue.worker import Worker, current_context, current_job
+from pgqueue.worker import JobContext, Worker, current_context, current_job
 
 __version__ = "0.1.0"
 
@@ -45,9 +58,10 @@ __all__ = [
     "Fail",
     "FailedJob",
     "Job",
+    "JobContext",
     "JobError",
     "JobNotFoundError",
-    "JobTimeoutError",
+    "NewJob",
     "NotMigratedError",
     "PgQueueError",
     "QueueStats",

@@ -14,7 +14,11 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 class KeyValueFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` that appends a record's ``extra`` fields as ``key=value``
+    (values with spaces or ``=`` are quoted); takes the same arguments as its base class."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """The base class's line, then the record's extra fields in the order they were set."""
         base = super().format(record)
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if not extras:
@@ -29,7 +33,8 @@ def _quote(value: object) -> str:
 
 
 def configure(level: int | str = logging.INFO) -> None:
-    """Send pgqueue's logs to stderr as key=value lines (used by the CLI)."""
+    """Send pgqueue's logs (the ``pgqueue`` logger, no longer propagating to the root logger)
+    to stderr as key=value lines at ``level`` (default INFO). Used by the CLI."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("pgqueue")

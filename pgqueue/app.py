@@ -29,7 +29,12 @@ from pgqueue._codec import result_json
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_SCHEMA
 from pgqueue._dsn import to_libpq, url_from_env
 from pgqueue._names import validate_name, validate_schema
+from pgqueue.config import Settings
+from pgqueue.config._settings import needs_database_url
+from pgqueue.config._values import parse_driver
+from pgqueue.drivers import get_driver
 from pgqueue.drivers.base import Driver, FailedJob, QueueStats
+from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.errors import (
     CapabilityError,
     ConfigurationError,
@@ -131,6 +136,32 @@ class App:
             if database_url is not None:
                 self.database_url = to_libpq(database_url, source=self._url_source)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, driver: str | None = None,
+                      **app_kwargs: Any) -> App:
+        """An App for layered :class:`pgqueue.Settings` (see :func:`pgqueue.load_settings`).
+
+        ``driver`` picks another configured driver than ``settings.driver`` (default: that
+        one). postgres uses ``settings.database_url`` and ``settings.schema``; redis uses
+        ``settings.redis_url``; memory needs nothing. ``app_kwargs`` go to ``App``
+        (``strict``, ``default_queue``, ``pool_size``). Example::
+
+            settings = pgqueue.load_settings()
+            app = pgqueue.App.from_settings(settings)
+            app.worker(**settings.worker_options()).run_forever()
+        """
+        name = settings.driver if driver is None else parse_driver(driver, "driver", "argument")
+        if name == "postgres":
+            if not settings.database_url:
+                raise ConfigurationError(
+                    needs_database_url(("database_url", "PGQUEUE_DATABASE_URL", "DATABASE_URL")),
+                    key="database_url", source=settings.sources["database_url"])
+            return cls(database_url=settings.database_url, schema=settings.schema, **app_kwargs)
+        if name == "memory":
+            return cls(driver=get_driver("memory"), schema=settings.schema, **app_kwargs)
+        return cls(driver=get_driver("redis", url=settings.redis_url), schema=settings.schema,
+                   **app_kwargs)
+
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.schema!r} tasks={len(self.tasks)}>"
 
@@ -145,8 +176,6 @@ class App:
                     "no database configured: pass App(database_url=...) or set "
                     "PGQUEUE_DATABASE_URL (or DATABASE_URL) to postgresql://user@host/dbname",
                     key="database_url")
-            from pgqueue.drivers.postgres.driver import PostgresDriver
-
             self._driver = PostgresDriver(self.database_url, schema=self.schema,
                                           pool_size=self._pool_size)
         return self._driver
@@ -191,7 +220,7 @@ class App:
 
     def migrate(self) -> None:
         """Upgrade pgqueue's schema in this app's database to head (idempotent)."""
-        from pgqueue import migrations
+        from pgqueue import migrations  # imported late: alembic and SQLAlchemy load only here
 
         if self.database_url is None:
             raise ConfigurationError("migrate needs a database URL", key="database_url")
@@ -541,8 +570,6 @@ def _lost_lease(job_id: int) -> JobError:
 
 
 def _driver_by_name(name: str, app: App) -> Driver:
-    from pgqueue.drivers import get_driver
-
     return get_driver(name, schema=app.schema)
 
 

@@ -23,7 +23,8 @@ class ConfigurationError(PgQueueError):
     """A setting is missing or has an invalid value.
 
     ``key`` names the setting, ``source`` where the value came from (an env var, a file, an
-    argument).
+    argument); both default to ``None`` and, when given, prefix the message as
+    ``key (from source): message``.
     """
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
@@ -82,10 +83,6 @@ class EmbeddedServerError(PgQueueError):
     """The embedded PostgreSQL server could not be found, initialised or started."""
 
 
-class JobTimeoutError(PgQueueError, TimeoutError):
-    """A job ran longer than its timeout."""
-
-
 __all__ = [
     "CapabilityError",
     "ConfigurationError",
@@ -95,7 +92,6 @@ __all__ = [
     "EmbeddedServerError",
     "JobError",
     "JobNotFoundError",
-    "JobTimeoutError",
     "NotMigratedError",
     "PgQueueError",
     "TransientDatabaseError",

@@ -35,6 +35,7 @@ from alembic.script import ScriptDirectory
 
 from alembic import command
 from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue._dsn import to_sqlalchemy_url
 from pgqueue._names import validate_schema
 from pgqueue.drivers.postgres.schema import VERSION_TABLE
 from pgqueue.errors import ConfigurationError
@@ -45,14 +46,19 @@ Bindable = sa.Connection | sa.Engine | str
 
 
 def script_location() -> Path:
-    """Where the revisions are: inside the installed wheel, or the checkout's ``alembic/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_alembic", here.parent / "alembic"):
-        if (candidate / "env.py").exists() and (candidate / "versions").is_dir():
-            return candidate
-    raise ConfigurationError(
-        "pgqueue's migration scripts are missing from this installation; reinstall pgqueue"
-    )
+    """Where the revisions are: the ``_alembic`` directory inside the ``pgqueue`` package.
+
+    The repository keeps them in the top-level ``alembic/``; the wheel ships that directory as
+    ``pgqueue/_alembic`` (pyproject's force-include), and a checkout has ``pgqueue/_alembic`` as
+    a symlink to it, so an installed wheel and a checkout find them the same way.
+    """
+    location = Path(__file__).resolve().parent / "_alembic"
+    if not (location / "env.py").is_file():
+        raise ConfigurationError(
+            f"pgqueue's migration scripts are missing from this installation ({location}); "
+            "reinstall pgqueue"
+        )
+    return location
 
 
 def _config(schema: str) -> Config:
@@ -64,8 +70,6 @@ def _config(schema: str) -> Config:
 
 def _sa_url(url: str) -> str:
     """Accept a libpq URL (``postgresql://``) and make SQLAlchemy use psycopg 3."""
-    from pgqueue._dsn import to_sqlalchemy_url
-
     return to_sqlalchemy_url(url)
 
 
@@ -104,14 +108,16 @@ def _connection(bind: Bindable) -> Iterator[sa.Connection]:
 
 
 def head() -> str:
-    """The newest revision id shipped with this version of pgqueue."""
+    """The newest revision id shipped with this version of pgqueue (e.g. ``"0001"``)."""
     rev = ScriptDirectory.from_config(_config(DEFAULT_SCHEMA)).get_current_head()
     assert rev is not None
     return rev
 
 
 def current(bind: Bindable, *, schema: str = DEFAULT_SCHEMA) -> str | None:
-    """The revision the database is at, or ``None`` if pgqueue was never migrated there."""
+    """The revision of pgqueue's schema ``schema`` (default ``pgqueue``) in the database, or
+    ``None`` if pgqueue was never migrated there. ``bind``: a SQLAlchemy ``Connection`` or
+    ``Engine``, or a database URL."""
     validate_schema(schema)
     with _connection(bind) as conn:
         ctx = MigrationContext.configure(
@@ -121,7 +127,9 @@ def current(bind: Bindable, *, schema: str = DEFAULT_SCHEMA) -> str | None:
 
 
 def upgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "head") -> None:
-    """Upgrade pgqueue's schema to revision ``to`` (default: head). Idempotent."""
+    """Upgrade pgqueue's schema ``schema`` (default ``pgqueue``) to revision ``to`` (default
+    ``head``). Idempotent. ``bind``: a SQLAlchemy ``Connection`` (the upgrade joins its
+    transaction), an ``Engine`` or a database URL (both: committed on success)."""
     validate_schema(schema)
     cfg = _config(schema)
     with _connection(bind) as conn, _keep_outer_alembic_context():
@@ -130,8 +138,9 @@ def upgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "head") -
 
 
 def downgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "base") -> None:
-    """Downgrade to revision ``to``. ``base`` removes every object pgqueue created, including
-    its version table and the schema itself when nothing else is left in it."""
+    """Downgrade pgqueue's schema ``schema`` (default ``pgqueue``) to revision ``to`` (default
+    ``base``). ``base`` removes every object pgqueue created, including its version table and
+    the schema itself when nothing else is left in it. ``bind`` as for :func:`upgrade`."""
     validate_schema(schema)
     cfg = _config(schema)
     with _connection(bind) as conn, _keep_outer_alembic_context():
@@ -153,7 +162,9 @@ def downgrade(bind: Bindable, *, schema: str = DEFAULT_SCHEMA, to: str = "base")
 
 
 def sql(*, schema: str = DEFAULT_SCHEMA, to: str = "head", start: str | None = None) -> str:
-    """The DDL that ``upgrade`` would run (from ``start``, default: an empty database)."""
+    """The DDL that :func:`upgrade` would run for schema ``schema`` (default ``pgqueue``) up to
+    ``to`` (default ``head``), from revision ``start`` (default: an empty database). Needs no
+    database."""
     validate_schema(schema)
     cfg = _config(schema)
     out = io.StringIO()

@@ -219,7 +219,7 @@ def test_stores(settings: Settings) -> None:
 
 
 def test_given_app(settings: Settings) -> None:
-    app = settings.make_app()
+    app = pgqueue.App.from_settings(settings)
     q = backstage.get_queue("own-app", app=app)
     assert q.app is app and app.get_task("backstage:own-app") is not None
     with pytest.raises(pgqueue.ValidationError, match="does not match"):

@@ -455,7 +455,7 @@ def test_env_file_never_reaches_os_environ(tmp_path: Path) -> None:
 def test_make_app_memory_and_worker_options() -> None:
     s = load_settings(environ={"QUEUE_DRIVER": "memory", "QUEUE_ROUTES": "a,b",
                                "PGQUEUE_CONCURRENCY": "3", "PGQUEUE_POLL_INTERVAL": "0.2"})
-    app = s.make_app()
+    app = pgqueue.App.from_settings(s)
     assert app.driver.name == "memory"
     worker = app.worker(**s.worker_options())
     assert (worker.queues, worker.concurrency, worker.poll_interval) == (["a", "b"], 3, 0.2)
@@ -463,7 +463,7 @@ def test_make_app_memory_and_worker_options() -> None:
 
 def test_make_app_postgres(clean: str) -> None:
     s = load_settings(environ={"QUEUE_DRIVER": "database", "QUEUE_CONFIG": clean})
-    app = s.make_app()
+    app = pgqueue.App.from_settings(s)
     try:
         assert app.driver.name == "postgres"
         app.enqueue("t", {"x": 1}, queue="cfg")
@@ -474,11 +474,11 @@ def test_make_app_postgres(clean: str) -> None:
 
 def test_make_app_redis_and_store_choice() -> None:
     s = load_settings(environ={"QUEUE_DRIVER": "redis", "QUEUE_CONFIG": "redis://127.0.0.1:6379/0"})
-    app = s.make_app()
+    app = pgqueue.App.from_settings(s)
     assert app.driver.name == "redis"
     app.close()
-    assert s.make_app(driver="memory").driver.name == "memory"
+    assert pgqueue.App.from_settings(s, driver="memory").driver.name == "memory"
     with raises_config("database_url", "default", "needs a database URL"):
-        s.make_app(driver="postgres")
+        pgqueue.App.from_settings(s, driver="postgres")
     with raises_config("driver", "argument", "not provided"):
-        s.make_app(driver="kafka")
+        pgqueue.App.from_settings(s, driver="kafka")

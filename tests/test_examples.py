@@ -140,7 +140,7 @@ def test_vela_env_worker_consumes_exactly_its_routes(clean: str,
     monkeypatch.setenv("VELA_QUEUE_CONFIG", clean)
     monkeypatch.setenv("VELA_QUEUE_ROUTES", "a,b")
     settings = load_settings()
-    app = settings.make_app()
+    app = pgqueue.App.from_settings(settings)
     ran: list[str] = []
 
     @app.task(name="vela.build")

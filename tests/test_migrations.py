@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+import pgqueue
 from pgqueue import migrations
 from pgqueue._dsn import to_sqlalchemy_url
 from pgqueue.drivers.postgres.schema import metadata
@@ -62,6 +63,15 @@ def schema_diff(dsn: str) -> list[Any]:
             return list(compare_metadata(ctx, metadata))
     finally:
         engine.dispose()
+
+
+def test_checkout_finds_the_revisions_where_the_wheel_has_them() -> None:
+    """One lookup: ``pgqueue/_alembic``, a symlink to the top-level ``alembic/`` in a checkout
+    (the wheel test below checks the installed copy)."""
+    location = migrations.script_location()
+    assert location == Path(migrations.__file__).resolve().parent / "_alembic"
+    if (ROOT / "pgqueue" / "__init__.py").resolve() == Path(pgqueue.__file__).resolve():
+        assert location.resolve() == ROOT / "alembic"
 
 
 def test_code_knows_the_head_revision() -> None:

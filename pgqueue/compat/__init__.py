@@ -32,6 +32,7 @@ from pgqueue.app import App
 from pgqueue.compat._vocabulary import SEEDS
 from pgqueue.config import Settings
 from pgqueue.drivers.base import Driver
+from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.worker import Worker
 
 __all__ = ["ENV_VARS", "SEEDS", "BackgroundWorker", "default_settings", "load_settings",
@@ -91,8 +92,6 @@ def _fresh_driver(driver: Driver) -> Driver | None:
     thread-safe wake-ups) and the redis driver (a blocking client run in threads; listeners made
     per worker on its loop) are shared.
     """
-    from pgqueue.drivers.postgres.driver import PostgresDriver
-
     if isinstance(driver, PostgresDriver):
         return PostgresDriver(driver.dsn, schema=driver.schema)
     return None

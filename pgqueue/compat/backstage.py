@@ -264,7 +264,7 @@ def _app_for(settings: Settings, store: str) -> App:
                 "store 'postgres' is not configured: set backend.queue.postgres.connection "
                 "(or QUEUE_CONFIG / PGQUEUE_DATABASE_URL)", key="database_url",
                 source=settings.sources["database_url"])
-        app = settings.make_app(driver=store)
+        app = App.from_settings(settings, driver=store)
         _apps[key] = app
     return app
 

@@ -68,6 +68,7 @@ from pgqueue._names import validate_name
 from pgqueue.app import App
 from pgqueue.compat import BackgroundWorker, default_settings, worker_app
 from pgqueue.config import Settings
+from pgqueue.drivers import get_driver
 from pgqueue.errors import UnknownTaskError, ValidationError
 from pgqueue.job import Fail, Job, NewJob, Outcome
 from pgqueue.retry import Backoff
@@ -481,13 +482,11 @@ def new_queue(settings: Settings | None = None, *, app: App | None = None) -> Qu
     ``app``."""
     cfg = settings if settings is not None else (
         default_settings() if app is None else Settings())
-    return Queue(app if app is not None else cfg.make_app(), cfg)
+    return Queue(app if app is not None else App.from_settings(cfg), cfg)
 
 
 def new_memory_queue(settings: Settings | None = None) -> Queue:
     """A queue on a fresh memory driver (for tests): in this process only, lost on exit."""
-    from pgqueue.drivers import get_driver
-
     cfg = settings if settings is not None else Settings()
     return Queue(App(driver=get_driver("memory")), cfg)
 

@@ -4,7 +4,7 @@ environment and explicit arguments -- never writing ``os.environ``.
 ::
 
     settings = pgqueue.load_settings(yaml_file="app-config.yaml", env_file=".env")
-    app = settings.make_app()                      # postgres, memory or redis
+    app = pgqueue.App.from_settings(settings)              # postgres, memory or redis
     app.worker(**settings.worker_options()).run_forever()
 
 This package is generic: it knows pgqueue's own names (below) and is handed any other

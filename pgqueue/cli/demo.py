@@ -1,25 +1,27 @@
-"""The demo (``pgqueue demo``, the README's first command).
+"""The demo (``pgqueue demo``, the README's first command), written with pgqueue's public API only.
 
-On the embedded PostgreSQL (data dir ``.pgqueue/``) unless a database URL is given or set: migrate,
-enqueue a realistic mix -- immediate, delayed, high and low priority, flaky jobs that fail and
-retry, one that ends in the failed archive, an order written in the same transaction as its job
-(and one rolled back) -- then run workers with a live progress line until everything is done, and
-print the per-queue summary, the archive, and an SQL query joining history with the orders.
+On a database the command gives it (``pgqueue demo`` starts an embedded PostgreSQL in
+``.pgqueue/`` when no URL is set): migrate, enqueue a realistic mix -- immediate, delayed, high and
+low priority, flaky jobs that fail and retry, one that ends in the failed archive, an order written
+in the same transaction as its job (and one rolled back) -- then run workers with a live progress
+line until everything is done, and print the per-queue summary, the archive, and an SQL query
+joining history with the orders.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
-from typing import Any
 
 import psycopg
+from psycopg import sql
 
 import pgqueue
-from pgqueue._dsn import to_libpq, url_from_env
-from pgqueue.retry import RetryPolicy
+import pgqueue.migrations
+from pgqueue.cli._format import table
+
+__all__ = ["DEMO_QUEUES", "app", "enqueue_mix", "run_demo"]
 
 app = pgqueue.App(database_url="postgresql://placeholder/none")  # real URL set by run_demo()
 
@@ -32,7 +34,7 @@ def send_email(to: str, subject: str) -> dict[str, str]:
     return {"sent_to": to}
 
 
-@app.task(name="demo.flaky_email", queue="emails", retry=RetryPolicy(base=0.3))
+@app.task(name="demo.flaky_email", queue="emails", retry=pgqueue.RetryPolicy(base=0.3))
 def flaky_email(to: str) -> None:
     if pgqueue.current_job().attempt == 1:
         raise ConnectionError(f"SMTP server hung up while sending to {to}")
@@ -45,7 +47,7 @@ async def build_report(report: str, rows: int) -> int:
 
 
 @app.task(name="demo.doomed_export", queue="reports", max_attempts=3,
-          retry=RetryPolicy(base=0.3))
+          retry=pgqueue.RetryPolicy(base=0.3))
 def doomed_export(target: str) -> None:
     raise PermissionError(f"export bucket {target!r} refuses our credentials")
 
@@ -53,41 +55,21 @@ def doomed_export(target: str) -> None:
 @app.task(name="demo.ship_order", queue="emails")
 def ship_order(order_id: int) -> None:
     """Completes itself inside its own business transaction (exactly-once effects)."""
-    with psycopg.connect(_state["url"]) as conn:
+    with psycopg.connect(_url()) as conn:
         conn.execute("UPDATE demo_orders SET shipped = true WHERE id = %s", (order_id,))
         app.complete(conn)
 
 
-_state: dict[str, Any] = {}
+def _url() -> str:
+    """The libpq URL the demo's app points at."""
+    assert app.database_url is not None, "run_demo() sets the database"
+    return app.database_url
 
 
-def _resolve_url(database_url: str | None, data_dir: str) -> tuple[str, Any]:
-    if database_url:
-        return to_libpq(database_url, source="--database-url"), None
-    found = url_from_env()
-    if found:
-        return to_libpq(found[0], source=f"env {found[1]}"), None
-    from pgqueue._embedded import EmbeddedPostgres
-    from pgqueue.errors import EmbeddedServerError
-
-    print(f"No PGQUEUE_DATABASE_URL/DATABASE_URL set: starting an embedded PostgreSQL in "
-          f"{data_dir}/ ...", flush=True)
-    try:
-        server = EmbeddedPostgres(data_dir, durable=True)
-        return server.start(), server
-    except EmbeddedServerError as exc:
-        import tempfile
-
-        fallback = f"{tempfile.gettempdir()}/pgqueue-demo-data"
-        print(f"  ({exc}; using {fallback}/ instead)", flush=True)
-        server = EmbeddedPostgres(fallback, durable=True)
-        return server.start(), server
-
-
-def enqueue_mix(url: str) -> int:
-    """Enqueue the demo's jobs; returns how many."""
+def enqueue_mix() -> int:
+    """Enqueue the demo's jobs on the app's database; returns how many."""
     n = 0
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(_url()) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, "
                      "customer text NOT NULL, shipped boolean NOT NULL DEFAULT false)")
         conn.commit()
@@ -118,31 +100,24 @@ def enqueue_mix(url: str) -> int:
     return n + 5 + 10 + 5 + 6 + 12 + 1
 
 
-def run_demo(database_url: str | None = None, data_dir: str = ".pgqueue",
-             workers: int = 2) -> int:
-    import logging
-
-    logging.getLogger("pgqueue").setLevel(logging.ERROR)  # the progress line tells the story
-    started = time.monotonic()
-    url, server = _resolve_url(database_url, data_dir)
+def run_demo(database_url: str, *, workers: int = 2, started: float | None = None) -> int:
+    """Run the demo on ``database_url`` with ``workers`` workers (default 2), each of
+    concurrency 8; returns the exit status (0). ``started`` (a :func:`time.monotonic` value,
+    default now) is when the "Done in" time counts from.
+    """
+    started = time.monotonic() if started is None else started
     try:
-        return _run(url, workers, started)
+        return _run(database_url, workers, started)
     finally:
         app.close()
-        if server is not None:
-            server.stop()
 
 
 def _run(url: str, worker_count: int, started: float) -> int:
-    from pgqueue import migrations
-
-    _state["url"] = url
     app.use_database(url)
-    migrations.upgrade(url)
-    print(f"Migrated pgqueue schema (revision {migrations.head()}).")
-    with psycopg.connect(url, autocommit=True) as c:  # leftovers of an interrupted run
-        c.execute("DELETE FROM pgqueue.jobs WHERE queue = ANY(%s)", (list(DEMO_QUEUES),))
-    total = enqueue_mix(url)
+    app.migrate()
+    print(f"Migrated pgqueue schema (revision {pgqueue.migrations.head()}).")
+    _remove_leftovers()
+    total = enqueue_mix()
     print(f"Enqueued {total} jobs (1 more was rolled back with its order).")
 
     counts: dict[str, int] = {}
@@ -168,40 +143,46 @@ def _run(url: str, worker_count: int, started: float) -> int:
         for w in pool:
             w.join(30)
     print()
-    _summary(url)
+    _summary()
     print(f"Done in {time.monotonic() - started:.1f} s.")
     return 0
 
 
-def _summary(url: str) -> None:
-    from pgqueue.cli import _table
+def _remove_leftovers() -> None:
+    """Drop the demo queues' jobs left by an interrupted run.
 
+    :meth:`pgqueue.App.clear` removes waiting and scheduled jobs. No App operation removes jobs
+    that a killed run left marked running (they would only be rescued and re-run once their
+    lease expires), so those are deleted with plain SQL on the documented ``jobs`` table.
+    """
+    for queue in DEMO_QUEUES:
+        app.clear(queue)
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DELETE FROM {} WHERE queue = ANY(%s) AND state = 'running'").format(
+            sql.Identifier(app.schema, "jobs")), (list(DEMO_QUEUES),))
+
+
+def _summary() -> None:
     stats = [s for s in app.stats() if s.queue in DEMO_QUEUES]
-    print("\nPer-queue summary (SELECT * FROM pgqueue.queue_stats):")
-    print(_table(("queue", "waiting", "scheduled", "running", "failed", "finished/1h",
-                  "mean run"),
-                 [(s.queue, s.waiting, s.scheduled, s.running, s.failed, s.finished_last_hour,
-                   f"{(s.mean_run_time_s or 0) * 1000:.0f} ms") for s in stats]))
+    print(f"\nPer-queue summary (SELECT * FROM {app.schema}.queue_stats):")
+    print(table(("queue", "waiting", "scheduled", "running", "failed", "finished/1h",
+                 "mean run"),
+                [(s.queue, s.waiting, s.scheduled, s.running, s.failed, s.finished_last_hour,
+                  f"{(s.mean_run_time_s or 0) * 1000:.0f} ms") for s in stats]))
     print("\nFailed-jobs archive (pgqueue failed list):")
     failed = app.failed()
-    print(_table(("id", "queue", "task", "attempts", "reason"),
-                 [(f.id, f.queue, f.task, f"{f.attempt}/{f.max_attempts}", f.reason)
-                  for f in failed[:5]]))
-    with psycopg.connect(url) as c:
-        rows = c.execute("""
-            SELECT o.id, o.customer, o.shipped, h.state, h.finished_at - h.enqueued_at
-              FROM demo_orders o
-              JOIN pgqueue.job_history h
-                ON h.task = 'demo.ship_order' AND (h.args->>'order_id')::int = o.id
-             ORDER BY h.finished_at DESC LIMIT 3""").fetchall()
+    print(table(("id", "queue", "task", "attempts", "reason"),
+                [(f.id, f.queue, f.task, f"{f.attempt}/{f.max_attempts}", f.reason)
+                 for f in failed[:5]]))
+    query = sql.SQL("""
+        SELECT o.id, o.customer, o.shipped, h.state, h.finished_at - h.enqueued_at
+          FROM demo_orders o
+          JOIN {history} h
+            ON h.task = 'demo.ship_order' AND (h.args->>'order_id')::int = o.id
+         ORDER BY h.finished_at DESC LIMIT 3""").format(
+        history=sql.Identifier(app.schema, "job_history"))
+    with psycopg.connect(_url()) as c:
+        rows = c.execute(query).fetchall()
     print("\nOrders joined with their jobs' history (plain SQL):")
-    print(_table(("order", "customer", "shipped", "job state", "enqueue->done"),
-                 [(r[0], r[1], r[2], r[3], f"{r[4].total_seconds():.2f} s") for r in rows]))
-
-
-def main() -> int:
-    return run_demo()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(table(("order", "customer", "shipped", "job state", "enqueue->done"),
+                [(r[0], r[1], r[2], r[3], f"{r[4].total_seconds():.2f} s") for r in rows]))

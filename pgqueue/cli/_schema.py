@@ -1,0 +1,47 @@
+"""Setup commands: ``pgqueue migrate`` and ``pgqueue config``."""
+
+from __future__ import annotations
+
+import argparse
+
+from pgqueue.cli import _context
+from pgqueue.cli._format import table
+
+__all__ = ["cmd_config", "cmd_migrate"]
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Upgrade to ``--to`` (default head), downgrade when the target is older (``base`` removes
+    everything), or print the DDL with ``--sql``."""
+    from pgqueue import migrations  # imported late: alembic and SQLAlchemy load only here
+
+    if args.sql:
+        print(migrations.sql(schema=args.schema, to=args.to or "head"))
+        return 0
+    url, _ = _context.database_url(args)
+    target = args.to or "head"
+    before = _current(url, args.schema)
+    if target == "base" or (before is not None and target != "head" and target < before):
+        migrations.downgrade(url, schema=args.schema, to=target)
+    else:
+        migrations.upgrade(url, schema=args.schema, to=target)
+    after = _current(url, args.schema)
+    print(f"pgqueue schema {args.schema!r}: {before or 'none'} -> {after or 'base (removed)'}")
+    return 0
+
+
+def _current(url: str, schema: str) -> str | None:
+    from pgqueue import migrations
+
+    try:
+        return migrations.current(url, schema=schema)
+    except Exception as exc:
+        _context.raise_unreachable(exc)
+        raise
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print every setting, its value (passwords hidden) and where it came from."""
+    rows = _context.settings().describe()
+    print(table(("setting", "value", "source"), rows))
+    return 0
