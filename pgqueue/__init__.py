@@ -6,8 +6,8 @@ jobs, failures and history with SQL.
 """
 
 from pgqueue.app import App
+from pgqueue.backend import Capabilities, QueueStats
 from pgqueue.config import Settings, load_settings
-from pgqueue.drivers.base import Capabilities, FailedJob, QueueStats
 from pgqueue.errors import (
     CapabilityError,
     ConfigurationError,
@@ -24,7 +24,7 @@ from pgqueue.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from pgqueue.job import Cancel, Fail, Job, Snooze
+from pgqueue.job import Cancel, Fail, FailedJob, Job, Snooze
 from pgqueue.retry import RetryPolicy
 from pgqueue.task import Task
 from pgqueue.worker import Worker, current_context, current_job

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import datetime as dt
 import inspect
 import json
 import logging
@@ -31,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pgqueue.drivers.base import Finish, Requeue
-from pgqueue.job import Cancel, Fail, Job, Snooze
+from pgqueue.job import AttemptError, Cancel, Fail, Job, Snooze
 from pgqueue.worker.context import JobContext, reset_context, set_context
 
 if TYPE_CHECKING:
@@ -65,20 +64,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def attempt_error(job: Job, exc: BaseException | None,
-                  message: str | None = None) -> dict[str, Any]:
-    """The record of one failed attempt, as stored in ``errors``."""
+                  message: str | None = None) -> AttemptError:
+    """The record of one failed attempt (of ``job``'s current attempt, now)."""
     tb: str | None = None
     if exc is not None:
         try:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         except Exception:
             tb = None
-    return {
-        "attempt": job.attempt,
-        "error": message or (_describe(exc) if exc is not None else "unknown error"),
-        "traceback": tb,
-        "at": dt.datetime.now(dt.UTC).isoformat(),
-    }
+    return AttemptError.now(
+        job.attempt, message or (_describe(exc) if exc is not None else "unknown error"), tb)
 
 
 class Executor:
@@ -211,7 +206,7 @@ class Executor:
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
                                                 attempt=job.attempt))
         log.info("job %s attempt %s failed: %s; retry in %.1f s", job.id, job.attempt,
-                 err["error"], delay, extra={"event": "retry", "job_id": job.id})
+                 err.error, delay, extra={"event": "retry", "job_id": job.id})
         self._emit("retried", job)
 
     async def _fail(self, job: Job, exc: BaseException | None, reason: str, *, final: bool,

@@ -250,10 +250,12 @@ class Statements:
         self.unregister_worker = q("DELETE FROM {s}.workers WHERE id = %(worker)s")
 
         #: Jobs whose lease expired (their worker died or hung) go back to waiting, counting the
-        #: attempt, or -- on their last attempt -- to the archive ("worker died while running":
-        #: a poison job cannot kill workers forever). ``FOR UPDATE SKIP LOCKED`` keeps two
-        #: rescuers off the same job; a live worker's heartbeat keeps its leases in the future,
-        #: so its jobs are never rescued.
+        #: attempt, or -- on their last attempt -- to the archive (the rescue rule of
+        #: :func:`pgqueue.job.rescue_archives`: a poison job cannot kill workers forever). The error
+        #: text and archive reason is the bound ``reason`` (``pgqueue.job.RESCUE_REASON``); the
+        #: error record has the stored shape of :class:`pgqueue.job.AttemptError`.
+        #: ``FOR UPDATE SKIP LOCKED`` keeps two rescuers off the same job; a live worker's
+        #: heartbeat keeps its leases in the future, so its jobs are never rescued.
         self.rescue_expired = q("""
             WITH c AS (
                 SELECT id FROM {s}.jobs
@@ -271,9 +273,9 @@ class Statements:
                                              reason, enqueued_at, started_at)
                 SELECT id, queue, task, args, priority, attempt, max_attempts, unique_key,
                        timeout_s, meta, errors || jsonb_build_array(jsonb_build_object(
-                           'attempt', attempt, 'error', 'worker died while running',
+                           'attempt', attempt, 'error', %(reason)s::text,
                            'traceback', NULL, 'at', now(), 'worker', worker_id)),
-                       'worker died while running', created_at, started_at FROM dead
+                       %(reason)s::text, created_at, started_at FROM dead
                 ON CONFLICT (id) DO UPDATE SET
                     attempt = excluded.attempt, errors = excluded.errors,
                     reason = excluded.reason, failed_at = now()
@@ -283,9 +285,9 @@ class Statements:
                    SET state = 'waiting', worker_id = NULL, lease_expires_at = NULL,
                        run_at = now(),
                        errors = j.errors || jsonb_build_array(jsonb_build_object(
-                           'attempt', j.attempt, 'error', 'worker died while running',
+                           'attempt', j.attempt, 'error', %(reason)s::text,
                            'traceback', NULL, 'at', now(), 'worker', j.worker_id)),
-                       last_error = 'worker died while running'
+                       last_error = %(reason)s::text
                   FROM c WHERE j.id = c.id AND j.attempt < j.max_attempts
                 RETURNING j.id, pg_notify({chan}, j.queue))
             SELECT 'rescued', id FROM back UNION ALL SELECT 'failed', id FROM arch""")
@@ -321,7 +323,11 @@ class Statements:
             FROM {s}.jobs WHERE queue = %(queue)s""")
 
         #: Delete the waiting jobs of a queue (running jobs finish normally).
-        self.clear = q("DELETE FROM {s}.jobs WHERE queue = %(queue)s AND state = 'waiting'")
+        #: Delete a queue's waiting jobs; returns how many (counted on the server).
+        self.clear = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs WHERE queue = %(queue)s AND state = 'waiting' RETURNING 1)
+            SELECT count(*) FROM d""")
 
         #: Take the next ready job out of the queue (velocity's ``pop``): the caller owns it.
         self.pop = q("""
@@ -380,10 +386,14 @@ class Statements:
                        errors, errors -> -1 ->> 'error', enqueued_at FROM d
                 RETURNING id, queue)
             SELECT id, pg_notify({chan}, queue) FROM ins""")
+        #: Delete archived jobs; returns how many (counted on the server).
         self.purge_failed = q("""
-            DELETE FROM {s}.failed_jobs
-             WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-               AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)""")
+            WITH d AS (
+                DELETE FROM {s}.failed_jobs
+                 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+                   AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)
+                RETURNING 1)
+            SELECT count(*) FROM d""")
 
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""
