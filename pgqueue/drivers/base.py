@@ -183,7 +183,7 @@ class Driver(Protocol):
 
 
 class _Offloads(Protocol):
-    async def _offload(self, fn: Callable[[], R]) -> R: ...
+    async def _offload(self, fn: Callable[..., R], *args: Any) -> R: ...
 
 
 D = TypeVar("D", bound=_Offloads)

@@ -193,10 +193,10 @@ class MemoryDriver(NoDatabaseMixin):
     def __repr__(self) -> str:
         return f"<pgqueue.MemoryDriver jobs={len(self._jobs)} failed={len(self._failed)}>"
 
-    async def _offload(self, fn: Callable[[], R]) -> R:
+    async def _offload(self, fn: Callable[..., R], *args: Any) -> R:
         """How the generated async twins run a sync operation: inline (it only takes the lock
         for a dictionary update)."""
-        return fn()
+        return fn(*args)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

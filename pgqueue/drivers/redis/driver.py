@@ -312,12 +312,9 @@ class RedisDriver(NoDatabaseMixin):
         with self._translate():
             return fn(self._client)
 
-    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking client code in a thread (so do the generated async twins)."""
         return await asyncio.to_thread(fn, *args)
-
-    async def _offload(self, fn: Callable[[], T]) -> T:
-        """How the generated async twins run a sync operation: in a thread."""
-        return await asyncio.to_thread(fn)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -370,7 +367,7 @@ class RedisDriver(NoDatabaseMixin):
         ``(priority, run_at, id)`` order across all of them."""
         if limit < 1 or not queues:
             return []
-        return await self._thread(self._claim, queues, limit, worker_id, lease_s)
+        return await self._offload(self._claim, queues, limit, worker_id, lease_s)
 
     def _finish(self, items: Sequence[Finish], worker_id: str) -> list[int]:
         args: list[Any] = [worker_id, self.history_limit, len(items)]
@@ -383,7 +380,7 @@ class RedisDriver(NoDatabaseMixin):
         history; returns the ids that were moved."""
         if not items:
             return []
-        return await self._thread(self._finish, items, worker_id)
+        return await self._offload(self._finish, items, worker_id)
 
     def _requeue(self, items: Sequence[Requeue], worker_id: str) -> list[int]:
         args: list[Any] = [worker_id, len(items)]
@@ -399,7 +396,7 @@ class RedisDriver(NoDatabaseMixin):
         to waiting after their delay; returns their ids."""
         if not items:
             return []
-        return await self._thread(self._requeue, items, worker_id)
+        return await self._offload(self._requeue, items, worker_id)
 
     def _archive(self, job_id: int, worker_id: str, error: AttemptError, reason: str,
                  attempt: int | None) -> bool:
@@ -410,7 +407,7 @@ class RedisDriver(NoDatabaseMixin):
                       reason: str, attempt: int | None = None) -> bool:
         """Move a running job of ``worker_id`` (at the claimed ``attempt``, if given) to the
         failed archive with ``error`` appended."""
-        return await self._thread(self._archive, job_id, worker_id, error, reason, attempt)
+        return await self._offload(self._archive, job_id, worker_id, error, reason, attempt)
 
     def _next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         names = list(dict.fromkeys(queues))
@@ -420,11 +417,11 @@ class RedisDriver(NoDatabaseMixin):
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         """When the next waiting job of the unpaused ``queues`` is due (a time not after now
         when jobs are ready); None when no job waits."""
-        return await self._thread(self._next_run_at, queues)
+        return await self._offload(self._next_run_at, queues)
 
     async def now(self) -> dt.datetime:
         """The Redis server's clock (the one run times and leases use)."""
-        secs, micros = await self._thread(self._do, lambda c: c.time())
+        secs, micros = await self._offload(self._do, lambda c: c.time())
         return dt.datetime.fromtimestamp(int(secs) + int(micros) / 1e6, dt.UTC)
 
     def _register(self, worker_id: str, queues: Sequence[str], concurrency: int) -> None:
@@ -438,7 +435,7 @@ class RedisDriver(NoDatabaseMixin):
 
     async def register_worker(self, *, worker_id: str, queues: Sequence[str],
                               concurrency: int) -> None:
-        await self._thread(self._register, worker_id, queues, concurrency)
+        await self._offload(self._register, worker_id, queues, concurrency)
 
     def _unregister(self, worker_id: str) -> None:
         def run(c: redis_mod.Redis) -> None:
@@ -449,7 +446,7 @@ class RedisDriver(NoDatabaseMixin):
         self._do(run)
 
     async def unregister_worker(self, *, worker_id: str) -> None:
-        await self._thread(self._unregister, worker_id)
+        await self._offload(self._unregister, worker_id)
 
     async def heartbeat(self, *, worker_id: str, lease_s: float,
                         job_ids: Sequence[int] | None = None) -> None:
@@ -457,7 +454,7 @@ class RedisDriver(NoDatabaseMixin):
         ``job_ids`` is None), and its registry heartbeat. A job the worker does not know it
         holds (a claim whose answer was lost) is not extended, so it expires and is rescued."""
         members = [] if job_ids is None else [_m(i) for i in job_ids]
-        await self._thread(self._script, "heartbeat", worker_id, max(1, int(lease_s * 1000)),
+        await self._offload(self._script, "heartbeat", worker_id, max(1, int(lease_s * 1000)),
                            "1" if job_ids is None else "0", *members)
 
     def _rescue(self, limit: int, reason: str) -> tuple[list[int], list[int]]:
@@ -470,7 +467,7 @@ class RedisDriver(NoDatabaseMixin):
         """Requeue (counting the attempt) or archive, on their last attempt, the running jobs
         whose lease expired, with ``reason`` as error and archive reason; returns
         (requeued ids, archived ids)."""
-        return await self._thread(self._rescue, limit, reason)
+        return await self._offload(self._rescue, limit, reason)
 
     def _cancel_requested(self, worker_id: str) -> list[int]:
         members: set[str] = self._do(
@@ -478,10 +475,10 @@ class RedisDriver(NoDatabaseMixin):
         return sorted(int(m) for m in members)
 
     async def cancel_requested(self, *, worker_id: str) -> list[int]:
-        return await self._thread(self._cancel_requested, worker_id)
+        return await self._offload(self._cancel_requested, worker_id)
 
     async def prune_workers(self, *, older_than_s: float) -> None:
-        await self._thread(self._script, "prune", int(older_than_s * 1000))
+        await self._offload(self._script, "prune", int(older_than_s * 1000))
 
     def listener(self, callback: WakeCallback) -> RedisListener:
         """A pub/sub listener pushing ``("job", queue)`` and ``("control", {...})`` wake-ups."""

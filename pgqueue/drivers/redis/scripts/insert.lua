@@ -3,7 +3,7 @@
 -- for a unique key already held by a live job). Wakes the queues' workers.
 local now = now_ms()
 local n = tonumber(ARGV[2])
-local ids, seen, queues = {}, {}, {}
+local ids = {}
 for i = 0, n - 1 do
   local b = 3 + i * 10
   local q, uk = ARGV[b], ARGV[b + 7]
@@ -28,11 +28,9 @@ for i = 0, n - 1 do
     if ARGV[b + 8] ~= '' then redis.call('HSET', jkey(m), 'timeout_s', ARGV[b + 8]) end
     add_waiting(m, q, tonumber(ARGV[b + 3]), run_at, now)
     ids[#ids + 1] = id
-    if not seen[q] then seen[q] = true; queues[#queues + 1] = q end
+    wake(q)
   end
 end
-for _, q in ipairs(queues) do
-  redis.call('SADD', P .. ':queues', q)
-  redis.call('PUBLISH', P .. ':jobs', q)
-end
+for _, q in ipairs(woken) do redis.call('SADD', P .. ':queues', q) end
+publish_wakes()
 return ids

@@ -74,3 +74,11 @@ local function flat_job(m)
   flat[#flat + 1] = m
   return flat
 end
+-- queues with new work, in first-seen order: wake(q) records one, publish_wakes() tells workers
+local woken, woken_set = {}, {}
+local function wake(q)
+  if not woken_set[q] then woken_set[q] = true; woken[#woken + 1] = q end
+end
+local function publish_wakes()
+  for _, q in ipairs(woken) do redis.call('PUBLISH', P .. ':jobs', q) end
+end

@@ -12,7 +12,7 @@ for i = 1, n do
     keys[h[2]] = true
   end
 end
-local out, seen, queues = {}, {}, {}
+local out = {}
 for i = 1, n do
   local m = ARGV[2 + i]
   local h = redis.call('HMGET', jkey(m), 'state', 'queue', 'priority', 'errors', 'unique_key')
@@ -33,8 +33,8 @@ for i = 1, n do
     if h[5] then redis.call('HSET', P .. ':unique', h[5], m) end
     add_waiting(m, q, tonumber(h[3]), now, now)
     out[#out + 1] = tonumber(m)
-    if not seen[q] then seen[q] = true; queues[#queues + 1] = q end
+    wake(q)
   end
 end
-for _, q in ipairs(queues) do redis.call('PUBLISH', P .. ':jobs', q) end
+publish_wakes()
 return out

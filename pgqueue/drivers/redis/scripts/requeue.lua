@@ -3,7 +3,7 @@
 -- back to waiting; returns their ids.
 local now = now_ms()
 local w, n = ARGV[2], tonumber(ARGV[3])
-local out, seen, queues = {}, {}, {}
+local out = {}
 for i = 0, n - 1 do
   local b = 4 + i * 6
   local m = ARGV[b]
@@ -22,8 +22,8 @@ for i = 0, n - 1 do
     if ARGV[b + 4] ~= '' then redis.call('HSET', jkey(m), 'last_error', ARGV[b + 4]) end
     add_waiting(m, q, tonumber(h[4]), run_at, now)
     out[#out + 1] = tonumber(m)
-    if not seen[q] then seen[q] = true; queues[#queues + 1] = q end
+    wake(q)
   end
 end
-for _, q in ipairs(queues) do redis.call('PUBLISH', P .. ':jobs', q) end
+publish_wakes()
 return out

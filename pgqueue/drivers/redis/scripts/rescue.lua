@@ -6,7 +6,7 @@ local now = now_ms()
 local reason = ARGV[4]
 local expired = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', '(' .. num(now),
                            'LIMIT', 0, tonumber(ARGV[2]))
-local rescued, failed, seen, queues = {}, {}, {}, {}
+local rescued, failed = {}, {}
 for _, m in ipairs(expired) do
   local h = redis.call('HMGET', jkey(m), 'state', 'worker_id', 'queue', 'unique_key', 'errors',
                        'attempt', 'max_attempts', 'priority')
@@ -26,9 +26,9 @@ for _, m in ipairs(expired) do
       redis.call('HDEL', jkey(m), 'worker_id')
       add_waiting(m, q, tonumber(h[8]), now, now)
       rescued[#rescued + 1] = tonumber(m)
-      if not seen[q] then seen[q] = true; queues[#queues + 1] = q end
+      wake(q)
     end
   end
 end
-for _, q in ipairs(queues) do redis.call('PUBLISH', P .. ':jobs', q) end
+publish_wakes()
 return {rescued, failed}
