@@ -123,12 +123,14 @@ class AttemptError:
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> AttemptError:
         """Read a stored record (tolerant of missing keys in old rows)."""
-        attempt = value.get("attempt")
+        try:
+            attempt = int(value.get("attempt") or 0)
+        except (TypeError, ValueError):
+            attempt = 0
         error = value.get("error")
         traceback = value.get("traceback")
         worker = value.get("worker")
-        return cls(attempt=int(attempt) if isinstance(attempt, int | float | str)
-                   and str(attempt).lstrip("-").isdigit() else 0,
+        return cls(attempt=attempt,
                    error="" if error is None else str(error),
                    traceback=None if traceback is None else str(traceback),
                    at=_parse_at(value.get("at")),
