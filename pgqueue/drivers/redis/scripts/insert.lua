@@ -28,7 +28,6 @@ for i = 0, n - 1 do
     if ARGV[b + 8] ~= '' then redis.call('HSET', jkey(m), 'timeout_s', ARGV[b + 8]) end
     add_waiting(m, q, tonumber(ARGV[b + 3]), run_at, now)
     ids[#ids + 1] = id
-    wake(q)
   end
 end
 for _, q in ipairs(woken) do redis.call('SADD', P .. ':queues', q) end

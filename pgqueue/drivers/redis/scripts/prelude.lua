@@ -15,7 +15,17 @@ local function append_error(errors, err)
   if not errors or errors == '' or errors == '[]' then return '[' .. err .. ']' end
   return string.sub(errors, 1, -2) .. ',' .. err .. ']'
 end
+-- queues with new work, in first-seen order: wake(q) records one, publish_wakes() tells workers
+local woken, woken_set = {}, {}
+local function wake(q)
+  if not woken_set[q] then woken_set[q] = true; woken[#woken + 1] = q end
+end
+local function publish_wakes()
+  for _, q in ipairs(woken) do redis.call('PUBLISH', P .. ':jobs', q) end
+end
+-- puts a job in its queue's ready or delayed set, and records the queue for a wake-up
 local function add_waiting(m, q, prio, run_at, now)
+  wake(q)
   if run_at <= now then
     redis.call('ZADD', qkey(q, 'ready'), num(prio * PRIO + run_at), m)
   else
@@ -73,12 +83,4 @@ local function flat_job(m)
   flat[#flat + 1] = 'id'
   flat[#flat + 1] = m
   return flat
-end
--- queues with new work, in first-seen order: wake(q) records one, publish_wakes() tells workers
-local woken, woken_set = {}, {}
-local function wake(q)
-  if not woken_set[q] then woken_set[q] = true; woken[#woken + 1] = q end
-end
-local function publish_wakes()
-  for _, q in ipairs(woken) do redis.call('PUBLISH', P .. ':jobs', q) end
 end

@@ -33,7 +33,6 @@ for i = 1, n do
     if h[5] then redis.call('HSET', P .. ':unique', h[5], m) end
     add_waiting(m, q, tonumber(h[3]), now, now)
     out[#out + 1] = tonumber(m)
-    wake(q)
   end
 end
 publish_wakes()

@@ -22,7 +22,6 @@ for i = 0, n - 1 do
     if ARGV[b + 4] ~= '' then redis.call('HSET', jkey(m), 'last_error', ARGV[b + 4]) end
     add_waiting(m, q, tonumber(h[4]), run_at, now)
     out[#out + 1] = tonumber(m)
-    wake(q)
   end
 end
 publish_wakes()

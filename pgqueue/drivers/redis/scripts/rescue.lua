@@ -26,7 +26,6 @@ for _, m in ipairs(expired) do
       redis.call('HDEL', jkey(m), 'worker_id')
       add_waiting(m, q, tonumber(h[8]), now, now)
       rescued[#rescued + 1] = tonumber(m)
-      wake(q)
     end
   end
 end
