@@ -106,6 +106,15 @@ class Statements:
         self.notify_queues = q("SELECT pg_notify({chan}, q) FROM unnest(%(queues)s::text[]) q")
 
         # ---- worker: claim ----------------------------------------------------------------
+        #: Both claims end here: the rows locked in the CTE ``c`` become ``running`` under this
+        #: worker with ``attempt + 1`` and a lease of ``lease`` seconds.
+        claim_rows = """
+            UPDATE {s}.jobs j
+               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+              FROM c WHERE j.id = c.id
+            RETURNING {claimcols}"""
+
         #: Claim up to ``limit`` ready jobs of one queue, in (priority, run_at, id) order. The CTE
         #: is the fence: ``FOR UPDATE SKIP LOCKED`` locks exactly the rows this worker takes and
         #: skips rows other workers are claiming; served by the partial index ``jobs_claim_idx``.
@@ -118,12 +127,7 @@ class Statements:
                                   WHERE p.name = %(queue)s AND p.paused)
                 ORDER BY priority, run_at, id
                 LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED)
-            UPDATE {s}.jobs j
-               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
-                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-              FROM c WHERE j.id = c.id
-            RETURNING {claimcols}""")
+                FOR UPDATE SKIP LOCKED)""" + claim_rows)
 
         #: The same over several queues: the best ``limit`` jobs of each unpaused queue are
         #: locked through the index (LATERAL, one index scan per queue), then the best ``limit``
@@ -141,12 +145,7 @@ class Statements:
                     LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED) cand
                 ORDER BY cand.priority, cand.run_at, cand.id
-                LIMIT %(limit)s)
-            UPDATE {s}.jobs j
-               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
-                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-              FROM c WHERE j.id = c.id
-            RETURNING {claimcols}""")
+                LIMIT %(limit)s)""" + claim_rows)
 
         #: When the next waiting job of these queues becomes due (for sleeping until then).
         self.next_run_at = q("""
