@@ -51,6 +51,14 @@ class Statements:
              # and decoding them for every job costs the worker time
              "claimcols": _cols("j.", skip=("errors",))}
 
+        #: The ownership guard of a single-job outcome (see the module docstring): take job
+        #: ``id`` out of ``jobs`` only while it runs under ``worker`` at the claimed ``attempt``.
+        f["take_held"] = sql.SQL("""
+                DELETE FROM {s}.jobs
+                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                  AND attempt = coalesce(%(attempt)s::int, attempt)
+                RETURNING *""").format(s=s)
+
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
 
@@ -176,11 +184,7 @@ class Statements:
         #: Finish one job inside the caller's transaction (completion joins the handler's
         #: business writes). Same guard as ``finish_many``.
         self.finish_one = q("""
-            WITH d AS (
-                DELETE FROM {s}.jobs
-                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
-                  AND attempt = coalesce(%(attempt)s::int, attempt)
-                RETURNING *)
+            WITH d AS ({take_held})
             INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
                                          max_attempts, errors, result, worker_id, enqueued_at,
                                          started_at)
@@ -212,11 +216,7 @@ class Statements:
 
         #: Move a job to the archive with its last error, in one statement.
         self.archive = q("""
-            WITH d AS (
-                DELETE FROM {s}.jobs
-                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
-                  AND attempt = coalesce(%(attempt)s::int, attempt)
-                RETURNING *)
+            WITH d AS ({take_held})
             INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt, max_attempts,
                                          unique_key, timeout_s, meta, errors, reason,
                                          enqueued_at, started_at)
