@@ -14,7 +14,10 @@ State diagram (a job row lives in ``jobs`` until it is finished)::
        (run_at in the future:        │  ├──Cancel / cancel()──> job_history (cancelled)
         "scheduled")                 │  ├──error, attempts left─> waiting (run_at = now + backoff)
                  ^                   │  ├──Snooze(s)──────────> waiting (attempt not counted)
-                 │                   │  └──error, last attempt / Fail ──> failed_jobs
+                 │                   │  ├──error, last attempt / Fail ──> failed_jobs
+                 │                   │  ├──lease expired, attempts left ─> waiting (rescued)
+                 │                   │  └──lease expired, last attempt ──> failed_jobs
+                 │                   │       (both with RESCUE_REASON)
                  └── redrive ────────┴──────────────────────────────────── failed_jobs
 """
 
