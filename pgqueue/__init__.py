@@ -11,18 +11,18 @@ APIs). Modules and packages whose name starts with ``_``, and ``pgqueue.drivers`
 seam, internal and not covered by semantic versioning) are internal.
 
 - the client and runtime: :class:`App`, :class:`Task`, :class:`Worker`;
-- jobs and outcomes: :class:`Job`, :class:`NewJob`, :class:`Snooze`, :class:`Cancel`,
-  :class:`Fail`, :class:`RetryPolicy`; inside a handler :func:`current_job` and
-  :func:`current_context` (a :class:`JobContext`);
+- jobs and outcomes: :class:`Job`, :class:`NewJob`, :class:`JobState`, :class:`AttemptError`,
+  :class:`Snooze`, :class:`Cancel`, :class:`Fail`, :class:`RetryPolicy`; inside a handler
+  :func:`current_job` and :func:`current_context` (a :class:`JobContext`);
 - what the admin calls return: :class:`QueueStats`, :class:`FailedJob`, :class:`Capabilities`;
 - configuration: :class:`Settings`, :func:`load_settings`;
 - errors: :class:`PgQueueError` and its families (see :mod:`pgqueue.errors`).
 """
 
 from pgqueue.app import App
+from pgqueue.backend import Capabilities, QueueStats
 from pgqueue.compat import load_settings
 from pgqueue.config import Settings
-from pgqueue.drivers.base import Capabilities, FailedJob, QueueStats
 from pgqueue.errors import (
     CapabilityError,
     ConfigurationError,
@@ -38,7 +38,7 @@ from pgqueue.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from pgqueue.job import Cancel, Fail, Job, NewJob, Snooze
+from pgqueue.job import AttemptError, Cancel, Fail, FailedJob, Job, JobState, NewJob, Snooze
 from pgqueue.retry import RetryPolicy
 from pgqueue.task import Task
 from pgqueue.worker import JobContext, Worker, current_context, current_job
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AttemptError",
     "Cancel",
     "Capabilities",
     "CapabilityError",
@@ -61,6 +62,7 @@ __all__ = [
     "JobContext",
     "JobError",
     "JobNotFoundError",
+    "JobState",
     "NewJob",
     "NotMigratedError",
     "PgQueueError",

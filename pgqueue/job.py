@@ -1,4 +1,12 @@
-"""Jobs as handlers see them, jobs to insert, and the typed outcomes a handler can return or raise.
+"""Jobs and their outcome policy, in one typed place.
+
+This module is the one home of: the job states (:class:`JobState`), the record of a failed
+attempt (:class:`AttemptError`), the outcome table (:data:`OUTCOMES`: which outcome leads to which
+state, table and attempt count), the rescue rule (:func:`rescue_archives`) and its reason
+(:data:`RESCUE_REASON`), the typed outcomes a handler can return or raise (:class:`Snooze`,
+:class:`Cancel`, :class:`Fail`), and the job rows the drivers return (:class:`Job`,
+:class:`FailedJob`, :class:`FinishedJob`). Drivers take the policy as parameters (the rescue
+reason is a bound SQL parameter and a Lua ``ARGV``) instead of writing it again.
 
 State diagram (a job row lives in ``jobs`` until it is finished)::
 
@@ -6,19 +14,183 @@ State diagram (a job row lives in ``jobs`` until it is finished)::
        (run_at in the future:        │  ├──Cancel / cancel()──> job_history (cancelled)
         "scheduled")                 │  ├──error, attempts left─> waiting (run_at = now + backoff)
                  ^                   │  ├──Snooze(s)──────────> waiting (attempt not counted)
-                 │                   │  └──error, last attempt / Fail ──> failed_jobs
+                 │                   │  ├──error, last attempt / Fail ──> failed_jobs
+                 │                   │  ├──lease expired, attempts left ─> waiting (rescued)
+                 │                   │  └──lease expired, last attempt ──> failed_jobs
+                 │                   │       (both with RESCUE_REASON)
                  └── redrive ────────┴──────────────────────────────────── failed_jobs
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 
-__all__ = ["Cancel", "Fail", "Job", "NewJob", "Outcome", "Snooze"]
+__all__ = [
+    "OUTCOMES",
+    "RESCUE_REASON",
+    "AttemptError",
+    "Cancel",
+    "Fail",
+    "FailedJob",
+    "FinishedJob",
+    "Job",
+    "JobState",
+    "NewJob",
+    "Outcome",
+    "OutcomeRule",
+    "Snooze",
+    "attempt_errors",
+    "rescue_archives",
+]
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. A member equals its text (``JobState.WAITING == "waiting"``),
+    which is what the stores keep."""
+
+    #: in ``jobs``, ready now or at ``run_at`` ("scheduled" when run_at is ahead)
+    WAITING = "waiting"
+    #: in ``jobs``, claimed by a worker under a lease
+    RUNNING = "running"
+    #: in ``job_history``: the handler returned
+    SUCCEEDED = "succeeded"
+    #: in ``job_history``: cancelled while waiting, or by the handler / a cancel request
+    CANCELLED = "cancelled"
+    #: in ``failed_jobs``: no attempts left, ``Fail``, an unknown task, or rescued on the
+    #: last attempt
+    FAILED = "failed"
+
+
+#: The text of the error and archive reason of a job whose lease expired: its worker died or
+#: hung while running it. Drivers receive it as a parameter of ``rescue_expired``.
+RESCUE_REASON = "worker died while running"
+
+
+def rescue_archives(attempt: int, max_attempts: int) -> bool:
+    """The rescue rule: a job whose lease expired goes back to waiting (its attempt counted), or
+    -- when that attempt was its last -- to the archive with :data:`RESCUE_REASON`, so a poison
+    job cannot kill workers forever. (The SQL and Lua stores test the same
+    ``attempt >= max_attempts`` inside their one atomic statement.)"""
+    return attempt >= max_attempts
+
+
+def _parse_at(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """The record of one failed attempt, kept in a job's ``errors`` (oldest first).
+
+    ``attempt`` is the attempt it belongs to (from 1); ``error`` the one-line description
+    (``"ValueError: boom"``, a timeout, :data:`RESCUE_REASON`, ...); ``traceback`` the formatted
+    traceback when there was an exception; ``at`` when it happened (UTC; None only for a stored
+    record without a readable time); ``worker`` the worker whose lease expired, for a rescue.
+
+    Stored as JSON (:meth:`to_json` / :meth:`from_json`). Reading it like the dict it was before
+    (``err["error"]``) still works and gives the stored JSON value.
+    """
+
+    attempt: int
+    error: str
+    traceback: str | None = None
+    at: dt.datetime | None = None
+    worker: str | None = None
+
+    @classmethod
+    def now(cls, attempt: int, error: str, traceback: str | None = None) -> AttemptError:
+        """A record of ``attempt`` failing now."""
+        return cls(attempt, error, traceback, dt.datetime.now(dt.UTC))
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: ``{"attempt", "error", "traceback", "at"}`` (``at`` in ISO 8601),
+        plus ``"worker"`` for a rescue."""
+        out: dict[str, Any] = {"attempt": self.attempt, "error": self.error,
+                               "traceback": self.traceback,
+                               "at": None if self.at is None else self.at.isoformat()}
+        if self.worker is not None:
+            out["worker"] = self.worker
+        return out
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> AttemptError:
+        """Read a stored record (tolerant of missing keys in old rows)."""
+        try:
+            attempt = int(value.get("attempt") or 0)
+        except (TypeError, ValueError):
+            attempt = 0
+        error = value.get("error")
+        traceback = value.get("traceback")
+        worker = value.get("worker")
+        return cls(attempt=attempt,
+                   error="" if error is None else str(error),
+                   traceback=None if traceback is None else str(traceback),
+                   at=_parse_at(value.get("at")),
+                   worker=None if worker is None else str(worker))
+
+    def __getitem__(self, key: str) -> Any:
+        """``err["error"]``: the stored JSON value (read access of the former dict form)."""
+        return self.to_json()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``err.get("error")``, as on the former dict form."""
+        return self.to_json().get(key, default)
+
+
+def attempt_errors(stored: Sequence[Mapping[str, Any]] | None) -> list[AttemptError]:
+    """A stored ``errors`` list (JSON) as typed records."""
+    return [AttemptError.from_json(e) for e in stored or ()]
+
+
+Where = Literal["jobs", "job_history", "failed_jobs"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRule:
+    """What one outcome does to a running job."""
+
+    #: the state it ends in
+    state: JobState
+    #: the table (or store) it ends in
+    where: Where
+    #: whether the attempt counts against ``max_attempts`` (False: it is given back)
+    counts_attempt: bool
+    #: whether an :class:`AttemptError` is appended to the job's errors
+    records_error: bool
+
+
+#: The outcome table: every way a running job can end its attempt.
+OUTCOMES: Mapping[str, OutcomeRule] = {
+    #: the handler returned (or completed the job in its own transaction)
+    "succeeded": OutcomeRule(JobState.SUCCEEDED, "job_history", True, False),
+    #: ``Cancel`` returned/raised, or a cancel request stopped it
+    "cancelled": OutcomeRule(JobState.CANCELLED, "job_history", True, False),
+    #: ``Snooze(s)``: waiting again in ``s`` seconds
+    "snoozed": OutcomeRule(JobState.WAITING, "jobs", False, False),
+    #: the worker shut down before the handler finished: waiting again at once
+    "released": OutcomeRule(JobState.WAITING, "jobs", False, False),
+    #: an error with attempts left: waiting again after the retry policy's backoff
+    "retried": OutcomeRule(JobState.WAITING, "jobs", True, True),
+    #: an error on the last attempt, ``Fail``, or an unknown task
+    "failed": OutcomeRule(JobState.FAILED, "failed_jobs", True, True),
+    #: the lease expired (see :func:`rescue_archives`), attempts left: waiting again at once
+    "rescued": OutcomeRule(JobState.WAITING, "jobs", True, True),
+    #: the lease expired on the last attempt: archived with :data:`RESCUE_REASON`
+    "rescued_last": OutcomeRule(JobState.FAILED, "failed_jobs", True, True),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +212,9 @@ class Job:
     created_at: dt.datetime | None = None
     unique_key: str | None = None
     timeout_s: float | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[AttemptError] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
-    state: str = "waiting"
+    state: str = JobState.WAITING
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -51,6 +223,49 @@ class Job:
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    """A row of the ``failed_jobs`` archive: ``errors`` holds every failed attempt, ``reason``
+    why the job was archived."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int
+    attempt: int
+    max_attempts: int
+    errors: list[AttemptError]
+    reason: str
+    enqueued_at: dt.datetime
+    failed_at: dt.datetime
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.args
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A row of the ``job_history``: a job that left the live set as ``succeeded`` or
+    ``cancelled``. ``result`` is the handler's JSON result (or None)."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int
+    state: str
+    attempt: int
+    max_attempts: int
+    errors: list[AttemptError]
+    result: Any
+    worker_id: str | None
+    enqueued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)

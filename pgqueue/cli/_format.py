@@ -49,6 +49,8 @@ def failed_dict(failed: FailedJob, *, brief: bool) -> dict[str, Any]:
     d = dataclasses.asdict(failed)
     if brief:
         d.pop("errors", None)
+    else:  # each attempt as it is stored (ISO times), not as dataclass fields
+        d["errors"] = [e.to_json() for e in failed.errors]
     return d
 
 

@@ -1,4 +1,9 @@
-"""The driver seam (internal): whole queue operations that every backend implements.
+"""The driver seam: whole queue operations that every backend implements.
+
+**Internal, not covered by semver**: applications use :class:`pgqueue.App`; the seam may change
+in any release. The public types it returns live in :mod:`pgqueue.job` (``Job``, ``FailedJob``,
+``FinishedJob``, ``AttemptError``) and :mod:`pgqueue.backend` (``Capabilities``,
+``QueueStats``) and are re-exported here for the drivers.
 
 A driver never offers ``execute(sql)``. It offers operations -- insert many jobs, claim a batch,
 finish many, requeue many, archive, pause -- each taking plain values or a params object and
@@ -8,17 +13,29 @@ The behavioural suite in ``tests/drivers/`` runs the same scenarios against ever
 skips only by these flags.
 
 Operations used by applications come in a sync and an ``_async`` form; operations used only by
-the worker runtime are async.
+the worker runtime are async. Drivers write each operation once: the PostgreSQL driver builds it
+as a statement plan run by a sync or an async executor; the memory and redis drivers write the
+sync form and generate the async twin with :func:`async_twin`.
+
+Outcome policy is not decided here: what each outcome does (:data:`pgqueue.job.OUTCOMES`), the
+attempt-error record (:class:`pgqueue.job.AttemptError`) and the rescue reason
+(:data:`pgqueue.job.RESCUE_REASON`, a parameter of :meth:`Driver.rescue_expired`) come from
+:mod:`pgqueue.job`. Capabilities are checked once, by :class:`pgqueue.App`: a driver is not
+asked to do what its :class:`Capabilities` deny (``conn=`` on a driver without
+``transactional_enqueue`` never reaches it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+import functools
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
-from pgqueue.job import Job, NewJob
+from pgqueue.backend import Capabilities, QueueStats
+from pgqueue.errors import CapabilityError
+from pgqueue.job import RESCUE_REASON, AttemptError, FailedJob, FinishedJob, Job, NewJob
 
 __all__ = [
     "Capabilities",
@@ -30,27 +47,12 @@ __all__ = [
     "QueueStats",
     "Requeue",
     "WakeCallback",
+    "async_twin",
+    "mean_run_time",
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a driver can do. The behavioural suite skips scenarios by these flags."""
-
-    #: enqueue can join the caller's database transaction (``conn=``)
-    transactional_enqueue: bool
-    #: a handler can complete its job inside its own business transaction
-    transactional_completion: bool
-    #: several processes (and hosts) can share the queue
-    cross_process: bool
-    #: wake-ups are pushed (LISTEN/NOTIFY, pub/sub) rather than only polled
-    push_wakeups: bool
-    #: finished jobs are kept in a history
-    history: bool
-    #: per-job priorities are honoured across the whole queue
-    priorities: bool = True
-    #: per-job delays (run_at) are honoured
-    delays: bool = True
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,75 +70,16 @@ class Finish:
 class Requeue:
     """A running job to put back to waiting after ``delay_s``.
 
-    ``count_attempt`` is false for a snooze or a shutdown release; ``error`` (an attempt record:
-    ``{"attempt", "error", "traceback", "at"}``) is appended to the job's errors.
+    ``count_attempt`` is false for a snooze or a shutdown release; ``error`` is appended to the
+    job's errors (a retry).
     """
 
     job_id: int
     delay_s: float = 0.0
     count_attempt: bool = True
-    error: dict[str, Any] | None = None
+    error: AttemptError | None = None
     #: the claimed attempt this outcome belongs to (None: do not check)
     attempt: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FailedJob:
-    """A row of the ``failed_jobs`` archive."""
-
-    id: int
-    queue: str
-    task: str
-    args: dict[str, Any]
-    priority: int
-    attempt: int
-    max_attempts: int
-    errors: list[dict[str, Any]]
-    reason: str
-    enqueued_at: dt.datetime
-    failed_at: dt.datetime
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return self.args
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """Counts for one queue (as the ``queue_stats`` view gives them)."""
-
-    queue: str
-    paused: bool = False
-    waiting: int = 0
-    scheduled: int = 0
-    running: int = 0
-    failed: int = 0
-    finished_last_hour: int = 0
-    failed_last_hour: int = 0
-    oldest_wait_s: float | None = None
-    mean_run_time_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class FinishedJob:
-    """A row of the ``job_history``: a job that left the live set as ``succeeded`` or
-    ``cancelled``. ``result`` is the handler's JSON result (or None)."""
-
-    id: int
-    queue: str
-    task: str
-    args: dict[str, Any]
-    priority: int
-    state: str
-    attempt: int
-    max_attempts: int
-    errors: list[dict[str, Any]]
-    result: Any
-    worker_id: str | None
-    enqueued_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime
 
 
 #: Called by a driver's listener, on the worker's event loop: ``(kind, payload)`` where kind is
@@ -156,8 +99,8 @@ class Listener(Protocol):
 class Driver(Protocol):
     """The operations a queue backend provides. Internal: applications use :class:`pgqueue.App`.
 
-    ``conn`` arguments are the caller's own connection or session (only drivers with
-    ``transactional_enqueue`` accept one; others raise :class:`pgqueue.CapabilityError`).
+    ``conn`` arguments are the caller's own connection or session. :class:`pgqueue.App` passes
+    one only to drivers with ``transactional_enqueue`` (others ignore it).
     """
 
     name: str
@@ -179,7 +122,7 @@ class Driver(Protocol):
                     lease_s: float) -> list[Job]: ...
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]: ...
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]: ...
-    async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
+    async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
                       reason: str, attempt: int | None = None) -> bool: ...
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None: ...
     async def register_worker(self, *, worker_id: str, queues: Sequence[str],
@@ -187,9 +130,11 @@ class Driver(Protocol):
     async def unregister_worker(self, *, worker_id: str) -> None: ...
     async def heartbeat(self, *, worker_id: str, lease_s: float,
                         job_ids: Sequence[int]) -> None: ...
-    async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
-        """Requeue (or archive, on their last attempt) jobs whose lease expired; returns
-        (requeued ids, archived ids)."""
+    async def rescue_expired(self, *, limit: int = 1000,
+                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
+        """Requeue (or archive, on their last attempt: :func:`pgqueue.job.rescue_archives`) jobs
+        whose lease expired, appending an :class:`~pgqueue.job.AttemptError` with ``reason``
+        (the archive's reason too); returns (requeued ids, archived ids)."""
     async def cancel_requested(self, *, worker_id: str) -> list[int]: ...
     async def prune_workers(self, *, older_than_s: float) -> None: ...
     async def ensure_partitions(self, days: int = 7) -> None: ...
@@ -237,6 +182,35 @@ class Driver(Protocol):
     async def stats_async(self) -> list[QueueStats]: ...
 
 
+class _Offloads(Protocol):
+    async def _offload(self, fn: Callable[..., R], *args: Any) -> R: ...
+
+
+D = TypeVar("D", bound=_Offloads)
+
+
+def async_twin(
+    sync: Callable[Concatenate[D, P], R],
+) -> Callable[Concatenate[D, P], Coroutine[Any, Any, R]]:
+    """The ``_async`` form of a driver's sync operation, generated: it runs the sync form through
+    the driver's ``_offload`` (inline for memory, a thread for redis). Use in a class body:
+    ``count_async = async_twin(count)``."""
+
+    @functools.wraps(sync)
+    async def twin(self: D, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._offload(functools.partial(sync, self, *args, **kwargs))
+
+    twin.__doc__ = f"Async twin of :meth:`{sync.__name__}`."
+    return twin
+
+
+def mean_run_time(done: Sequence[FinishedJob]) -> float | None:
+    """Mean run time in seconds of finished jobs that started (None when there is none)."""
+    runs = [(f.finished_at - f.started_at).total_seconds() for f in done
+            if f.started_at is not None]
+    return sum(runs) / len(runs) if runs else None
+
+
 class NoDatabaseMixin:
     """The operations of the driver seam that only make sense on PostgreSQL, for drivers
     without a database transaction or a table to maintain (memory, redis)."""
@@ -253,8 +227,8 @@ class NoDatabaseMixin:
     def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
                               result_json: str | None = None,
                               attempt: int | None = None) -> bool:
-        from pgqueue.errors import CapabilityError
-
+        """Not offered (``transactional_completion=False``; :class:`pgqueue.App` does not call
+        it): raises :class:`pgqueue.CapabilityError`."""
         raise CapabilityError(f"the {self.name} driver cannot complete a job inside your "
                               "transaction; return from the handler instead, or use the "
                               "postgres driver")
@@ -262,4 +236,5 @@ class NoDatabaseMixin:
     async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
                                           result_json: str | None = None,
                                           attempt: int | None = None) -> bool:
+        """Not offered: see :meth:`finish_in_transaction`."""
         return self.finish_in_transaction(conn, job_id, worker_id=worker_id)

@@ -11,21 +11,23 @@ Semantics follow the PostgreSQL driver operation by operation (see
   ``error`` record is appended to the job's ``errors``;
 - archive moves the job to the failed archive with its errors and a reason; redrive puts it back
   to waiting with the same id, ``attempt`` 0 and its errors kept;
-- rescue of expired leases requeues a job (counting the attempt) or archives it with reason
-  ``"worker died while running"`` when it was on its last attempt;
+- rescue of expired leases requeues a job (counting the attempt) or archives it when it was on
+  its last attempt (:func:`pgqueue.job.rescue_archives`), with the reason it is given
+  (:data:`pgqueue.job.RESCUE_REASON` by default);
 - cancel of a waiting job moves it to history as ``cancelled``; of a running job it sets the
   cancel-requested flag and tells the worker through the listener;
 - count is waiting (including scheduled) + running; pop removes the next ready job, paused or not.
 
-Declared limits (:attr:`MemoryDriver.capabilities`): jobs live in this process only (lost on
-exit, invisible to other processes: ``cross_process=False``); no database transaction to join
-(``transactional_enqueue=False``, ``transactional_completion=False``; ``conn=`` raises
-:class:`pgqueue.CapabilityError`). History keeps the last ``history_limit`` finished jobs
-(default 10,000), readable with :meth:`MemoryDriver.history`.
+Declared limits (:attr:`MemoryDriver.capabilities`): jobs live in this process only (lost on exit,
+invisible to other processes: ``cross_process=False``); no database transaction to join
+(``transactional_enqueue=False``, ``transactional_completion=False``: :class:`pgqueue.App` refuses
+``conn=`` with :class:`pgqueue.CapabilityError`). History keeps the last ``history_limit`` finished
+jobs (default 10,000), readable with :meth:`MemoryDriver.history`.
 
 Thread safety: every operation takes one lock, so an enqueuer in one thread and a worker's event
-loop in another can share a driver. Async methods run the same code inline (nothing blocks for
-longer than a dictionary update). Wake-ups are pushed to each started listener with
+loop in another can share a driver. Async twins are generated
+(:func:`~pgqueue.drivers.base.async_twin`) and run the sync code inline (nothing blocks for longer
+than a dictionary update). Wake-ups are pushed to each started listener with
 ``loop.call_soon_threadsafe``: a worker wakes at once on insert, requeue, redrive and resume.
 
 Run times (``run_at``) use the wall clock (``time.time()``); leases use ``time.monotonic()``.
@@ -34,16 +36,15 @@ Run times (``run_at``) use the wall clock (``time.time()``); leases use ``time.m
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import heapq
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pgqueue.drivers.base import (
     Capabilities,
@@ -54,16 +55,16 @@ from pgqueue.drivers.base import (
     QueueStats,
     Requeue,
     WakeCallback,
+    async_twin,
+    mean_run_time,
 )
-from pgqueue.errors import CapabilityError, JobError
-from pgqueue.job import Job, NewJob
+from pgqueue.errors import JobError
+from pgqueue.job import RESCUE_REASON, AttemptError, Job, JobState, NewJob, rescue_archives
 
 __all__ = ["MemoryDriver", "MemoryListener"]
 
-#: Reason and error text of a job whose lease expired on its last attempt.
-WORKER_DIED = "worker died while running"
-
 Note = tuple[str, Any]
+R = TypeVar("R")
 
 
 def _ts(value: dt.datetime) -> float:
@@ -72,12 +73,6 @@ def _ts(value: dt.datetime) -> float:
 
 def _dt(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
-
-
-def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
-    """A JSON round trip, as the database would store it (``default=str`` like postgres)."""
-    out: dict[str, Any] = json.loads(json.dumps(value, default=str))
-    return out
 
 
 @dataclass(slots=True)
@@ -97,7 +92,7 @@ class _Rec:
     meta_json: str
     attempt: int = 0
     state: str = "waiting"
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[AttemptError] = field(default_factory=list)
     last_error: str | None = None
     worker_id: str | None = None
     started_at: float | None = None
@@ -198,6 +193,11 @@ class MemoryDriver(NoDatabaseMixin):
     def __repr__(self) -> str:
         return f"<pgqueue.MemoryDriver jobs={len(self._jobs)} failed={len(self._failed)}>"
 
+    async def _offload(self, fn: Callable[..., R], *args: Any) -> R:
+        """How the generated async twins run a sync operation: inline (it only takes the lock
+        for a dictionary update)."""
+        return fn(*args)
+
     # ---- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         """Nothing to release; jobs stay (a later call on this driver sees them)."""
@@ -276,24 +276,24 @@ class MemoryDriver(NoDatabaseMixin):
         self._history.append(FinishedJob(
             id=rec.id, queue=rec.queue, task=rec.task, args=json.loads(rec.args_json),
             priority=rec.priority, state=state, attempt=rec.attempt,
-            max_attempts=rec.max_attempts, errors=copy.deepcopy(rec.errors),
+            max_attempts=rec.max_attempts, errors=list(rec.errors),
             result=None if result_json is None else json.loads(result_json),
             worker_id=rec.worker_id, enqueued_at=_dt(rec.created_at),
             started_at=None if rec.started_at is None else _dt(rec.started_at),
             finished_at=_dt(now)))
 
-    def _archive(self, rec: _Rec, error: dict[str, Any], reason: str, now: float) -> None:
+    def _archive(self, rec: _Rec, error: AttemptError, reason: str, now: float) -> None:
         self._remove_live(rec)
-        rec.errors.append(_jsonable(error))
-        rec.last_error = str(error.get("error")) if error.get("error") is not None else None
-        rec.state = "failed"
+        rec.errors.append(error)
+        rec.last_error = error.error
+        rec.state = JobState.FAILED
         rec.reason = reason
         rec.failed_at = now
         rec.lease_expires = None
         self._failed[rec.id] = rec
 
     def _requeue(self, rec: _Rec, delay_s: float, count_attempt: bool,
-                 error: dict[str, Any] | None, now: float) -> None:
+                 error: AttemptError | None, now: float) -> None:
         self._queue(rec.queue).running.discard(rec.id)
         rec.state = "waiting"
         rec.run_at = now + max(0.0, delay_s)
@@ -302,9 +302,8 @@ class MemoryDriver(NoDatabaseMixin):
         rec.worker_id = None
         rec.lease_expires = None
         if error is not None:
-            rec.errors.append(_jsonable(error))
-            if error.get("error") is not None:
-                rec.last_error = str(error["error"])
+            rec.errors.append(error)
+            rec.last_error = error.error
         self._push_waiting(rec, now)
 
     @staticmethod
@@ -313,7 +312,7 @@ class MemoryDriver(NoDatabaseMixin):
                    priority=rec.priority, attempt=rec.attempt, max_attempts=rec.max_attempts,
                    run_at=_dt(rec.run_at), created_at=_dt(rec.created_at),
                    unique_key=rec.unique_key, timeout_s=rec.timeout_s,
-                   errors=copy.deepcopy(rec.errors), meta=json.loads(rec.meta_json),
+                   errors=list(rec.errors), meta=json.loads(rec.meta_json),
                    state=rec.state)
 
     @staticmethod
@@ -322,7 +321,7 @@ class MemoryDriver(NoDatabaseMixin):
         return FailedJob(id=rec.id, queue=rec.queue, task=rec.task,
                          args=json.loads(rec.args_json), priority=rec.priority,
                          attempt=rec.attempt, max_attempts=rec.max_attempts,
-                         errors=copy.deepcopy(rec.errors), reason=rec.reason,
+                         errors=list(rec.errors), reason=rec.reason,
                          enqueued_at=_dt(rec.created_at), failed_at=_dt(rec.failed_at))
 
     # ---- wake-ups ----------------------------------------------------------------------------
@@ -358,10 +357,8 @@ class MemoryDriver(NoDatabaseMixin):
     # ---- enqueue -----------------------------------------------------------------------------
     def insert_many(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
         """Insert jobs atomically; returns ids in input order. A job whose ``unique_key`` is held
-        by a live job is not inserted and that job's id is returned instead."""
-        if conn is not None:
-            raise CapabilityError("the memory driver cannot enqueue inside your transaction "
-                                  "(conn=...); drop conn= or use the postgres driver")
+        by a live job is not inserted and that job's id is returned instead. (``conn`` is never
+        given: :class:`pgqueue.App` refuses it for this driver.)"""
         if not jobs:
             return []
         now = time.time()
@@ -384,8 +381,7 @@ class MemoryDriver(NoDatabaseMixin):
         self._notify(("job", q) for q in queues)
         return ids
 
-    async def insert_many_async(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
-        return self.insert_many(jobs, conn=conn)
+    insert_many_async = async_twin(insert_many)
 
     # ---- worker ------------------------------------------------------------------------------
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
@@ -450,7 +446,7 @@ class MemoryDriver(NoDatabaseMixin):
         self._notify(("job", q) for q in queues)
         return done
 
-    async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
+    async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
                       reason: str, attempt: int | None = None) -> bool:
         """Move a running job of ``worker_id`` to the failed archive with ``error`` appended."""
         now = time.time()
@@ -512,9 +508,11 @@ class MemoryDriver(NoDatabaseMixin):
             for rec in recs:
                 rec.lease_expires = mono + lease_s
 
-    async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
+    async def rescue_expired(self, *, limit: int = 1000,
+                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
         """Requeue (counting the attempt) or archive, on their last attempt, the running jobs
-        whose lease expired; returns (requeued ids, archived ids)."""
+        whose lease expired, with ``reason`` as error and archive reason; returns
+        (requeued ids, archived ids)."""
         now, mono = time.time(), time.monotonic()
         rescued: list[int] = []
         failed: list[int] = []
@@ -524,10 +522,9 @@ class MemoryDriver(NoDatabaseMixin):
                               if r.lease_expires is not None and r.lease_expires < mono),
                              key=lambda r: (r.lease_expires or 0.0, r.id))[:limit]
             for rec in expired:
-                error = {"attempt": rec.attempt, "error": WORKER_DIED, "traceback": None,
-                         "at": _dt(now).isoformat(), "worker": rec.worker_id}
-                if rec.attempt >= rec.max_attempts:
-                    self._archive(rec, error, WORKER_DIED, now)
+                error = AttemptError(rec.attempt, reason, None, _dt(now), rec.worker_id)
+                if rescue_archives(rec.attempt, rec.max_attempts):
+                    self._archive(rec, error, reason, now)
                     failed.append(rec.id)
                 else:
                     self._requeue(rec, 0.0, True, error, now)
@@ -566,15 +563,13 @@ class MemoryDriver(NoDatabaseMixin):
                 self._paused.discard(queue)
         self._notify([("control", {"op": "pause", "queue": queue, "paused": paused})])
 
-    async def set_paused_async(self, queue: str, paused: bool) -> None:
-        self.set_paused(queue, paused)
+    set_paused_async = async_twin(set_paused)
 
     def paused_queues(self) -> set[str]:
         with self._lock:
             return set(self._paused)
 
-    async def paused_queues_async(self) -> set[str]:
-        return self.paused_queues()
+    paused_queues_async = async_twin(paused_queues)
 
     def count(self, queue: str) -> int:
         """Waiting (including scheduled) + running jobs of ``queue``."""
@@ -582,8 +577,7 @@ class MemoryDriver(NoDatabaseMixin):
             q = self._queues.get(queue)
             return len(q.live) if q is not None else 0
 
-    async def count_async(self, queue: str) -> int:
-        return self.count(queue)
+    count_async = async_twin(count)
 
     def sizes(self, queue: str) -> dict[str, int]:
         """``waiting`` (ready now), ``scheduled`` (run_at ahead), ``running`` and ``failed``."""
@@ -599,8 +593,7 @@ class MemoryDriver(NoDatabaseMixin):
             return {"waiting": len(q.live) - running - scheduled, "scheduled": scheduled,
                     "running": running, "failed": failed}
 
-    async def sizes_async(self, queue: str) -> dict[str, int]:
-        return self.sizes(queue)
+    sizes_async = async_twin(sizes)
 
     def clear(self, queue: str) -> int:
         """Delete the waiting and scheduled jobs of ``queue``; running jobs finish normally."""
@@ -616,8 +609,7 @@ class MemoryDriver(NoDatabaseMixin):
             q.scheduled.clear()
             return len(waiting)
 
-    async def clear_async(self, queue: str) -> int:
-        return self.clear(queue)
+    clear_async = async_twin(clear)
 
     def pop(self, queue: str) -> Job | None:
         """Remove the next ready job of ``queue`` (paused or not) and return it: the caller owns
@@ -636,8 +628,7 @@ class MemoryDriver(NoDatabaseMixin):
             self._remove_live(rec)
             return self._job(rec)
 
-    async def pop_async(self, queue: str) -> Job | None:
-        return self.pop(queue)
+    pop_async = async_twin(pop)
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a waiting job (to history as ``cancelled``) or flag a running one (its worker
@@ -658,8 +649,7 @@ class MemoryDriver(NoDatabaseMixin):
             self._notify([note])
         return True
 
-    async def cancel_async(self, job_id: int) -> bool:
-        return self.cancel(job_id)
+    cancel_async = async_twin(cancel)
 
     def get_job(self, job_id: int) -> Job | None:
         """A live (waiting or running) job, or None."""
@@ -667,8 +657,7 @@ class MemoryDriver(NoDatabaseMixin):
             rec = self._jobs.get(job_id)
             return self._job(rec) if rec is not None else None
 
-    async def get_job_async(self, job_id: int) -> Job | None:
-        return self.get_job(job_id)
+    get_job_async = async_twin(get_job)
 
     def list_failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Archived jobs, newest failure first."""
@@ -677,17 +666,14 @@ class MemoryDriver(NoDatabaseMixin):
             recs.sort(key=lambda r: (r.failed_at or 0.0, r.id), reverse=True)
             return [self._failed_job(r) for r in recs[:max(0, limit)]]
 
-    async def list_failed_async(self, queue: str | None = None,
-                                limit: int = 100) -> list[FailedJob]:
-        return self.list_failed(queue, limit)
+    list_failed_async = async_twin(list_failed)
 
     def get_failed(self, job_id: int) -> FailedJob | None:
         with self._lock:
             rec = self._failed.get(job_id)
             return self._failed_job(rec) if rec is not None else None
 
-    async def get_failed_async(self, job_id: int) -> FailedJob | None:
-        return self.get_failed(job_id)
+    get_failed_async = async_twin(get_failed)
 
     def redrive(self, ids: Sequence[int] | None = None, queue: str | None = None) -> list[int]:
         """Put archived jobs (``ids``, or all of ``queue``, or all) back to waiting with their
@@ -712,17 +698,13 @@ class MemoryDriver(NoDatabaseMixin):
                 rec.cancel_requested = False
                 rec.reason = None
                 rec.failed_at = None
-                rec.last_error = (str(rec.errors[-1].get("error"))
-                                  if rec.errors and rec.errors[-1].get("error") is not None
-                                  else None)
+                rec.last_error = rec.errors[-1].error if rec.errors else None
                 self._add_live(rec, now)
             queues = {r.queue: None for r in recs}
         self._notify(("job", q) for q in queues)
         return [r.id for r in recs]
 
-    async def redrive_async(self, ids: Sequence[int] | None = None,
-                            queue: str | None = None) -> list[int]:
-        return self.redrive(ids, queue)
+    redrive_async = async_twin(redrive)
 
     def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
         """Delete archived jobs (of ``queue``, failed before ``before``); returns how many."""
@@ -735,9 +717,7 @@ class MemoryDriver(NoDatabaseMixin):
                 del self._failed[i]
             return len(doomed)
 
-    async def purge_failed_async(self, queue: str | None = None,
-                                 before: dt.datetime | None = None) -> int:
-        return self.purge_failed(queue, before)
+    purge_failed_async = async_twin(purge_failed)
 
     def history(self, queue: str | None = None, limit: int = 100) -> list[FinishedJob]:
         """Finished jobs (succeeded or cancelled), newest first; at most the last
@@ -751,9 +731,7 @@ class MemoryDriver(NoDatabaseMixin):
                     out.append(h)
             return out
 
-    async def history_async(self, queue: str | None = None,
-                            limit: int = 100) -> list[FinishedJob]:
-        return self.history(queue, limit)
+    history_async = async_twin(history)
 
     def stats(self) -> list[QueueStats]:
         """Per-queue counts, as the postgres ``queue_stats`` view gives them: queues with live
@@ -773,8 +751,6 @@ class MemoryDriver(NoDatabaseMixin):
                 ready = [r for r in live if r.state == "waiting" and r.run_at <= now]
                 failed = [r for r in self._failed.values() if r.queue == name]
                 done = [h for h in recent if h.queue == name]
-                runs = [(h.finished_at - h.started_at).total_seconds()
-                        for h in done if h.started_at is not None]
                 out.append(QueueStats(
                     queue=name, paused=name in self._paused, waiting=len(ready),
                     scheduled=sum(1 for r in live if r.state == "waiting" and r.run_at > now),
@@ -782,11 +758,10 @@ class MemoryDriver(NoDatabaseMixin):
                     failed=len(failed), finished_last_hour=len(done),
                     failed_last_hour=sum(1 for r in failed if (r.failed_at or 0.0) > hour_ago),
                     oldest_wait_s=(now - min(r.run_at for r in ready)) if ready else None,
-                    mean_run_time_s=sum(runs) / len(runs) if runs else None))
+                    mean_run_time_s=mean_run_time(done)))
             return out
 
-    async def stats_async(self) -> list[QueueStats]:
-        return self.stats()
+    stats_async = async_twin(stats)
 
 
 def _held(rec: Any, worker_id: str, attempt: int | None) -> bool:

@@ -31,6 +31,7 @@ from tenacity import (
 from pgqueue._service import Clock, Service
 from pgqueue.drivers.base import Driver, Finish, Requeue
 from pgqueue.errors import DatabaseUnavailableError, TransientDatabaseError
+from pgqueue.job import AttemptError
 
 log = logging.getLogger("pgqueue.completer")
 
@@ -93,7 +94,7 @@ class Completer(Service):
         self._requeues.append(item)
         self._signal()
 
-    async def archive(self, job_id: int, error: dict[str, Any], reason: str,
+    async def archive(self, job_id: int, error: AttemptError, reason: str,
                       attempt: int | None = None) -> bool:
         """Move a job to ``failed_jobs`` now (retrying on connection errors)."""
         return await self._retry(lambda: self.driver.archive(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import datetime as dt
 import inspect
 import logging
 import queue
@@ -34,7 +33,7 @@ from typing import Any
 
 from pgqueue._codec import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, cap_text, result_json
 from pgqueue.drivers.base import Finish, Requeue
-from pgqueue.job import Cancel, Fail, Job, Snooze
+from pgqueue.job import AttemptError, Cancel, Fail, Job, Snooze
 from pgqueue.worker._completer import Completer
 from pgqueue.worker._registry import RunnableTask, TaskRegistry
 from pgqueue.worker.context import JobContext, reset_context, set_context
@@ -138,8 +137,8 @@ class _DaemonThreadPool(FuturesExecutor):
 
 
 def attempt_error(job: Job, exc: BaseException | None,
-                  message: str | None = None) -> dict[str, Any]:
-    """The record of one failed attempt, as stored in ``errors``."""
+                  message: str | None = None) -> AttemptError:
+    """The record of one failed attempt (of ``job``'s current attempt, now)."""
     tb: str | None = None
     if exc is not None:
         try:
@@ -147,13 +146,9 @@ def attempt_error(job: Job, exc: BaseException | None,
                           TRACEBACK_LIMIT)
         except Exception:
             tb = None
-    return {
-        "attempt": job.attempt,
-        "error": (cap_text(message, ERROR_TEXT_LIMIT) if message else
-                  _describe(exc) if exc is not None else "unknown error"),
-        "traceback": tb,
-        "at": dt.datetime.now(dt.UTC).isoformat(),
-    }
+    return AttemptError.now(
+        job.attempt, (cap_text(message, ERROR_TEXT_LIMIT) if message else
+                      _describe(exc) if exc is not None else "unknown error"), tb)
 
 
 class Executor:
@@ -292,7 +287,7 @@ class Executor:
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
                                                 attempt=job.attempt))
         log.info("job %s attempt %s failed: %s; retry in %.1f s", job.id, job.attempt,
-                 err["error"], delay, extra={"event": "retry", "job_id": job.id})
+                 err.error, delay, extra={"event": "retry", "job_id": job.id})
         self._emit("retried", job)
 
     async def _fail(self, job: Job, exc: BaseException | None, reason: str, *, final: bool,

@@ -28,7 +28,7 @@ import pytest
 import pgqueue
 from pgqueue.drivers.base import Finish, QueueStats, Requeue
 from pgqueue.errors import CapabilityError, JobError, JobNotFoundError
-from pgqueue.job import Job
+from pgqueue.job import RESCUE_REASON, AttemptError, Job
 from pgqueue.retry import RetryPolicy
 from tests.helpers import wait_for
 
@@ -254,7 +254,7 @@ async def test_stale_outcomes_of_an_earlier_attempt_are_no_ops(driver_app: pgque
     job_id = app.enqueue("t", queue="q")
     [first] = await claim(app)
     assert (first.id, first.attempt) == (job_id, 1)
-    err1 = {"attempt": 1, "error": "boom 1", "traceback": None, "at": "now"}
+    err1 = AttemptError.now(1, "boom 1")
     assert await driver.requeue_many([Requeue(job_id, error=err1, attempt=1)],
                                      worker_id=W) == [job_id]
     waiting = app.get_job(job_id)
@@ -267,10 +267,10 @@ async def test_stale_outcomes_of_an_earlier_attempt_are_no_ops(driver_app: pgque
         job = app.get_job(job_id)
         assert job is not None
         assert (job.state, job.attempt) == ("running", 2)
-        assert [e["error"] for e in job.errors] == ["boom 1"]
+        assert [e.error for e in job.errors] == ["boom 1"]
         assert app.sizes("q") == {"waiting": 0, "scheduled": 0, "running": 1, "failed": 0}
 
-    stale_err = {"attempt": 1, "error": "stale", "traceback": None, "at": "now"}
+    stale_err = AttemptError.now(1, "stale")
     assert await driver.finish_many([Finish(job_id, attempt=1)], worker_id=W) == []
     still_running_at_attempt_2()
     assert await driver.requeue_many([Requeue(job_id, error=stale_err, attempt=1)],
@@ -308,8 +308,8 @@ async def test_failing_job_retries_then_lands_in_the_archive(driver_app: pgqueue
     [failed] = app.failed("q")
     assert (failed.id, failed.attempt, failed.max_attempts) == (job_id, 3, 3)
     assert failed.payload == {"n": 7}
-    assert [e["error"] for e in failed.errors] == [f"ValueError: boom {i}" for i in (1, 2, 3)]
-    assert [e["attempt"] for e in failed.errors] == [1, 2, 3]
+    assert [e.error for e in failed.errors] == [f"ValueError: boom {i}" for i in (1, 2, 3)]
+    assert [e.attempt for e in failed.errors] == [1, 2, 3]
     assert "boom 3" in failed.reason
     assert app.get_failed(job_id) == failed
     assert app.count("q") == 0
@@ -321,11 +321,11 @@ async def test_archive_and_redrive(driver_app: pgqueue.App) -> None:
     ids = [app.enqueue("t", {"i": i}, queue="q", max_attempts=1) for i in range(3)]
     claimed = await claim(app, limit=3)
     assert sorted(j.id for j in claimed) == ids
-    err = {"attempt": 1, "error": "bad", "traceback": None, "at": "now"}
+    err = AttemptError.now(1, "bad")
     assert await driver.archive(ids[0], worker_id="another-worker", error=err,
                                 reason="bad") is False
     for i in ids:
-        assert await driver.archive(i, worker_id=W, error={**err, "error": f"bad {i}"},
+        assert await driver.archive(i, worker_id=W, error=AttemptError.now(1, f"bad {i}"),
                                     reason=f"bad {i}") is True
     assert await driver.archive(ids[0], worker_id=W, error=err, reason="bad") is False
     assert app.count("q") == 0
@@ -337,7 +337,7 @@ async def test_archive_and_redrive(driver_app: pgqueue.App) -> None:
     job = app.get_job(ids[0])
     assert job is not None
     assert (job.id, job.state, job.attempt) == (ids[0], "waiting", 0)
-    assert [e["error"] for e in job.errors] == [f"bad {ids[0]}"]  # errors are kept
+    assert [e.error for e in job.errors] == [f"bad {ids[0]}"]  # errors are kept
     with pytest.raises(JobNotFoundError):
         app.retry_failed(ids[0])
     with pytest.raises(JobNotFoundError):
@@ -354,7 +354,8 @@ async def test_purge_failed(driver_app: pgqueue.App) -> None:
     app, driver = driver_app, driver_app.driver
     ids = {q: [app.enqueue("t", queue=q) for _ in range(n)] for q, n in (("q1", 2), ("q2", 1))}
     for job in await claim(app, ["q1", "q2"], limit=10):
-        assert await driver.archive(job.id, worker_id=W, error={"error": "x"}, reason="x")
+        assert await driver.archive(job.id, worker_id=W, error=AttemptError.now(1, "x"),
+                                    reason="x")
     hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     assert app.purge_failed("q1", before=hour_ago) == 0
     assert app.purge_failed("q1") == 2
@@ -428,7 +429,8 @@ async def test_unique_keys(driver_app: pgqueue.App) -> None:
 
     # an archived job does not hold its key, and cannot be re-driven while a live job does
     [job] = await claim(app)
-    assert await driver.archive(job.id, worker_id=W, error={"error": "x"}, reason="x")
+    assert await driver.archive(job.id, worker_id=W, error=AttemptError.now(1, "x"),
+                                    reason="x")
     third = app.enqueue("t", queue="q", unique_key="k1")
     assert third != second
     with pytest.raises(JobError):
@@ -455,16 +457,18 @@ async def test_transactional_enqueue(driver_app: pgqueue.App) -> None:
 
 
 async def test_conn_is_refused_where_not_declared(driver_app: pgqueue.App) -> None:
+    """App checks the capability once (drivers do not repeat it); a driver without
+    transactional completion does not offer it at all."""
     app, driver = driver_app, driver_app.driver
     if driver.capabilities.transactional_enqueue:
         pytest.skip("declared: transactional enqueue (see test_transactional_enqueue)")
     with pytest.raises(CapabilityError):
         app.enqueue("t", queue="q", conn=object())
-    job = app.build("t", queue="q")
-    with pytest.raises(CapabilityError):  # the driver is safe on its own
-        driver.insert_many([job], conn=object())
     with pytest.raises(CapabilityError):
-        await driver.insert_many_async([job], conn=object())
+        await app.enqueue_async("t", queue="q", conn=object())
+    job = app.build("t", queue="q")
+    with pytest.raises(CapabilityError):
+        app.insert([job], conn=object())
     if not driver.capabilities.transactional_completion:
         with pytest.raises(CapabilityError):
             driver.finish_in_transaction(object(), 1, worker_id=W)
@@ -496,9 +500,9 @@ async def test_rescue_of_expired_leases(driver_app: pgqueue.App) -> None:
     assert alive not in requeued + archived
     job = app.get_job(retried)
     assert job is not None and (job.state, job.attempt) == ("waiting", 1)
-    assert job.errors[-1]["error"] == "worker died while running"
+    assert job.errors[-1].error == RESCUE_REASON
     failed = app.get_failed(last)
-    assert (failed.reason, failed.attempt) == ("worker died while running", 1)
+    assert (failed.reason, failed.attempt) == (RESCUE_REASON, 1)
 
     # the dead worker cannot complete what it lost; the job runs again, counting the attempt
     assert await driver.finish_many([Finish(retried)], worker_id="dead") == []
@@ -648,7 +652,7 @@ async def test_redis_worker_sigkilled_mid_job_loses_no_job(
     await eventually(rescued, "the killed worker's jobs to be rescued")
     for job_id in killed:
         job = app.get_job(job_id)
-        assert job is not None and job.errors[-1]["error"] == "worker died while running"
+        assert job is not None and job.errors[-1].error == RESCUE_REASON
 
     runs: Counter[int] = Counter()
     attempts: dict[int, int] = {}

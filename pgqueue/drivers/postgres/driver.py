@@ -1,11 +1,13 @@
 """The PostgreSQL driver: the product. Implements every operation of the driver seam over psycopg 3.
 
-Each operation is built once as an :class:`_Op` (statement, parameters, how to read the rows) and
-run by one of two executors of a few lines each: :meth:`PostgresDriver._run` (sync) and
-:meth:`PostgresDriver._arun` (async). Both run on the caller's connection when one is given
-(psycopg ``Connection``/``AsyncConnection``, SQLAlchemy ``Connection``/``Session``/
-``AsyncConnection``/``AsyncSession``), joining its transaction, and on pgqueue's own pool
-otherwise.
+Each operation is built once, as an :class:`_Op` (statement, parameters, how to read the rows) or,
+when it takes several statements that depend on each other's answers, as a :class:`_Plan` (a
+generator that yields steps and receives their results), and run by one of two executors of a few
+lines each: :meth:`PostgresDriver._run` (sync) and :meth:`PostgresDriver._arun` (async). So a
+sync/async pair of public methods is two one-liners over one builder. Both run on the caller's
+connection when one is given (psycopg ``Connection``/``AsyncConnection``, SQLAlchemy
+``Connection``/``Session``/``AsyncConnection``/``AsyncSession``), joining its transaction, and on
+pgqueue's own pool otherwise.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import asyncio
 import datetime as dt
 import json
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -38,7 +40,7 @@ from pgqueue.errors import (
     PgQueueError,
     TransientDatabaseError,
 )
-from pgqueue.job import Job, NewJob
+from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors
 
 __all__ = ["PostgresDriver"]
 
@@ -59,6 +61,37 @@ class _Op(Generic[T]):
     retry_safe: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """A plan step: ``COPY ... FROM STDIN`` of ``rows``."""
+
+    query: sql.Composed
+    rows: list[Row]
+
+
+_Step = _Op[Any] | _Copy
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan(Generic[T]):
+    """Several statements on one connection, each chosen from the answers before it:
+    ``steps()`` is a generator that yields :class:`_Op`/:class:`_Copy` steps, receives each
+    step's result, and returns the operation's result."""
+
+    steps: Callable[[], Generator[_Step, Any, T]]
+    retry_safe: bool = True
+    #: on pgqueue's pool, run in a transaction of its own (on the caller's connection, the
+    #: steps join the caller's transaction)
+    atomic: bool = False
+
+
+def _one(op: _Op[T]) -> _Plan[T]:
+    def steps() -> Generator[_Step, Any, T]:
+        result: T = yield op
+        return result
+    return _Plan(steps, op.retry_safe)
+
+
 def _none(rows: list[Row]) -> None:
     return None
 
@@ -71,13 +104,17 @@ def _scalar(rows: list[Row]) -> Any:
     return rows[0][0] if rows else None
 
 
+def _count(rows: list[Row]) -> int:
+    return int(rows[0][0])
+
+
 def _job(row: Row) -> Job:
     (id_, queue, task, args, priority, attempt, max_attempts, run_at, created_at, unique_key,
      timeout_s, errors, meta, state) = row
     return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
                max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-               unique_key=unique_key, timeout_s=timeout_s, errors=errors or [], meta=meta,
-               state=state)
+               unique_key=unique_key, timeout_s=timeout_s, errors=attempt_errors(errors),
+               meta=meta, state=state)
 
 
 def _jobs(rows: list[Row]) -> list[Job]:
@@ -85,7 +122,14 @@ def _jobs(rows: list[Row]) -> list[Job]:
 
 
 def _failed(row: Row) -> FailedJob:
-    return FailedJob(*row)
+    (id_, queue, task, args, priority, attempt, max_attempts, errors, reason, enqueued_at,
+     failed_at) = row
+    return FailedJob(id_, queue, task, args, priority, attempt, max_attempts,
+                     attempt_errors(errors), reason, enqueued_at, failed_at)
+
+
+def _error_json(error: AttemptError | None) -> str | None:
+    return None if error is None else json.dumps(error.to_json(), default=str)
 
 
 @contextmanager
@@ -207,26 +251,47 @@ class PostgresDriver:
             await pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run(self, op: _Op[T], conn: Any = None) -> T:
+    def _run(self, op: _Op[T] | _Plan[T], conn: Any = None) -> T:
+        """Run an operation (sync) on ``conn`` (joining its transaction) or on the pool."""
+        plan = op if isinstance(op, _Plan) else _one(op)
+
         def run(c: psycopg.Connection[Any]) -> T:
-            with c.cursor(row_factory=tuple_row) as cur:
-                return op.read(_fetch(cur.execute(op.query, op.params)))
+            with (c.transaction() if plan.atomic and conn is None else nullcontext(),
+                  c.cursor(row_factory=tuple_row) as cur):
+                steps = plan.steps()
+                try:
+                    step = next(steps)
+                    while True:
+                        step = steps.send(_step(cur, step))
+                except StopIteration as done:
+                    result: T = done.value
+                    return result
 
         with _translate():
             if conn is not None:
                 return run(connections.sync_connection(conn))
-            return self._pooled(run, op.retry_safe)
+            return self._pooled(run, plan.retry_safe)
 
-    async def _arun(self, op: _Op[T], conn: Any = None, kind: str = "main") -> T:
+    async def _arun(self, op: _Op[T] | _Plan[T], conn: Any = None, kind: str = "main") -> T:
+        """Async twin of :meth:`_run` (``kind`` picks the pool: ``"claim"`` for claims)."""
+        plan = op if isinstance(op, _Plan) else _one(op)
+
         async def run(c: psycopg.AsyncConnection[Any]) -> T:
-            async with c.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(op.query, op.params)
-                return op.read(await cur.fetchall() if cur.description else [])
+            async with (c.transaction() if plan.atomic and conn is None else nullcontext(),
+                        c.cursor(row_factory=tuple_row) as cur):
+                steps = plan.steps()
+                try:
+                    step = next(steps)
+                    while True:
+                        step = steps.send(await _astep(cur, step))
+                except StopIteration as done:
+                    result: T = done.value
+                    return result
 
         with _translate():
             if conn is not None:
                 return await run(await connections.async_connection(conn))
-            return await self._apooled(run, kind, op.retry_safe)
+            return await self._apooled(run, kind, plan.retry_safe)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -262,115 +327,56 @@ class PostgresDriver:
 
     # ---- enqueue -------------------------------------------------------------------------
     def insert_many(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
-        if not jobs:
-            return []
-        if len(jobs) == 1:
-            return [self._run(self._insert_one_op(jobs[0]), conn) or self._existing(jobs[0], conn)]
-        if conn is None:
-            def bulk(c: psycopg.Connection[Any]) -> list[int]:
-                with c.transaction():
-                    return self._insert_bulk(c, jobs)
-
-            with _translate():
-                return self._pooled(bulk, retry=False)
-        with _translate():
-            return self._insert_bulk(connections.sync_connection(conn), jobs)
+        """Insert jobs (in ``conn``'s transaction when given, else in one of their own); ids in
+        input order. A job whose ``unique_key`` is held by a live job is not inserted and that
+        job's id is returned instead."""
+        return self._run(self._insert_plan(jobs), conn) if jobs else []
 
     async def insert_many_async(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
-        if not jobs:
-            return []
+        """Async twin of :meth:`insert_many`."""
+        return await self._arun(self._insert_plan(jobs), conn) if jobs else []
+
+    def _insert_plan(self, jobs: Sequence[NewJob]) -> _Plan[list[int]]:
+        """One job: one ``INSERT``. Several: reserve their ids, then ``COPY`` (a large batch
+        without unique keys) or one ``INSERT ... SELECT FROM unnest``, one ``NOTIFY`` per queue,
+        and the holder's id for each unique key that was already held."""
         if len(jobs) == 1:
-            found = await self._arun(self._insert_one_op(jobs[0]), conn)
-            if found is None:
-                found = await self._arun(self._unique_op(jobs[0]), conn)
-            return [found]
-        with _translate():
-            if conn is None:
-                async def bulk(c: psycopg.AsyncConnection[Any]) -> list[int]:
-                    async with c.transaction():
-                        return await self._insert_bulk_async(c, jobs)
+            return _Plan(lambda: self._insert_one_steps(jobs[0]), retry_safe=False)
+        return _Plan(lambda: self._insert_bulk_steps(jobs), retry_safe=False, atomic=True)
 
-                return await self._apooled(bulk, retry=False)
-            return await self._insert_bulk_async(await connections.async_connection(conn), jobs)
-
-    def _insert_one_op(self, j: NewJob) -> _Op[int | None]:
-        return _Op(self.sql.insert_one, {
+    def _insert_one_steps(self, j: NewJob) -> Generator[_Step, Any, list[int]]:
+        found = yield _Op(self.sql.insert_one, {
             "queue": j.queue, "task": j.task, "args": j.args_json, "priority": j.priority,
             "max_attempts": j.max_attempts, "run_at": j.run_at, "delay": j.delay_s,
             "unique_key": j.unique_key, "timeout_s": j.timeout_s, "meta": j.meta_json,
-        }, _scalar, retry_safe=False)
+        }, _scalar)
+        if found is None:  # the unique key is held: return the holder's id
+            found = yield _Op(self.sql.id_by_unique_key, {"unique_key": j.unique_key}, _scalar)
+        return [int(found)]
 
-    def _unique_op(self, j: NewJob) -> _Op[int]:
-        return _Op(self.sql.id_by_unique_key, {"unique_key": j.unique_key}, _scalar)
-
-    def _existing(self, j: NewJob, conn: Any) -> int:
-        return int(self._run(self._unique_op(j), conn))
-
-    def _bulk_plan(self, jobs: Sequence[NewJob], now: dt.datetime,
-                   ids: list[int]) -> tuple[bool, list[tuple[Any, ...]]]:
+    def _insert_bulk_steps(self, jobs: Sequence[NewJob]) -> Generator[_Step, Any, list[int]]:
+        now, ids = yield _Op(self.sql.reserve_ids, {"n": len(jobs)}, lambda rows: rows[0])
         rows = []
         for i, j in zip(ids, jobs, strict=True):
             run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
             rows.append((i, j.queue, j.task, j.args_json, j.priority, j.max_attempts, run_at,
                          j.unique_key, j.timeout_s, j.meta_json))
-        use_copy = len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs)
-        return use_copy, rows
-
-    def _unnest_params(self, rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-        cols = list(zip(*rows, strict=True))
-        names = ("ids", "queues", "tasks", "args", "priorities", "max_attempts", "run_ats",
-                 "unique_keys", "timeouts", "metas")
-        return {n: list(c) for n, c in zip(names, cols, strict=True)}
-
-    def _insert_bulk(self, c: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> list[int]:
-        with c.cursor(row_factory=tuple_row) as cur:
-            now, ids = cur.execute(self.sql.reserve_ids, {"n": len(jobs)}).fetchone()  # type: ignore[misc]
-            use_copy, rows = self._bulk_plan(jobs, now, ids)
-            if use_copy:
-                with cur.copy(self.sql.copy_jobs) as cp:
-                    for r in rows:
-                        cp.write_row(r[:7] + r[8:])
-                inserted = set(ids)
-            else:
-                inserted = set(_ids(cur.execute(self.sql.insert_many,
-                                                self._unnest_params(rows)).fetchall()))
-            cur.execute(self.sql.notify_queues, {"queues": sorted({j.queue for j in jobs})})
-            return self._resolve_ids(jobs, ids, inserted, lambda key: _scalar(
-                cur.execute(self.sql.id_by_unique_key, {"unique_key": key}).fetchall()))
-
-    async def _insert_bulk_async(self, c: psycopg.AsyncConnection[Any],
-                                 jobs: Sequence[NewJob]) -> list[int]:
-        async with c.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(self.sql.reserve_ids, {"n": len(jobs)})
-            now, ids = await cur.fetchone()  # type: ignore[misc]
-            use_copy, rows = self._bulk_plan(jobs, now, ids)
-            if use_copy:
-                async with cur.copy(self.sql.copy_jobs) as cp:
-                    for r in rows:
-                        await cp.write_row(r[:7] + r[8:])
-                inserted = set(ids)
-            else:
-                await cur.execute(self.sql.insert_many, self._unnest_params(rows))
-                inserted = set(_ids(await cur.fetchall()))
-            await cur.execute(self.sql.notify_queues,
-                              {"queues": sorted({j.queue for j in jobs})})
-            existing: dict[str, int] = {}
-            for i, j in zip(ids, jobs, strict=True):
-                if i not in inserted and j.unique_key is not None:
-                    await cur.execute(self.sql.id_by_unique_key, {"unique_key": j.unique_key})
-                    existing[j.unique_key] = int(_scalar(await cur.fetchall()))
-            return self._resolve_ids(jobs, ids, inserted, existing.__getitem__)
-
-    @staticmethod
-    def _resolve_ids(jobs: Sequence[NewJob], ids: list[int], inserted: set[int],
-                     lookup: Callable[[str], Any]) -> list[int]:
-        """Input-ordered ids: the new id, or the id of the live job holding the unique key."""
+        if len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs):
+            yield _Copy(self.sql.copy_jobs, [r[:7] + r[8:] for r in rows])
+            inserted = set(ids)
+        else:
+            names = ("ids", "queues", "tasks", "args", "priorities", "max_attempts", "run_ats",
+                     "unique_keys", "timeouts", "metas")
+            columns = {n: list(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)}
+            inserted = set((yield _Op(self.sql.insert_many, columns, _ids)))
+        yield _Op(self.sql.notify_queues, {"queues": sorted({j.queue for j in jobs})}, _none)
         out = []
         for i, j in zip(ids, jobs, strict=True):
             if i in inserted:
                 out.append(i)
-            elif j.unique_key is not None:
-                out.append(int(lookup(j.unique_key)))
+            elif j.unique_key is not None:  # held by a live job: return the holder's id
+                out.append(int((yield _Op(self.sql.id_by_unique_key,
+                                          {"unique_key": j.unique_key}, _scalar))))
             else:  # cannot happen: only unique-key conflicts skip rows
                 raise JobError(f"job {i} was not inserted")
         return out
@@ -421,14 +427,13 @@ class PostgresDriver:
             "ids": [i.job_id for i in items], "attempts": [i.attempt for i in items],
             "delays": [i.delay_s for i in items],
             "count_attempt": [i.count_attempt for i in items],
-            "errors": [None if i.error is None else json.dumps(i.error, default=str)
-                       for i in items],
+            "errors": [_error_json(i.error) for i in items],
             "worker": worker_id}, _ids))
 
-    async def archive(self, job_id: int, *, worker_id: str, error: dict[str, Any],
+    async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
                       reason: str, attempt: int | None = None) -> bool:
         return bool(await self._arun(_Op(self.sql.archive, {
-            "id": job_id, "worker": worker_id, "error": json.dumps(error, default=str),
+            "id": job_id, "worker": worker_id, "error": _error_json(error),
             "reason": reason, "attempt": attempt}, _ids)))
 
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
@@ -457,11 +462,13 @@ class PostgresDriver:
         await self._arun(_Op(self.sql.heartbeat, {"worker": worker_id, "lease": lease_s,
                                                   "ids": list(job_ids)}, _none))
 
-    async def rescue_expired(self, *, limit: int = 1000) -> tuple[list[int], list[int]]:
+    async def rescue_expired(self, *, limit: int = 1000,
+                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
         def read(rows: list[Row]) -> tuple[list[int], list[int]]:
             return ([r[1] for r in rows if r[0] == "rescued"],
                     [r[1] for r in rows if r[0] == "failed"])
-        return await self._arun(_Op(self.sql.rescue_expired, {"limit": limit}, read))
+        return await self._arun(_Op(self.sql.rescue_expired, {"limit": limit, "reason": reason},
+                                    read))
 
     async def prune_workers(self, *, older_than_s: float) -> None:
         await self._arun(_Op(self.sql.prune_workers, {"older_than": older_than_s}, _none))
@@ -540,11 +547,14 @@ class PostgresDriver:
     async def sizes_async(self, queue: str) -> dict[str, int]:
         return await self._arun(self._sizes_op(queue))
 
+    def _clear_op(self, queue: str) -> _Op[int]:
+        return _Op(self.sql.clear, {"queue": queue}, _count)
+
     def clear(self, queue: str) -> int:
-        return self._run_rowcount(self.sql.clear, {"queue": queue})
+        return self._run(self._clear_op(queue))
 
     async def clear_async(self, queue: str) -> int:
-        return await self._arun_rowcount(self.sql.clear, {"queue": queue})
+        return await self._arun(self._clear_op(queue))
 
     def _pop_op(self, queue: str) -> _Op[Job | None]:
         return _Op(self.sql.pop, {"queue": queue}, lambda rows: _job(rows[0]) if rows else None)
@@ -555,15 +565,18 @@ class PostgresDriver:
     async def pop_async(self, queue: str) -> Job | None:
         return await self._arun(self._pop_op(queue))
 
+    def _cancel_plan(self, job_id: int) -> _Plan[bool]:
+        def steps() -> Generator[_Step, Any, bool]:
+            if (yield _Op(self.sql.cancel_waiting, {"id": job_id}, _ids)):
+                return True
+            return bool((yield _Op(self.sql.cancel_running, {"id": job_id}, _ids)))
+        return _Plan(steps)
+
     def cancel(self, job_id: int) -> bool:
-        if self._run(_Op(self.sql.cancel_waiting, {"id": job_id}, _ids)):
-            return True
-        return bool(self._run(_Op(self.sql.cancel_running, {"id": job_id}, _ids)))
+        return self._run(self._cancel_plan(job_id))
 
     async def cancel_async(self, job_id: int) -> bool:
-        if await self._arun(_Op(self.sql.cancel_waiting, {"id": job_id}, _ids)):
-            return True
-        return bool(await self._arun(_Op(self.sql.cancel_running, {"id": job_id}, _ids)))
+        return await self._arun(self._cancel_plan(job_id))
 
     def _get_job_op(self, job_id: int) -> _Op[Job | None]:
         return _Op(self.sql.get_job, {"id": job_id}, lambda rows: _job(rows[0]) if rows else None)
@@ -600,25 +613,23 @@ class PostgresDriver:
                                       "queue": queue}, _ids)
 
     def redrive(self, ids: Sequence[int] | None = None, queue: str | None = None) -> list[int]:
-        try:
+        with _redrive_errors():
             return self._run(self._redrive_op(ids, queue))
-        except DatabaseError as e:
-            raise _redrive_error(e) from e.__cause__
 
     async def redrive_async(self, ids: Sequence[int] | None = None,
                             queue: str | None = None) -> list[int]:
-        try:
+        with _redrive_errors():
             return await self._arun(self._redrive_op(ids, queue))
-        except DatabaseError as e:
-            raise _redrive_error(e) from e.__cause__
+
+    def _purge_op(self, queue: str | None, before: dt.datetime | None) -> _Op[int]:
+        return _Op(self.sql.purge_failed, {"queue": queue, "before": before}, _count)
 
     def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
-        return self._run_rowcount(self.sql.purge_failed, {"queue": queue, "before": before})
+        return self._run(self._purge_op(queue, before))
 
     async def purge_failed_async(self, queue: str | None = None,
                                  before: dt.datetime | None = None) -> int:
-        return await self._arun_rowcount(self.sql.purge_failed,
-                                         {"queue": queue, "before": before})
+        return await self._arun(self._purge_op(queue, before))
 
     def _stats_op(self) -> _Op[list[QueueStats]]:
         return _Op(self.sql.queue_stats, {}, lambda rows: [QueueStats(*r) for r in rows])
@@ -628,18 +639,6 @@ class PostgresDriver:
 
     async def stats_async(self) -> list[QueueStats]:
         return await self._arun(self._stats_op())
-
-    # ---- helpers -------------------------------------------------------------------------
-    def _run_rowcount(self, query: sql.Composed, params: dict[str, Any]) -> int:
-        with _translate():
-            return self._pooled(lambda c: int(c.execute(query, params).rowcount))
-
-    async def _arun_rowcount(self, query: sql.Composed, params: dict[str, Any]) -> int:
-        async def run(c: psycopg.AsyncConnection[Any]) -> int:
-            return int((await c.execute(query, params)).rowcount)
-
-        with _translate():
-            return await self._apooled(run)
 
 
 async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -653,12 +652,35 @@ async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("SET synchronous_commit TO off")
 
 
-def _fetch(cur: psycopg.Cursor[Row]) -> list[Row]:
-    return cur.fetchall() if cur.description else []
+def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:
+    """Run one plan step on a cursor (sync)."""
+    if isinstance(step, _Copy):
+        with cur.copy(step.query) as cp:
+            for r in step.rows:
+                cp.write_row(r)
+        return None
+    cur.execute(step.query, step.params)
+    return step.read(cur.fetchall() if cur.description else [])
 
 
-def _redrive_error(e: DatabaseError) -> PgQueueError:
-    if isinstance(e.__cause__, pgerrors.UniqueViolation):
-        return JobError("cannot re-drive: a live job already holds the same unique_key; "
-                        "cancel or finish it first")
-    return e
+async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
+    """Async twin of :func:`_step`."""
+    if isinstance(step, _Copy):
+        async with cur.copy(step.query) as cp:
+            for r in step.rows:
+                await cp.write_row(r)
+        return None
+    await cur.execute(step.query, step.params)
+    return step.read(await cur.fetchall() if cur.description else [])
+
+
+@contextmanager
+def _redrive_errors() -> Iterator[None]:
+    """A unique-key conflict on re-drive is the caller's :class:`pgqueue.JobError`."""
+    try:
+        yield
+    except DatabaseError as e:
+        if isinstance(e.__cause__, pgerrors.UniqueViolation):
+            raise JobError("cannot re-drive: a live job already holds the same unique_key; "
+                           "cancel or finish it first") from e.__cause__
+        raise

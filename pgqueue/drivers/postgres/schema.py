@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, FAILED_JOBS_TABLE, JOBS_TABLE
+from pgqueue.job import OUTCOMES, JobState
 
 SCHEMA_PLACEHOLDER = "pgqueue"
 VERSION_TABLE = "pgqueue_alembic_version"
@@ -37,8 +38,17 @@ metadata = sa.MetaData(schema=SCHEMA_PLACEHOLDER)
 TS = sa.DateTime(timezone=True)
 NOW = sa.func.now()
 
-JOB_STATES = ("waiting", "running")
-HISTORY_STATES = ("succeeded", "cancelled")
+#: States of a row in ``jobs`` and in ``job_history`` (from :class:`pgqueue.job.JobState` and the
+#: outcome table :data:`pgqueue.job.OUTCOMES`).
+JOB_STATES = (JobState.WAITING.value, JobState.RUNNING.value)
+HISTORY_STATES = tuple(dict.fromkeys(
+    r.state.value for r in OUTCOMES.values() if r.where == "job_history"))
+
+
+def _state_check(states: tuple[str, ...], name: str) -> sa.CheckConstraint:
+    """``CHECK (state IN (...))`` over the given states."""
+    return sa.CheckConstraint(sa.column("state").in_(states), name=name)
+
 
 jobs = sa.Table(
     JOBS_TABLE,
@@ -50,7 +60,7 @@ jobs = sa.Table(
     sa.Column("priority", sa.SmallInteger, nullable=False,
               server_default=sa.text(str(DEFAULT_PRIORITY))),
     sa.Column("run_at", TS, nullable=False, server_default=NOW),
-    sa.Column("state", sa.Text, nullable=False, server_default=sa.text("'waiting'")),
+    sa.Column("state", sa.Text, nullable=False, server_default=JobState.WAITING.value),
     sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("max_attempts", sa.Integer, nullable=False,
               server_default=sa.text(str(DEFAULT_MAX_ATTEMPTS))),
@@ -64,7 +74,7 @@ jobs = sa.Table(
     sa.Column("meta", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("created_at", TS, nullable=False, server_default=NOW),
     sa.Column("started_at", TS, nullable=True),
-    sa.CheckConstraint("state IN ('waiting', 'running')", name="jobs_state_check"),
+    _state_check(JOB_STATES, "jobs_state_check"),
     sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
     sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
     sa.Index(
@@ -110,7 +120,7 @@ job_history = sa.Table(
         "finished_at", TS, nullable=False, server_default=NOW
     ),
     sa.PrimaryKeyConstraint("id", "finished_at", name="job_history_pkey"),
-    sa.CheckConstraint("state IN ('succeeded', 'cancelled')", name="job_history_state_check"),
+    _state_check(HISTORY_STATES, "job_history_state_check"),
     sa.Index("job_history_queue_finished_idx", "queue", "finished_at"),
     postgresql_partition_by="RANGE (finished_at)",
 )

@@ -51,6 +51,14 @@ class Statements:
              # and decoding them for every job costs the worker time
              "claimcols": _cols("j.", skip=("errors",))}
 
+        #: The ownership guard of a single-job outcome (see the module docstring): take job
+        #: ``id`` out of ``jobs`` only while it runs under ``worker`` at the claimed ``attempt``.
+        f["take_held"] = sql.SQL("""
+                DELETE FROM {s}.jobs
+                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                  AND attempt = coalesce(%(attempt)s::int, attempt)
+                RETURNING *""").format(s=s)
+
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
 
@@ -106,6 +114,15 @@ class Statements:
         self.notify_queues = q("SELECT pg_notify({chan}, q) FROM unnest(%(queues)s::text[]) q")
 
         # ---- worker: claim ----------------------------------------------------------------
+        #: Both claims end here: the rows locked in the CTE ``c`` become ``running`` under this
+        #: worker with ``attempt + 1`` and a lease of ``lease`` seconds.
+        claim_rows = """
+            UPDATE {s}.jobs j
+               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+              FROM c WHERE j.id = c.id
+            RETURNING {claimcols}"""
+
         #: Claim up to ``limit`` ready jobs of one queue, in (priority, run_at, id) order. The CTE
         #: is the fence: ``FOR UPDATE SKIP LOCKED`` locks exactly the rows this worker takes and
         #: skips rows other workers are claiming; served by the partial index ``jobs_claim_idx``.
@@ -118,12 +135,7 @@ class Statements:
                                   WHERE p.name = %(queue)s AND p.paused)
                 ORDER BY priority, run_at, id
                 LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED)
-            UPDATE {s}.jobs j
-               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
-                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-              FROM c WHERE j.id = c.id
-            RETURNING {claimcols}""")
+                FOR UPDATE SKIP LOCKED)""" + claim_rows)
 
         #: The same over several queues: the best ``limit`` jobs of each unpaused queue are
         #: locked through the index (LATERAL, one index scan per queue), then the best ``limit``
@@ -141,12 +153,7 @@ class Statements:
                     LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED) cand
                 ORDER BY cand.priority, cand.run_at, cand.id
-                LIMIT %(limit)s)
-            UPDATE {s}.jobs j
-               SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
-                   started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-              FROM c WHERE j.id = c.id
-            RETURNING {claimcols}""")
+                LIMIT %(limit)s)""" + claim_rows)
 
         #: When the next waiting job of these queues becomes due (for sleeping until then).
         self.next_run_at = q("""
@@ -177,11 +184,7 @@ class Statements:
         #: Finish one job inside the caller's transaction (completion joins the handler's
         #: business writes). Same guard as ``finish_many``.
         self.finish_one = q("""
-            WITH d AS (
-                DELETE FROM {s}.jobs
-                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
-                  AND attempt = coalesce(%(attempt)s::int, attempt)
-                RETURNING *)
+            WITH d AS ({take_held})
             INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
                                          max_attempts, errors, result, worker_id, enqueued_at,
                                          started_at)
@@ -213,11 +216,7 @@ class Statements:
 
         #: Move a job to the archive with its last error, in one statement.
         self.archive = q("""
-            WITH d AS (
-                DELETE FROM {s}.jobs
-                WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
-                  AND attempt = coalesce(%(attempt)s::int, attempt)
-                RETURNING *)
+            WITH d AS ({take_held})
             INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt, max_attempts,
                                          unique_key, timeout_s, meta, errors, reason,
                                          enqueued_at, started_at)
@@ -250,10 +249,12 @@ class Statements:
         self.unregister_worker = q("DELETE FROM {s}.workers WHERE id = %(worker)s")
 
         #: Jobs whose lease expired (their worker died or hung) go back to waiting, counting the
-        #: attempt, or -- on their last attempt -- to the archive ("worker died while running":
-        #: a poison job cannot kill workers forever). ``FOR UPDATE SKIP LOCKED`` keeps two
-        #: rescuers off the same job; a live worker's heartbeat keeps its leases in the future,
-        #: so its jobs are never rescued.
+        #: attempt, or -- on their last attempt -- to the archive (the rescue rule of
+        #: :func:`pgqueue.job.rescue_archives`: a poison job cannot kill workers forever). The error
+        #: text and archive reason is the bound ``reason`` (``pgqueue.job.RESCUE_REASON``); the
+        #: error record has the stored shape of :class:`pgqueue.job.AttemptError`.
+        #: ``FOR UPDATE SKIP LOCKED`` keeps two rescuers off the same job; a live worker's
+        #: heartbeat keeps its leases in the future, so its jobs are never rescued.
         self.rescue_expired = q("""
             WITH c AS (
                 SELECT id FROM {s}.jobs
@@ -271,9 +272,9 @@ class Statements:
                                              reason, enqueued_at, started_at)
                 SELECT id, queue, task, args, priority, attempt, max_attempts, unique_key,
                        timeout_s, meta, errors || jsonb_build_array(jsonb_build_object(
-                           'attempt', attempt, 'error', 'worker died while running',
+                           'attempt', attempt, 'error', %(reason)s::text,
                            'traceback', NULL, 'at', now(), 'worker', worker_id)),
-                       'worker died while running', created_at, started_at FROM dead
+                       %(reason)s::text, created_at, started_at FROM dead
                 ON CONFLICT (id) DO UPDATE SET
                     attempt = excluded.attempt, errors = excluded.errors,
                     reason = excluded.reason, failed_at = now()
@@ -283,9 +284,9 @@ class Statements:
                    SET state = 'waiting', worker_id = NULL, lease_expires_at = NULL,
                        run_at = now(),
                        errors = j.errors || jsonb_build_array(jsonb_build_object(
-                           'attempt', j.attempt, 'error', 'worker died while running',
+                           'attempt', j.attempt, 'error', %(reason)s::text,
                            'traceback', NULL, 'at', now(), 'worker', j.worker_id)),
-                       last_error = 'worker died while running'
+                       last_error = %(reason)s::text
                   FROM c WHERE j.id = c.id AND j.attempt < j.max_attempts
                 RETURNING j.id, pg_notify({chan}, j.queue))
             SELECT 'rescued', id FROM back UNION ALL SELECT 'failed', id FROM arch""")
@@ -321,7 +322,11 @@ class Statements:
             FROM {s}.jobs WHERE queue = %(queue)s""")
 
         #: Delete the waiting jobs of a queue (running jobs finish normally).
-        self.clear = q("DELETE FROM {s}.jobs WHERE queue = %(queue)s AND state = 'waiting'")
+        #: Delete a queue's waiting jobs; returns how many (counted on the server).
+        self.clear = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs WHERE queue = %(queue)s AND state = 'waiting' RETURNING 1)
+            SELECT count(*) FROM d""")
 
         #: Take the next ready job out of the queue (velocity's ``pop``): the caller owns it.
         self.pop = q("""
@@ -380,10 +385,14 @@ class Statements:
                        errors, errors -> -1 ->> 'error', enqueued_at FROM d
                 RETURNING id, queue)
             SELECT id, pg_notify({chan}, queue) FROM ins""")
+        #: Delete archived jobs; returns how many (counted on the server).
         self.purge_failed = q("""
-            DELETE FROM {s}.failed_jobs
-             WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-               AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)""")
+            WITH d AS (
+                DELETE FROM {s}.failed_jobs
+                 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+                   AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)
+                RETURNING 1)
+            SELECT count(*) FROM d""")
 
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""

@@ -1,0 +1,132 @@
+"""Outcome policy across the driver seam: the attempt-error record and the rescue reason are
+defined once (:mod:`pgqueue.job`) and every driver stores and returns them the same way."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+import pgqueue
+from pgqueue.job import OUTCOMES, RESCUE_REASON, AttemptError, JobState, rescue_archives
+from pgqueue.retry import RetryPolicy
+from tests.drivers.test_behaviour import claim, drain, eventually
+
+PACKAGE = Path(pgqueue.__file__).resolve().parent
+
+
+def _shape(errors: list[AttemptError]) -> list[tuple[type, int, str, bool, str | None]]:
+    """What must be equal across drivers (times and tracebacks differ run to run)."""
+    return [(type(e), e.attempt, e.error, e.traceback is not None and "Traceback" in e.traceback,
+             e.worker) for e in errors]
+
+
+async def test_failed_job_returns_typed_attempt_errors(driver_app: pgqueue.App) -> None:
+    """Retried once, then archived: the archive holds one :class:`AttemptError` per attempt,
+    with the attempt number, the error text, the traceback and an aware time."""
+    app = driver_app
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+
+    @app.task(name="boom", queue="q", max_attempts=2,
+              retry=RetryPolicy(base=0.01, factor=1.0, jitter=0.0))
+    def boom() -> None:
+        raise ValueError(f"boom {pgqueue.current_job().attempt}")
+
+    job_id = app.enqueue("boom")
+    worker = await drain(app, queues=["q"])
+    assert worker.counts == {"retried": 1, "failed": 1}
+
+    failed = app.get_failed(job_id)
+    assert _shape(failed.errors) == [(AttemptError, 1, "ValueError: boom 1", True, None),
+                                     (AttemptError, 2, "ValueError: boom 2", True, None)]
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    for e in failed.errors:
+        assert e.at is not None and e.at.tzinfo is not None and before < e.at < after
+    assert failed.errors[0].at <= failed.errors[1].at  # type: ignore[operator]
+    assert failed.reason == "ValueError: boom 2"
+    assert app.failed("q") == [failed]  # list and get agree
+
+    # re-driven, the job keeps its typed errors
+    app.retry_failed(job_id)
+    live = app.get_job(job_id)
+    assert live is not None and live.errors == failed.errors
+
+
+async def test_rescued_job_carries_the_one_rescue_reason(driver_app: pgqueue.App) -> None:
+    """A rescue appends an :class:`AttemptError` with :data:`RESCUE_REASON` (and the dead
+    worker); on the last attempt the archive's reason is the same text."""
+    app, driver = driver_app, driver_app.driver
+    retried = app.enqueue("t", queue="q", max_attempts=2, priority=0)
+    last = app.enqueue("t", queue="q", max_attempts=1, priority=1)
+    assert [j.id for j in await claim(app, limit=2, worker="dead", lease_s=0.05)] == [retried,
+                                                                                       last]
+    seen: set[int] = set()
+
+    async def both_rescued() -> bool:
+        requeued, archived = await driver.rescue_expired()
+        seen.update(requeued + archived)
+        return {retried, last} <= seen
+
+    await eventually(both_rescued, "the expired leases to be rescued")
+    job = app.get_job(retried)
+    assert job is not None and job.state == JobState.WAITING
+    assert _shape(job.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead")]
+    failed = app.get_failed(last)
+    assert failed.reason == RESCUE_REASON
+    assert _shape(failed.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead")]
+
+
+async def test_rescue_reason_is_a_parameter_of_the_driver(driver_app: pgqueue.App) -> None:
+    """Drivers write the reason they are given, not a text of their own."""
+    app, driver = driver_app, driver_app.driver
+    job_id = app.enqueue("t", queue="q", max_attempts=1)
+    await claim(app, worker="dead", lease_s=0.05)
+
+    async def archived() -> bool:
+        return job_id in (await driver.rescue_expired(reason="lease lost (test)"))[1]
+
+    await eventually(archived, "the expired lease to be rescued")
+    failed = app.get_failed(job_id)
+    assert failed.reason == "lease lost (test)"
+    assert [e.error for e in failed.errors] == ["lease lost (test)"]
+
+
+# ---- the policy itself (no driver) -------------------------------------------------------------
+def test_attempt_error_round_trips_through_its_stored_form() -> None:
+    err = AttemptError.now(3, "ValueError: x", "Traceback ...")
+    assert AttemptError.from_json(err.to_json()) == err
+    assert set(err.to_json()) == {"attempt", "error", "traceback", "at"}
+    rescued = AttemptError(1, RESCUE_REASON, None, err.at, "w1")
+    assert AttemptError.from_json(rescued.to_json()) == rescued
+    # read access of the former dict form
+    assert (err["error"], err["attempt"], err.get("missing", 0)) == ("ValueError: x", 3, 0)
+    assert err["at"] == err.at.isoformat()  # type: ignore[union-attr]
+    with pytest.raises(AttributeError):  # frozen
+        err.error = "other"  # type: ignore[misc]
+
+
+def test_outcome_table_and_rescue_rule() -> None:
+    assert {r.where for r in OUTCOMES.values()} == {"jobs", "job_history", "failed_jobs"}
+    assert OUTCOMES["rescued_last"].state == OUTCOMES["failed"].state == JobState.FAILED
+    assert not OUTCOMES["snoozed"].counts_attempt and OUTCOMES["retried"].records_error
+    assert (rescue_archives(1, 2), rescue_archives(2, 2), rescue_archives(3, 2)) == (
+        False, True, True)
+
+
+def test_the_rescue_reason_is_written_once() -> None:
+    """The text lives in pgqueue/job.py only: SQL binds it, Lua receives it in ARGV."""
+    holders = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
+                     if p.suffix in (".py", ".lua", ".sql")
+                     and RESCUE_REASON in p.read_text(encoding="utf-8"))
+    assert holders == ["job.py"]
+
+
+def test_redis_scripts_ship_as_package_files() -> None:
+    from importlib import resources
+
+    from pgqueue.drivers.redis import driver
+
+    folder = resources.files("pgqueue.drivers.redis").joinpath("scripts")
+    for name in (*driver.SCRIPT_NAMES, "prelude"):
+        assert folder.joinpath(f"{name}.lua").is_file(), name
