@@ -23,7 +23,6 @@ from pgqueue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import heapq
 import itertools
@@ -120,6 +119,8 @@ class Service:
     name = "service"
     #: cancel the task on stop (true for duties whose work can be interrupted at any point)
     cancel_on_stop = False
+    #: seconds :meth:`stop` waits for the task before abandoning it (None: as long as it takes)
+    stop_timeout: float | None = None
 
     def __init__(self, *, clock: Clock | None = None, logger: logging.Logger | None = None,
                  name: str | None = None) -> None:
@@ -158,8 +159,12 @@ class Service:
             return
         if self.cancel_on_stop:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        done, _ = await asyncio.wait({task}, timeout=self.stop_timeout)
+        if not done:
+            self.log.warning("%s did not stop within %s s; abandoning it", self.name,
+                             self.stop_timeout)
+        elif not task.cancelled() and task.exception() is not None:
+            self.log.debug("%s ended with %r", self.name, task.exception())
         self._task = None
 
     async def wait(self) -> None:

@@ -27,6 +27,7 @@ asked to do what its :class:`Capabilities` deny (``conn=`` on a driver without
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 from collections.abc import Callable, Coroutine, Sequence
@@ -89,7 +90,11 @@ WakeCallback = Callable[[str, Any], None]
 
 @runtime_checkable
 class Listener(Protocol):
-    """Pushes wake-ups to a worker until stopped. Reconnects by itself."""
+    """Pushes wake-ups to a worker until stopped; reconnects by itself. A service
+    (:class:`pgqueue._service.Service`): ``start``/``stop`` and ``started``/``stopped``."""
+
+    started: asyncio.Event
+    stopped: asyncio.Event
 
     async def start(self) -> None: ...
 

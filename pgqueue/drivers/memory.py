@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pgqueue._service import Service
 from pgqueue.drivers.base import (
     Capabilities,
     FailedJob,
@@ -128,10 +129,14 @@ class _WorkerInfo:
     heartbeat: float
 
 
-class MemoryListener:
-    """Delivers a :class:`MemoryDriver`'s wake-ups to one event loop until stopped."""
+class MemoryListener(Service):
+    """Delivers a :class:`MemoryDriver`'s wake-ups to one event loop until stopped (a service:
+    registered with the driver from start to stop, on the loop that started it)."""
+
+    name = "memory-listener"
 
     def __init__(self, driver: MemoryDriver, callback: WakeCallback) -> None:
+        super().__init__()
         self._driver = driver
         self._callback = callback
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,10 +145,15 @@ class MemoryListener:
         """Register with the driver; wake-ups are delivered on the current event loop."""
         self._loop = asyncio.get_running_loop()
         self._driver._add_listener(self)
+        await super().start()
+
+    async def run(self) -> None:
+        await self._stopping.wait()
 
     async def stop(self) -> None:
         self._driver._remove_listener(self)
         self._loop = None
+        await super().stop()
 
     def deliver(self, kind: str, payload: Any) -> bool:
         """Schedule ``callback(kind, payload)`` on the listener's loop; False if it is gone."""

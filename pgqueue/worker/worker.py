@@ -39,7 +39,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_r
 from pgqueue._defaults import DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL
 from pgqueue._names import validate_name
 from pgqueue._service import Clock, PeriodicService, Service
-from pgqueue.drivers.base import Requeue
+from pgqueue.drivers.base import Listener, Requeue
 from pgqueue.errors import DatabaseUnavailableError, PgQueueError, ValidationError
 from pgqueue.job import Job
 from pgqueue.worker._completer import Completer
@@ -140,7 +140,7 @@ class Worker:
         self.counts: dict[str, int] = {}
         # the running composition (None outside run()); the worker's task owns these
         self.producer: Producer | None = None
-        self.listener: Any = None
+        self.listener: Listener | None = None
         self.duties: list[PeriodicService] = []
 
     def __repr__(self) -> str:
@@ -174,9 +174,9 @@ class Worker:
             rescue_interval=self.rescue_interval, summary_interval=self.summary_interval,
             held=producer.held_ids, cancel=producer.cancel_local, counts=lambda: self.counts,
             running=lambda: len(producer.running), clock=self.clock))
-        services: list[Service | Any] = [completer, *([self.listener] if self.listener else []),
-                                         *self.duties]
-        started: list[Any] = []
+        services: list[Service | Listener] = [
+            completer, *([self.listener] if self.listener else []), *self.duties]
+        started: list[Service | Listener] = []
         try:
             for service in services:
                 await service.start()

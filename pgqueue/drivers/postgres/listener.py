@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
+from pgqueue._service import Service
 from pgqueue.drivers.base import WakeCallback
 from pgqueue.drivers.postgres.sql import Statements
 
@@ -29,28 +30,28 @@ log = logging.getLogger("pgqueue.listener")
 __all__ = ["PgListener"]
 
 
-class PgListener:
+class PgListener(Service):
+    """The LISTEN connection of one worker (a service: ``start``/``stop``, see
+    :mod:`pgqueue._service`). Its task owns the connection; ``connected`` is set while it is
+    up, and ``reconnects`` counts the times it came back."""
+
+    name = "listener"
+    cancel_on_stop = True
+
     def __init__(self, dsn: str, statements: Statements, callback: WakeCallback, *,
                  connect_timeout: float = 10.0, health_interval: float = 5.0) -> None:
+        super().__init__(logger=log)
         self._dsn = dsn
         self._sql = statements
         self._callback = callback
         self._connect_timeout = connect_timeout
         self._health_interval = health_interval
-        self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pgqueue-listener")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await super().stop()
         await self._close()
 
     @property
@@ -72,7 +73,7 @@ class PgListener:
         self._conn = conn
         self.connected.set()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         first = True
         while True:
             try:

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+from pgqueue._service import Service
 from pgqueue.drivers.base import WakeCallback
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ __all__ = ["RedisListener"]
 log = logging.getLogger("pgqueue.redis")
 
 
-class RedisListener:
+class RedisListener(Service):
     """Subscribes to the driver's pub/sub channels and hands wake-ups to the worker's callback.
 
     Runs on the worker's event loop (``redis.asyncio``). On a connection error it reconnects
@@ -30,9 +31,14 @@ class RedisListener:
     after every read, which returns at least every ``read_timeout`` seconds.
     """
 
+    name = "redis-listener"
+    cancel_on_stop = True
+
     def __init__(self, url: str, prefix: str, callback: WakeCallback, *,
                  connect_timeout: float = 5.0, health_interval: float = 5.0,
                  read_timeout: float = 0.5) -> None:
+        super().__init__(logger=log)
+        self.stop_timeout = read_timeout + 5.0
         self._url = url
         self._jobs_channel = f"{prefix}:jobs"
         self._ctl_channel = f"{prefix}:ctl"
@@ -40,33 +46,19 @@ class RedisListener:
         self._connect_timeout = connect_timeout
         self._health_interval = health_interval
         self._read_timeout = read_timeout
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.connected = asyncio.Event()
         self.reconnects = 0
 
-    async def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="pgqueue-redis-listener")
-
     async def stop(self) -> None:
-        self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=self._read_timeout + 5.0)
-            if not done:  # pragma: no cover - the flag ends the loop within read_timeout
-                log.warning("redis listener did not stop in time; abandoning it")
-            elif not task.cancelled() and task.exception() is not None:
-                log.debug("redis listener ended with %r", task.exception())
+        await super().stop()
         self.connected.clear()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         import redis.asyncio as aioredis
 
         first = True
         delay = 0.1
-        while not self._stopping:
+        while not self.stopping:
             client: aioredis.Redis | None = None
             try:
                 client = aioredis.Redis.from_url(
@@ -84,9 +76,9 @@ class RedisListener:
                         self._callback("reconnected", None)
                     first = False
                     delay = 0.1
-                    while not self._stopping:
+                    while not self.stopping:
                         msg = await pubsub.get_message(timeout=self._read_timeout)
-                        if msg is not None and not self._stopping:
+                        if msg is not None and not self.stopping:
                             self._dispatch(str(msg["channel"]), str(msg["data"]))
                 finally:
                     self.connected.clear()
@@ -95,11 +87,11 @@ class RedisListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self._stopping:
+                if self.stopping:
                     return
                 log.warning("redis listener connection lost: %s; reconnecting in %.1f s", exc,
                             delay, extra={"event": "listener_lost"})
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
                 if client is not None:
