@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import pgqueue
 from tests.helpers import scalar
 
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.processes
 
 
 def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,8 @@ from tests.helpers import scalar, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def results(clean: str, conn: psycopg.Connection[Any]) -> str:
