@@ -3,6 +3,8 @@
 - :func:`wait_for` (threads, sync tests) and :func:`eventually` (coroutines) wait until an
   observable condition holds -- a row, a counter, an event -- and fail with a clear message after
   a timeout. They are the only polling loops in the suite: a test never sleeps to synchronise.
+- :func:`run_async` runs a coroutine from a sync test, in a loop of its own, and closes the
+  App's pools of that loop before the loop goes.
 - :func:`scalar` runs a query and returns the first column of its first row.
 - :func:`truncate` empties the pgqueue tables of a database.
 """
@@ -12,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, overload
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["eventually", "scalar", "truncate", "wait_for"]
+import pgqueue
+
+__all__ = ["eventually", "run_async", "scalar", "truncate", "wait_for"]
 
 T = TypeVar("T")
 
@@ -76,6 +80,19 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 30.0,
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(delay)
         delay = min(delay * 2, _MAX_DELAY)
+
+
+def run_async(app: pgqueue.App, main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` for a sync test that uses ``app`` in it: ``app``'s async pools of
+    that event loop are closed before the loop is (a pool left open on a loop that closes can
+    hang the loop's shutdown); its sync pool stays usable."""
+    async def run_then_close() -> T:
+        try:
+            return await main
+        finally:
+            await app.driver.aclose()
+
+    return asyncio.run(run_then_close())
 
 
 def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:

@@ -15,7 +15,7 @@ import pytest
 
 import pgqueue
 from pgqueue.retry import RetryPolicy
-from tests.helpers import eventually, scalar
+from tests.helpers import eventually, run_async, scalar
 
 
 def fast_retry() -> RetryPolicy:
@@ -268,7 +268,7 @@ def test_completion_in_transaction_sync(app: pgqueue.App, clean: str,
             app.complete(tx)
 
     job_id = app.enqueue("ship_sync")
-    asyncio.run(drain(app, queues=["q"]))
+    run_async(app, drain(app, queues=["q"]))
     assert scalar(conn, "SELECT count(*) FROM shipments") == 1
     assert scalar(conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job_id) == \
         "succeeded"
