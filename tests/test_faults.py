@@ -13,7 +13,7 @@ import pytest
 
 import pgqueue
 from pgqueue import migrations
-from tests.helpers import scalar, wait_for
+from tests.helpers import eventually, scalar
 
 
 def terminate_others(dsn: str, spare: int) -> int:
@@ -52,13 +52,12 @@ async def test_terminating_every_backend_mid_run_loses_nothing(
     app.enqueue_many("gated", [{"i": i} for i in range(4)])
     w = app.worker(queues=["q"], concurrency=4, poll_interval=0.2)
     run = asyncio.create_task(w.run())
-    await asyncio.to_thread(wait_for, lambda: len(started) == 4, 20, "4 running jobs")
+    await eventually(lambda: len(started) == 4, 20, "4 running jobs")
     assert terminate_others(clean, conn.info.backend_pid) >= 2  # the pool and the listener at least
     gate.set()  # the running jobs now complete into a database that dropped them
     enqueue_as_a_caller_would(app, "free", [{"i": i} for i in range(50)])
-    await asyncio.to_thread(
-        wait_for, lambda: scalar(conn, "SELECT count(*) FROM pgqueue.job_history") == 54, 30,
-        "all jobs finished after the terminations")
+    await eventually(lambda: scalar(conn, "SELECT count(*) FROM pgqueue.job_history") == 54, 30,
+                     "all jobs finished after the terminations")
     assert not run.done()  # the worker survived
     w.stop()
     await run
@@ -81,8 +80,8 @@ async def test_listener_reconnects_and_wakes_again(app: pgqueue.App, clean: str)
     pid = w.listener.backend_pid
     with psycopg.connect(clean, autocommit=True) as c:
         c.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    await asyncio.to_thread(wait_for, lambda: w.listener.reconnects >= 1
-                            and w.listener.connected.is_set(), 20, "listener reconnect")
+    await eventually(lambda: w.listener.reconnects >= 1 and w.listener.connected.is_set(), 20,
+                     "listener reconnect")
     assert w.listener.backend_pid != pid
     app.enqueue("ping")
     await asyncio.wait_for(done.wait(), 20)
@@ -103,6 +102,7 @@ def own_server() -> Iterator[Any]:
 
 
 @pytest.mark.embedded
+@pytest.mark.xdist_group("embedded")  # with the other tests that start servers
 async def test_postgres_restart_survived_and_buffered_completion_not_lost(
         own_server: Any) -> None:
     dsn = own_server.dsn()
@@ -133,7 +133,7 @@ async def test_postgres_restart_survived_and_buffered_completion_not_lost(
         with psycopg.connect(dsn) as c:
             return int(scalar(c, "SELECT count(*) FROM pgqueue.job_history"))
 
-    await asyncio.to_thread(wait_for, lambda: history() == 21, 60, "jobs done after restart")
+    await eventually(lambda: history() == 21, 60, "jobs done after restart")
     assert not run.done()
     w.stop()
     await run

@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import pgqueue
 from pgqueue.drivers.postgres.sql import statements
 
 
@@ -36,13 +35,14 @@ def jobs_scans(nodes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def backlog(app: pgqueue.App, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    conn.execute("""
+def backlog(tx: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """A large backlog of waiting jobs, analysed, in a transaction rolled back after the test."""
+    tx.execute("""
         INSERT INTO pgqueue.jobs (queue, task, args, priority)
         SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE 'main' END, 't', '{}', g % 50
           FROM generate_series(1, 30000) g""")
-    conn.execute("ANALYZE pgqueue.jobs")
-    return conn
+    tx.execute("ANALYZE pgqueue.jobs")
+    return tx
 
 
 @pytest.mark.parametrize("generic", [False, True])

@@ -4,12 +4,12 @@ jobs are never rescued, and a poison job that keeps killing its worker ends in t
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import psycopg
 
 import pgqueue
+from tests.helpers import eventually, scalar
 
 
 async def test_many_concurrent_rescuers_rescue_each_job_once(
@@ -26,21 +26,30 @@ async def test_many_concurrent_rescuers_rescue_each_job_once(
     assert set(rows) == {("waiting", 1, 1)}
 
 
-async def test_live_worker_jobs_are_never_rescued(app: pgqueue.App) -> None:
-    started = threading.Event()
+async def test_live_worker_jobs_are_never_rescued(
+        app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
     rescues: list[int] = []
+    lease_s = 1.0
+
+    def outlived_three_leases(job_id: int) -> bool:
+        """Whether the job has run for three lease lengths (by the database's clock)."""
+        return bool(scalar(conn, "SELECT clock_timestamp() > started_at + %s * interval '1 s' "
+                                 "FROM pgqueue.jobs WHERE id = %s", 3 * lease_s, job_id))
 
     @app.task(name="long", queue="r")
     async def long() -> None:
-        started.set()
-        # keep running while other "workers" try to rescue: 3 lease lengths
-        for _ in range(30):
+        job_id = pgqueue.current_job().id
+
+        async def rescue_attempt_then_check() -> bool:
+            # other "workers" try to rescue while the job runs: a live lease is never taken
             rescued, failed = await app.driver.rescue_expired()
             rescues.extend(rescued + failed)
-            await asyncio.sleep(0.1)
+            return outlived_three_leases(job_id)
+
+        await eventually(rescue_attempt_then_check, 30, "the job to outlive three leases")
 
     job = app.enqueue("long")
-    w = app.worker(queues=["r"], lease_s=1.0, poll_interval=0.2, burst=True)
+    w = app.worker(queues=["r"], lease_s=lease_s, poll_interval=0.2, burst=True)
     await asyncio.wait_for(w.run(), 60)
     assert rescues == []
     assert w.counts == {"succeeded": 1}

@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import itertools
 import threading
-import time
 from typing import Any
 
 import psycopg
@@ -16,7 +15,7 @@ import pytest
 
 import pgqueue
 from pgqueue.retry import RetryPolicy
-from tests.helpers import scalar, wait_for
+from tests.helpers import eventually, run_async, scalar
 
 
 def fast_retry() -> RetryPolicy:
@@ -26,7 +25,7 @@ def fast_retry() -> RetryPolicy:
 async def drain(app: pgqueue.App, **opts: Any) -> pgqueue.Worker:
     """Run a burst worker until the queues are empty."""
     opts.setdefault("poll_interval", 0.2)
-    w = app.worker(burst=True, **opts)
+    w: pgqueue.Worker = app.worker(burst=True, **opts)
     await asyncio.wait_for(w.run(), 60)
     return w
 
@@ -55,10 +54,11 @@ async def test_no_job_starts_before_run_at(app: pgqueue.App,
 
     ids = [app.enqueue("d", delay=0.3), app.enqueue("d", delay=0.05), app.enqueue("d")]
     run_at = {i: scalar(conn, "SELECT run_at FROM pgqueue.jobs WHERE id = %s", i) for i in ids}
-    await drain(app, queues=["q"], concurrency=3)
+    # the worker wakes at the next run_at: with an hour-long poll interval and no NOTIFY to come
+    # (the jobs were enqueued before it listened), the burst ends only if it does
+    await drain(app, queues=["q"], concurrency=3, poll_interval=3600)
     for i in ids:
         assert started[i] >= run_at[i], f"job {i} started before its run_at"
-    assert started[ids[0]] - run_at[ids[0]] < dt.timedelta(seconds=1)  # woke at run_at
 
 
 async def test_paused_queue_runs_nothing_until_resumed(app: pgqueue.App) -> None:
@@ -118,8 +118,9 @@ async def test_failing_job_retries_with_growing_gaps_then_archive_and_redrive(
     assert all("Traceback" in e["traceback"] for e in failed.errors)
     at = [dt.datetime.fromisoformat(e["at"]) for e in failed.errors]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(at)]
-    assert gaps[0] >= 0.05 and gaps[1] >= 0.15 and gaps[2] >= 0.45  # 0.05, 0.15, 0.45 s
-    assert gaps[0] < gaps[1] < gaps[2]
+    # each retry waited at least its growing backoff (0.05, 0.15, 0.45 s); how much longer it
+    # took depends on the machine's load, so only the lower bounds are asserted
+    assert all(gap >= backoff for gap, backoff in zip(gaps, (0.05, 0.15, 0.45), strict=True))
     assert dead == [(job_id, "broken 7")]  # the hook ran once
     assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
     # re-drive: back with the same id, attempt 0, and now it succeeds
@@ -267,7 +268,7 @@ def test_completion_in_transaction_sync(app: pgqueue.App, clean: str,
             app.complete(tx)
 
     job_id = app.enqueue("ship_sync")
-    asyncio.run(drain(app, queues=["q"]))
+    run_async(app, drain(app, queues=["q"]))
     assert scalar(conn, "SELECT count(*) FROM shipments") == 1
     assert scalar(conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job_id) == \
         "succeeded"
@@ -327,24 +328,24 @@ async def test_non_json_result_and_odd_exceptions_do_not_crash(
     assert "unprintable" in app.get_failed(b).reason
 
 
-async def test_sync_sleep_does_not_delay_async_start(app: pgqueue.App) -> None:
-    starts: dict[str, float] = {}
-    sync_started = threading.Event()
+async def test_blocking_sync_handler_does_not_delay_async_start(app: pgqueue.App) -> None:
+    """A sync handler blocks its thread, not the event loop: the async job starts (and frees
+    the blocked one) while the sync one is still blocking."""
+    quick_ran = threading.Event()
+    released: list[bool] = []
 
     @app.task(name="blocker", queue="q", priority=1)
     def blocker() -> None:
-        starts["sync"] = time.monotonic()
-        sync_started.set()
-        time.sleep(2)
+        released.append(quick_ran.wait(30))  # blocks until the async job has run
 
     @app.task(name="quick", queue="q", priority=2)
     async def quick() -> None:
-        starts["async"] = time.monotonic()
+        quick_ran.set()
 
     app.enqueue("blocker")
     app.enqueue("quick")
     await drain(app, queues=["q"], concurrency=2)
-    assert starts["async"] - starts["sync"] < 0.05
+    assert released == [True]
 
 
 async def test_async_timeout_cancels_and_reports(app: pgqueue.App) -> None:
@@ -400,7 +401,7 @@ async def test_cancel_waiting_and_running(app: pgqueue.App,
     def cancelled() -> Any:
         return scalar(conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", running)
 
-    await asyncio.to_thread(wait_for, cancelled, 10, "running job cancelled")
+    await eventually(cancelled, 10, "running job cancelled")
     assert cancelled() == "cancelled"
     w.stop()
     await task
@@ -424,7 +425,7 @@ async def test_cancel_running_sync_job_sets_its_flag(
     await asyncio.to_thread(started.wait, 10)
     assert app.cancel(job) is True
     await asyncio.to_thread(saw_flag.wait, 10)
-    await asyncio.to_thread(wait_for, lambda: scalar(
+    await eventually(lambda: scalar(
         conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job), 10, "cancelled row")
     assert scalar(conn, "SELECT state FROM pgqueue.job_history WHERE id = %s", job) == \
         "cancelled"

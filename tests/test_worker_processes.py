@@ -15,9 +15,11 @@ import psycopg
 import pytest
 
 import pgqueue
-from tests.helpers import scalar, wait_for
+from tests.helpers import run_async, scalar, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.processes
 
 
 @pytest.fixture
@@ -117,14 +119,16 @@ def test_sigkill_then_rescue_after_lease_expiry(xapp: pgqueue.App, results: str,
     wait_for(lambda: scalar(conn, "SELECT count(*) FROM test_results") >= 1, 30, "job start")
     proc.kill()
     proc.wait()
-    # the dead worker's lease is still in the future: a rescue now must not touch the job
-    import asyncio
 
-    rescued, _ = asyncio.run(xapp.driver.rescue_expired())
-    assert rescued == []
-    conn.execute("UPDATE pgqueue.jobs SET lease_expires_at = now() - interval '1 second'")
-    rescued, failed = asyncio.run(xapp.driver.rescue_expired())
-    assert rescued == [job] and failed == []
+    async def rescue_before_and_after_expiry() -> None:
+        # the dead worker's lease is still in the future: a rescue now must not touch the job
+        rescued, _ = await xapp.driver.rescue_expired()
+        assert rescued == []
+        conn.execute("UPDATE pgqueue.jobs SET lease_expires_at = now() - interval '1 second'")
+        rescued, failed = await xapp.driver.rescue_expired()
+        assert rescued == [job] and failed == []
+
+    run_async(xapp, rescue_before_and_after_expiry())
     row = conn.execute("SELECT state, attempt, last_error FROM pgqueue.jobs WHERE id = %s",
                        (job,)).fetchone()
     assert row == ("waiting", 1, "worker died while running")

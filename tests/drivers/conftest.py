@@ -1,7 +1,7 @@
 """Fixtures of the driver suite: ``driver_app``, a fresh :class:`pgqueue.App` per test on each
 driver, with clean storage.
 
-- postgres: the session's migrated database, truncated (``clean`` from ``tests/conftest.py``);
+- postgres: the worker's migrated database, emptied first (``clean`` from ``tests/conftest.py``);
 - memory: a new :class:`~pgqueue.drivers.memory.MemoryDriver`;
 - redis: ``PGQUEUE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) with a unique key
   prefix per test, whose keys are deleted afterwards. Skipped only when Redis is unreachable.

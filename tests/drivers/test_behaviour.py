@@ -19,9 +19,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -30,9 +29,7 @@ from pgqueue.drivers.base import Finish, QueueStats, Requeue
 from pgqueue.errors import CapabilityError, JobError, JobNotFoundError
 from pgqueue.job import RESCUE_REASON, AttemptError, Job
 from pgqueue.retry import RetryPolicy
-from tests.helpers import wait_for
-
-T = TypeVar("T")
+from tests.helpers import eventually, wait_for
 
 W = "suite-worker"
 HERE = Path(__file__).resolve().parent
@@ -42,18 +39,6 @@ CLOCK_TOLERANCE = dt.timedelta(milliseconds=50)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-async def eventually(fn: Callable[[], Awaitable[T]], what: str, timeout: float = 15.0) -> T:
-    """Await ``fn()`` until it returns something truthy (the async twin of ``wait_for``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def claim(app: pgqueue.App, queues: list[str] | str = "q", limit: int = 1, *,
                 worker: str = W, lease_s: float = 60.0) -> list[Job]:
     names = [queues] if isinstance(queues, str) else queues
@@ -163,7 +148,7 @@ async def test_delayed_jobs_are_not_claimed_before_run_at(driver_app: pgqueue.Ap
         await claim_checked()
         return soon in {j.id for j in claimed}
 
-    await eventually(soon_claimed, "the delayed job to become claimable")
+    await eventually(soon_claimed, what="the delayed job to become claimable")
     assert future not in {j.id for j in claimed}
     assert app.sizes("q")["scheduled"] == 1
     future_job = app.get_job(future)
@@ -214,15 +199,15 @@ async def test_push_wakeups(driver_app: pgqueue.App) -> None:
                 return False
             return ("job", "q") in events
 
-        await eventually(job_wakeup, "a job wake-up")
+        await eventually(job_wakeup, what="a job wake-up")
 
         async def control(paused: bool) -> bool:
             return ("control", {"op": "pause", "queue": "q", "paused": paused}) in events
 
         app.pause("q")
-        await eventually(lambda: control(True), "the pause control message")
+        await eventually(lambda: control(True), what="the pause control message")
         app.resume("q")
-        await eventually(lambda: control(False), "the resume control message")
+        await eventually(lambda: control(False), what="the resume control message")
     finally:
         await listener.stop()
 
@@ -496,7 +481,7 @@ async def test_rescue_of_expired_leases(driver_app: pgqueue.App) -> None:
         archived.extend(f)
         return retried in requeued and last in archived
 
-    await eventually(rescued_both, "the expired leases to be rescued")
+    await eventually(rescued_both, what="the expired leases to be rescued")
     assert alive not in requeued + archived
     job = app.get_job(retried)
     assert job is not None and (job.state, job.attempt) == ("waiting", 1)
@@ -523,7 +508,7 @@ async def test_heartbeat_extends_only_listed_leases(driver_app: pgqueue.App) -> 
         requeued.extend((await driver.rescue_expired())[0])
         return lost in requeued
 
-    await eventually(lost_rescued, "the unlisted job's lease to be rescued")
+    await eventually(lost_rescued, what="the unlisted job's lease to be rescued")
     assert kept not in requeued
     job = app.get_job(kept)
     assert job is not None and job.state == "running"
@@ -599,9 +584,9 @@ async def test_cancel_of_a_running_job_stops_it(driver_app: pgqueue.App) -> None
         async def is_cancelled() -> bool:
             return "cancelled" in events
 
-        await eventually(is_started, "the job to start")
+        await eventually(is_started, what="the job to start")
         assert app.cancel(job_id) is True
-        await eventually(is_cancelled, "the running job to be cancelled")
+        await eventually(is_cancelled, what="the running job to be cancelled")
     finally:
         worker.stop()
         await asyncio.wait_for(run, 20)
@@ -612,6 +597,7 @@ async def test_cancel_of_a_running_job_stops_it(driver_app: pgqueue.App) -> None
 
 
 # ---- a redis worker process killed mid-job ------------------------------------------------------
+@pytest.mark.processes
 async def test_redis_worker_sigkilled_mid_job_loses_no_job(
         redis_prefix: tuple[str, str]) -> None:
     import redis
@@ -649,7 +635,7 @@ async def test_redis_worker_sigkilled_mid_job_loses_no_job(
         requeued.extend((await app.driver.rescue_expired())[0])
         return set(requeued) >= killed
 
-    await eventually(rescued, "the killed worker's jobs to be rescued")
+    await eventually(rescued, what="the killed worker's jobs to be rescued")
     for job_id in killed:
         job = app.get_job(job_id)
         assert job is not None and job.errors[-1].error == RESCUE_REASON
