@@ -283,7 +283,7 @@ def test_sync_connection_passed_to_async_is_rejected(app: pgqueue.App, clean: st
     with psycopg.connect(clean) as c, pytest.raises(pgqueue.ValidationError, match="sync"):
         import asyncio
 
-        asyncio.run(app.enqueue_async("t", {}, conn=c))
+        asyncio.run(app.enqueue_async("t", {}, conn=c))  # type: ignore[arg-type]
 
 
 def test_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 import pgqueue
 from pgqueue import migrations
+from pgqueue.drivers.postgres.listener import PgListener
 from tests.helpers import eventually, scalar
 
 
@@ -76,13 +77,15 @@ async def test_listener_reconnects_and_wakes_again(app: pgqueue.App, clean: str)
                    on_event=lambda e, j: done.set() if e == "succeeded" else None)
     run = asyncio.create_task(w.run())
     await asyncio.to_thread(w.started.wait, 10)
-    await asyncio.wait_for(w.listener.connected.wait(), 10)
-    pid = w.listener.backend_pid
+    listener = w.listener
+    assert isinstance(listener, PgListener)
+    await asyncio.wait_for(listener.connected.wait(), 10)
+    pid = listener.backend_pid
     with psycopg.connect(clean, autocommit=True) as c:
         c.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    await eventually(lambda: w.listener.reconnects >= 1 and w.listener.connected.is_set(), 20,
+    await eventually(lambda: listener.reconnects >= 1 and listener.connected.is_set(), 20,
                      "listener reconnect")
-    assert w.listener.backend_pid != pid
+    assert listener.backend_pid != pid
     app.enqueue("ping")
     await asyncio.wait_for(done.wait(), 20)
     w.stop()

@@ -448,12 +448,12 @@ async def test_conn_is_refused_where_not_declared(driver_app: pgqueue.App) -> No
     if driver.capabilities.transactional_enqueue:
         pytest.skip("declared: transactional enqueue (see test_transactional_enqueue)")
     with pytest.raises(CapabilityError):
-        app.enqueue("t", queue="q", conn=object())
+        app.enqueue("t", queue="q", conn=object())  # type: ignore[arg-type]
     with pytest.raises(CapabilityError):
-        await app.enqueue_async("t", queue="q", conn=object())
+        await app.enqueue_async("t", queue="q", conn=object())  # type: ignore[arg-type]
     job = app.build("t", queue="q")
     with pytest.raises(CapabilityError):
-        app.insert([job], conn=object())
+        app.insert([job], conn=object())  # type: ignore[arg-type]
     if not driver.capabilities.transactional_completion:
         with pytest.raises(CapabilityError):
             driver.finish_in_transaction(object(), 1, worker_id=W)

@@ -11,7 +11,8 @@ import pytest
 import pgqueue
 from pgqueue.job import OUTCOMES, RESCUE_REASON, AttemptError, JobState, rescue_archives
 from pgqueue.retry import RetryPolicy
-from tests.drivers.test_behaviour import claim, drain, eventually
+from tests.drivers.test_behaviour import claim, drain
+from tests.helpers import eventually
 
 PACKAGE = Path(pgqueue.__file__).resolve().parent
 
@@ -68,7 +69,7 @@ async def test_rescued_job_carries_the_one_rescue_reason(driver_app: pgqueue.App
         seen.update(requeued + archived)
         return {retried, last} <= seen
 
-    await eventually(both_rescued, "the expired leases to be rescued")
+    await eventually(both_rescued, what="the expired leases to be rescued")
     job = app.get_job(retried)
     assert job is not None and job.state == JobState.WAITING
     assert _shape(job.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead")]
@@ -86,7 +87,7 @@ async def test_rescue_reason_is_a_parameter_of_the_driver(driver_app: pgqueue.Ap
     async def archived() -> bool:
         return job_id in (await driver.rescue_expired(reason="lease lost (test)"))[1]
 
-    await eventually(archived, "the expired lease to be rescued")
+    await eventually(archived, what="the expired lease to be rescued")
     failed = app.get_failed(job_id)
     assert failed.reason == "lease lost (test)"
     assert [e.error for e in failed.errors] == ["lease lost (test)"]
