@@ -31,6 +31,7 @@ from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._names import SCHEMA_HEAD
 from pgqueue.drivers.base import Capabilities, FailedJob, Finish, QueueStats, Requeue, WakeCallback
 from pgqueue.drivers.postgres import connections
+from pgqueue.drivers.postgres.listener import PgListener
 from pgqueue.drivers.postgres.sql import Statements, statements
 from pgqueue.errors import (
     DatabaseError,
@@ -502,9 +503,8 @@ class PostgresDriver:
     def drop_history_before(self, cutoff: dt.datetime) -> int:
         return int(self._run(_Op(self.sql.drop_history_before, {"cutoff": cutoff}, _scalar)))
 
-    def listener(self, callback: WakeCallback) -> Any:
-        from pgqueue.drivers.postgres.listener import PgListener
-
+    def listener(self, callback: WakeCallback) -> PgListener:
+        """The worker's LISTEN connection (a service), calling ``callback`` for each wake-up."""
         return PgListener(self.dsn, self.sql, callback, connect_timeout=self._connect_timeout)
 
     # ---- queue control -------------------------------------------------------------------
