@@ -454,6 +454,21 @@ class App:
         """Async twin of :meth:`resume`."""
         await self.driver.set_paused_async(_queue(queue), False)
 
+    def forget_queue(self, queue: str) -> bool:
+        """Drop what is stored about a queue: its pause state (a paused queue's jobs can be
+        claimed again) and its listing in :meth:`stats` once it has no jobs and no recent
+        history. Jobs are not touched. Returns True if anything was stored (False: the queue
+        was never paused or resumed). Undoes a mistyped :meth:`pause`::
+
+            app.pause("emials")
+            app.forget_queue("emials")
+        """
+        return self.driver.forget_queue(_queue(queue))
+
+    async def forget_queue_async(self, queue: str) -> bool:
+        """Async twin of :meth:`forget_queue`."""
+        return await self.driver.forget_queue_async(_queue(queue))
+
     def count(self, queue: str) -> int:
         """Waiting (including scheduled) + running jobs of a queue."""
         return self.driver.count(_queue(queue))
@@ -537,15 +552,38 @@ class App:
         """Async twin of :meth:`retry_all_failed`."""
         return await self.driver.redrive_async(None, _opt_queue(queue))
 
-    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
-        """Delete archived jobs (of ``queue``, failed before ``before``; default: all);
-        returns how many."""
-        return self.driver.purge_failed(_opt_queue(queue), before)
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """Delete archived jobs; returns how many. Every filter given applies (``ids``: only
+        these; ``queue``; ``task``; ``before``: failed before this aware datetime); with no
+        filter, every archived job goes. Ids that are not archived are ignored::
+
+            app.purge_failed(ids=[12, 15])
+            app.purge_failed(queue="emails", before=now - dt.timedelta(days=7))
+        """
+        return self.driver.purge_failed(**_failed_filter(queue, before, ids, task))
 
     async def purge_failed_async(self, queue: str | None = None,
-                                 before: dt.datetime | None = None) -> int:
+                                 before: dt.datetime | None = None, *,
+                                 ids: Sequence[int] | None = None,
+                                 task: str | None = None) -> int:
         """Async twin of :meth:`purge_failed`."""
-        return await self.driver.purge_failed_async(_opt_queue(queue), before)
+        return await self.driver.purge_failed_async(**_failed_filter(queue, before, ids, task))
+
+    def count_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """How many archived jobs match the filters (as for :meth:`purge_failed`; none: all)::
+
+            app.count_failed(queue="emails")   # the size of the emails queue's archive
+        """
+        return self.driver.count_failed(**_failed_filter(queue, before, ids, task))
+
+    async def count_failed_async(self, queue: str | None = None,
+                                 before: dt.datetime | None = None, *,
+                                 ids: Sequence[int] | None = None,
+                                 task: str | None = None) -> int:
+        """Async twin of :meth:`count_failed`."""
+        return await self.driver.count_failed_async(**_failed_filter(queue, before, ids, task))
 
     def stats(self) -> list[QueueStats]:
         """Per-queue counts (the ``queue_stats`` view)."""
@@ -586,6 +624,17 @@ def _check_options(options: EnqueueOptions) -> EnqueueOptions:
         raise ValidationError(f"unknown enqueue option(s) {', '.join(unknown)}; allowed: "
                               f"{', '.join(_ENQUEUE_OPTIONS)}")
     return options
+
+
+def _failed_filter(queue: str | None, before: dt.datetime | None, ids: Sequence[int] | None,
+                   task: str | None) -> dict[str, Any]:
+    """The validated filters of a purge or count of archived jobs, as the driver's keyword
+    arguments."""
+    if before is not None and (not isinstance(before, dt.datetime) or before.tzinfo is None):
+        raise ValidationError(f"before must be an aware datetime, not {before!r}")
+    return {"queue": _opt_queue(queue), "before": before,
+            "ids": None if ids is None else [_check_id(i) for i in ids],
+            "task": None if task is None else validate_name(task, "task")}
 
 
 def _check_id(job_id: object) -> int:
