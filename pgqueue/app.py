@@ -96,8 +96,12 @@ class App:
         driver: a driver instance, or the name of one that needs no URL (``"memory"``,
             ``"redis"`` on redis://127.0.0.1:6379/0); default: postgres on ``database_url``,
             created on first use.
-        strict: if true, :meth:`enqueue` refuses task names that are not registered (default
-            false: any valid name is enqueued, for workers in other processes).
+        strict: whether :meth:`enqueue` refuses task names that are not registered
+            (:class:`pgqueue.UnknownTaskError`). Default ``None``: refuse them once the app
+            has at least one task registered (a typo is caught where the tasks are known),
+            and accept any valid name on an app without tasks (a producer whose workers run
+            elsewhere). ``True`` always refuses; ``False`` never does (an app that registers
+            some tasks and also enqueues tasks of other services).
         default_queue: queue of tasks registered without one (default ``"default"``).
         pool_size: size of pgqueue's own connection pools (default 10).
         environ: where to look for the URL variables (default ``os.environ``).
@@ -112,7 +116,7 @@ class App:
     """
 
     def __init__(self, database_url: str | None = None, *, schema: str = DEFAULT_SCHEMA,
-                 driver: Driver | str | None = None, strict: bool = False,
+                 driver: Driver | str | None = None, strict: bool | None = None,
                  default_queue: str = DEFAULT_QUEUE, pool_size: int = 10,
                  environ: Mapping[str, str] | None = None) -> None:
         self.schema = validate_schema(schema)
@@ -192,14 +196,18 @@ class App:
         """The driver to insert with: with a caller's ``conn``, only one that can join it."""
         return self.driver if conn is None else self._require("transactional_enqueue")
 
-    def use_database(self, database_url: str, *, source: str = "argument") -> None:
-        """Point this app at another PostgreSQL database (closing pools made for the old one).
+    def use_database(self, database_url: str, *, source: str = "argument",
+                     schema: str | None = None) -> None:
+        """Point this app at another PostgreSQL database (closing pools made for the old one),
+        and at another pgqueue ``schema`` when given (default: keep :attr:`schema`).
 
         For apps defined at import time whose URL is only known later (the CLI's
-        ``--database-url``, the demo's embedded server). ``source`` names where the URL came
-        from in error messages.
+        ``--database-url`` and ``--schema``, the demo's embedded server). ``source`` names
+        where the URL came from in error messages.
         """
         url = to_libpq(database_url, source=source)
+        if schema is not None:
+            self.schema = validate_schema(schema)
         if self._driver is not None:
             self._driver.close()
             self._driver = None
@@ -297,10 +305,8 @@ class App:
             registered = self.tasks.get(task)
             if registered is None:
                 validate_name(task, "task")
-                if self.strict:
-                    known = ", ".join(sorted(self.tasks)) or "none"
-                    raise UnknownTaskError(f"unknown task {task!r} (strict mode); registered "
-                                           f"tasks: {known}")
+                if self.strict or (self.strict is None and self.tasks):
+                    raise _unknown_task(task, self.tasks)
             task_name = registered.name if registered else task
         else:  # a class-based job instance
             registered = self.task_for(task)
@@ -599,6 +605,20 @@ class App:
         registered tasks, else the app's default queue); ``options`` are the Worker's
         (``concurrency``, ``poll_interval``, ``burst``...)."""
         return Worker(self, queues=queues, **options)
+
+
+def _unknown_task(name: str, tasks: Mapping[str, Task]) -> UnknownTaskError:
+    """The refusal of an unregistered task name, listing the registered ones (and the closest
+    one, for a typo)."""
+    import difflib
+
+    known = sorted(tasks)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
+    return UnknownTaskError(
+        f"unknown task {name!r}: {hint}registered tasks: {listed} (an App with tasks refuses "
+        "other names; pass App(strict=False) to enqueue tasks that other processes register)")
 
 
 def _lost_lease(job_id: int) -> JobError:

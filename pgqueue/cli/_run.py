@@ -10,7 +10,7 @@ import time
 from pgqueue._dsn import to_libpq, url_from_env
 from pgqueue._embedded import EmbeddedPostgres
 from pgqueue.cli import _context
-from pgqueue.errors import EmbeddedServerError
+from pgqueue.errors import ConfigurationError, EmbeddedServerError
 
 __all__ = ["cmd_demo", "cmd_worker"]
 
@@ -23,10 +23,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """
     app = _context.load_app(args.app)
     settings = _context.settings()
+    url, source = app.database_url, "the app"
     if args.database_url:
-        app.use_database(args.database_url, source="--database-url")
+        url, source = args.database_url, "--database-url"
     elif app.database_url is None and settings.database_url:
-        app.use_database(settings.database_url, source=settings.source("database_url"))
+        url, source = settings.database_url, settings.source("database_url")
+    if url is not None and (url != app.database_url or args.schema):
+        app.use_database(url, source=source, schema=args.schema)
+    elif args.schema:
+        raise ConfigurationError("--schema needs a PostgreSQL database: pass --database-url or "
+                                 "set PGQUEUE_DATABASE_URL", key="schema", source="command line")
     if args.queues:
         queues: list[str] | None = [q.strip() for q in args.queues.split(",") if q.strip()]
     else:
