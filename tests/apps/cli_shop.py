@@ -1,6 +1,6 @@
-"""A small shop application for the CLI tests (``pgqueue enqueue ... --app tests.apps.cli_shop:app``).
+"""A small shop application for the CLI tests (``--app tests.apps.cli_shop:app``).
 
-Its tasks only record that they ran; the tests look at the jobs table.
+Its tasks do nothing; the tests look at the jobs table.
 """
 
 from __future__ import annotations
