@@ -77,9 +77,9 @@ def _next_steps(shown: str, schema: str, *, embedded: bool, keep: bool) -> str:
     """What to try after the demo on the database ``shown`` (a URL, password hidden): explore
     the kept data, or how to keep it."""
     if not keep:
-        return ("\nWhat next: the demo's schema was removed. Run `pgqueue demo --keep` to keep "
-                "the jobs (and the embedded server) for exploring them with psql and "
-                "`pgqueue status`;\nthen read the Quickstart in README.md to queue jobs of your "
+        return ("\nWhat next: the demo's schema was removed. `pgqueue demo --keep` keeps the "
+                "jobs (and the\nembedded server) to explore them with psql and `pgqueue "
+                "status`; then the Quickstart in\nREADME.md shows how to queue jobs of your "
                 "own application.")
     lines = ["", f"What next: the demo's data stays in schema {schema!r}. Explore it "
              + ("from another terminal while this one waits:" if embedded else "with:"),

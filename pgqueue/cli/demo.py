@@ -210,7 +210,7 @@ def _summary() -> None:
                  "mean run"),
                 [(s.queue, s.waiting, s.scheduled, s.running, s.failed, s.finished_last_hour,
                   f"{(s.mean_run_time_s or 0) * 1000:.0f} ms") for s in stats]))
-    print("\nFailed-jobs archive (pgqueue failed list):")
+    print(f"\nFailed-jobs archive (pgqueue failed list --schema {app.schema}):")
     failed = app.failed()
     print(table(("id", "queue", "task", "attempts", "reason"),
                 [(f.id, f.queue, f.task, f"{f.attempt}/{f.max_attempts}", f.reason)
