@@ -43,6 +43,7 @@ def test_enqueue_status_pause_resume(app: pgqueue.App, clean: str,
     assert (mail["waiting"], mail["scheduled"], mail["running"]) == (1, 1, 0)
     table = cli(clean, "status").stdout
     assert "mail" in table and "waiting" in table
+    assert "finished/1h" in table and "done/1h" not in table  # the demo's word too
     assert cli(clean, "pause", "mail").returncode == 0
     assert scalar(conn, "SELECT paused FROM pgqueue.queues WHERE name = 'mail'") is True
     assert cli(clean, "resume", "mail").returncode == 0

@@ -250,16 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status (:data:`EXIT_CODES`): 0 on success, 1 when the database or the embedded server
     failed, 2 for a bad command line or any other :class:`pgqueue.PgQueueError` (printed as
     one line), 130 on Ctrl-C, 141 when stdout's reader went away."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None or (args.command == "failed" and args.action is None):
-        (parser if args.command is None else _subparser(parser, "failed")).print_help()
-        return EXIT_CODES["ok"] if args.command is None else EXIT_CODES["usage"]
-    _logging.configure(args.log_level.upper())
     try:
-        status = int(args.func(args))
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return status
+        return _main(argv)
     except BrokenPipeError:
         # the reader (| head) has what it wanted; stop quietly, and keep the interpreter's
         # final flush from failing again
@@ -274,6 +266,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CODES["usage"]
     except KeyboardInterrupt:
         return EXIT_CODES["interrupted"]
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse, then run the subcommand; errors other than a broken pipe are handled by
+    :func:`main`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None or (args.command == "failed" and args.action is None):
+        (parser if args.command is None else _subparser(parser, "failed")).print_help()
+        sys.stdout.flush()
+        return EXIT_CODES["ok"] if args.command is None else EXIT_CODES["usage"]
+    _logging.configure(args.log_level.upper())
+    status = int(args.func(args))
+    sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    return status
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
