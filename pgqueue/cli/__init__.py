@@ -14,9 +14,9 @@
 The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``,
 else the settings of :mod:`pgqueue.config` (``QUEUE_CONFIG``, ``.env``, ``app-config.yaml``).
 Errors print one line saying what to do. Exit status (:data:`EXIT_CODES`): 0 done; 1 the
-database or the embedded server failed (unreachable, not migrated, a statement failed); 2 the
-command cannot be done as asked (bad flag or argument, configuration, unknown task, queue or
-job); 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| head``).
+database or the embedded server failed (unreachable, a statement failed); 2 the command cannot
+be done as asked (bad flag or argument, configuration, schema not migrated, unknown task, queue
+or job); 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| head``).
 
 The package: this module holds the parser (every subcommand and its flags, in one place) and
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
@@ -37,7 +37,7 @@ from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause, cmd_status
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
-from pgqueue.errors import DatabaseError, EmbeddedServerError, PgQueueError
+from pgqueue.errors import DatabaseError, EmbeddedServerError, NotMigratedError, PgQueueError
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -45,7 +45,7 @@ __all__ = ["EXIT_CODES", "build_parser", "main"]
 EXIT_CODES = {
     "ok": 0,
     "failure": 1,       # the database or the embedded server failed
-    "usage": 2,         # bad flags, configuration or input; unknown task, queue or job
+    "usage": 2,         # bad flags, configuration, input, not migrated; unknown task/queue/job
     "interrupted": 130,  # Ctrl-C
     "broken pipe": 141,  # the reader of the output went away (pgqueue ... | head)
 }
@@ -54,9 +54,9 @@ _EPILOG = """\
 The database: --database-url, else PGQUEUE_DATABASE_URL, else DATABASE_URL, else the settings
 (QUEUE_CONFIG, .env, app-config.yaml; see `pgqueue config`).
 
-exit status: 0 done; 1 the database or the embedded server failed (unreachable, not migrated,
-a statement failed); 2 the command cannot be done as asked (bad flag, configuration, unknown
-task, queue or job id); 130 interrupted; 141 the output's reader went away (| head).
+exit status: 0 done; 1 the database or the embedded server failed (unreachable, a statement
+failed); 2 the command cannot be done as asked (bad flag, configuration, schema not migrated,
+unknown task, queue or job id); 130 interrupted; 141 the output's reader went away (| head).
 
 `pgqueue COMMAND --help` describes each command."""
 
@@ -258,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_CODES["broken pipe"]
+    except NotMigratedError as exc:  # a setup step is missing: the database itself is fine
+        print(f"pgqueue: {exc}", file=sys.stderr)
+        return EXIT_CODES["usage"]
     except (DatabaseError, EmbeddedServerError) as exc:
         print(f"pgqueue: {exc}", file=sys.stderr)
         return EXIT_CODES["failure"]
