@@ -96,8 +96,12 @@ class App:
         driver: a driver instance, or the name of one that needs no URL (``"memory"``,
             ``"redis"`` on redis://127.0.0.1:6379/0); default: postgres on ``database_url``,
             created on first use.
-        strict: if true, :meth:`enqueue` refuses task names that are not registered (default
-            false: any valid name is enqueued, for workers in other processes).
+        strict: whether :meth:`enqueue` refuses task names that are not registered
+            (:class:`pgqueue.UnknownTaskError`). Default ``None``: refuse them once the app
+            has at least one task registered (a typo is caught where the tasks are known),
+            and accept any valid name on an app without tasks (a producer whose workers run
+            elsewhere). ``True`` always refuses; ``False`` never does (an app that registers
+            some tasks and also enqueues tasks of other services).
         default_queue: queue of tasks registered without one (default ``"default"``).
         pool_size: size of pgqueue's own connection pools (default 10).
         environ: where to look for the URL variables (default ``os.environ``).
@@ -112,7 +116,7 @@ class App:
     """
 
     def __init__(self, database_url: str | None = None, *, schema: str = DEFAULT_SCHEMA,
-                 driver: Driver | str | None = None, strict: bool = False,
+                 driver: Driver | str | None = None, strict: bool | None = None,
                  default_queue: str = DEFAULT_QUEUE, pool_size: int = 10,
                  environ: Mapping[str, str] | None = None) -> None:
         self.schema = validate_schema(schema)
@@ -192,14 +196,18 @@ class App:
         """The driver to insert with: with a caller's ``conn``, only one that can join it."""
         return self.driver if conn is None else self._require("transactional_enqueue")
 
-    def use_database(self, database_url: str, *, source: str = "argument") -> None:
-        """Point this app at another PostgreSQL database (closing pools made for the old one).
+    def use_database(self, database_url: str, *, source: str = "argument",
+                     schema: str | None = None) -> None:
+        """Point this app at another PostgreSQL database (closing pools made for the old one),
+        and at another pgqueue ``schema`` when given (default: keep :attr:`schema`).
 
         For apps defined at import time whose URL is only known later (the CLI's
-        ``--database-url``, the demo's embedded server). ``source`` names where the URL came
-        from in error messages.
+        ``--database-url`` and ``--schema``, the demo's embedded server). ``source`` names
+        where the URL came from in error messages.
         """
         url = to_libpq(database_url, source=source)
+        if schema is not None:
+            self.schema = validate_schema(schema)
         if self._driver is not None:
             self._driver.close()
             self._driver = None
@@ -297,10 +305,8 @@ class App:
             registered = self.tasks.get(task)
             if registered is None:
                 validate_name(task, "task")
-                if self.strict:
-                    known = ", ".join(sorted(self.tasks)) or "none"
-                    raise UnknownTaskError(f"unknown task {task!r} (strict mode); registered "
-                                           f"tasks: {known}")
+                if self.strict or (self.strict is None and self.tasks):
+                    raise _unknown_task(task, self.tasks)
             task_name = registered.name if registered else task
         else:  # a class-based job instance
             registered = self.task_for(task)
@@ -454,6 +460,21 @@ class App:
         """Async twin of :meth:`resume`."""
         await self.driver.set_paused_async(_queue(queue), False)
 
+    def forget_queue(self, queue: str) -> bool:
+        """Drop what is stored about a queue: its pause state (a paused queue's jobs can be
+        claimed again) and its listing in :meth:`stats` once it has no jobs and no recent
+        history. Jobs are not touched. Returns True if anything was stored (False: the queue
+        was never paused or resumed). Undoes a mistyped :meth:`pause`::
+
+            app.pause("emials")
+            app.forget_queue("emials")
+        """
+        return self.driver.forget_queue(_queue(queue))
+
+    async def forget_queue_async(self, queue: str) -> bool:
+        """Async twin of :meth:`forget_queue`."""
+        return await self.driver.forget_queue_async(_queue(queue))
+
     def count(self, queue: str) -> int:
         """Waiting (including scheduled) + running jobs of a queue."""
         return self.driver.count(_queue(queue))
@@ -537,15 +558,38 @@ class App:
         """Async twin of :meth:`retry_all_failed`."""
         return await self.driver.redrive_async(None, _opt_queue(queue))
 
-    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
-        """Delete archived jobs (of ``queue``, failed before ``before``; default: all);
-        returns how many."""
-        return self.driver.purge_failed(_opt_queue(queue), before)
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """Delete archived jobs; returns how many. Every filter given applies (``ids``: only
+        these; ``queue``; ``task``; ``before``: failed before this aware datetime); with no
+        filter, every archived job goes. Ids that are not archived are ignored::
+
+            app.purge_failed(ids=[12, 15])
+            app.purge_failed(queue="emails", before=now - dt.timedelta(days=7))
+        """
+        return self.driver.purge_failed(**_failed_filter(queue, before, ids, task))
 
     async def purge_failed_async(self, queue: str | None = None,
-                                 before: dt.datetime | None = None) -> int:
+                                 before: dt.datetime | None = None, *,
+                                 ids: Sequence[int] | None = None,
+                                 task: str | None = None) -> int:
         """Async twin of :meth:`purge_failed`."""
-        return await self.driver.purge_failed_async(_opt_queue(queue), before)
+        return await self.driver.purge_failed_async(**_failed_filter(queue, before, ids, task))
+
+    def count_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """How many archived jobs match the filters (as for :meth:`purge_failed`; none: all)::
+
+            app.count_failed(queue="emails")   # the size of the emails queue's archive
+        """
+        return self.driver.count_failed(**_failed_filter(queue, before, ids, task))
+
+    async def count_failed_async(self, queue: str | None = None,
+                                 before: dt.datetime | None = None, *,
+                                 ids: Sequence[int] | None = None,
+                                 task: str | None = None) -> int:
+        """Async twin of :meth:`count_failed`."""
+        return await self.driver.count_failed_async(**_failed_filter(queue, before, ids, task))
 
     def stats(self) -> list[QueueStats]:
         """Per-queue counts (the ``queue_stats`` view)."""
@@ -561,6 +605,20 @@ class App:
         registered tasks, else the app's default queue); ``options`` are the Worker's
         (``concurrency``, ``poll_interval``, ``burst``...)."""
         return Worker(self, queues=queues, **options)
+
+
+def _unknown_task(name: str, tasks: Mapping[str, Task]) -> UnknownTaskError:
+    """The refusal of an unregistered task name, listing the registered ones (and the closest
+    one, for a typo)."""
+    import difflib
+
+    known = sorted(tasks)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
+    return UnknownTaskError(
+        f"unknown task {name!r}: {hint}registered tasks: {listed} (an App with tasks refuses "
+        "other names; pass App(strict=False) to enqueue tasks that other processes register)")
 
 
 def _lost_lease(job_id: int) -> JobError:
@@ -586,6 +644,17 @@ def _check_options(options: EnqueueOptions) -> EnqueueOptions:
         raise ValidationError(f"unknown enqueue option(s) {', '.join(unknown)}; allowed: "
                               f"{', '.join(_ENQUEUE_OPTIONS)}")
     return options
+
+
+def _failed_filter(queue: str | None, before: dt.datetime | None, ids: Sequence[int] | None,
+                   task: str | None) -> dict[str, Any]:
+    """The validated filters of a purge or count of archived jobs, as the driver's keyword
+    arguments."""
+    if before is not None and (not isinstance(before, dt.datetime) or before.tzinfo is None):
+        raise ValidationError(f"before must be an aware datetime, not {before!r}")
+    return {"queue": _opt_queue(queue), "before": before,
+            "ids": None if ids is None else [_check_id(i) for i in ids],
+            "task": None if task is None else validate_name(task, "task")}
 
 
 def _check_id(job_id: object) -> int:

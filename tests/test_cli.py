@@ -29,9 +29,9 @@ def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_enqueue_status_pause_resume(app: pgqueue.App, clean: str,
                                      conn: psycopg.Connection[Any]) -> None:
     r = cli(clean, "enqueue", "send", "--args", '{"to": "a@b.c"}', "--queue", "mail",
-            "--priority", "3", "--delay", "60")
+            "--priority", "3", "--delay", "60", "--json")
     assert r.returncode == 0, r.stderr
-    job_id = int(r.stdout)
+    job_id = json.loads(r.stdout)["id"]
     row = conn.execute("SELECT queue, task, args, priority, run_at > now() FROM pgqueue.jobs "
                        "WHERE id = %s", (job_id,)).fetchone()
     assert row == ("mail", "send", {"to": "a@b.c"}, 3, True)
@@ -43,6 +43,7 @@ def test_enqueue_status_pause_resume(app: pgqueue.App, clean: str,
     assert (mail["waiting"], mail["scheduled"], mail["running"]) == (1, 1, 0)
     table = cli(clean, "status").stdout
     assert "mail" in table and "waiting" in table
+    assert "finished/1h" in table and "done/1h" not in table  # the demo's word too
     assert cli(clean, "pause", "mail").returncode == 0
     assert scalar(conn, "SELECT paused FROM pgqueue.queues WHERE name = 'mail'") is True
     assert cli(clean, "resume", "mail").returncode == 0
@@ -70,7 +71,7 @@ def test_failed_list_show_retry_purge(app: pgqueue.App, clean: str,
     listing = cli(clean, "failed", "list")
     assert listing.returncode == 0 and "KeyError" in listing.stdout
     assert all(str(i) in listing.stdout for i in ids)
-    shown = json.loads(cli(clean, "failed", "show", str(ids[0])).stdout)
+    shown = json.loads(cli(clean, "failed", "show", str(ids[0]), "--json").stdout)
     assert shown["args"] == {"n": 1} and "Traceback" in shown["errors"][-1]["traceback"]
     assert cli(clean, "failed", "show", "999999").returncode == 2
     r = cli(clean, "failed", "retry", str(ids[0]))
@@ -79,7 +80,7 @@ def test_failed_list_show_retry_purge(app: pgqueue.App, clean: str,
     r = cli(clean, "failed", "retry", "--all")
     assert "re-driven 2 jobs" in r.stdout
     run_async(app, app.worker(queues=["q"], burst=True).run())
-    assert "purged 3" in cli(clean, "failed", "purge").stdout
+    assert "purged 3" in cli(clean, "failed", "purge", "--all", "--yes").stdout
     assert scalar(conn, "SELECT count(*) FROM pgqueue.failed_jobs") == 0
 
 

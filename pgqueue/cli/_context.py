@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._dsn import to_libpq, url_from_env
 from pgqueue.app import App
 from pgqueue.compat import default_settings
 from pgqueue.config import Settings
 from pgqueue.errors import ConfigurationError, DatabaseUnavailableError
+from pgqueue.task import Task
 
-__all__ = ["app_for", "database_url", "load_app", "raise_unreachable", "settings"]
+__all__ = ["app_for", "database_url", "load_app", "opened_app", "raise_unreachable", "schema",
+           "settings"]
 
 
 def settings() -> Settings:
@@ -44,8 +50,10 @@ def database_url(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def load_app(spec: str) -> App:
-    """Import ``module:attribute`` (an App, or a callable returning one) from the current
-    directory or the import path."""
+    """Import ``module:attribute`` from the current directory or the import path: an App, or
+    a function without parameters that returns one (a factory). Anything else -- a task, a
+    function that needs arguments, a missing attribute -- is a :class:`ConfigurationError`
+    naming the App(s) the module does define."""
     if ":" not in spec:
         raise ConfigurationError(f"{spec!r} is not MODULE:APP (e.g. myproject.jobs:app)",
                                  key="app", source="command line")
@@ -57,24 +65,67 @@ def load_app(spec: str) -> App:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}", key="app",
                                  source="command line") from exc
     obj = getattr(module, attr, None)
-    if callable(obj) and not isinstance(obj, App):
-        obj = obj()
-    if not isinstance(obj, App):
-        raise ConfigurationError(f"{spec!r} is not a pgqueue.App", key="app",
-                                 source="command line")
-    return obj
+    if isinstance(obj, App):
+        return obj
+    apps = [f"{module_name}:{name}" for name, value in vars(module).items()
+            if isinstance(value, App)]
+    hint = f"; {module_name} defines {', '.join(apps)}" if apps else ""
+    if obj is None:
+        what = f"module {module_name!r} has no attribute {attr!r}"
+    elif isinstance(obj, Task):
+        what = f"{spec!r} is the task {obj.name!r}, not an App: pass the App it is registered on"
+    elif callable(obj) and _no_required_parameters(obj):
+        made = obj()
+        if isinstance(made, App):
+            return made
+        what = f"{spec}() returned {type(made).__name__}, not a pgqueue.App"
+    elif callable(obj):
+        what = (f"{spec!r} is a function that takes arguments, not a pgqueue.App (or a factory "
+                "without parameters returning one)")
+    else:
+        what = f"{spec!r} is a {type(obj).__name__}, not a pgqueue.App"
+    raise ConfigurationError(what + hint, key="app", source="command line")
+
+
+def _no_required_parameters(fn: Callable[..., object]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: do not call it
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in params)
+
+
+def schema(args: argparse.Namespace) -> str:
+    """The schema of ``--schema``, else ``PGQUEUE_SCHEMA``, else pgqueue's default."""
+    return getattr(args, "schema", None) or os.environ.get("PGQUEUE_SCHEMA") or DEFAULT_SCHEMA
 
 
 def app_for(args: argparse.Namespace) -> App:
-    """The App of ``--app`` (pointed at ``--database-url`` when given), else a plain App on
-    the configured database and ``--schema``."""
-    if getattr(args, "app", None):
-        app = load_app(args.app)
-        if getattr(args, "database_url", None):
-            app.use_database(args.database_url, source="--database-url")
-        return app
-    url, _ = database_url(args)
-    return App(database_url=url, schema=args.schema)
+    """The App of ``--app`` (pointed at ``--database-url`` and ``--schema`` when given, else
+    at the configured database if it has none), else a plain App (no tasks: it accepts any
+    task name) on the configured database and schema."""
+    if not getattr(args, "app", None):
+        return App(database_url=database_url(args)[0], schema=schema(args))
+    app = load_app(args.app)
+    url: str | None = getattr(args, "database_url", None)
+    source = "--database-url"
+    if url is None and app.database_url is None:
+        url, source = database_url(args)
+    if url is not None or getattr(args, "schema", None):
+        app.use_database(url or app.database_url or "", source=source,
+                         schema=getattr(args, "schema", None))
+    return app
+
+
+@contextmanager
+def opened_app(args: argparse.Namespace) -> Iterator[App]:
+    """:func:`app_for`, with its connection pools closed when the command is done."""
+    app = app_for(args)
+    try:
+        yield app
+    finally:
+        app.close()
 
 
 def raise_unreachable(exc: Exception) -> None:

@@ -6,12 +6,13 @@ Only presentation lives here; no database access, no pgqueue internals.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from pgqueue import FailedJob, QueueStats
 
-__all__ = ["age", "failed_dict", "queue_stats_dict", "short", "table"]
+__all__ = ["age", "failed_dict", "failed_text", "queue_stats_dict", "short", "table"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -57,3 +58,23 @@ def failed_dict(failed: FailedJob, *, brief: bool) -> dict[str, Any]:
 def queue_stats_dict(stats: QueueStats) -> dict[str, Any]:
     """One queue's counts as a dict for JSON, without the driver-specific ``extra`` field."""
     return {k: v for k, v in dataclasses.asdict(stats).items() if k != "extra"}
+
+
+def failed_text(failed: FailedJob) -> str:
+    """A failed job for people: its fields, its arguments as JSON, then each attempt with its
+    error and its traceback as Python printed it (``failed show``; ``--json`` for machines)."""
+    when = "%Y-%m-%d %H:%M:%S %Z"
+    lines = [
+        f"failed job {failed.id}: task {failed.task}, queue {failed.queue}",
+        f"attempts:  {failed.attempt}/{failed.max_attempts}",
+        f"enqueued:  {failed.enqueued_at.strftime(when)}",
+        f"failed:    {failed.failed_at.strftime(when)}",
+        f"reason:    {failed.reason}",
+        f"args:      {json.dumps(failed.args, default=str)}",
+    ]
+    for e in failed.errors:
+        at = f" ({e.at.strftime(when)})" if e.at is not None else ""
+        lines += ["", f"--- attempt {e.attempt}{at}: {e.error}"]
+        if e.traceback:
+            lines.append(e.traceback.rstrip("\n"))
+    return "\n".join(lines)

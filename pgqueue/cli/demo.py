@@ -6,6 +6,13 @@ low priority, flaky jobs that fail and retry, one that ends in the failed archiv
 in the same transaction as its job (and one rolled back) -- then run workers with a live progress
 line until everything is done, and print the per-queue summary, the archive, and an SQL query
 joining history with the orders.
+
+Everything lives in the demo's own schema, :data:`DEMO_SCHEMA` (``pgqueue_demo``): pgqueue's tables
+and the demo's ``demo_orders``, so nothing can collide with an application's tables or jobs, and
+no application's worker sees the demo's jobs. The schema is marked as the demo's (a comment);
+each run drops and recreates it, so re-runs start clean; a schema of that name the demo did not
+create is refused (unless ``force``) when it holds anything. At the end it is dropped too, unless
+``keep``.
 """
 
 from __future__ import annotations
@@ -21,11 +28,18 @@ import pgqueue
 import pgqueue.migrations
 from pgqueue.cli._format import table
 
-__all__ = ["DEMO_QUEUES", "app", "enqueue_mix", "run_demo"]
+__all__ = ["DEMO_QUEUES", "DEMO_SCHEMA", "app", "enqueue_mix", "run_demo"]
 
-app = pgqueue.App(database_url="postgresql://placeholder/none")  # real URL set by run_demo()
+#: The demo's own schema: pgqueue's tables and ``demo_orders``, dropped and recreated each run.
+DEMO_SCHEMA = "pgqueue_demo"
+#: The comment that marks :data:`DEMO_SCHEMA` as created by the demo (safe to drop).
+_MARK = "created by pgqueue demo; dropped and recreated by each run"
+
+app = pgqueue.App(database_url="postgresql://placeholder/none",  # real URL set by run_demo()
+                  schema=DEMO_SCHEMA)
 
 DEMO_QUEUES = ("emails", "reports")
+ORDERS = sql.Identifier(DEMO_SCHEMA, "demo_orders")
 
 
 @app.task(name="demo.send_email", queue="emails")
@@ -56,7 +70,8 @@ def doomed_export(target: str) -> None:
 def ship_order(order_id: int) -> None:
     """Completes itself inside its own business transaction (exactly-once effects)."""
     with psycopg.connect(_url()) as conn:
-        conn.execute("UPDATE demo_orders SET shipped = true WHERE id = %s", (order_id,))
+        conn.execute(sql.SQL("UPDATE {} SET shipped = true WHERE id = %s").format(ORDERS),
+                     (order_id,))
         app.complete(conn)
 
 
@@ -70,17 +85,17 @@ def enqueue_mix() -> int:
     """Enqueue the demo's jobs on the app's database; returns how many."""
     n = 0
     with psycopg.connect(_url()) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, "
-                     "customer text NOT NULL, shipped boolean NOT NULL DEFAULT false)")
+        conn.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, customer text NOT NULL, "
+                             "shipped boolean NOT NULL DEFAULT false)").format(ORDERS))
         conn.commit()
         # an order and its job in ONE transaction: both commit
-        order_id = conn.execute("INSERT INTO demo_orders (customer) VALUES ('ada') "
-                                "RETURNING id").fetchone()[0]  # type: ignore[index]
+        order_id = conn.execute(sql.SQL("INSERT INTO {} (customer) VALUES ('ada') "
+                                        "RETURNING id").format(ORDERS)).fetchone()[0]  # type: ignore[index]
         ship_order.enqueue(order_id=order_id, conn=conn)
         conn.commit()
         n += 1
         # ...and one rolled back: neither the order nor its job exists afterwards
-        conn.execute("INSERT INTO demo_orders (customer) VALUES ('mallory')")
+        conn.execute(sql.SQL("INSERT INTO {} (customer) VALUES ('mallory')").format(ORDERS))
         ship_order.enqueue(order_id=-1, conn=conn)
         conn.rollback()
     n += len(app.enqueue_many("demo.send_email", [
@@ -100,23 +115,63 @@ def enqueue_mix() -> int:
     return n + 5 + 10 + 5 + 6 + 12 + 1
 
 
-def run_demo(database_url: str, *, workers: int = 2, started: float | None = None) -> int:
+def run_demo(database_url: str, *, workers: int = 2, started: float | None = None,
+             force: bool = False, keep: bool = False) -> int:
     """Run the demo on ``database_url`` with ``workers`` workers (default 2), each of
     concurrency 8; returns the exit status (0). ``started`` (a :func:`time.monotonic` value,
     default now) is when the "Done in" time counts from.
+
+    The demo works in :data:`DEMO_SCHEMA` only, recreated first. If that schema exists, holds
+    anything, and was not created by the demo, a :class:`pgqueue.ConfigurationError` is raised
+    (nothing is touched) unless ``force`` (default false: then it is dropped). The schema is
+    dropped at the end unless ``keep`` (default false). Example::
+
+        run_demo("postgresql://localhost/scratch", workers=1, keep=True)
     """
     started = time.monotonic() if started is None else started
     try:
-        return _run(database_url, workers, started)
+        app.use_database(database_url)
+        _fresh_schema(force)
+        try:
+            return _run(workers, started)
+        finally:
+            if not keep:
+                _drop_schema()
     finally:
         app.close()
 
 
-def _run(url: str, worker_count: int, started: float) -> int:
-    app.use_database(url)
+def _fresh_schema(force: bool) -> None:
+    """Drop the demo's schema (if it is the demo's, or empty, or ``force``) and create it
+    again, marked as the demo's; refuse a foreign non-empty one."""
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT obj_description(n.oid, 'pg_namespace'), "
+            "       (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid) "
+            "  FROM pg_namespace n WHERE n.nspname = %s", (DEMO_SCHEMA,)).fetchone()
+        if row is not None and row[0] != _MARK and row[1] and not force:
+            raise pgqueue.ConfigurationError(
+                f"schema {DEMO_SCHEMA!r} exists with {row[1]} tables or other objects that "
+                "pgqueue demo did not create; the demo will not touch it: use another database, "
+                "or pass --force to drop that schema", key="schema")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+            sql.Identifier(DEMO_SCHEMA)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(DEMO_SCHEMA)))
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+            sql.Identifier(DEMO_SCHEMA), sql.Literal(_MARK)))
+
+
+def _drop_schema() -> None:
+    """Remove the demo's schema and everything in it (the database is left as found)."""
+    app.close()  # the pools' sessions would otherwise hold locks on the tables
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+            sql.Identifier(DEMO_SCHEMA)))
+
+
+def _run(worker_count: int, started: float) -> int:
     app.migrate()
-    print(f"Migrated pgqueue schema (revision {pgqueue.migrations.head()}).")
-    _remove_leftovers()
+    print(f"Migrated pgqueue schema {DEMO_SCHEMA!r} (revision {pgqueue.migrations.head()}).")
     total = enqueue_mix()
     print(f"Enqueued {total} jobs (1 more was rolled back with its order).")
 
@@ -148,20 +203,6 @@ def _run(url: str, worker_count: int, started: float) -> int:
     return 0
 
 
-def _remove_leftovers() -> None:
-    """Drop the demo queues' jobs left by an interrupted run.
-
-    :meth:`pgqueue.App.clear` removes waiting and scheduled jobs. No App operation removes jobs
-    that a killed run left marked running (they would only be rescued and re-run once their
-    lease expires), so those are deleted with plain SQL on the documented ``jobs`` table.
-    """
-    for queue in DEMO_QUEUES:
-        app.clear(queue)
-    with psycopg.connect(_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DELETE FROM {} WHERE queue = ANY(%s) AND state = 'running'").format(
-            sql.Identifier(app.schema, "jobs")), (list(DEMO_QUEUES),))
-
-
 def _summary() -> None:
     stats = [s for s in app.stats() if s.queue in DEMO_QUEUES]
     print(f"\nPer-queue summary (SELECT * FROM {app.schema}.queue_stats):")
@@ -169,20 +210,20 @@ def _summary() -> None:
                  "mean run"),
                 [(s.queue, s.waiting, s.scheduled, s.running, s.failed, s.finished_last_hour,
                   f"{(s.mean_run_time_s or 0) * 1000:.0f} ms") for s in stats]))
-    print("\nFailed-jobs archive (pgqueue failed list):")
+    print(f"\nFailed-jobs archive (pgqueue failed list --schema {app.schema}):")
     failed = app.failed()
     print(table(("id", "queue", "task", "attempts", "reason"),
                 [(f.id, f.queue, f.task, f"{f.attempt}/{f.max_attempts}", f.reason)
                  for f in failed[:5]]))
     query = sql.SQL("""
         SELECT o.id, o.customer, o.shipped, h.state, h.finished_at - h.enqueued_at
-          FROM demo_orders o
+          FROM {orders} o
           JOIN {history} h
             ON h.task = 'demo.ship_order' AND (h.args->>'order_id')::int = o.id
          ORDER BY h.finished_at DESC LIMIT 3""").format(
-        history=sql.Identifier(app.schema, "job_history"))
+        history=sql.Identifier(app.schema, "job_history"), orders=ORDERS)
     with psycopg.connect(_url()) as c:
         rows = c.execute(query).fetchall()
     print("\nOrders joined with their jobs' history (plain SQL):")
-    print(table(("order", "customer", "shipped", "job state", "enqueue->done"),
+    print(table(("order", "customer", "shipped", "job state", "enqueued->finished"),
                 [(r[0], r[1], r[2], r[3], f"{r[4].total_seconds():.2f} s") for r in rows]))

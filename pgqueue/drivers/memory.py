@@ -581,6 +581,19 @@ class MemoryDriver(NoDatabaseMixin):
 
     paused_queues_async = async_twin(paused_queues)
 
+    def forget_queue(self, queue: str) -> bool:
+        """Drop the queue's pause state and listing; jobs stay. True if either was stored."""
+        with self._lock:
+            known = queue in self._known_queues or queue in self._paused
+            self._known_queues.discard(queue)
+            was_paused = queue in self._paused
+            self._paused.discard(queue)
+        if was_paused:
+            self._notify([("control", {"op": "pause", "queue": queue, "paused": False})])
+        return known
+
+    forget_queue_async = async_twin(forget_queue)
+
     def count(self, queue: str) -> int:
         """Waiting (including scheduled) + running jobs of ``queue``."""
         with self._lock:
@@ -716,18 +729,35 @@ class MemoryDriver(NoDatabaseMixin):
 
     redrive_async = async_twin(redrive)
 
-    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
-        """Delete archived jobs (of ``queue``, failed before ``before``); returns how many."""
+    def _failed_matching(self, queue: str | None, before: dt.datetime | None,
+                         ids: Sequence[int] | None, task: str | None) -> list[int]:
+        """Ids of the archived jobs matching every given filter (call with the lock held)."""
         cutoff = None if before is None else _ts(before)
+        wanted = None if ids is None else set(ids)
+        return [i for i, r in self._failed.items()
+                if (wanted is None or i in wanted) and (queue is None or r.queue == queue)
+                and (task is None or r.task == task)
+                and (cutoff is None or (r.failed_at or 0.0) < cutoff)]
+
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """Delete archived jobs (``ids``, of ``queue``, of ``task``, failed before ``before``:
+        every given filter applies); returns how many."""
         with self._lock:
-            doomed = [i for i, r in self._failed.items()
-                      if (queue is None or r.queue == queue)
-                      and (cutoff is None or (r.failed_at or 0.0) < cutoff)]
+            doomed = self._failed_matching(queue, before, ids, task)
             for i in doomed:
                 del self._failed[i]
             return len(doomed)
 
     purge_failed_async = async_twin(purge_failed)
+
+    def count_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """How many archived jobs match the filters (as for :meth:`purge_failed`)."""
+        with self._lock:
+            return len(self._failed_matching(queue, before, ids, task))
+
+    count_failed_async = async_twin(count_failed)
 
     def history(self, queue: str | None = None, limit: int = 100) -> list[FinishedJob]:
         """Finished jobs (succeeded or cancelled), newest first; at most the last

@@ -145,11 +145,33 @@ class Producer(Service):
         elif self.burst and not self.running and not claimed:
             await self.completer.drain()
             if await self.driver.next_run_at(self.queues) is None and not self.running:
-                log.info("burst: queues empty, stopping", extra={"event": "burst_done"})
+                left = await self._left_behind()
+                log.info("burst: nothing left that this worker can run, stopping; %s",
+                         left or "its queues are empty", extra={"event": "burst_done"})
                 return True
         if timeout > 0:
             await self._wait_wake(timeout)
         return False
+
+    async def _left_behind(self) -> str:
+        """What a stopping burst worker leaves in its queues, and why it cannot run it: jobs
+        of paused queues, jobs held by another worker (running, or a dead worker's until its
+        lease expires and they are rescued). Empty when nothing is left."""
+        try:
+            paused = await self.driver.paused_queues_async()
+            parts = []
+            for q in self.queues:
+                n = await self.driver.sizes_async(q)
+                if q in paused and n["waiting"] + n["scheduled"]:
+                    parts.append(f"{n['waiting'] + n['scheduled']} job(s) wait in paused queue "
+                                 f"{q!r} (pgqueue resume {q})")
+                if n["running"]:
+                    parts.append(f"{n['running']} job(s) of queue {q!r} are held by another "
+                                 "worker (running, or a dead worker's until its lease expires "
+                                 "and they are rescued)")
+        except PgQueueError:
+            return ""
+        return "left: " + "; ".join(parts) if parts else ""
 
     async def _wait_wake(self, timeout: float | None) -> None:
         """Wait for a wake-up, a stop request or ``timeout`` seconds of the clock."""

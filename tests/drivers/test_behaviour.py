@@ -26,7 +26,7 @@ import pytest
 
 import pgqueue
 from pgqueue.drivers.base import Finish, QueueStats, Requeue
-from pgqueue.errors import CapabilityError, JobError, JobNotFoundError
+from pgqueue.errors import CapabilityError, JobError, JobNotFoundError, ValidationError
 from pgqueue.job import RESCUE_REASON, AttemptError, Job
 from pgqueue.retry import RetryPolicy
 from tests.helpers import eventually, wait_for
@@ -154,6 +154,53 @@ async def test_delayed_jobs_are_not_claimed_before_run_at(driver_app: pgqueue.Ap
     future_job = app.get_job(future)
     assert future_job is not None and future_job.state == "waiting"
     assert await app.driver.next_run_at(["q"]) == future_job.run_at
+
+
+async def test_purge_and_count_failed_by_ids_task_and_queue(driver_app: pgqueue.App) -> None:
+    app, driver = driver_app, driver_app.driver
+    a = [app.enqueue("ta", queue="q1") for _ in range(3)]
+    b = [app.enqueue("tb", queue="q1") for _ in range(2)]
+    c = [app.enqueue("ta", queue="q2") for _ in range(2)]
+    for job in await claim(app, ["q1", "q2"], limit=10):
+        assert await driver.archive(job.id, worker_id=W, error=AttemptError.now(1, "x"),
+                                    reason="x")
+    assert app.count_failed() == 7
+    assert await app.count_failed_async(queue="q1") == 5
+    assert app.count_failed(task="ta") == 5
+    assert app.count_failed(queue="q1", task="ta") == 3
+    assert app.count_failed(ids=[a[0], c[0], 999_999]) == 2
+    hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    assert app.count_failed(before=hour_ago) == 0
+    # ids only delete those ids; the others stay
+    assert app.purge_failed(ids=[a[0]]) == 1
+    assert {f.id for f in app.failed(limit=100)} == {*a[1:], *b, *c}
+    # every given filter applies: an id of another queue is not deleted by a queue purge
+    assert app.purge_failed(ids=[a[1], c[0]], queue="q1") == 1
+    assert await app.purge_failed_async(task="tb") == 2
+    assert {f.id for f in app.failed()} == {a[2], *c}
+    assert app.purge_failed(queue="q2", task="ta") == 2
+    assert app.purge_failed(ids=[]) == 0
+    assert [f.id for f in app.failed()] == [a[2]]
+    with pytest.raises(ValidationError):
+        app.purge_failed(ids=[0])
+    with pytest.raises(ValidationError):
+        app.purge_failed(before=dt.datetime(2020, 1, 1))  # naive: ambiguous
+
+
+async def test_forget_queue(driver_app: pgqueue.App) -> None:
+    app = driver_app
+    assert app.forget_queue("never") is False
+    app.pause("typo")
+    assert "typo" in {s.queue for s in app.stats()}
+    assert app.forget_queue("typo") is True
+    assert "typo" not in {s.queue for s in app.stats()}
+    assert app.driver.paused_queues() == set()
+    # a paused queue with jobs: forgetting it resumes it, and its jobs stay
+    job = app.enqueue("t", queue="q")
+    app.pause("q")
+    assert await claim(app) == []
+    assert await app.forget_queue_async("q") is True
+    assert [j.id for j in await claim(app)] == [job]
 
 
 async def test_pause_and_resume(driver_app: pgqueue.App) -> None:

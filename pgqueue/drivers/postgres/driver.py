@@ -526,6 +526,15 @@ class PostgresDriver:
     async def paused_queues_async(self) -> set[str]:
         return await self._arun(self._paused_queues_op())
 
+    def _forget_op(self, queue: str) -> _Op[bool]:
+        return _Op(self.sql.forget_queue, {"queue": queue}, lambda rows: bool(rows))
+
+    def forget_queue(self, queue: str) -> bool:
+        return self._run(self._forget_op(queue))
+
+    async def forget_queue_async(self, queue: str) -> bool:
+        return await self._arun(self._forget_op(queue))
+
     def _count_op(self, queue: str) -> _Op[int]:
         return _Op(self.sql.count, {"queue": queue}, lambda rows: int(rows[0][0]))
 
@@ -621,15 +630,31 @@ class PostgresDriver:
         with _redrive_errors():
             return await self._arun(self._redrive_op(ids, queue))
 
-    def _purge_op(self, queue: str | None, before: dt.datetime | None) -> _Op[int]:
-        return _Op(self.sql.purge_failed, {"queue": queue, "before": before}, _count)
+    def _purge_op(self, queue: str | None, before: dt.datetime | None,
+                  ids: Sequence[int] | None, task: str | None, *, count: bool = False) -> _Op[int]:
+        params = {"queue": queue, "before": before, "task": task,
+                  "ids": None if ids is None else list(ids)}
+        return _Op(self.sql.count_failed if count else self.sql.purge_failed, params, _count)
 
-    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
-        return self._run(self._purge_op(queue, before))
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        return self._run(self._purge_op(queue, before, ids, task))
 
     async def purge_failed_async(self, queue: str | None = None,
-                                 before: dt.datetime | None = None) -> int:
-        return await self._arun(self._purge_op(queue, before))
+                                 before: dt.datetime | None = None, *,
+                                 ids: Sequence[int] | None = None,
+                                 task: str | None = None) -> int:
+        return await self._arun(self._purge_op(queue, before, ids, task))
+
+    def count_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        return self._run(self._purge_op(queue, before, ids, task, count=True))
+
+    async def count_failed_async(self, queue: str | None = None,
+                                 before: dt.datetime | None = None, *,
+                                 ids: Sequence[int] | None = None,
+                                 task: str | None = None) -> int:
+        return await self._arun(self._purge_op(queue, before, ids, task, count=True))
 
     def _stats_op(self) -> _Op[list[QueueStats]]:
         return _Op(self.sql.queue_stats, {}, lambda rows: [QueueStats(*r) for r in rows])

@@ -308,6 +308,13 @@ class Statements:
                                                       'paused', %(paused)s)::text)
               FROM u""")
         self.paused_queues = q("SELECT name FROM {s}.queues WHERE paused")
+        #: Forget a queue: delete its row of ``queues`` (its pause state); jobs are untouched.
+        #: Locks that row; returns whether it existed (and was paused).
+        self.forget_queue = q("""
+            WITH d AS (DELETE FROM {s}.queues WHERE name = %(queue)s RETURNING paused)
+            SELECT paused, pg_notify({ctl}, json_build_object('op', 'pause', 'queue',
+                                                              %(queue)s, 'paused', false)::text)
+              FROM d""")
 
         #: Waiting + running jobs of one queue (backstage's job count).
         self.count = q("SELECT count(*) FROM {s}.jobs WHERE queue = %(queue)s")
@@ -385,14 +392,23 @@ class Statements:
                        errors, errors -> -1 ->> 'error', enqueued_at FROM d
                 RETURNING id, queue)
             SELECT id, pg_notify({chan}, queue) FROM ins""")
-        #: Delete archived jobs; returns how many (counted on the server).
+        #: Which archived jobs a purge or a count concerns; each filter applies when its
+        #: parameter is not NULL (all NULL: every archived job).
+        f["failed_filter"] = sql.SQL("""
+                 (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+             AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+             AND (%(task)s::text IS NULL OR task = %(task)s)
+             AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)""")
+        #: Delete archived jobs (the filter above); returns how many (counted on the server).
+        #: Locks the deleted rows of ``failed_jobs`` only; a concurrent re-drive of the same
+        #: row waits, then finds it gone (or the purge finds it re-driven).
         self.purge_failed = q("""
             WITH d AS (
-                DELETE FROM {s}.failed_jobs
-                 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-                   AND (%(before)s::timestamptz IS NULL OR failed_at < %(before)s)
+                DELETE FROM {s}.failed_jobs WHERE {failed_filter}
                 RETURNING 1)
             SELECT count(*) FROM d""")
+        #: How many archived jobs match the filter above (no locks: a plain read).
+        self.count_failed = q("SELECT count(*) FROM {s}.failed_jobs WHERE {failed_filter}")
 
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""

@@ -204,8 +204,8 @@ def _check_url(url: object) -> None:
 #: The scripts, by name: ``scripts/<name>.lua`` in this package, each run after
 #: ``scripts/prelude.lua`` (every state change is one script; each file's header gives its ARGV).
 SCRIPT_NAMES = ("insert", "claim", "finish", "requeue", "archive", "rescue", "heartbeat",
-                "register", "prune", "cancel", "pop", "clear", "redrive", "purge", "sizes",
-                "next_run_at", "stats")
+                "register", "prune", "cancel", "pop", "clear", "redrive", "purge", "purge_ids",
+                "sizes", "next_run_at", "stats")
 
 
 def _load_scripts() -> dict[str, str]:
@@ -499,6 +499,20 @@ class RedisDriver(NoDatabaseMixin):
 
     paused_queues_async = async_twin(paused_queues)
 
+    def forget_queue(self, queue: str) -> bool:
+        """Drop the queue's pause state and listing; jobs stay. True if either was stored."""
+        def run(c: redis_mod.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=True)
+            pipe.srem(self.key("paused"), queue)
+            pipe.srem(self.key("registered"), queue)
+            pipe.publish(self.key("ctl"), json.dumps({"op": "pause", "queue": queue,
+                                                      "paused": False}))
+            return list(pipe.execute())
+        paused, registered, _ = self._do(run)
+        return bool(int(paused) or int(registered))
+
+    forget_queue_async = async_twin(forget_queue)
+
     def count(self, queue: str) -> int:
         """Waiting (including scheduled) + running jobs of ``queue``."""
         def run(c: redis_mod.Redis) -> int:
@@ -611,17 +625,49 @@ class RedisDriver(NoDatabaseMixin):
 
     redrive_async = async_twin(redrive)
 
-    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None) -> int:
-        """Delete archived jobs (of ``queue``, failed before ``before``); returns how many."""
-        cutoff = "" if before is None else str(_dt_to_ms(before))
+    def purge_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """Delete archived jobs (``ids``, of ``queue``, of ``task``, failed before ``before``:
+        every given filter applies); returns how many."""
         total = 0
-        while True:
-            n = int(self._script("purge", queue or "", cutoff, DELETE_CHUNK))
-            total += n
-            if n < DELETE_CHUNK:
-                return total
+        if ids is None and task is None:  # by queue and time only: the script picks them
+            cutoff = "" if before is None else str(_dt_to_ms(before))
+            while True:
+                n = int(self._script("purge", queue or "", cutoff, DELETE_CHUNK))
+                total += n
+                if n < DELETE_CHUNK:
+                    return total
+        members = self._failed_members(queue, before, ids, task)
+        for start in range(0, len(members), DELETE_CHUNK):
+            total += int(self._script("purge_ids", *members[start:start + DELETE_CHUNK]))
+        return total
+
+    def _failed_members(self, queue: str | None, before: dt.datetime | None,
+                        ids: Sequence[int] | None, task: str | None) -> list[str]:
+        """The archived job members matching every given filter (read, not locked)."""
+        key = self.key("failed") if queue is None else self.key("q", queue, "failed")
+        top = "+inf" if before is None else f"({_dt_to_ms(before)}"
+        members: list[str] = self._do(lambda c: c.zrangebyscore(key, "-inf", top))  # type: ignore[arg-type,return-value]
+        if ids is not None:
+            wanted = {_m(i) for i in ids}
+            members = [m for m in members if m in wanted]
+        if task is not None and members:
+            def run(c: redis_mod.Redis) -> list[str | None]:
+                pipe = c.pipeline(transaction=False)
+                for m in members:
+                    pipe.hget(self.key("job", m), "task")
+                return list(pipe.execute())
+            members = [m for m, t in zip(members, self._do(run), strict=True) if t == task]
+        return members
 
     purge_failed_async = async_twin(purge_failed)
+
+    def count_failed(self, queue: str | None = None, before: dt.datetime | None = None, *,
+                     ids: Sequence[int] | None = None, task: str | None = None) -> int:
+        """How many archived jobs match the filters (as for :meth:`purge_failed`)."""
+        return len(self._failed_members(queue, before, ids, task))
+
+    count_failed_async = async_twin(count_failed)
 
     def _history_raw(self) -> list[str]:
         rows: list[str] = self._do(lambda c: c.lrange(self.key("history"), 0, -1))  # type: ignore[arg-type,return-value]
