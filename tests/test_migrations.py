@@ -219,6 +219,7 @@ def skip_unless_package_index_answers(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.network
+@pytest.mark.timeout(600)  # builds a wheel and installs it with its dependencies
 def test_wheel_in_fresh_venv_can_migrate(make_database: Callable[[], str],
                                          tmp_path: Path) -> None:
     skip_unless_package_index_answers(tmp_path)
