@@ -23,6 +23,9 @@ which on a busy server can take seconds, so the run pays for it once, not once p
 - ``fresh_dsn``: a migrated database for one test alone (a clone of the template), for tests
   that damage their database (terminate every backend, custom tables, and so on);
 - ``make_database()``: an empty (unmigrated) database; ``make_database(migrated=True)`` a clone.
+
+Every test database runs with ``synchronous_commit = off``: tests need no durability, and their
+commits then never wait behind another session's checkpoint.
 """
 
 from __future__ import annotations

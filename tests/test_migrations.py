@@ -218,8 +218,8 @@ def skip_unless_package_index_answers(tmp_path: Path) -> None:
     """Skip (with pip's reason) when pip cannot fetch from the configured package index: the
     wheel build and the fresh venv's install both need it."""
     probe = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest",
-         str(tmp_path / "probe"), "hatchling"],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--retries", "1",
+         "--timeout", "15", "--dest", str(tmp_path / "probe"), "hatchling"],
         capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
         errors = [line for line in probe.stderr.splitlines() if "ERROR" in line]
@@ -229,6 +229,7 @@ def skip_unless_package_index_answers(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.network
+@pytest.mark.timeout(600)  # builds a wheel and installs it with its dependencies
 def test_wheel_in_fresh_venv_can_migrate(make_database: Callable[[], str],
                                          tmp_path: Path) -> None:
     skip_unless_package_index_answers(tmp_path)
