@@ -11,7 +11,8 @@ from typing import Any
 
 from pgqueue.cli import _context
 from pgqueue.cli._format import age, failed_dict, queue_stats_dict, short, table
-from pgqueue.errors import ConfigurationError, DatabaseUnavailableError
+from pgqueue.errors import ConfigurationError, DatabaseUnavailableError, ValidationError
+from pgqueue.job import MAX_JSON_DEPTH
 
 __all__ = ["cmd_enqueue", "cmd_failed", "cmd_pause", "cmd_status"]
 
@@ -24,6 +25,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigurationError(f"--args is not valid JSON: {exc}", key="args",
                                  source="command line") from exc
+    except RecursionError as exc:  # nested far beyond what enqueue accepts anyway
+        raise ValidationError(f"--args nest objects/arrays more than {MAX_JSON_DEPTH} levels "
+                              "deep, which pgqueue refuses; flatten them") from exc
     opts: dict[str, Any] = {}
     for key in ("queue", "priority", "delay", "max_attempts", "unique_key"):
         if getattr(args, key) is not None:
