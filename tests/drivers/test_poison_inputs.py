@@ -154,7 +154,7 @@ async def test_failed_limit_and_purge_before_are_checked(driver_app: pgqueue.App
         with pytest.raises(pgqueue.ValidationError, match="limit must be"):
             await app.failed_async(limit=limit)  # type: ignore[arg-type]
     assert app.failed(limit=0) == []
-    naive = dt.datetime.now()  # noqa: DTZ005 - the point of the test
+    naive = dt.datetime.now()
     for before in (naive, "2020-01-01", 0):
         with pytest.raises(pgqueue.ValidationError, match="timezone-aware"):
             app.purge_failed(before=before)  # type: ignore[arg-type]
