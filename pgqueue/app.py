@@ -531,7 +531,7 @@ class App:
 
     def failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Archived (dead-letter) jobs, newest first: of ``queue`` (default: every queue), at
-        most ``limit`` (default 100)."""
+        most ``limit`` (an integer >= 0, default 100; else :class:`pgqueue.ValidationError`)."""
         return self.driver.list_failed(_opt_queue(queue), _check_limit(limit))
 
     async def failed_async(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:

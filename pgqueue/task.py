@@ -65,12 +65,17 @@ class EnqueueOptions(TypedDict, total=False):
     - ``queue``: queue name (default: the task's queue, else the app's ``default_queue``);
     - ``priority``: 0-1000, lower runs first (default: the task's, else 20);
     - ``delay``: seconds (or a timedelta) before the job may run; not with ``run_at``;
-    - ``run_at``: a timezone-aware datetime before which the job does not run;
+    - ``run_at``: a timezone-aware datetime before which the job does not run (the resulting
+      time, of either, must not be after :data:`LATEST_RUN_AT`, 9999-12-30 UTC);
     - ``max_attempts``: runs before the job is dead-lettered (default: the task's, else 5);
     - ``unique_key``: while a live job holds this key, enqueueing again inserts nothing and
       returns that job's id;
     - ``timeout``: seconds per attempt (default: the task's, else none);
     - ``meta``: a JSON object stored with the job, not passed to the handler.
+
+    Text that cannot be stored (a NUL character, a lone surrogate) in args, keys, ``meta`` or
+    ``unique_key``, and args or ``meta`` nested more than :data:`MAX_JSON_DEPTH` levels, are
+    refused with :class:`pgqueue.ValidationError` before anything is written.
     """
 
     queue: str | None

@@ -12,7 +12,7 @@ import pytest
 
 import pgqueue
 from pgqueue.job import MAX_JSON_DEPTH, NewJob
-from pgqueue.task import LATEST_RUN_AT
+from pgqueue.task import EARLIEST_RUN_AT, LATEST_RUN_AT
 from tests.drivers.test_behaviour import claim, drain
 
 SURROGATE = "\ud800"
@@ -136,6 +136,10 @@ async def test_the_latest_accepted_times_read_back(driver_app: pgqueue.App) -> N
     assert app.sizes("q")["scheduled"] == 3
     nxt = await app.driver.next_run_at(["q"])  # what a worker reads to sleep until then
     assert nxt is not None and nxt.year == 9999
+    earliest = app.enqueue("t", queue="q", run_at=EARLIEST_RUN_AT)
+    [job] = await claim(app)  # long overdue: ready now
+    assert job.id == earliest and job.run_at is not None
+    assert job.run_at.astimezone(dt.UTC) == EARLIEST_RUN_AT
 
 
 # ---- 5. wrong types and values of other arguments --------------------------------------------
