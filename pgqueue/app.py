@@ -21,7 +21,6 @@ line. What the driver cannot do is checked once, in :meth:`App._require`, before
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
@@ -297,7 +296,7 @@ class App:
         template = self._template(registered, task_name, queue=queue, priority=priority,
                                   delay=delay, run_at=run_at, max_attempts=max_attempts,
                                   unique_key=unique_key, timeout=timeout, meta=meta)
-        return dataclasses.replace(template, args_json=_serialiser(registered)(args))
+        return _with_args(template, _serialiser(registered)(args))
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
         """(the registered task or None, the task name to store, the arguments) of a job."""
@@ -409,15 +408,13 @@ class App:
         registered, task_name, _ = self._resolve(task, None)
         template = self._template(registered, task_name, **opts)
         serialise = _serialiser(registered)
-        t = template
         out = []
         for i, args in enumerate(args_list):
             try:
                 args_json = serialise(args)
             except ValidationError as exc:
                 raise type(exc)(f"args_list[{i}]: {exc}") from exc
-            out.append(NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at,
-                              t.delay_s, t.unique_key, t.timeout_s, t.meta_json))
+            out.append(_with_args(template, args_json))
         return out
 
     def insert(self, jobs: Sequence[NewJob], *, conn: SyncConn | None = None) -> list[int]:
@@ -602,6 +599,12 @@ def _driver_by_name(name: str, app: App) -> Driver:
 def _serialise_plain(args: Any) -> str:
     """The JSON text of an unregistered task's arguments (no signature to check them by)."""
     return dumps_args(to_json_object(args if args is not None else {}))
+
+
+def _with_args(t: NewJob, args_json: str) -> NewJob:
+    """``t`` with these arguments (positional: cheaper than ``dataclasses.replace`` per row)."""
+    return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at, t.delay_s,
+                  t.unique_key, t.timeout_s, t.meta_json)
 
 
 def _serialiser(registered: Task | None) -> Callable[[Any], str]:
