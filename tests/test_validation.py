@@ -20,6 +20,7 @@ from psycopg.pq import TransactionStatus
 import pgqueue
 from pgqueue.drivers.postgres.driver import COPY_THRESHOLD
 from pgqueue.job import MAX_JSON_DEPTH
+from tests.drivers.test_poison_inputs import default_recursion_limit
 from tests.helpers import scalar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,7 @@ def _insert_poison(conn: psycopg.Connection[Any], column: str) -> int:
     return int(row[0])
 
 
+@pytest.mark.usefixtures(default_recursion_limit.__name__)
 @pytest.mark.parametrize("column", ["args", "meta"])
 def test_a_row_written_by_sql_that_cannot_be_decoded_fails_alone(
         app: pgqueue.App, conn: psycopg.Connection[Any], column: str) -> None:
