@@ -72,12 +72,13 @@ async def test_a_row_that_cannot_be_decoded_fails_alone(driver_app: pgqueue.App)
         ran.append(n)
 
     deep = '{"a":' + "[" * 5_000 + "]" * 5_000 + "}"
+    good_ids = app.enqueue_many("good", [{"n": i} for i in range(50)], queue="q")
     [poison] = app.driver.insert_many([NewJob("q", "good", deep, priority=0)])
-    good_ids = app.enqueue_many("good", [{"n": i} for i in range(30)], queue="q")
-    worker = await drain(app, queues=["q"], concurrency=10)
+    good_ids += app.enqueue_many("good", [{"n": i} for i in range(50, 100)], queue="q")
+    worker = await drain(app, queues=["q"], concurrency=10, lease_s=2.0)
 
-    assert sorted(ran) == list(range(30))
-    assert worker.counts == {"succeeded": 30, "failed": 1}
+    assert sorted(ran) == list(range(100))  # each good job ran exactly once
+    assert worker.counts == {"succeeded": 100, "failed": 1}
     [failed] = app.failed("q")
     assert failed.id == poison and poison not in good_ids
     assert "cannot be decoded" in failed.reason and "nested more deeply" in failed.reason
