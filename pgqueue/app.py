@@ -50,8 +50,11 @@ from pgqueue.task import (
     Task,
     check_delay,
     check_max_attempts,
+    check_new_jobs,
     check_priority,
+    check_run_time,
     check_timeout,
+    check_unique_key,
     dumps_args,
     to_json_object,
 )
@@ -66,9 +69,6 @@ __all__ = ["App", "DeadLetterHandler"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-
-_NOTHING: Any = object()
 
 #: the keyword arguments enqueue calls accept (the message of an unknown one lists them)
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
@@ -300,6 +300,14 @@ class App:
 
             app.insert([app.build("resize", {"id": i}, priority=i) for i in range(3)])
         """
+        registered, task_name, args = self._resolve(task, args)
+        template = self._template(registered, task_name, queue=queue, priority=priority,
+                                  delay=delay, run_at=run_at, max_attempts=max_attempts,
+                                  unique_key=unique_key, timeout=timeout, meta=meta)
+        return _with_args(template, _serialiser(registered)(args))
+
+    def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
+        """(the registered task or None, the task name to store, the arguments) of a job."""
         registered: Task | None
         if isinstance(task, str):
             registered = self.tasks.get(task)
@@ -307,16 +315,22 @@ class App:
                 validate_name(task, "task")
                 if self.strict or (self.strict is None and self.tasks):
                     raise _unknown_task(task, self.tasks)
-            task_name = registered.name if registered else task
-        else:  # a class-based job instance
-            registered = self.task_for(task)
-            if registered is None:
-                raise UnknownTaskError(f"{type(task).__name__} is not a registered task; "
-                                       "decorate its class with @app.task")
-            if args is not None:
-                raise ValidationError("pass either a job instance or a task name with args")
-            args, task_name = task, registered.name
-        args_json = registered.serialise(args) if registered else _serialise_plain(args)
+            return registered, registered.name if registered else task, args
+        registered = self.task_for(task)  # a class-based job instance
+        if registered is None:
+            raise UnknownTaskError(f"{type(task).__name__} is not a registered task; "
+                                   "decorate its class with @app.task")
+        if args is not None:
+            raise ValidationError("pass either a job instance or a task name with args")
+        return registered, registered.name, task
+
+    def _template(self, registered: Task | None, task_name: str, *, queue: str | None = None,
+                  priority: int | None = None, delay: float | dt.timedelta | None = None,
+                  run_at: dt.datetime | None = None, max_attempts: int | None = None,
+                  unique_key: str | None = None, timeout: float | None = None,
+                  meta: Mapping[str, Any] | None = None) -> NewJob:
+        """A job with these options validated and defaulted, and empty args (the part of
+        :meth:`build` that a batch of one task shares)."""
         delay_s: float | None = None
         if delay is not None:
             if run_at is not None:
@@ -327,25 +341,23 @@ class App:
         if run_at is not None and (not isinstance(run_at, dt.datetime) or run_at.tzinfo is None):
             raise ValidationError("run_at must be a timezone-aware datetime, e.g. "
                                   "datetime.now(timezone.utc) + timedelta(minutes=5)")
-        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key
-                                       or len(unique_key) > 1000 or "\x00" in unique_key):
-            raise ValidationError("unique_key must be a non-empty string of at most 1000 "
-                                  "characters without NUL")
+        check_run_time(delay_s=delay_s, run_at=run_at)
         return NewJob(
             queue=validate_name(queue, "queue") if queue is not None else (
                 registered.queue if registered else self.default_queue),
             task=task_name,
-            args_json=args_json,
+            args_json="{}",
             priority=check_priority(priority) if priority is not None else (
                 registered.priority if registered else DEFAULT_PRIORITY),
             max_attempts=check_max_attempts(max_attempts) if max_attempts is not None else (
                 registered.max_attempts if registered else DEFAULT_MAX_ATTEMPTS),
             run_at=run_at,
             delay_s=delay_s,
-            unique_key=unique_key,
+            unique_key=check_unique_key(unique_key),
             timeout_s=check_timeout(timeout) if timeout is not None else (
                 registered.timeout if registered else None),
-            meta_json=dumps_args(dict(meta), "meta") if meta else "{}",
+            meta_json="{}" if meta is None else dumps_args(to_json_object(meta, "meta"),
+                                                           "meta"),
         )
 
     def enqueue(self, task: str | object, args: Any = None, *, conn: SyncConn | None = None,
@@ -362,7 +374,8 @@ class App:
         part of your transaction and its wake-up is sent at your commit (drivers without
         transactional enqueue raise :class:`pgqueue.CapabilityError`).
         """
-        return self.insert([self.build(task, args, **_check_options(options))], conn=conn)[0]
+        job = self.build(task, args, **_check_options(options))
+        return self._enqueuer(conn).insert_many([job], conn=conn)[0]
 
     async def enqueue_async(self, task: str | object, args: Any = None, *,
                             conn: AsyncConn | None = None,
@@ -370,7 +383,7 @@ class App:
         """Async twin of :meth:`enqueue` (``conn``: psycopg ``AsyncConnection``, SQLAlchemy
         ``AsyncConnection``/``AsyncSession``)."""
         job = self.build(task, args, **_check_options(options))
-        return (await self.insert_async([job], conn=conn))[0]
+        return (await self._enqueuer(conn).insert_many_async([job], conn=conn))[0]
 
     def enqueue_many(self, task: str, args_list: Iterable[Any], *, conn: SyncConn | None = None,
                      **options: Unpack[EnqueueOptions]) -> list[int]:
@@ -380,37 +393,47 @@ class App:
 
             app.enqueue_many("resize", [{"id": i} for i in range(1000)], queue="images")
         """
-        return self.insert(self._build_many(task, args_list, options), conn=conn)
+        return self._enqueuer(conn).insert_many(self._build_many(task, args_list, options),
+                                                conn=conn)
 
     async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *,
                                  conn: AsyncConn | None = None,
                                  **options: Unpack[EnqueueOptions]) -> list[int]:
         """Async twin of :meth:`enqueue_many` (``conn``: an async connection or session)."""
-        return await self.insert_async(self._build_many(task, args_list, options), conn=conn)
+        jobs = self._build_many(task, args_list, options)
+        return await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
 
     def _build_many(self, task: str, args_list: Iterable[Any],
                     options: EnqueueOptions) -> list[NewJob]:
-        """Validate the shared options once, then only each job's arguments."""
+        """Validate the shared options once, then each job's arguments: every row before
+        anything is written (a ValidationError names the row: ``args_list[7]: ...``)."""
         opts = _check_options(options)
-        items = iter(args_list)
-        first = next(items, _NOTHING)
-        if first is _NOTHING:
-            return []
-        t = self.build(task, first, **opts)
-        registered = self.tasks.get(t.task)
-        serialise = registered.serialise if registered else _serialise_plain
-        return [t, *(NewJob(t.queue, t.task, serialise(a), t.priority, t.max_attempts, t.run_at,
-                            t.delay_s, t.unique_key, t.timeout_s, t.meta_json) for a in items)]
+        if not isinstance(task, str):
+            raise ValidationError("enqueue_many takes a task name; for job instances use "
+                                  "App.insert([App.build(job) ...])")
+        registered, task_name, _ = self._resolve(task, None)
+        template = self._template(registered, task_name, **opts)
+        serialise = _serialiser(registered)
+        out = []
+        for i, args in enumerate(args_list):
+            try:
+                args_json = serialise(args)
+            except ValidationError as exc:
+                raise type(exc)(f"args_list[{i}]: {exc}") from exc
+            out.append(_with_args(template, args_json))
+        return out
 
     def insert(self, jobs: Sequence[NewJob], *, conn: SyncConn | None = None) -> list[int]:
         """Insert jobs built with :meth:`build` (mixed tasks and options) in one batch; returns
-        their ids in order. ``conn`` as for :meth:`enqueue`."""
-        return self._enqueuer(conn).insert_many(jobs, conn=conn)
+        their ids in order. ``conn`` as for :meth:`enqueue`. Every job is checked before
+        anything is written (all or nothing); a :class:`pgqueue.ValidationError` names the
+        first bad one's index (``jobs[3]: ...``)."""
+        return self._enqueuer(conn).insert_many(check_new_jobs(jobs), conn=conn)
 
     async def insert_async(self, jobs: Sequence[NewJob], *,
                            conn: AsyncConn | None = None) -> list[int]:
         """Async twin of :meth:`insert` (``conn``: an async connection or session)."""
-        return await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
+        return await self._enqueuer(conn).insert_many_async(check_new_jobs(jobs), conn=conn)
 
     # ---- completion inside the handler's transaction --------------------------------------------
     def _completion(self, job: Job | None, result: Any) -> tuple[Completion, Driver, str | None]:
@@ -526,12 +549,12 @@ class App:
 
     def failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Archived (dead-letter) jobs, newest first: of ``queue`` (default: every queue), at
-        most ``limit`` (default 100)."""
-        return self.driver.list_failed(_opt_queue(queue), limit)
+        most ``limit`` (an integer >= 0, default 100; else :class:`pgqueue.ValidationError`)."""
+        return self.driver.list_failed(_opt_queue(queue), _check_limit(limit))
 
     async def failed_async(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Async twin of :meth:`failed`."""
-        return await self.driver.list_failed_async(_opt_queue(queue), limit)
+        return await self.driver.list_failed_async(_opt_queue(queue), _check_limit(limit))
 
     def get_failed(self, job_id: int) -> FailedJob:
         """The archived job with this id; :class:`pgqueue.JobNotFoundError` if there is none."""
@@ -636,6 +659,18 @@ def _serialise_plain(args: Any) -> str:
     return dumps_args(to_json_object(args if args is not None else {}))
 
 
+def _with_args(t: NewJob, args_json: str) -> NewJob:
+    """``t`` with these arguments (positional: cheaper than ``dataclasses.replace`` per row)."""
+    return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at, t.delay_s,
+                  t.unique_key, t.timeout_s, t.meta_json)
+
+
+def _serialiser(registered: Task | None) -> Callable[[Any], str]:
+    """How to validate and serialise the arguments of a job of ``registered`` (or of an
+    unregistered task)."""
+    return registered.serialise if registered is not None else _serialise_plain
+
+
 def _check_options(options: EnqueueOptions) -> EnqueueOptions:
     """``options`` if they are all enqueue options (callers without a type checker can pass
     any keyword); else a ValidationError listing the allowed ones."""
@@ -650,9 +685,7 @@ def _failed_filter(queue: str | None, before: dt.datetime | None, ids: Sequence[
                    task: str | None) -> dict[str, Any]:
     """The validated filters of a purge or count of archived jobs, as the driver's keyword
     arguments."""
-    if before is not None and (not isinstance(before, dt.datetime) or before.tzinfo is None):
-        raise ValidationError(f"before must be an aware datetime, not {before!r}")
-    return {"queue": _opt_queue(queue), "before": before,
+    return {"queue": _opt_queue(queue), "before": _check_before(before),
             "ids": None if ids is None else [_check_id(i) for i in ids],
             "task": None if task is None else validate_name(task, "task")}
 
@@ -661,6 +694,28 @@ def _check_id(job_id: object) -> int:
     if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
         raise ValidationError(f"job id must be a positive integer, not {job_id!r}")
     return job_id
+
+
+#: the largest ``limit`` a listing accepts (PostgreSQL's LIMIT takes a bigint; this is plenty)
+_MAX_LIMIT = 2**31 - 1
+
+
+def _check_limit(limit: object) -> int:
+    """``limit`` if it is an integer >= 0, else ValidationError."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_LIMIT:
+        raise ValidationError(f"limit must be an integer from 0 to {_MAX_LIMIT}, not {limit!r}")
+    return limit
+
+
+def _check_before(before: object) -> dt.datetime | None:
+    """None, or ``before`` if it is a timezone-aware datetime, else ValidationError (a naive
+    one would be read in the database session's time zone: a silent guess)."""
+    if before is None:
+        return None
+    if not isinstance(before, dt.datetime) or before.utcoffset() is None:
+        raise ValidationError(f"before must be a timezone-aware datetime, not {before!r}; e.g. "
+                              "datetime.now(timezone.utc) - timedelta(days=7)")
+    return before
 
 
 def _queue(queue: str) -> str:

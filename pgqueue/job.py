@@ -24,6 +24,7 @@ State diagram (a job row lives in ``jobs`` until it is finished)::
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +33,7 @@ from typing import Any, Literal
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "OUTCOMES",
     "RESCUE_REASON",
     "AttemptError",
@@ -46,8 +48,15 @@ __all__ = [
     "OutcomeRule",
     "Snooze",
     "attempt_errors",
+    "decode_stored",
     "rescue_archives",
 ]
+
+#: How deeply a job's ``args`` and ``meta`` may nest objects and arrays (the top-level object is
+#: level 1). Enqueue refuses deeper values with :class:`pgqueue.ValidationError`: Python's JSON
+#: decoder gives up (``RecursionError``) somewhere below 1,000 levels, and a job the worker
+#: cannot decode cannot run.
+MAX_JSON_DEPTH = 64
 
 
 class JobState(StrEnum):
@@ -155,6 +164,34 @@ def attempt_errors(stored: Sequence[Mapping[str, Any]] | None) -> list[AttemptEr
     return [AttemptError.from_json(e) for e in stored or ()]
 
 
+def decode_stored(text: str | bytes | None,
+                  what: str = "args") -> tuple[dict[str, Any], str | None]:
+    """Decode one stored JSON object (a job's ``args`` or ``meta``) on its own.
+
+    Returns ``(value, None)``, or ``({}, reason)`` when the text cannot be decoded: nested more
+    deeply than the decoder can follow (a row written around pgqueue's validation, e.g. by SQL),
+    not JSON, or not an object. Drivers decode each claimed job with it, so that one such row
+    fails only its own job (the worker archives it with ``reason``, see
+    :attr:`Job.decode_error`) instead of the whole claim::
+
+        decode_stored('{"n": 1}')   # ({'n': 1}, None)
+    """
+    if text is None:
+        return {}, None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return {}, (f"the stored {what} cannot be decoded: nested more deeply than the JSON "
+                    f"decoder can follow (pgqueue refuses more than {MAX_JSON_DEPTH} levels at "
+                    "enqueue; this row was written around it)")
+    except ValueError as exc:
+        return {}, f"the stored {what} cannot be decoded: not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return {}, (f"the stored {what} cannot be decoded: a JSON object was expected, not "
+                    f"{type(value).__name__}")
+    return value, None
+
+
 Where = Literal["jobs", "job_history", "failed_jobs"]
 
 
@@ -199,6 +236,10 @@ class Job:
 
     ``attempt`` counts from 1 for the first run. ``payload`` is an alias of ``args`` (the
     backstage seed's name for it).
+
+    ``decode_error`` is None, except for a job whose stored ``args`` or ``meta`` could not be
+    decoded (see :func:`decode_stored`): its ``args``/``meta`` are then empty, and the worker
+    archives it with this reason without running it.
     """
 
     id: int
@@ -215,6 +256,7 @@ class Job:
     errors: list[AttemptError] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     state: str = JobState.WAITING
+    decode_error: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:

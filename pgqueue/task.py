@@ -28,24 +28,34 @@ import datetime as dt
 import inspect
 import json
 import math
+import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from pgqueue._defaults import DEFAULT_PRIORITY
 from pgqueue._names import validate_name
 from pgqueue.errors import ValidationError
-from pgqueue.job import Job
+from pgqueue.job import MAX_JSON_DEPTH, Job, NewJob
 from pgqueue.retry import Backoff, RetryPolicy
 
 if TYPE_CHECKING:
     from pgqueue._conn import AsyncConn, SyncConn
 
-__all__ = ["ConfiguredTask", "EnqueueOptions", "Enqueuer", "Task", "dumps_args",
-           "to_json_object"]
+__all__ = ["EARLIEST_RUN_AT", "LATEST_RUN_AT", "MAX_JSON_DEPTH", "ConfiguredTask",
+           "EnqueueOptions", "Enqueuer", "Task", "check_json_text", "check_new_jobs",
+           "check_run_time", "check_text", "check_unique_key", "dumps_args", "to_json_object"]
 
 #: Highest (last-running) priority; 0 runs first.
 MAX_PRIORITY = 1000
+
+#: The latest time a job may be scheduled for (``run_at``, or now + ``delay``): a day before
+#: Python's ``datetime.max``, so that the time reads back as a ``datetime`` in any time zone
+#: (PostgreSQL could store later ones, and the redis driver's milliseconds too, but Python could
+#: not read them back).
+LATEST_RUN_AT = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+#: The earliest ``run_at`` accepted (a day after ``datetime.min``, for the same reason).
+EARLIEST_RUN_AT = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -55,12 +65,17 @@ class EnqueueOptions(TypedDict, total=False):
     - ``queue``: queue name (default: the task's queue, else the app's ``default_queue``);
     - ``priority``: 0-1000, lower runs first (default: the task's, else 20);
     - ``delay``: seconds (or a timedelta) before the job may run; not with ``run_at``;
-    - ``run_at``: a timezone-aware datetime before which the job does not run;
+    - ``run_at``: a timezone-aware datetime before which the job does not run (the resulting
+      time, of either, must not be after :data:`LATEST_RUN_AT`, 9999-12-30 UTC);
     - ``max_attempts``: runs before the job is dead-lettered (default: the task's, else 5);
     - ``unique_key``: while a live job holds this key, enqueueing again inserts nothing and
       returns that job's id;
     - ``timeout``: seconds per attempt (default: the task's, else none);
     - ``meta``: a JSON object stored with the job, not passed to the handler.
+
+    Text that cannot be stored (a NUL character, a lone surrogate) in args, keys, ``meta`` or
+    ``unique_key``, and args or ``meta`` nested more than :data:`MAX_JSON_DEPTH` levels, are
+    refused with :class:`pgqueue.ValidationError` before anything is written.
     """
 
     queue: str | None
@@ -116,21 +131,91 @@ def to_json_object(value: Any, what: str = "args") -> dict[str, Any]:
 
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
+#: a lone surrogate: valid in a Python str, not encodable as UTF-8 (so never storable)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: the JSON escape of a real NUL character: ``\u0000`` after an even number of backslashes (an
+#: odd number means the backslash itself was escaped: the text ``"\\u0000"`` is no NUL)
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+#: a JSON string literal, and a bracket (for measuring nesting outside strings)
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _json_depth(text: str) -> int:
+    """How deeply the JSON ``text`` nests objects and arrays (``{}`` is 1)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if PostgreSQL (and Redis) can store it as text: no NUL character, no lone
+    surrogate (a ``str`` such as ``"\\ud800"`` that has no UTF-8 encoding). Else
+    ValidationError naming ``what``."""
+    if "\x00" in value:
+        raise ValidationError(f"{what} contains a NUL character (\\x00), which PostgreSQL "
+                              "cannot store; remove it")
+    found = _SURROGATE.search(value)
+    if found:
+        raise ValidationError(f"{what} contains a lone surrogate ({found.group()!r} at "
+                              f"position {found.start()}), which has no UTF-8 encoding; it "
+                              "usually comes from text decoded with errors='surrogateescape': "
+                              "decode it properly or remove it")
+    return value
+
+
+def check_json_text(text: str, what: str = "args") -> str:
+    """``text`` (JSON, as :func:`dumps_args` writes it) if it can be stored and read back: no
+    real NUL character (a backslash followed by ``u0000`` in a string is text, and fine), no
+    lone surrogate, at most :data:`MAX_JSON_DEPTH` levels of nesting. Else ValidationError
+    naming ``what``::
+
+        check_json_text('{"a":1}')   # '{"a":1}'
+    """
+    found = _SURROGATE.search(text)
+    if found:
+        raise ValidationError(f"{what} contain a lone surrogate ({found.group()!r}), which has "
+                              "no UTF-8 encoding (in a key or a string value); it usually "
+                              "comes from text decoded with errors='surrogateescape': decode "
+                              "it properly or remove it")
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise ValidationError(f"{what} contain a NUL character (\\x00), which PostgreSQL "
+                              "cannot store in jsonb; remove it")
+    # cheap test first: a text with few brackets cannot nest deeply
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and (
+            _json_depth(text) > MAX_JSON_DEPTH):
+        raise _too_deep(what)
+    return text
+
+
+def _too_deep(what: str) -> ValidationError:
+    return ValidationError(f"{what} nest objects/arrays more than {MAX_JSON_DEPTH} levels deep, "
+                           "which pgqueue refuses (a worker could not decode them); flatten "
+                           "them")
+
 
 def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
     """Serialise ``value`` to compact JSON text, strictly: no NaN/Infinity, only JSON types,
-    string keys, no NUL character (PostgreSQL's jsonb cannot hold one). Raises
-    :class:`pgqueue.ValidationError` naming ``what`` otherwise."""
+    string keys, no NUL character (PostgreSQL's jsonb cannot hold one), no lone surrogate, at
+    most :data:`MAX_JSON_DEPTH` levels of nesting (see :func:`check_json_text`). Raises
+    :class:`pgqueue.ValidationError` naming ``what`` otherwise::
+
+        dumps_args({"to": "a@b.c"})   # '{"to":"a@b.c"}'
+    """
     try:
         text = _ENCODER.encode(value)
+    except RecursionError as exc:
+        raise _too_deep(what) from exc
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} are not JSON-serialisable: {exc}. Pass only dicts, lists, "
                               "strings, numbers, booleans and None (convert dates to ISO "
                               "strings, decimals to str)") from exc
-    if "\\u0000" in text:
-        raise ValidationError(f"{what} contain a NUL character (\\x00), which PostgreSQL "
-                              "cannot store in jsonb; remove it")
-    return text
+    return check_json_text(text, what)
 
 
 class Task:
@@ -348,3 +433,80 @@ def check_delay(value: object, what: str = "delay") -> float:
             value < 0) or value == math.inf:
         raise ValidationError(f"{what} must be a number of seconds >= 0, not {value!r}")
     return float(value)
+
+
+def check_run_time(*, delay_s: float | None = None, run_at: dt.datetime | None = None,
+                   now: dt.datetime | None = None) -> None:
+    """Check that a job's run time can be stored and read back: ``run_at`` (an aware datetime)
+    between :data:`EARLIEST_RUN_AT` and :data:`LATEST_RUN_AT`, or ``now + delay_s`` (``now``:
+    default the current UTC time) not after :data:`LATEST_RUN_AT`. Raises ValidationError naming
+    ``run_at`` or ``delay``::
+
+        check_run_time(delay_s=1e12)   # ValidationError: delay of 1e+12 s ...
+    """
+    if run_at is not None:
+        try:
+            utc = run_at.astimezone(dt.UTC)
+        except OverflowError:
+            utc = None
+        if utc is None or not EARLIEST_RUN_AT <= utc <= LATEST_RUN_AT:
+            raise ValidationError(f"run_at {run_at.isoformat()} is outside the times pgqueue "
+                                  f"can store and read back ({EARLIEST_RUN_AT:%Y-%m-%d} to "
+                                  f"{LATEST_RUN_AT:%Y-%m-%d} UTC); pick a time in that range")
+    if delay_s is not None:
+        start = now if now is not None else dt.datetime.now(dt.UTC)
+        if delay_s > (LATEST_RUN_AT - start).total_seconds():
+            raise ValidationError(f"delay of {delay_s:g} s puts the job after "
+                                  f"{LATEST_RUN_AT:%Y-%m-%d} UTC, the latest time pgqueue can "
+                                  "store and read back; use a smaller delay (or run_at)")
+
+
+def check_new_jobs(jobs: object) -> list[NewJob]:
+    """Check a batch of :class:`pgqueue.NewJob` (as :meth:`pgqueue.App.insert` takes it) before
+    anything is written: every row, so that a batch is inserted whole or not at all. Jobs made by
+    :meth:`pgqueue.App.build` always pass; a hand-made one may not. A ValidationError names the
+    first bad row's index (``jobs[3]: ...``)."""
+    if isinstance(jobs, NewJob) or not isinstance(jobs, Iterable):
+        raise ValidationError("jobs must be a sequence of NewJob (see App.build), not "
+                              f"{type(jobs).__name__}")
+    out = list(jobs)
+    for i, job in enumerate(out):
+        try:
+            _check_new_job(job)
+        except ValidationError as exc:
+            raise type(exc)(f"jobs[{i}]: {exc}") from exc
+    return out
+
+
+def _check_new_job(job: object) -> None:
+    if not isinstance(job, NewJob):
+        raise ValidationError(f"expected a NewJob (see App.build), not {type(job).__name__}")
+    validate_name(job.queue, "queue")
+    validate_name(job.task, "task")
+    for text, what in ((job.args_json, "args"), (job.meta_json, "meta")):
+        if not isinstance(text, str):
+            raise ValidationError(f"{what}_json must be JSON text (a str), not "
+                                  f"{type(text).__name__}")
+        check_json_text(text, what)
+    check_priority(job.priority)
+    check_max_attempts(job.max_attempts)
+    check_timeout(job.timeout_s)
+    check_unique_key(job.unique_key)
+    if job.run_at is not None and job.delay_s is not None:
+        raise ValidationError("pass delay or run_at, not both")
+    if job.run_at is not None and (not isinstance(job.run_at, dt.datetime)
+                                   or job.run_at.tzinfo is None):
+        raise ValidationError("run_at must be a timezone-aware datetime")
+    check_run_time(delay_s=None if job.delay_s is None else check_delay(job.delay_s),
+                   run_at=job.run_at)
+
+
+def check_unique_key(value: object) -> str | None:
+    """None, or ``value`` if it is a non-empty string of at most 1,000 characters that can be
+    stored (no NUL, no lone surrogate, see :func:`check_text`); else ValidationError."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 1000:
+        raise ValidationError("unique_key must be a non-empty string of at most 1000 "
+                              "characters without NUL")
+    return check_text(value, "unique_key")

@@ -17,10 +17,12 @@ from pgqueue.app import App
 from pgqueue.cli import _context
 from pgqueue.cli._format import age, failed_dict, failed_text, queue_stats_dict, short, table
 from pgqueue.errors import (
+    ConfigurationError,
     DatabaseUnavailableError,
     UnknownTaskError,
     ValidationError,
 )
+from pgqueue.job import MAX_JSON_DEPTH
 
 __all__ = ["cmd_enqueue", "cmd_failed", "cmd_forget", "cmd_pause", "cmd_status"]
 
@@ -41,7 +43,11 @@ def _enqueue_with(app: App, args: argparse.Namespace) -> int:
     try:
         payload = json.loads(args.args)
     except ValueError as exc:
-        raise ValidationError(f"--args is not valid JSON: {exc}") from exc
+        raise ConfigurationError(f"--args is not valid JSON: {exc}", key="args",
+                                 source="command line") from exc
+    except RecursionError as exc:  # nested far beyond what enqueue accepts anyway
+        raise ValidationError(f"--args nest objects/arrays more than {MAX_JSON_DEPTH} levels "
+                              "deep, which pgqueue refuses; flatten them") from exc
     if args.app and app.get_task(args.task) is None:
         known = ", ".join(sorted(app.tasks)) or "none"
         raise UnknownTaskError(f"task {args.task!r} is not registered in {args.app} "

@@ -60,7 +60,15 @@ from pgqueue.drivers.base import (
     mean_run_time,
 )
 from pgqueue.errors import JobError
-from pgqueue.job import RESCUE_REASON, AttemptError, Job, JobState, NewJob, rescue_archives
+from pgqueue.job import (
+    RESCUE_REASON,
+    AttemptError,
+    Job,
+    JobState,
+    NewJob,
+    decode_stored,
+    rescue_archives,
+)
 
 __all__ = ["MemoryDriver", "MemoryListener"]
 
@@ -318,18 +326,21 @@ class MemoryDriver(NoDatabaseMixin):
 
     @staticmethod
     def _job(rec: _Rec) -> Job:
-        return Job(id=rec.id, queue=rec.queue, task=rec.task, args=json.loads(rec.args_json),
+        # decoded job by job: one that cannot be decoded is archived by the worker, alone
+        args, bad_args = decode_stored(rec.args_json, "args")
+        meta, bad_meta = decode_stored(rec.meta_json, "meta")
+        return Job(id=rec.id, queue=rec.queue, task=rec.task, args=args,
                    priority=rec.priority, attempt=rec.attempt, max_attempts=rec.max_attempts,
                    run_at=_dt(rec.run_at), created_at=_dt(rec.created_at),
                    unique_key=rec.unique_key, timeout_s=rec.timeout_s,
-                   errors=list(rec.errors), meta=json.loads(rec.meta_json),
-                   state=rec.state)
+                   errors=list(rec.errors), meta=meta, state=rec.state,
+                   decode_error=bad_args or bad_meta)
 
     @staticmethod
     def _failed_job(rec: _Rec) -> FailedJob:
         assert rec.reason is not None and rec.failed_at is not None
         return FailedJob(id=rec.id, queue=rec.queue, task=rec.task,
-                         args=json.loads(rec.args_json), priority=rec.priority,
+                         args=decode_stored(rec.args_json)[0], priority=rec.priority,
                          attempt=rec.attempt, max_attempts=rec.max_attempts,
                          errors=list(rec.errors), reason=rec.reason,
                          enqueued_at=_dt(rec.created_at), failed_at=_dt(rec.failed_at))

@@ -194,6 +194,9 @@ class Executor:
             self.contexts.pop(job.id, None)
 
     async def _run(self, job: Job, ctx: JobContext) -> None:
+        if job.decode_error is not None:  # its stored args cannot be read: it cannot run
+            await self._fail(job, None, job.decode_error, final=True)
+            return
         task = self.registry.tasks.get(job.task)
         if task is None:
             known = ", ".join(sorted(self.registry.tasks)) or "none"

@@ -24,6 +24,8 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -41,7 +43,7 @@ from pgqueue.errors import (
     PgQueueError,
     TransientDatabaseError,
 )
-from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors
+from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors, decode_stored
 
 __all__ = ["PostgresDriver"]
 
@@ -60,6 +62,9 @@ class _Op(Generic[T]):
     #: may run again on a fresh connection if the pooled one turns out to be broken: true for
     #: reads and for writes whose repetition is harmless (a lost claim expires and is rescued)
     retry_safe: bool = True
+    #: jsonb columns reach ``read`` as JSON text, for it to decode row by row (see
+    #: :func:`_job`): one undecodable row then fails alone instead of the whole fetch
+    json_as_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +115,28 @@ def _count(rows: list[Row]) -> int:
 
 
 def _job(row: Row) -> Job:
-    (id_, queue, task, args, priority, attempt, max_attempts, run_at, created_at, unique_key,
-     timeout_s, errors, meta, state) = row
+    """A job from a row read with ``json_as_text``: its args and meta decoded on their own, so
+    that a row that cannot be decoded (nested too deeply, written by SQL) becomes a Job with
+    ``decode_error`` -- which the worker archives -- and not an exception for the whole claim."""
+    (id_, queue, task, args_text, priority, attempt, max_attempts, run_at, created_at,
+     unique_key, timeout_s, errors, meta_text, state) = row
+    args, bad_args = decode_stored(args_text, "args")
+    meta, bad_meta = decode_stored(meta_text, "meta")
     return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
                max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-               unique_key=unique_key, timeout_s=timeout_s, errors=attempt_errors(errors),
-               meta=meta, state=state)
+               unique_key=unique_key, timeout_s=timeout_s, errors=_errors(errors),
+               meta=meta, state=state, decode_error=bad_args or bad_meta)
+
+
+def _errors(text: str | None) -> list[AttemptError]:
+    """A stored ``errors`` list read as text (an undecodable one reads as no errors)."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    return attempt_errors(value) if isinstance(value, list) else []
 
 
 def _jobs(rows: list[Row]) -> list[Job]:
@@ -123,10 +144,19 @@ def _jobs(rows: list[Row]) -> list[Job]:
 
 
 def _failed(row: Row) -> FailedJob:
-    (id_, queue, task, args, priority, attempt, max_attempts, errors, reason, enqueued_at,
+    """An archived job from a row read with ``json_as_text`` (args that cannot be decoded read
+    as ``{}``: the archive reason says why)."""
+    (id_, queue, task, args_text, priority, attempt, max_attempts, errors, reason, enqueued_at,
      failed_at) = row
-    return FailedJob(id_, queue, task, args, priority, attempt, max_attempts,
-                     attempt_errors(errors), reason, enqueued_at, failed_at)
+    return FailedJob(id_, queue, task, decode_stored(args_text)[0], priority, attempt,
+                     max_attempts, _errors(errors), reason, enqueued_at, failed_at)
+
+
+class _JsonText(Loader):
+    """Loads ``jsonb`` as its JSON text (decoded later, row by row)."""
+
+    def load(self, data: Buffer) -> str:
+        return bytes(data).decode()
 
 
 def _error_json(error: AttemptError | None) -> str | None:
@@ -388,9 +418,11 @@ class PostgresDriver:
         params: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease": lease_s}
         if len(queues) == 1:
             params["queue"] = queues[0]
-            return await self._arun(_Op(self.sql.claim_one_queue, params, _jobs), kind="claim")
+            return await self._arun(_Op(self.sql.claim_one_queue, params, _jobs,
+                                        json_as_text=True), kind="claim")
         params["queues"] = list(queues)
-        return await self._arun(_Op(self.sql.claim_many_queues, params, _jobs), kind="claim")
+        return await self._arun(_Op(self.sql.claim_many_queues, params, _jobs,
+                                    json_as_text=True), kind="claim")
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
         return await self._arun(self._finish_op(items, worker_id))
@@ -566,7 +598,8 @@ class PostgresDriver:
         return await self._arun(self._clear_op(queue))
 
     def _pop_op(self, queue: str) -> _Op[Job | None]:
-        return _Op(self.sql.pop, {"queue": queue}, lambda rows: _job(rows[0]) if rows else None)
+        return _Op(self.sql.pop, {"queue": queue}, lambda rows: _job(rows[0]) if rows else None,
+                   json_as_text=True)
 
     def pop(self, queue: str) -> Job | None:
         return self._run(self._pop_op(queue))
@@ -588,7 +621,8 @@ class PostgresDriver:
         return await self._arun(self._cancel_plan(job_id))
 
     def _get_job_op(self, job_id: int) -> _Op[Job | None]:
-        return _Op(self.sql.get_job, {"id": job_id}, lambda rows: _job(rows[0]) if rows else None)
+        return _Op(self.sql.get_job, {"id": job_id},
+                   lambda rows: _job(rows[0]) if rows else None, json_as_text=True)
 
     def get_job(self, job_id: int) -> Job | None:
         return self._run(self._get_job_op(job_id))
@@ -598,7 +632,7 @@ class PostgresDriver:
 
     def _list_failed_op(self, queue: str | None, limit: int) -> _Op[list[FailedJob]]:
         return _Op(self.sql.list_failed, {"queue": queue, "limit": limit},
-                   lambda rows: [_failed(r) for r in rows])
+                   lambda rows: [_failed(r) for r in rows], json_as_text=True)
 
     def list_failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         return self._run(self._list_failed_op(queue, limit))
@@ -609,7 +643,7 @@ class PostgresDriver:
 
     def _get_failed_op(self, job_id: int) -> _Op[FailedJob | None]:
         return _Op(self.sql.get_failed, {"id": job_id},
-                   lambda rows: _failed(rows[0]) if rows else None)
+                   lambda rows: _failed(rows[0]) if rows else None, json_as_text=True)
 
     def get_failed(self, job_id: int) -> FailedJob | None:
         return self._run(self._get_failed_op(job_id))
@@ -684,6 +718,11 @@ def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:
             for r in step.rows:
                 cp.write_row(r)
         return None
+    if step.json_as_text:
+        with cur.connection.cursor(row_factory=tuple_row) as text_cur:
+            text_cur.adapters.register_loader("jsonb", _JsonText)
+            text_cur.execute(step.query, step.params)
+            return step.read(text_cur.fetchall() if text_cur.description else [])
     cur.execute(step.query, step.params)
     return step.read(cur.fetchall() if cur.description else [])
 
@@ -695,6 +734,11 @@ async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
             for r in step.rows:
                 await cp.write_row(r)
         return None
+    if step.json_as_text:
+        async with cur.connection.cursor(row_factory=tuple_row) as text_cur:
+            text_cur.adapters.register_loader("jsonb", _JsonText)
+            await text_cur.execute(step.query, step.params)
+            return step.read(await text_cur.fetchall() if text_cur.description else [])
     await cur.execute(step.query, step.params)
     return step.read(await cur.fetchall() if cur.description else [])
 

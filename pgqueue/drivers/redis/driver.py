@@ -41,7 +41,7 @@ Limits, declared in :attr:`RedisDriver.capabilities`:
   your database transaction; :class:`pgqueue.App` refuses ``conn=`` with
   :class:`pgqueue.CapabilityError`. An enqueue after
   your commit can still be lost if the process dies in between (use the postgres driver for
-  that guarantee). Batches are atomic per chunk of 1,000 jobs.
+  that guarantee). A batch is inserted whole or not at all (one ``MULTI``/``EXEC``).
 - history keeps only the last ``history_limit`` finished jobs (default 10,000), read with
   :meth:`RedisDriver.history`; there is no SQL over it.
 - Redis Cluster is not supported: the scripts compute key names at run time. A prefix with a
@@ -95,7 +95,7 @@ from pgqueue.errors import (
     JobError,
     PgQueueError,
 )
-from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors
+from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors, decode_stored
 
 if TYPE_CHECKING:
     import redis as redis_mod
@@ -144,18 +144,22 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 
 
 def _job(h: dict[str, str]) -> Job:
-    return Job(id=int(h["id"]), queue=h["queue"], task=h["task"], args=json.loads(h["args"]),
+    # args and meta decoded job by job: one that cannot be decoded (written around pgqueue's
+    # validation) is archived by the worker, alone, instead of failing the whole claim
+    args, bad_args = decode_stored(h["args"], "args")
+    meta, bad_meta = decode_stored(h["meta"], "meta")
+    return Job(id=int(h["id"]), queue=h["queue"], task=h["task"], args=args,
                priority=int(h["priority"]), attempt=int(h["attempt"]),
                max_attempts=int(h["max_attempts"]), run_at=_ms_to_dt(h["run_at"]),
                created_at=_ms_to_dt(h["created_at"]), unique_key=h.get("unique_key"),
                timeout_s=float(h["timeout_s"]) if "timeout_s" in h else None,
-               errors=attempt_errors(json.loads(h["errors"])), meta=json.loads(h["meta"]),
-               state=h["state"])
+               errors=attempt_errors(json.loads(h["errors"])), meta=meta,
+               state=h["state"], decode_error=bad_args or bad_meta)
 
 
 def _failed(h: dict[str, str]) -> FailedJob:
     return FailedJob(id=int(h["id"]), queue=h["queue"], task=h["task"],
-                     args=json.loads(h["args"]), priority=int(h["priority"]),
+                     args=decode_stored(h["args"])[0], priority=int(h["priority"]),
                      attempt=int(h["attempt"]), max_attempts=int(h["max_attempts"]),
                      errors=attempt_errors(json.loads(h["errors"])), reason=h["reason"],
                      enqueued_at=_ms_to_dt(h["created_at"]), failed_at=_ms_to_dt(h["failed_at"]))
@@ -324,21 +328,37 @@ class RedisDriver(NoDatabaseMixin):
 
     # ---- enqueue -------------------------------------------------------------------------
     def insert_many(self, jobs: Sequence[NewJob], *, conn: Any = None) -> list[int]:
-        """Insert jobs (atomically per chunk of 1,000); ids in input order. A job whose
-        ``unique_key`` is held by a live job is not inserted; that job's id is returned.
-        (``conn`` is never given: :class:`pgqueue.App` refuses it for this driver.)"""
-        ids: list[int] = []
+        """Insert jobs, all or nothing; ids in input order. A job whose ``unique_key`` is held
+        by a live job is not inserted; that job's id is returned. (``conn`` is never given:
+        :class:`pgqueue.App` refuses it for this driver.)
+
+        Every row is prepared before anything is sent, and the chunks of 1,000 jobs (one script
+        call each) go in one ``MULTI``/``EXEC`` transaction: applied together, never
+        interleaved with another client, and nothing is written if the connection is lost
+        before ``EXEC``."""
+        if not jobs:
+            return []
+        calls: list[list[Any]] = []
         for start in range(0, len(jobs), INSERT_CHUNK):
             chunk = jobs[start:start + INSERT_CHUNK]
-            args: list[Any] = [len(chunk)]
+            args: list[Any] = [self.prefix, len(chunk)]
             for j in chunk:
                 args += [j.queue, j.task, j.args_json, j.priority, j.max_attempts,
                          "" if j.run_at is None else _dt_to_ms(j.run_at),
                          "" if j.run_at is not None else repr(max(0.0, j.delay_s or 0.0) * 1000),
                          j.unique_key or "", "" if j.timeout_s is None else repr(j.timeout_s),
                          j.meta_json]
-            ids += [int(i) for i in self._script("insert", *args)]
-        return ids
+            calls.append(args)
+
+        def run(c: redis_mod.Redis) -> list[Any]:
+            if len(calls) == 1:  # one script call is atomic by itself
+                return [self._scripts["insert"](args=calls[0], client=c)]
+            pipe = c.pipeline(transaction=True)
+            for args in calls:
+                self._scripts["insert"](args=args, client=pipe)
+            return list(pipe.execute())
+
+        return [int(i) for chunk_ids in self._do(run) for i in chunk_ids]
 
     insert_many_async = async_twin(insert_many)
 
