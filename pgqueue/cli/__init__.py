@@ -9,6 +9,7 @@
     pgqueue status [--json]
     pgqueue failed list|show ID|retry ID|retry --all|purge
     pgqueue pause QUEUE / pgqueue resume QUEUE
+    pgqueue periodic list|pause NAME|resume NAME|run-now NAME
     pgqueue config                                # settings and their sources
 
 The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``,
@@ -17,9 +18,10 @@ Errors print one line saying what to do, and exit with status 2.
 
 The package: this module holds the parser (every subcommand and its flags, in one place) and
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
-status, failed, pause, resume) and ``_run`` (worker, demo); ``_context`` finds the settings, the
-database and the App; ``_format`` prints tables; :mod:`pgqueue.cli.demo` is the demo, written
-with the public API only. Nothing outside this package imports it.
+status, failed, pause, resume), ``_run`` (worker, demo) and ``_periodic`` (periodic);
+``_context`` finds the settings, the database and the App; ``_format`` prints tables;
+:mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside this
+package imports it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 
 from pgqueue import _logging
 from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue.cli import _periodic
 from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_pause, cmd_status
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
@@ -74,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--poll-interval", type=float,
                     help="seconds between polls (default: PGQUEUE_POLL_INTERVAL or 1.0)")
     sp.add_argument("--shutdown-timeout", type=float, default=30.0)
+    sp.add_argument("--no-periodic", dest="periodic", action="store_false",
+                    help="do not fire the app's periodic jobs on this worker")
     sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("enqueue", help="enqueue one job")
@@ -111,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         common(sp)
         sp.add_argument("queue")
         sp.set_defaults(func=cmd_pause)
+    _periodic.add_parser(sub, common)
     return p
 
 
