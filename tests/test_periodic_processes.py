@@ -92,7 +92,9 @@ def test_leader_killed_another_takes_over_within_one_lease_period(
         workers: list[subprocess.Popen[str]]) -> None:
     period = 4.0  # the row's expiry is 3/4 of it, every worker tries every quarter of it
     workers.extend(start_worker(clean, lease=period) for _ in range(3))
-    holder, _, _ = wait_for(lambda: _lease(conn), 60, "a leader")
+    first = wait_for(lambda: _lease(conn), 60, "a leader")
+    assert first is not None
+    holder = first[0]
     pid = int(holder.split(":")[1])
     leader = next(p for p in workers if p.pid == pid)
     # the leader's last renewal before it dies: its lease expires 3/4 period after it
@@ -101,9 +103,13 @@ def test_leader_killed_another_takes_over_within_one_lease_period(
     dead = _lease(conn)
     assert dead is not None and dead[0] == holder
     last_renewal = dead[2] - dt.timedelta(seconds=period * 3 / 4)
-    new_holder, acquired, _ = wait_for(
-        lambda: (lease := _lease(conn)) is not None and lease[0] != holder and lease,
-        30, "another worker to take the lease")
+    def taken() -> tuple[str, dt.datetime, dt.datetime] | None:
+        lease = _lease(conn)
+        return lease if lease is not None and lease[0] != holder else None
+
+    taken_over = wait_for(taken, 30, "another worker to take the lease")
+    assert taken_over is not None
+    new_holder, acquired, _ = taken_over
     assert int(new_holder.split(":")[1]) in {p.pid for p in workers if p is not leader}
     # never two leaders: the new term starts after the dead leader's lease expired ...
     assert acquired >= dead[2]
