@@ -166,3 +166,29 @@ def test_retention_drops_only_whole_partitions_older_than_the_setting_on_the_lea
     assert sorted(r[0] for r in conn.execute("SELECT id FROM pgqueue.job_history")) == [1, 13, 14]
     assert [r[0] for r in conn.execute("SELECT id FROM pgqueue.failed_jobs")] == [2]
     assert retention.purged == 1
+
+
+def test_leader_service_moves_on_release_and_gates_registry_pruning(
+        app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    from pgqueue.worker.maintenance import Leader, StaleWorkers
+
+    conn.execute("INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency, "
+                 "heartbeat_at) VALUES ('gone', 'h', 1, '{x}', 1, now() - interval '1 hour')")
+
+    async def main() -> None:
+        a = Leader(app.driver, worker_id="a", period_s=60)
+        b = Leader(app.driver, worker_id="b", period_s=60)
+        await a.tick()
+        await b.tick()
+        assert a.is_leader() and not b.is_leader() and a.terms == 1
+        pruner = StaleWorkers(app.driver, interval=1, older_than_s=60, leader=b.is_leader)
+        await pruner.tick()  # b is not the leader: it leaves the registry alone
+        assert scalar(conn, "SELECT count(*) FROM pgqueue.workers") == 1
+        await a.start()
+        await a.stop()  # a clean stop gives the lease up ...
+        await b.tick()  # ... so the next try of another worker takes it
+        assert b.is_leader() and not a.is_leader()
+        await pruner.tick()
+        assert scalar(conn, "SELECT count(*) FROM pgqueue.workers") == 0
+
+    run_async(app, main())
