@@ -720,7 +720,7 @@ async def test_redis_down_is_database_unavailable() -> None:
     driver.close()
 
 
-# ---- periodic jobs and the leader lease -----------------------------------------------------------
+# ---- periodic jobs and the leader lease ----------------------------------------------------
 async def test_periodic_schedules_where_declared_refused_elsewhere(
         driver_app: pgqueue.App) -> None:
     """A driver with ``periodic`` claims each tick once; one without refuses the declaration
@@ -741,7 +741,7 @@ async def test_periodic_schedules_where_declared_refused_elsewhere(
 
     schedule = app.add_periodic("p", task="t", every=dt.timedelta(hours=1), queue="q")
     await Scheduler(driver, schedules=app.schedules).sync()
-    now, states = await driver.schedule_states(["p"])
+    _, states = await driver.schedule_states(["p"])
     last = states["p"].last_tick
     tick = schedule.next_after(last)
     assert tick is not None
