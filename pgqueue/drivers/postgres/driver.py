@@ -530,9 +530,9 @@ class PostgresDriver:
     async def schedule_states(self, names: Sequence[str],
                               ) -> tuple[dt.datetime, dict[str, ScheduleState]]:
         def read(rows: list[Row]) -> tuple[dt.datetime, dict[str, ScheduleState]]:
-            now = rows[0][0] if rows else None
+            now: dt.datetime = rows[0][0]  # one row per name, at least one name
             states = {r[1]: ScheduleState(r[2], bool(r[3])) for r in rows if r[2] is not None}
-            return now, states  # type: ignore[return-value]
+            return now, states
         if not names:
             return await self.now(), {}
         return await self._arun(_Op(self.sql.schedule_states, {"names": list(names)}, read))
