@@ -583,7 +583,8 @@ class Suite:
             live, waiting, running, failed = self.monitor.one(
                 "SELECT count(*), count(*) FILTER (WHERE state = 'waiting'), "
                 "count(*) FILTER (WHERE state = 'running'), "
-                "(SELECT count(*) FROM pgqueue.failed_jobs) FROM pgqueue.jobs")
+                "(SELECT count(*) FROM pgqueue.failed_jobs) FROM pgqueue.jobs "
+                "WHERE queue <> %s", (TICK_QUEUE,))
             done = o.jobs - live
             if frozen is not None and (live == 0 or now >= thaw_at):
                 self.thaw(frozen)

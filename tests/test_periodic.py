@@ -293,3 +293,10 @@ def test_drivers_without_periodic_refuse_schedules() -> None:
     worker = late.worker(["x"], periodic=False).start_in_thread()
     worker.stop()
     assert worker.stopped.wait(30)
+
+
+def test_cli_worker_no_periodic_flag() -> None:
+    from pgqueue.cli import build_parser
+
+    assert build_parser().parse_args(["worker", "m:app"]).periodic is True
+    assert build_parser().parse_args(["worker", "m:app", "--no-periodic"]).periodic is False
