@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from pgqueue.app import App
 from pgqueue.cli import _context
 from pgqueue.cli._format import table
 from pgqueue.errors import ConfigurationError
@@ -34,6 +35,13 @@ def add_parser(sub: Any, common: Any) -> None:
 def cmd_periodic(args: argparse.Namespace) -> int:
     """List the schedules (stale ones marked), or pause/resume/run one now."""
     app = _context.app_for(args)
+    try:
+        return _act(app, args)
+    finally:
+        app.close()
+
+
+def _act(app: App, args: argparse.Namespace) -> int:
     if args.action == "list":
         schedules = app.periodic_schedules()
         if args.json:
