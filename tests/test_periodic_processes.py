@@ -90,7 +90,7 @@ def _lease(conn: psycopg.Connection[Any]) -> tuple[str, dt.datetime, dt.datetime
 def test_leader_killed_another_takes_over_within_one_lease_period(
         clean: str, conn: psycopg.Connection[Any],
         workers: list[subprocess.Popen[str]]) -> None:
-    period = 4.0  # the row's expiry is 3/4 of it, every worker tries every quarter of it
+    period = 6.0  # the row's expiry is 3/4 of it, every worker tries every quarter of it
     workers.extend(start_worker(clean, lease=period) for _ in range(3))
     first = wait_for(lambda: _lease(conn), 60, "a leader")
     assert first is not None
@@ -113,9 +113,9 @@ def test_leader_killed_another_takes_over_within_one_lease_period(
     assert int(new_holder.split(":")[1]) in {p.pid for p in workers if p is not leader}
     # never two leaders: the new term starts after the dead leader's lease expired ...
     assert acquired >= dead[2]
-    # ... and within one lease period of the dead leader's last renewal (plus the latency of
-    # one statement on a busy machine)
-    assert (acquired - last_renewal).total_seconds() <= period + 0.5
+    # ... and within one lease period of the dead leader's last renewal (plus one second for
+    # the scheduling latency of a busy machine: the follower's wake-up and its statement)
+    assert (acquired - last_renewal).total_seconds() <= period + 1.0
 
 
 @pytest.fixture
