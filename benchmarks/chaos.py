@@ -37,7 +37,9 @@ What it does:
    (``lost``); executions beyond one per job (``duplicates``), by kind, with those of jobs that
    were running under a killed worker counted as ``duplicates_explained``. Rescue latency is
    the time from a kill to the rescue of each job that the killed worker held (the rescue's
-   timestamp is in the job's ``errors``: ``worker died while running``).
+   timestamp is in the job's ``errors``: ``worker died while running``). The app's periodic
+   schedule (every second, catch-up ``all``) must have fired every second between its first
+   and last tick exactly once (``periodic_duplicates``, ``periodic_missing``).
 
 Progress lines go to stdout; the last line is one JSON object. The exit status is 0 only if
 ``lost == 0``, ``stuck == 0``, ``duplicates_tx == 0``, every duplicate is explained, and the
@@ -75,7 +77,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from benchmarks.chaos_app import PLAIN_TASK, QUEUE, RESULTS_TABLE, TX_TASK, make_app
+from benchmarks.chaos_app import (
+    PLAIN_TASK,
+    QUEUE,
+    RESULTS_TABLE,
+    TICK_QUEUE,
+    TICK_SCHEDULE,
+    TX_TASK,
+    make_app,
+)
 
 __all__ = ["ChaosError", "Options", "main"]
 
@@ -573,7 +583,8 @@ class Suite:
             live, waiting, running, failed = self.monitor.one(
                 "SELECT count(*), count(*) FILTER (WHERE state = 'waiting'), "
                 "count(*) FILTER (WHERE state = 'running'), "
-                "(SELECT count(*) FROM pgqueue.failed_jobs) FROM pgqueue.jobs")
+                "(SELECT count(*) FROM pgqueue.failed_jobs) FROM pgqueue.jobs "
+                "WHERE queue <> %s", (TICK_QUEUE,))
             done = o.jobs - live
             if frozen is not None and (live == 0 or now >= thaw_at):
                 self.thaw(frozen)
@@ -749,7 +760,16 @@ class Suite:
             SELECT count(DISTINCT f.id) FROM pgqueue.failed_jobs f
               JOIN pgqueue.job_history h ON h.id = f.id""")
         stuck_by_state = {str(r[0]): int(r[1]) for r in q(
-            "SELECT state, count(*) FROM pgqueue.jobs GROUP BY 1")}
+            "SELECT state, count(*) FROM pgqueue.jobs WHERE queue <> %s GROUP BY 1",
+            (TICK_QUEUE,))}
+        # The periodic schedule: every second between its first and last fired tick exactly
+        # once, whatever was killed, terminated or restarted meanwhile.
+        ticks = [r[0] for r in q(
+            "SELECT (meta ->> 'tick')::timestamptz FROM pgqueue.jobs "
+            "WHERE meta ->> 'periodic' = %s ORDER BY 1", (TICK_SCHEDULE,))]
+        tick_dups = len(ticks) - len(set(ticks))
+        tick_gaps = (int((ticks[-1] - ticks[0]).total_seconds()) + 1 - len(set(ticks))
+                     if ticks else 0)
         stuck = sum(stuck_by_state.values())
         (lost,) = self.monitor.one("""
             SELECT count(*) FROM chaos_enqueued e
@@ -855,6 +875,12 @@ class Suite:
                             f"{lease_lost_dups} of them of jobs rescued from a live worker whose "
                             "lease ran out: the database was down or the worker frozen for "
                             "longer than the lease)")
+        if not ticks:
+            failures.append("the periodic schedule fired no tick")
+        if tick_dups:
+            failures.append(f"{tick_dups} periodic ticks fired more than once")
+        if tick_gaps:
+            failures.append(f"{tick_gaps} periodic ticks missing")
         if history_rows != completed or cancelled:
             failures.append(f"job_history holds {history_rows} rows for {completed} completed "
                             f"jobs ({cancelled} not succeeded)")
@@ -881,6 +907,9 @@ class Suite:
             "failed": failed,
             "lost": lost,
             "stuck": stuck,
+            "periodic_ticks": len(ticks),
+            "periodic_duplicates": tick_dups,
+            "periodic_missing": tick_gaps,
             "duplicates": duplicates,
             "duplicates_tx": dups.get("tx", 0),
             "duplicates_plain": dups.get("plain", 0),

@@ -1,5 +1,9 @@
 """The application of the chaos suite (:mod:`benchmarks.chaos`), and its worker entry point.
 
+A periodic schedule, ``chaos.tick``: every second, ``catch_up="all"``, onto the queue
+``chaos-ticks`` that no chaos worker consumes, so that the suite finds every fired tick in
+``pgqueue.jobs`` (its time in ``meta``) and checks that each second fired exactly once.
+
 Two tasks on the queue ``chaos``, each recording every execution as one row of the results table
 ``chaos_results`` (created by the suite):
 
@@ -33,6 +37,7 @@ Environment: ``PGQUEUE_DATABASE_URL`` (required), ``CHAOS_CONCURRENCY`` (8), ``C
 from __future__ import annotations
 
 import ctypes
+import datetime as dt
 import logging
 import os
 import random
@@ -47,9 +52,12 @@ import psycopg
 
 import pgqueue
 
-__all__ = ["PLAIN_TASK", "QUEUE", "RESULTS_TABLE", "TX_TASK", "app", "main", "make_app"]
+__all__ = ["PLAIN_TASK", "QUEUE", "RESULTS_TABLE", "TICK_QUEUE", "TICK_SCHEDULE", "TX_TASK",
+           "app", "main", "make_app"]
 
 QUEUE = "chaos"
+TICK_SCHEDULE = "chaos.tick"
+TICK_QUEUE = "chaos-ticks"
 TX_TASK = "chaos.tx"
 PLAIN_TASK = "chaos.plain"
 RESULTS_TABLE = "chaos_results"
@@ -150,6 +158,8 @@ def make_app(database_url: str | None = None, *, environ: Mapping[str, str] | No
             conns.discard()
             raise
 
+    app.add_periodic(TICK_SCHEDULE, task=TICK_SCHEDULE, every=dt.timedelta(seconds=1),
+                     queue=TICK_QUEUE, catch_up="all", catch_up_limit=1000)
     return app
 
 

@@ -14,13 +14,14 @@ seam, internal and not covered by semantic versioning) are internal.
 - jobs and outcomes: :class:`Job`, :class:`NewJob`, :class:`JobState`, :class:`AttemptError`,
   :class:`Snooze`, :class:`Cancel`, :class:`Fail`, :class:`RetryPolicy`; inside a handler
   :func:`current_job` and :func:`current_context` (a :class:`JobContext`);
-- what the admin calls return: :class:`QueueStats`, :class:`FailedJob`, :class:`Capabilities`;
+- what the admin calls return: :class:`QueueStats`, :class:`FailedJob`, :class:`Capabilities`,
+  :class:`ScheduleInfo`;
 - configuration: :class:`Settings`, :func:`load_settings`;
 - errors: :class:`PgQueueError` and its families (see :mod:`pgqueue.errors`).
 """
 
 from pgqueue.app import App
-from pgqueue.backend import Capabilities, QueueStats
+from pgqueue.backend import Capabilities, QueueStats, ScheduleInfo
 from pgqueue.compat import load_settings
 from pgqueue.config import Settings
 from pgqueue.errors import (
@@ -68,6 +69,7 @@ __all__ = [
     "PgQueueError",
     "QueueStats",
     "RetryPolicy",
+    "ScheduleInfo",
     "Settings",
     "Snooze",
     "Task",

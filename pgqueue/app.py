@@ -33,7 +33,7 @@ from pgqueue.config import Settings
 from pgqueue.config._settings import needs_database_url
 from pgqueue.config._values import parse_driver
 from pgqueue.drivers import get_driver
-from pgqueue.drivers.base import Driver, FailedJob, QueueStats
+from pgqueue.drivers.base import Driver, FailedJob, QueueStats, ScheduleInfo
 from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.errors import (
     CapabilityError,
@@ -44,6 +44,7 @@ from pgqueue.errors import (
     ValidationError,
 )
 from pgqueue.job import Job, NewJob
+from pgqueue.periodic import CatchUp, Schedule, make_schedule
 from pgqueue.retry import Backoff
 from pgqueue.task import (
     EnqueueOptions,
@@ -108,6 +109,7 @@ class App:
 
     Attributes:
         tasks: the registry, by name and alias. dead_letter_handlers: hooks by queue.
+        schedules: the periodic jobs, by name (:meth:`periodic`, :meth:`add_periodic`).
 
     Example::
 
@@ -124,6 +126,7 @@ class App:
         self.default_queue = validate_name(default_queue, "queue")
         self.tasks: dict[str, Task] = {}
         self.dead_letter_handlers: dict[str, DeadLetterHandler] = {}
+        self.schedules: dict[str, Schedule] = {}
         self._pool_size = pool_size
         self._driver: Driver | None = None
         self.database_url: str | None = None
@@ -286,6 +289,107 @@ class App:
         """Run ``handler(job, error)`` (sync or async) after a job of ``queue`` lands in
         ``failed_jobs``; one handler per queue (a second call replaces the first)."""
         self.dead_letter_handlers[validate_name(queue, "queue")] = handler
+
+    # ---- periodic jobs -----------------------------------------------------------------------
+    def periodic(self, *, cron: str | None = None, every: dt.timedelta | float | None = None,
+                 name: str | None = None, queue: str | None = None, args: Any = None,
+                 timezone: str = "UTC", catch_up: CatchUp = "latest", catch_up_limit: int = 100,
+                 grace: float | dt.timedelta = 60.0, priority: int | None = None,
+                 max_attempts: int | None = None, timeout: float | None = None,
+                 ) -> Callable[[Any], Task]:
+        """Register a function (or a :class:`Task`) as a task run on a schedule.
+
+        ``name`` names the schedule (default: the task's name); the function is registered as
+        a task named ``module.qualname`` on ``queue`` unless it already is one. The other
+        options are those of :meth:`add_periodic`. Returns the :class:`Task`::
+
+            @app.periodic(cron="*/5 * * * *", name="reports.refresh", queue="reports",
+                          timezone="Europe/Berlin")
+            def refresh_reports() -> None: ...
+        """
+        def register(fn: Any) -> Task:
+            task = fn if isinstance(fn, Task) else self.task(queue=queue)(fn)
+            self.add_periodic(name or task.name, task=task.name, cron=cron, every=every,
+                              args=args, queue=queue, timezone=timezone, catch_up=catch_up,
+                              catch_up_limit=catch_up_limit, grace=grace, priority=priority,
+                              max_attempts=max_attempts, timeout=timeout)
+            return task
+        return register
+
+    def add_periodic(self, name: str, *, task: str, cron: str | None = None,
+                     every: dt.timedelta | float | None = None, args: Any = None,
+                     queue: str | None = None, timezone: str = "UTC",
+                     catch_up: CatchUp = "latest", catch_up_limit: int = 100,
+                     grace: float | dt.timedelta = 60.0, priority: int | None = None,
+                     max_attempts: int | None = None, timeout: float | None = None) -> Schedule:
+        """Enqueue a job of ``task`` with ``args`` on a schedule: exactly once per tick across
+        every worker (see :mod:`pgqueue.periodic`).
+
+        Exactly one of ``cron`` (5 fields, or ``@hourly``, ``@daily``, ``@weekly``,
+        ``@monthly``, ``@yearly``) and ``every`` (a timedelta of at least one second, or
+        seconds) is required. ``timezone`` (IANA name, default ``"UTC"``) is where the cron
+        expression is read; a wall-clock tick that a DST change skips does not fire, one that
+        happens twice fires once. ``catch_up`` after downtime: ``"latest"`` (default: one job
+        for the missed ticks), ``"all"`` (each missed tick, the newest ``catch_up_limit`` at
+        most) or ``"skip"``; a tick counts as missed once it is more than ``grace`` seconds
+        old (default 60). ``queue``, ``priority``, ``max_attempts`` and ``timeout`` default to
+        the task's. Any bad option raises :class:`pgqueue.ValidationError` naming the schedule,
+        before anything is registered::
+
+            app.add_periodic("cleanup", cron="0 3 * * *", task="cleanup", args={"days": 30})
+        """
+        if isinstance(name, str) and name in self.schedules:
+            raise ValidationError(f"schedule {name!r} is already declared; give each periodic "
+                                  "job its own name")
+        try:
+            job = self.build(task, args, queue=queue, priority=priority,
+                             max_attempts=max_attempts, timeout=timeout)
+        except ValidationError as exc:
+            raise type(exc)(f"schedule {name!r}: {exc}") from exc
+        schedule = make_schedule(name, job, cron=cron, every=every, timezone=timezone,
+                                 catch_up=catch_up, catch_up_limit=catch_up_limit, grace=grace)
+        if self._driver is not None and not self._driver.capabilities.periodic:
+            raise CapabilityError(f"schedule {name!r}: the {self._driver.name} driver has no "
+                                  "periodic jobs (they need a table shared by every worker); "
+                                  "use the postgres driver")
+        self.schedules[schedule.name] = schedule
+        return schedule
+
+    def periodic_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule the database knows, with its last and next tick and whether it is
+        paused or stale (no longer declared by the workers' code: it never fires)."""
+        return self.driver.list_schedules()
+
+    async def periodic_schedules_async(self) -> list[ScheduleInfo]:
+        """Async twin of :meth:`periodic_schedules`."""
+        return await self.driver.list_schedules_async()
+
+    def pause_periodic(self, name: str) -> None:
+        """Stop firing a schedule, for every worker, until :meth:`resume_periodic`; the ticks
+        that pass meanwhile never fire. :class:`pgqueue.JobNotFoundError` if it is unknown."""
+        _schedule_found(name, self.driver.set_schedule_paused(_schedule(name), True))
+
+    async def pause_periodic_async(self, name: str) -> None:
+        """Async twin of :meth:`pause_periodic`."""
+        _schedule_found(name, await self.driver.set_schedule_paused_async(_schedule(name), True))
+
+    def resume_periodic(self, name: str) -> None:
+        """Fire a paused schedule again, from its next tick on."""
+        _schedule_found(name, self.driver.set_schedule_paused(_schedule(name), False))
+
+    async def resume_periodic_async(self, name: str) -> None:
+        """Async twin of :meth:`resume_periodic`."""
+        _schedule_found(name, await self.driver.set_schedule_paused_async(_schedule(name),
+                                                                          False))
+
+    def run_periodic_now(self, name: str) -> int:
+        """Enqueue a schedule's job now, outside its ticks (which are unchanged); returns the
+        job id. Works from any process: the job is built from the schedule's row."""
+        return _schedule_found(name, self.driver.run_schedule_now(_schedule(name)))
+
+    async def run_periodic_now_async(self, name: str) -> int:
+        """Async twin of :meth:`run_periodic_now`."""
+        return _schedule_found(name, await self.driver.run_schedule_now_async(_schedule(name)))
 
     # ---- enqueue -------------------------------------------------------------------------------
     def build(self, task: str | object, args: Any = None, *, queue: str | None = None,
@@ -720,6 +824,18 @@ def _check_before(before: object) -> dt.datetime | None:
 
 def _queue(queue: str) -> str:
     return validate_name(queue, "queue")
+
+
+def _schedule(name: str) -> str:
+    return validate_name(name, "schedule")
+
+
+def _schedule_found(name: str, found: T | None) -> T:
+    """What an operation on a named schedule found; JobNotFoundError when nothing."""
+    if found is None or found is False:
+        raise JobNotFoundError(f"no periodic schedule named {name!r}; `pgqueue periodic list` "
+                               "shows them")
+    return found
 
 
 def _opt_queue(queue: str | None) -> str | None:

@@ -3,14 +3,16 @@
 Public types (exported by :mod:`pgqueue`): ``App.driver.capabilities`` says what the chosen
 driver can do, and ``App.stats()`` returns one :class:`QueueStats` per queue. The job rows
 (:class:`~pgqueue.job.Job`, :class:`~pgqueue.job.FailedJob`) live in :mod:`pgqueue.job`.
+``App.periodic_schedules()`` returns one :class:`ScheduleInfo` per periodic job.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Capabilities", "QueueStats"]
+__all__ = ["Capabilities", "QueueStats", "ScheduleInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,9 @@ class Capabilities:
     priorities: bool = True
     #: per-job delays (run_at) are honoured (default True)
     delays: bool = True
+    #: periodic jobs (:meth:`pgqueue.App.periodic`): each tick claimed once in a shared table,
+    #: and the cluster leader's lease (default False: the App and the worker refuse schedules)
+    periodic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +56,26 @@ class QueueStats:
     oldest_wait_s: float | None = None
     mean_run_time_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """One periodic job as the database knows it (a row of the ``periodic_schedules`` view).
+
+    ``stale`` is true when the code of the workers that synced last no longer declares it (it
+    never fires then); ``last_tick`` is the newest tick claimed (or, before the first one, when
+    the schedule was first seen or resumed); ``next_tick`` the tick after it (None if unknown).
+    """
+
+    name: str
+    spec: str
+    timezone: str
+    catch_up: str
+    task: str
+    queue: str
+    paused: bool
+    stale: bool
+    last_tick: dt.datetime
+    next_tick: dt.datetime | None
+    last_fired_at: dt.datetime | None
+    seen_at: dt.datetime

@@ -9,6 +9,7 @@
     pgqueue status [--json]
     pgqueue failed list | show ID | retry ID | retry --all | purge IDS|--before|--queue|--task|--all
     pgqueue pause QUEUE [--create] / resume QUEUE / forget QUEUE
+    pgqueue periodic list|pause NAME|resume NAME|run-now NAME
     pgqueue config                                # settings and their sources
 
 The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``,
@@ -20,9 +21,10 @@ or job); 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| h
 
 The package: this module holds the parser (every subcommand and its flags, in one place) and
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
-status, failed, pause, resume, forget) and ``_run`` (worker, demo); ``_context`` finds the
-settings, the database and the App; ``_format`` prints tables; :mod:`pgqueue.cli.demo` is the
-demo, written with the public API only. Nothing outside this package imports it.
+status, failed, pause, resume, forget), ``_run`` (worker, demo) and ``_periodic``
+(periodic); ``_context`` finds the settings, the database and the App; ``_format`` prints
+tables; :mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
+this package imports it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 from pgqueue import __version__, _logging
 from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue.cli import _periodic
 from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause, cmd_status
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
@@ -141,6 +144,8 @@ says what is left (paused queues, jobs under another worker's lease, later jobs)
                     help="seconds between polls (default: PGQUEUE_POLL_INTERVAL or 1.0)")
     sp.add_argument("--shutdown-timeout", type=float, default=30.0,
                     help="seconds running jobs get to finish at shutdown (default 30)")
+    sp.add_argument("--no-periodic", dest="periodic", action="store_false",
+                    help="do not fire the app's periodic jobs on this worker")
     sp.set_defaults(func=cmd_worker)
 
     sp = command("enqueue", "enqueue one job", """\
@@ -209,6 +214,7 @@ line in `pgqueue status` once it has no jobs. Jobs are not touched.""")
     common(sp)
     sp.add_argument("queue")
     sp.set_defaults(func=cmd_forget)
+    _periodic.add_parser(sub, common)
     return p
 
 

@@ -45,7 +45,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency if args.concurrency is not None else settings.concurrency,
         poll_interval=(args.poll_interval if args.poll_interval is not None
                        else settings.poll_interval),
-        burst=args.burst, shutdown_timeout=args.shutdown_timeout)
+        burst=args.burst, shutdown_timeout=args.shutdown_timeout,
+        periodic=getattr(args, "periodic", True))
     return int(worker.run_forever())
 
 

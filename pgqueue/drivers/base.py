@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
-from pgqueue.backend import Capabilities, QueueStats
+from pgqueue.backend import Capabilities, QueueStats, ScheduleInfo
 from pgqueue.errors import CapabilityError
 from pgqueue.job import RESCUE_REASON, AttemptError, FailedJob, FinishedJob, Job, NewJob
 
@@ -47,6 +47,9 @@ __all__ = [
     "NoDatabaseMixin",
     "QueueStats",
     "Requeue",
+    "ScheduleDef",
+    "ScheduleInfo",
+    "ScheduleState",
     "WakeCallback",
     "async_twin",
     "mean_run_time",
@@ -81,6 +84,28 @@ class Requeue:
     error: AttemptError | None = None
     #: the claimed attempt this outcome belongs to (None: do not check)
     attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDef:
+    """A periodic job as a worker declares it to the driver (from a
+    :class:`pgqueue.periodic.Schedule`): what to show, and the job ``run-now`` enqueues."""
+
+    name: str
+    spec: str
+    timezone: str
+    catch_up: str
+    job: NewJob
+    #: the first tick after now, for display until the first claim
+    next_tick: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A schedule's claimed state: the newest tick claimed, and whether it is paused."""
+
+    last_tick: dt.datetime
+    paused: bool
 
 
 #: Called by a driver's listener, on the worker's event loop: ``(kind, payload)`` where kind is
@@ -153,6 +178,31 @@ class Driver(Protocol):
                                           attempt: int | None = None) -> bool: ...
     async def now(self) -> dt.datetime: ...
     def listener(self, callback: WakeCallback) -> Listener | None: ...
+
+    # -- periodic jobs and the cluster leader (capability ``periodic``) -------------------------
+    async def sync_schedules(self, schedules: Sequence[ScheduleDef]) -> None:
+        """Record the schedules a worker declares (new ones start at their next tick) and mark
+        every other recorded schedule stale."""
+    async def schedule_states(self, names: Sequence[str],
+                              ) -> tuple[dt.datetime, dict[str, ScheduleState]]:
+        """The backend's clock and the claimed state of each named schedule it knows."""
+    async def claim_ticks(self, name: str, *, expected: dt.datetime, new_last: dt.datetime,
+                          next_tick: dt.datetime | None, jobs: Sequence[NewJob],
+                          ) -> list[int] | None:
+        """Compare-and-set ``last_tick`` from ``expected`` to ``new_last`` and insert ``jobs``,
+        atomically; their ids, or None if another worker claimed first (or it is paused)."""
+    async def acquire_lease(self, name: str, *, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl_s`` seconds; True if ``holder`` holds it."""
+    async def release_lease(self, name: str, *, holder: str) -> None: ...
+    async def drop_history(self, *, older_than_s: float) -> int:
+        """Drop history older than ``older_than_s`` (whole daily partitions on PostgreSQL);
+        returns the number of partitions dropped."""
+    def list_schedules(self) -> list[ScheduleInfo]: ...
+    async def list_schedules_async(self) -> list[ScheduleInfo]: ...
+    def set_schedule_paused(self, name: str, paused: bool) -> bool: ...
+    async def set_schedule_paused_async(self, name: str, paused: bool) -> bool: ...
+    def run_schedule_now(self, name: str) -> int | None: ...
+    async def run_schedule_now_async(self, name: str) -> int | None: ...
 
     # -- queue control (sync and async) ---------------------------------------------------------
     def set_paused(self, queue: str, paused: bool) -> None: ...
@@ -258,3 +308,61 @@ class NoDatabaseMixin:
                                           attempt: int | None = None) -> bool:
         """Not offered: see :meth:`finish_in_transaction`."""
         return self.finish_in_transaction(conn, job_id, worker_id=worker_id)
+
+    # -- periodic jobs: not offered (``periodic=False``; the App and the worker refuse
+    #    schedules before reaching these) ------------------------------------------------------
+    def _no_periodic(self) -> CapabilityError:
+        return CapabilityError(f"the {self.name} driver has no periodic jobs (they need a "
+                               "table shared by every worker); use the postgres driver")
+
+    async def sync_schedules(self, schedules: Sequence[ScheduleDef]) -> None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    async def schedule_states(self, names: Sequence[str],
+                              ) -> tuple[dt.datetime, dict[str, ScheduleState]]:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    async def claim_ticks(self, name: str, *, expected: dt.datetime, new_last: dt.datetime,
+                          next_tick: dt.datetime | None, jobs: Sequence[NewJob],
+                          ) -> list[int] | None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    async def list_schedules_async(self) -> list[ScheduleInfo]:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    def set_schedule_paused(self, name: str, paused: bool) -> bool:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    async def set_schedule_paused_async(self, name: str, paused: bool) -> bool:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    def run_schedule_now(self, name: str) -> int | None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    async def run_schedule_now_async(self, name: str) -> int | None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_periodic()
+
+    # -- the leader: without a shared table, every worker leads its own (idempotent) duties,
+    #    as before there was a leader
+    async def acquire_lease(self, name: str, *, holder: str, ttl_s: float) -> bool:
+        """Always True: this driver's duties are idempotent and run on every worker."""
+        return True
+
+    async def release_lease(self, name: str, *, holder: str) -> None:
+        """Nothing to release."""
+
+    async def drop_history(self, *, older_than_s: float) -> int:
+        """Nothing to drop: the history is a capped list."""
+        return 0

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pgqueue.drivers.base import Driver
 from pgqueue.job import Job
+from pgqueue.periodic import Schedule
 
 __all__ = ["DeadLetterHandler", "RunnableTask", "TaskRegistry"]
 
@@ -39,7 +40,8 @@ class RunnableTask(Protocol):
 
 
 class TaskRegistry(Protocol):
-    """The worker's inputs: the tasks it can run, the dead-letter hooks, the driver."""
+    """The worker's inputs: the tasks it can run, the dead-letter hooks, the periodic jobs it
+    fires, the driver."""
 
     @property
     def driver(self) -> Driver: ...
@@ -49,3 +51,7 @@ class TaskRegistry(Protocol):
     def tasks(self) -> Mapping[str, RunnableTask]: ...
     @property
     def dead_letter_handlers(self) -> Mapping[str, DeadLetterHandler]: ...
+    @property
+    def schedules(self) -> Mapping[str, Schedule]:
+        """The periodic jobs, by name (:meth:`pgqueue.App.add_periodic`)."""
+        ...

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -40,13 +41,19 @@ from pgqueue._defaults import DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL
 from pgqueue._names import validate_name
 from pgqueue._service import Clock, PeriodicService, Service
 from pgqueue.drivers.base import Listener, Requeue
-from pgqueue.errors import DatabaseUnavailableError, PgQueueError, ValidationError
+from pgqueue.errors import (
+    CapabilityError,
+    DatabaseUnavailableError,
+    PgQueueError,
+    ValidationError,
+)
 from pgqueue.job import Job
 from pgqueue.worker._completer import Completer
 from pgqueue.worker._executor import Executor
 from pgqueue.worker._producer import Producer
 from pgqueue.worker._registry import TaskRegistry
 from pgqueue.worker.maintenance import DutyInputs, default_duties
+from pgqueue.worker.maintenance.retention import DEFAULT_HISTORY_RETENTION
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -84,6 +91,15 @@ class Worker:
             :class:`pgqueue._service.ManualClock`).
         duties: build the maintenance duties from a :class:`~.maintenance.DutyInputs`
             (default :func:`~.maintenance.default_duties`; a test can add or replace one).
+        periodic: fire the app's periodic jobs (default true; every worker may, the database
+            makes each tick fire once). False (``pgqueue worker --no-periodic``) opts this
+            worker out.
+        leader_lease_s: the cluster leader's lease period (default ``lease_s``): when the
+            leader dies, another worker takes over within this many seconds.
+        history_retention: finished jobs older than this (seconds or timedelta; default 14
+            days) are dropped by the leader, a whole daily partition at a time; None keeps them.
+        failed_retention: failed (archived) jobs older than this are deleted by the leader
+            (default None: kept until purged).
 
     Example::
 
@@ -100,6 +116,9 @@ class Worker:
                  on_event: Callable[[str, Job], None] | None = None,
                  clock: Clock | None = None,
                  duties: Callable[[DutyInputs], list[PeriodicService]] = default_duties,
+                 periodic: bool = True, leader_lease_s: float | None = None,
+                 history_retention: float | dt.timedelta | None = DEFAULT_HISTORY_RETENTION,
+                 failed_retention: float | dt.timedelta | None = None,
                  ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
@@ -109,6 +128,12 @@ class Worker:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValidationError(f"{name} must be a positive number of seconds, "
                                       f"not {value!r}")
+        if leader_lease_s is not None:
+            _check_seconds("leader_lease_s", leader_lease_s)
+        self.history_retention_s = _retention("history_retention", history_retention)
+        self.failed_retention_s = _retention("failed_retention", failed_retention)
+        self.periodic = bool(periodic)
+        self.leader_lease_s = leader_lease_s
         self.app = app
         if not queues:
             queues = sorted({t.queue for t in app.tasks.values()}) or [app.default_queue]
@@ -154,7 +179,13 @@ class Worker:
         if self._stop_requested:
             self._stop.set()
         driver = self.app.driver
+        schedules = self.app.schedules if self.periodic else {}
         try:
+            if schedules and not driver.capabilities.periodic:
+                raise CapabilityError(
+                    f"the {driver.name} driver has no periodic jobs, and this app declares "
+                    f"{len(schedules)}; use the postgres driver, or run the worker with "
+                    "periodic=False (--no-periodic)")
             await self._register()
         except BaseException:
             self.stopped.set()
@@ -173,7 +204,10 @@ class Worker:
             driver=driver, worker_id=self.id, lease_s=self.lease_s,
             rescue_interval=self.rescue_interval, summary_interval=self.summary_interval,
             held=producer.held_ids, cancel=producer.cancel_local, counts=lambda: self.counts,
-            running=lambda: len(producer.running), clock=self.clock))
+            running=lambda: len(producer.running), clock=self.clock,
+            schedules=schedules, periodic=self.periodic, leader_lease_s=self.leader_lease_s,
+            history_retention_s=self.history_retention_s,
+            failed_retention_s=self.failed_retention_s))
         services: list[Service | Listener] = [
             completer, *([self.listener] if self.listener else []), *self.duties]
         started: list[Service | Listener] = []
@@ -356,3 +390,18 @@ class Worker:
                 for jid in leftover:
                     await completer.requeue(Requeue(jid, 0.0, count_attempt=False))
         await completer.stop()
+
+
+def _check_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValidationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _retention(name: str, value: float | dt.timedelta | None) -> float | None:
+    """A retention setting in seconds (None: keep for ever)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    return _check_seconds(name, value)

@@ -765,3 +765,48 @@ async def test_redis_down_is_database_unavailable() -> None:
     with pytest.raises(pgqueue.DatabaseUnavailableError):
         driver.check()
     driver.close()
+
+
+# ---- periodic jobs and the leader lease ----------------------------------------------------
+async def test_periodic_schedules_where_declared_refused_elsewhere(
+        driver_app: pgqueue.App) -> None:
+    """A driver with ``periodic`` claims each tick once; one without refuses the declaration
+    with a CapabilityError (and the admin calls too), writing nothing."""
+    app, driver = driver_app, driver_app.driver
+    if not driver.capabilities.periodic:
+        with pytest.raises(CapabilityError, match="periodic"):
+            app.add_periodic("p", task="t", cron="@hourly", queue="q")
+        assert app.schedules == {}
+        with pytest.raises(CapabilityError):
+            app.periodic_schedules()
+        with pytest.raises(CapabilityError):
+            await app.run_periodic_now_async("p")
+        return
+    import datetime as dt
+
+    from pgqueue.worker.maintenance import Scheduler
+
+    schedule = app.add_periodic("p", task="t", every=dt.timedelta(hours=1), queue="q")
+    await Scheduler(driver, schedules=app.schedules).sync()
+    _, states = await driver.schedule_states(["p"])
+    last = states["p"].last_tick
+    tick = schedule.next_after(last)
+    assert tick is not None
+    claims = [driver.claim_ticks("p", expected=last, new_last=tick, next_tick=None,
+                                 jobs=[schedule.job_for(tick)]) for _ in range(3)]
+    results = [await c for c in claims]
+    assert sum(r is not None for r in results) == 1  # the first wins, the others see it moved
+    assert app.count("q") == 1
+    assert [s.name for s in await app.periodic_schedules_async()] == ["p"]
+
+
+async def test_leader_lease_is_held_by_one_holder_at_a_time(driver_app: pgqueue.App) -> None:
+    """With a shared table (``periodic``) one holder at a time, taken over once released;
+    without one, every worker leads its own idempotent duties."""
+    driver = driver_app.driver
+    assert await driver.acquire_lease("leader", holder="a", ttl_s=30)
+    assert await driver.acquire_lease("leader", holder="a", ttl_s=30)  # renewal
+    b = await driver.acquire_lease("leader", holder="b", ttl_s=30)
+    assert b is (not driver.capabilities.periodic)
+    await driver.release_lease("leader", holder="a")
+    assert await driver.acquire_lease("leader", holder="b", ttl_s=30)

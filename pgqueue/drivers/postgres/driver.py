@@ -31,7 +31,17 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._names import SCHEMA_HEAD
-from pgqueue.drivers.base import Capabilities, FailedJob, Finish, QueueStats, Requeue, WakeCallback
+from pgqueue.drivers.base import (
+    Capabilities,
+    FailedJob,
+    Finish,
+    QueueStats,
+    Requeue,
+    ScheduleDef,
+    ScheduleInfo,
+    ScheduleState,
+    WakeCallback,
+)
 from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.listener import PgListener
 from pgqueue.drivers.postgres.sql import Statements, statements
@@ -199,6 +209,7 @@ class PostgresDriver:
         cross_process=True,
         push_wakeups=True,
         history=True,
+        periodic=True,
     )
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
@@ -534,6 +545,85 @@ class PostgresDriver:
 
     def drop_history_before(self, cutoff: dt.datetime) -> int:
         return int(self._run(_Op(self.sql.drop_history_before, {"cutoff": cutoff}, _scalar)))
+
+    # ---- periodic jobs and leases ------------------------------------------------------------
+    async def sync_schedules(self, schedules: Sequence[ScheduleDef]) -> None:
+        await self._arun(_Op(self.sql.sync_schedules, {
+            "names": [d.name for d in schedules], "specs": [d.spec for d in schedules],
+            "zones": [d.timezone for d in schedules],
+            "catch_ups": [d.catch_up for d in schedules],
+            "tasks": [d.job.task for d in schedules], "queues": [d.job.queue for d in schedules],
+            "args": [d.job.args_json for d in schedules],
+            "priorities": [d.job.priority for d in schedules],
+            "max_attempts": [d.job.max_attempts for d in schedules],
+            "timeouts": [d.job.timeout_s for d in schedules],
+            "metas": [d.job.meta_json for d in schedules],
+            "next_ticks": [d.next_tick for d in schedules]}, _none))
+
+    async def schedule_states(self, names: Sequence[str],
+                              ) -> tuple[dt.datetime, dict[str, ScheduleState]]:
+        def read(rows: list[Row]) -> tuple[dt.datetime, dict[str, ScheduleState]]:
+            now: dt.datetime = rows[0][0]  # one row per name, at least one name
+            states = {r[1]: ScheduleState(r[2], bool(r[3])) for r in rows if r[2] is not None}
+            return now, states
+        if not names:
+            return await self.now(), {}
+        return await self._arun(_Op(self.sql.schedule_states, {"names": list(names)}, read))
+
+    async def claim_ticks(self, name: str, *, expected: dt.datetime, new_last: dt.datetime,
+                          next_tick: dt.datetime | None, jobs: Sequence[NewJob],
+                          ) -> list[int] | None:
+        template = jobs[0] if jobs else NewJob("-", "-", "{}")
+        def read(rows: list[Row]) -> list[int] | None:
+            if not any(r[0] == "claimed" for r in rows):
+                return None
+            return [int(r[1]) for r in rows if r[0] == "job"]
+        return await self._arun(_Op(self.sql.claim_ticks, {
+            "name": name, "expected": expected, "new_last": new_last, "next_tick": next_tick,
+            "queue": template.queue, "task": template.task, "args": template.args_json,
+            "priority": template.priority, "max_attempts": template.max_attempts,
+            "timeout_s": template.timeout_s, "metas": [j.meta_json for j in jobs]}, read,
+            retry_safe=False))
+
+    def _list_schedules_op(self) -> _Op[list[ScheduleInfo]]:
+        return _Op(self.sql.list_schedules, {}, lambda rows: [ScheduleInfo(*r) for r in rows])
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        return self._run(self._list_schedules_op())
+
+    async def list_schedules_async(self) -> list[ScheduleInfo]:
+        return await self._arun(self._list_schedules_op())
+
+    def _schedule_paused_op(self, name: str, paused: bool) -> _Op[bool]:
+        return _Op(self.sql.set_schedule_paused, {"name": name, "paused": paused},
+                   lambda rows: bool(rows))
+
+    def set_schedule_paused(self, name: str, paused: bool) -> bool:
+        return self._run(self._schedule_paused_op(name, paused))
+
+    async def set_schedule_paused_async(self, name: str, paused: bool) -> bool:
+        return await self._arun(self._schedule_paused_op(name, paused))
+
+    def _run_now_op(self, name: str) -> _Op[int | None]:
+        return _Op(self.sql.run_schedule_now, {"name": name},
+                   lambda rows: int(rows[0][0]) if rows else None, retry_safe=False)
+
+    def run_schedule_now(self, name: str) -> int | None:
+        return self._run(self._run_now_op(name))
+
+    async def run_schedule_now_async(self, name: str) -> int | None:
+        return await self._arun(self._run_now_op(name))
+
+    async def acquire_lease(self, name: str, *, holder: str, ttl_s: float) -> bool:
+        return bool(await self._arun(_Op(self.sql.acquire_lease, {
+            "name": name, "holder": holder, "ttl": ttl_s}, lambda rows: bool(rows))))
+
+    async def release_lease(self, name: str, *, holder: str) -> None:
+        await self._arun(_Op(self.sql.release_lease, {"name": name, "holder": holder}, _none))
+
+    async def drop_history(self, *, older_than_s: float) -> int:
+        return int(await self._arun(_Op(self.sql.drop_history_older, {"keep": older_than_s},
+                                        _scalar)) or 0)
 
     def listener(self, callback: WakeCallback) -> PgListener:
         """The worker's LISTEN connection (a service), calling ``callback`` for each wake-up."""

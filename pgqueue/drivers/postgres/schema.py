@@ -18,6 +18,11 @@ Shapes and why:
 - ``failed_jobs`` is the dead-letter archive: everything needed to inspect and re-drive a job.
 - ``queues`` is per-queue state shared by every worker (``paused``).
 - ``workers`` is the registry of live worker processes (heartbeats).
+- ``schedules`` is the state of each periodic job (:mod:`pgqueue.periodic`): its last claimed
+  tick (the compare-and-set that makes each tick fire once), pause flag, and the job template
+  ``pgqueue periodic run-now`` enqueues. Rows are written by the workers that declare them.
+- ``leases`` holds named leases with an expiry (the cluster leader's): a row, not a session
+  advisory lock, so that it works behind PgBouncer in transaction mode.
 """
 
 from __future__ import annotations
@@ -168,5 +173,40 @@ workers = sa.Table(
     ),
 )
 
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    sa.Column("catch_up", sa.Text, nullable=False, server_default="latest"),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("args", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("priority", sa.SmallInteger, nullable=False,
+              server_default=sa.text(str(DEFAULT_PRIORITY))),
+    sa.Column("max_attempts", sa.Integer, nullable=False,
+              server_default=sa.text(str(DEFAULT_MAX_ATTEMPTS))),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("meta", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("stale", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_tick", TS, nullable=False, server_default=NOW),
+    sa.Column("next_tick", TS, nullable=True),
+    sa.Column("last_fired_at", TS, nullable=True),
+    sa.Column("seen_at", TS, nullable=False, server_default=NOW),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.CheckConstraint("catch_up IN ('latest', 'all', 'skip')", name="schedules_catch_up_check"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("acquired_at", TS, nullable=False, server_default=NOW),
+)
+
 #: Views for SQL inspection (created by the migrations; names only, for reference and tests).
-VIEWS = ("queue_stats", "all_jobs")
+VIEWS = ("queue_stats", "all_jobs", "periodic_schedules")

@@ -410,6 +410,126 @@ class Statements:
         #: How many archived jobs match the filter above (no locks: a plain read).
         self.count_failed = q("SELECT count(*) FROM {s}.failed_jobs WHERE {failed_filter}")
 
+        # ---- periodic jobs (pgqueue.periodic) ----------------------------------------------
+        #: A worker's declared schedules: insert new ones (their first tick is the first one
+        #: after now), refresh the definition of known ones (their ``last_tick`` and ``paused``
+        #: stay), and mark every other row stale (declared by no code that synced since). Locks
+        #: the rows it writes, briefly; two workers syncing the same set write the same values.
+        self.sync_schedules = q("""
+            WITH r AS (
+                SELECT * FROM unnest(%(names)s::text[], %(specs)s::text[], %(zones)s::text[],
+                                     %(catch_ups)s::text[], %(tasks)s::text[],
+                                     %(queues)s::text[], %(args)s::jsonb[],
+                                     %(priorities)s::smallint[], %(max_attempts)s::int[],
+                                     %(timeouts)s::float8[], %(metas)s::jsonb[],
+                                     %(next_ticks)s::timestamptz[])
+                    AS r(name, spec, timezone, catch_up, task, queue, args, priority,
+                         max_attempts, timeout_s, meta, next_tick)),
+            up AS (
+                INSERT INTO {s}.schedules AS s (name, spec, timezone, catch_up, task, queue, args,
+                                                priority, max_attempts, timeout_s, meta,
+                                                next_tick)
+                SELECT * FROM r
+                ON CONFLICT (name) DO UPDATE SET
+                    next_tick = CASE WHEN s.spec = excluded.spec
+                                      AND s.timezone = excluded.timezone
+                                     THEN s.next_tick ELSE excluded.next_tick END,
+                    spec = excluded.spec, timezone = excluded.timezone,
+                    catch_up = excluded.catch_up, task = excluded.task, queue = excluded.queue,
+                    args = excluded.args, priority = excluded.priority,
+                    max_attempts = excluded.max_attempts, timeout_s = excluded.timeout_s,
+                    meta = excluded.meta, stale = false, seen_at = now()
+                RETURNING name)
+            UPDATE {s}.schedules SET stale = true
+             WHERE NOT stale AND name <> ALL(%(names)s::text[])""")
+
+        #: The database's clock and each named schedule's claimed state (a plain read: the
+        #: claim below re-checks it).
+        self.schedule_states = q("""
+            SELECT now(), n.name, s.last_tick, s.paused
+              FROM unnest(%(names)s::text[]) AS n(name)
+              LEFT JOIN {s}.schedules s ON s.name = n.name""")
+
+        #: Claim a schedule's due ticks and enqueue their jobs, in one statement (so in one
+        #: transaction, also behind PgBouncer): ``u`` moves ``last_tick`` from the value the
+        #: worker read (``expected``) to the newest due tick -- a compare-and-set -- and ``ins``
+        #: inserts the jobs only if ``u`` updated the row. Two workers claiming the same tick
+        #: both try to update the one ``schedules`` row: under READ COMMITTED the second waits
+        #: for the first's row lock, then re-checks its WHERE on the committed row, where
+        #: ``last_tick`` is no longer ``expected``; it updates nothing and so inserts nothing.
+        #: A paused schedule is never claimed. Locks one ``schedules`` row until commit.
+        self.claim_ticks = q("""
+            WITH u AS (
+                UPDATE {s}.schedules
+                   SET last_tick = %(new_last)s, next_tick = %(next_tick)s,
+                       last_fired_at = CASE WHEN cardinality(%(metas)s::jsonb[]) > 0
+                                            THEN now() ELSE last_fired_at END
+                 WHERE name = %(name)s AND last_tick = %(expected)s AND NOT paused
+                RETURNING name),
+            ins AS (
+                INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_s, meta)
+                SELECT %(queue)s::text, %(task)s::text, %(args)s::jsonb, %(priority)s::smallint,
+                       %(max_attempts)s::int, %(timeout_s)s::float8, m.meta
+                  FROM unnest(%(metas)s::jsonb[]) WITH ORDINALITY AS m(meta, ord)
+                 WHERE EXISTS (SELECT 1 FROM u)
+                 ORDER BY m.ord
+                RETURNING id, queue),
+            n AS (SELECT id, pg_notify({chan}, queue) FROM ins)
+            SELECT 'claimed'::text, NULL::bigint FROM u
+            UNION ALL SELECT 'job', id FROM n""")
+
+        #: Pause or resume a schedule. Ticks that pass while it is paused never fire: resuming
+        #: moves ``last_tick`` to now. Locks its row.
+        self.set_schedule_paused = q("""
+            UPDATE {s}.schedules
+               SET last_tick = CASE WHEN paused AND NOT %(paused)s
+                                    THEN greatest(last_tick, now()) ELSE last_tick END,
+                   paused = %(paused)s
+             WHERE name = %(name)s
+            RETURNING name""")
+
+        #: Enqueue a schedule's job now, outside its ticks (its tick state is untouched). Locks
+        #: nothing but the new row.
+        self.run_schedule_now = q("""
+            WITH ins AS (
+                INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, timeout_s, meta)
+                SELECT queue, task, args, priority, max_attempts, timeout_s,
+                       meta || jsonb_build_object('periodic', name, 'run_now', true)
+                  FROM {s}.schedules WHERE name = %(name)s
+                RETURNING id, queue)
+            SELECT id, pg_notify({chan}, queue) FROM ins""")
+
+        self.list_schedules = q("""
+            SELECT name, spec, timezone, catch_up, task, queue, paused, stale, last_tick,
+                   next_tick, last_fired_at, seen_at
+              FROM {s}.periodic_schedules ORDER BY name""")
+
+        # ---- leases (the cluster leader) ------------------------------------------------------
+        #: Take or renew the lease ``name`` for ``ttl`` seconds: a row with an expiry, not a
+        #: session advisory lock, so it works behind PgBouncer in transaction mode and a holder
+        #: that dies simply lets it expire. The holder renews; anyone else takes it only once it
+        #: has expired. ``ON CONFLICT DO UPDATE`` locks the row and re-checks the WHERE on its
+        #: committed version, so two takers cannot both win. Returns a row if ``holder`` holds it.
+        self.acquire_lease = q("""
+            INSERT INTO {s}.leases AS l (name, holder, expires_at, acquired_at)
+            VALUES (%(name)s, %(holder)s, now() + make_interval(secs => %(ttl)s), now())
+            ON CONFLICT (name) DO UPDATE SET
+                holder = excluded.holder, expires_at = excluded.expires_at,
+                acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at
+                                   ELSE excluded.acquired_at END
+             WHERE l.holder = excluded.holder OR l.expires_at < now()
+            RETURNING holder""")
+        #: Give the lease up (a clean shutdown), so that another worker takes it at once.
+        self.release_lease = q("""
+            DELETE FROM {s}.leases WHERE name = %(name)s AND holder = %(holder)s""")
+
+        #: History retention: drop the daily ``job_history`` partitions that ended more than
+        #: ``keep`` seconds ago (by the database's clock), and the default partition's older
+        #: rows. Takes an ACCESS EXCLUSIVE lock on each dropped partition (nobody writes there:
+        #: finished jobs go into today's partition).
+        self.drop_history_older = q(
+            "SELECT {s}.drop_history_before(now() - make_interval(secs => %(keep)s))")
+
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""
             SELECT queue, paused, waiting, scheduled, running, failed, finished_last_hour,
