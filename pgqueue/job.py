@@ -13,7 +13,9 @@ State diagram (a job row lives in ``jobs`` until it is finished)::
     enqueue ──> waiting ──claim──> running ──success──────────> job_history (succeeded)
        (run_at in the future:        │  ├──Cancel / cancel()──> job_history (cancelled)
         "scheduled")                 │  ├──error, attempts left─> waiting (run_at = now + backoff)
-                 ^                   │  ├──Snooze(s)──────────> waiting (attempt not counted)
+                 ^                   │  ├──Snooze(s)──────────> waiting (attempt not counted,
+                 │                   │  │                        snoozes + 1; past the task's
+                 │                   │  │                        max_snoozes: failed_jobs)
                  │                   │  ├──error, last attempt / Fail ──> failed_jobs
                  │                   │  ├──lease expired, attempts left ─> waiting (rescued)
                  │                   │  └──lease expired, last attempt ──> failed_jobs
@@ -178,7 +180,8 @@ OUTCOMES: Mapping[str, OutcomeRule] = {
     "succeeded": OutcomeRule(JobState.SUCCEEDED, "job_history", True, False),
     #: ``Cancel`` returned/raised, or a cancel request stopped it
     "cancelled": OutcomeRule(JobState.CANCELLED, "job_history", True, False),
-    #: ``Snooze(s)``: waiting again in ``s`` seconds
+    #: ``Snooze(s)``: waiting again in ``s`` seconds, ``snoozes`` + 1 (past the task's
+    #: ``max_snoozes`` the snooze is a ``failed`` outcome instead)
     "snoozed": OutcomeRule(JobState.WAITING, "jobs", False, False),
     #: the worker shut down before the handler finished: waiting again at once
     "released": OutcomeRule(JobState.WAITING, "jobs", False, False),
@@ -198,7 +201,8 @@ class Job:
     """A claimed job, as handed to a handler or returned by queue-control calls.
 
     ``attempt`` counts from 1 for the first run. ``payload`` is an alias of ``args`` (the
-    backstage seed's name for it).
+    backstage seed's name for it). ``snoozes`` counts the :class:`Snooze` outcomes of earlier
+    runs (0 for a job that never snoozed); inside a handler, ``pgqueue.current_job().snoozes``.
     """
 
     id: int
@@ -215,6 +219,9 @@ class Job:
     errors: list[AttemptError] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     state: str = JobState.WAITING
+    #: times the job was snoozed (:class:`Snooze`) so far; a snooze gives its attempt back, so
+    #: this is what bounds a job that snoozes again and again (the task's ``max_snoozes``)
+    snoozes: int = 0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -293,7 +300,19 @@ class Outcome(Exception):
 
 
 class Snooze(Outcome):
-    """Run the job again in ``seconds``; the attempt is not counted as a failure."""
+    """Run the job again in ``seconds``; the attempt is not counted as a failure.
+
+    Each snooze is counted on the job (:attr:`Job.snoozes`). A task allows at most
+    ``max_snoozes`` of them (default :data:`pgqueue._defaults.DEFAULT_MAX_SNOOZES`, 100;
+    ``@app.task(max_snoozes=None)`` for no limit): the snooze after that archives the job in
+    ``failed_jobs`` with a reason saying so, so a handler that always snoozes cannot loop
+    forever. Example::
+
+        @app.task(max_snoozes=10)
+        def ship(order_id: int) -> None:
+            if not warehouse_ready(order_id):
+                raise pgqueue.Snooze(30)   # again in 30 s; the 11th snooze fails the job
+    """
 
     def __init__(self, seconds: float) -> None:
         if seconds < 0:

@@ -72,7 +72,7 @@ class Requeue:
     """A running job to put back to waiting after ``delay_s``.
 
     ``count_attempt`` is false for a snooze or a shutdown release; ``error`` is appended to the
-    job's errors (a retry).
+    job's errors (a retry). ``snooze`` true adds one to the job's ``snoozes`` count.
     """
 
     job_id: int
@@ -81,6 +81,8 @@ class Requeue:
     error: AttemptError | None = None
     #: the claimed attempt this outcome belongs to (None: do not check)
     attempt: int | None = None
+    #: a :class:`pgqueue.Snooze`: count it in the job's ``snoozes``
+    snooze: bool = False
 
 
 #: Called by a driver's listener, on the worker's event loop: ``(kind, payload)`` where kind is

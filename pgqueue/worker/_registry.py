@@ -28,6 +28,10 @@ class RunnableTask(Protocol):
     def queue(self) -> str: ...
     @property
     def timeout(self) -> float | None: ...
+    @property
+    def max_snoozes(self) -> int | None:
+        """Snoozes a job may take before the next one fails it (None: no limit)."""
+        ...
 
     def retry(self, attempt: int) -> float:
         """Seconds to wait before the attempt after ``attempt`` (the task's backoff)."""

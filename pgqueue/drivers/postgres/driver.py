@@ -110,11 +110,11 @@ def _count(rows: list[Row]) -> int:
 
 def _job(row: Row) -> Job:
     (id_, queue, task, args, priority, attempt, max_attempts, run_at, created_at, unique_key,
-     timeout_s, errors, meta, state) = row
+     timeout_s, errors, meta, state, snoozes) = row
     return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
                max_attempts=max_attempts, run_at=run_at, created_at=created_at,
                unique_key=unique_key, timeout_s=timeout_s, errors=attempt_errors(errors),
-               meta=meta, state=state)
+               meta=meta, state=state, snoozes=snoozes)
 
 
 def _jobs(rows: list[Row]) -> list[Job]:
@@ -428,6 +428,7 @@ class PostgresDriver:
             "delays": [i.delay_s for i in items],
             "count_attempt": [i.count_attempt for i in items],
             "errors": [_error_json(i.error) for i in items],
+            "snooze": [i.snooze for i in items],
             "worker": worker_id}, _ids))
 
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,

@@ -1,6 +1,7 @@
--- ARGV: prefix, worker, n, then n x (member, delay_ms, count_attempt '1'|'0', error|'',
+-- ARGV: prefix, worker, n, then n x (member, delay_ms, count_attempt '1'|'0'|'s', error|'',
 -- last_error|'', attempt|''). Puts running jobs of the worker (at the given attempt, if any)
--- back to waiting; returns their ids.
+-- back to waiting; returns their ids. 's' is a snooze: the attempt is given back (as with
+-- '0') and the job's 'snoozes' count goes up by one.
 local now = now_ms()
 local w, n = ARGV[2], tonumber(ARGV[3])
 local out = {}
@@ -15,7 +16,8 @@ for i = 0, n - 1 do
     local run_at = now + math.floor(tonumber(ARGV[b + 1]))
     redis.call('HSET', jkey(m), 'state', 'waiting', 'run_at', num(run_at))
     redis.call('HDEL', jkey(m), 'worker_id')
-    if ARGV[b + 2] == '0' then redis.call('HINCRBY', jkey(m), 'attempt', -1) end
+    if ARGV[b + 2] ~= '1' then redis.call('HINCRBY', jkey(m), 'attempt', -1) end
+    if ARGV[b + 2] == 's' then redis.call('HINCRBY', jkey(m), 'snoozes', 1) end
     if ARGV[b + 3] ~= '' then
       redis.call('HSET', jkey(m), 'errors', append_error(h[5], ARGV[b + 3]))
     end
