@@ -164,6 +164,9 @@ class Task:
         self.retry: Backoff = retry if retry is not None else RetryPolicy()
         self.timeout = check_timeout(timeout)
         self.max_snoozes = check_max_snoozes(max_snoozes)
+        #: attempts a job of this task may take even if enqueued with fewer (set by a worker
+        #: option such as velocity's ``max_retries``); None: the job's own ``max_attempts``
+        self.min_attempts: int | None = None
         self.aliases = tuple(validate_name(a, "task alias") for a in aliases)
         self.is_class = isinstance(handler, type)
         self._good_names: set[frozenset[str]] = set()

@@ -305,7 +305,8 @@ class MemoryDriver(NoDatabaseMixin):
         self._failed[rec.id] = rec
 
     def _requeue(self, rec: _Rec, delay_s: float, count_attempt: bool,
-                 error: AttemptError | None, now: float, snooze: bool = False) -> None:
+                 error: AttemptError | None, now: float, snooze: bool = False,
+                 max_attempts: int | None = None) -> None:
         self._queue(rec.queue).running.discard(rec.id)
         rec.state = "waiting"
         rec.run_at = now + max(0.0, delay_s)
@@ -313,6 +314,8 @@ class MemoryDriver(NoDatabaseMixin):
             rec.attempt -= 1
         if snooze:
             rec.snoozes += 1
+        if max_attempts is not None:
+            rec.max_attempts = max(rec.max_attempts, max_attempts)
         rec.worker_id = None
         rec.lease_expires = None
         if error is not None:
@@ -455,7 +458,7 @@ class MemoryDriver(NoDatabaseMixin):
                     continue
                 assert rec is not None
                 self._requeue(rec, item.delay_s, item.count_attempt, item.error, now,
-                              item.snooze)
+                              item.snooze, item.max_attempts)
                 done.append(rec.id)
                 queues[rec.queue] = None
         self._notify(("job", q) for q in queues)

@@ -289,14 +289,18 @@ class Executor:
 
     async def _error(self, job: Job, task: RunnableTask, exc: BaseException, failed_hook: Any,
                      message: str | None = None) -> None:
-        if job.attempt >= job.max_attempts:
+        floor = task.min_attempts
+        cap = job.max_attempts if floor is None else max(job.max_attempts, floor)
+        if job.attempt >= cap:
             await self._fail(job, exc, message or _describe(exc), final=True,
                              failed_hook=failed_hook, exhausted=True)
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
-                                                attempt=job.attempt))
+                                                attempt=job.attempt,
+                                                max_attempts=None if cap == job.max_attempts
+                                                else cap))
         log.info("job %s attempt %s failed: %s; retry in %.1f s", job.id, job.attempt,
                  err.error, delay, extra={"event": "retry", "job_id": job.id})
         self._emit("retried", job)

@@ -429,6 +429,7 @@ class PostgresDriver:
             "count_attempt": [i.count_attempt for i in items],
             "errors": [_error_json(i.error) for i in items],
             "snooze": [i.snooze for i in items],
+            "max_attempts": [i.max_attempts for i in items],
             "worker": worker_id}, _ids))
 
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,

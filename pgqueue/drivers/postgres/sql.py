@@ -194,18 +194,21 @@ class Statements:
 
         #: Put jobs back to waiting after ``delay`` seconds. ``count_attempt`` false (snooze,
         #: shutdown release) gives the attempt back. ``error`` (jsonb or NULL) is appended to
-        #: the job's error list. ``snooze`` true counts a snooze in ``snoozes``.
+        #: the job's error list. ``snooze`` true counts a snooze in ``snoozes``; ``max_attempts``
+        #: (or NULL) raises the job's cap, never lowers it.
         self.requeue_many = q("""
             WITH r AS (
                 SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[],
                                      %(delays)s::float8[], %(count_attempt)s::bool[],
-                                     %(errors)s::jsonb[], %(snooze)s::bool[])
-                    AS r(id, attempt, delay, count_attempt, error, snooze))
+                                     %(errors)s::jsonb[], %(snooze)s::bool[],
+                                     %(max_attempts)s::int[])
+                    AS r(id, attempt, delay, count_attempt, error, snooze, max_attempts))
             UPDATE {s}.jobs j
                SET state = 'waiting',
                    run_at = now() + make_interval(secs => r.delay),
                    attempt = CASE WHEN r.count_attempt THEN j.attempt ELSE j.attempt - 1 END,
                    snoozes = j.snoozes + r.snooze::int,
+                   max_attempts = greatest(j.max_attempts, r.max_attempts),
                    worker_id = NULL, lease_expires_at = NULL,
                    errors = CASE WHEN r.error IS NULL THEN j.errors
                                  ELSE j.errors || jsonb_build_array(r.error) END,

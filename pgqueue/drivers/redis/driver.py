@@ -378,7 +378,8 @@ class RedisDriver(NoDatabaseMixin):
             last = "" if i.error is None else i.error.error
             args += [_m(i.job_id), repr(max(0.0, i.delay_s) * 1000),
                      "s" if i.snooze else "1" if i.count_attempt else "0", err, last,
-                     _attempt(i.attempt)]
+                     _attempt(i.attempt),
+                     "" if i.max_attempts is None else str(i.max_attempts)]
         return [int(x) for x in self._script("requeue", *args)]
 
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
