@@ -7,7 +7,8 @@ two entry points. This module imports nothing.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_POLL_INTERVAL",
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_SNOOZES",
+           "DEFAULT_POLL_INTERVAL",
            "DEFAULT_PRIORITY", "DEFAULT_QUEUE", "DEFAULT_REDIS_URL", "DEFAULT_SCHEMA",
            "FAILED_JOBS_TABLE", "JOBS_TABLE"]
 
@@ -22,6 +23,10 @@ DEFAULT_PRIORITY = 20
 
 #: attempts of a job before it is archived as failed, unless its task or the call says otherwise
 DEFAULT_MAX_ATTEMPTS = 5
+
+#: snoozes (``pgqueue.Snooze``) a job may take before the next one archives it as failed,
+#: unless its task says otherwise (``@app.task(max_snoozes=None)``: no limit)
+DEFAULT_MAX_SNOOZES = 100
 
 #: jobs a worker runs at once (:class:`pgqueue.Settings`)
 DEFAULT_CONCURRENCY = 1

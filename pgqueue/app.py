@@ -26,7 +26,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from pgqueue._codec import result_json
-from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_SCHEMA
+from pgqueue._defaults import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_SNOOZES,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    DEFAULT_SCHEMA,
+)
 from pgqueue._dsn import to_libpq, url_from_env
 from pgqueue._names import validate_name, validate_schema
 from pgqueue.config import Settings
@@ -244,12 +250,14 @@ class App:
     def task(self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
              priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              retry: Backoff | None = None, timeout: float | None = None,
-             aliases: Iterable[str] = ()) -> Callable[[F], Task]: ...
+             aliases: Iterable[str] = (),
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Callable[[F], Task]: ...
 
     def task(self, fn: F | None = None, /, *, name: str | None = None, queue: str | None = None,
              priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              retry: Backoff | None = None, timeout: float | None = None,
-             aliases: Iterable[str] = ()) -> Task | Callable[[F], Task]:
+             aliases: Iterable[str] = (),
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Task | Callable[[F], Task]:
         """Register a function or a class-based job (with ``handle()``) as a task.
 
         ``name`` is the stable name stored in the jobs table (default: ``module.qualname``);
@@ -257,14 +265,16 @@ class App:
         in ``aliases``. ``queue`` defaults to the app's ``default_queue``, ``priority`` to 20,
         ``max_attempts`` to 5. ``retry`` is a backoff policy (``pgqueue.RetryPolicy``, the
         default, or any ``(attempt) -> seconds``); ``timeout`` is seconds per attempt (default
-        none). Use bare (``@app.task``) or with options (``@app.task(name="x")``).
+        none). ``max_snoozes`` bounds how often a job may :class:`pgqueue.Snooze` (default 100,
+        None: no limit): the snooze after the last allowed one archives the job in
+        ``failed_jobs``. Use bare (``@app.task``) or with options (``@app.task(name="x")``).
         """
 
         def register(f: F) -> Task:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             task = Task(self, f, name=task_name, queue=queue or self.default_queue,
                         priority=priority, max_attempts=max_attempts, retry=retry,
-                        timeout=timeout, aliases=tuple(aliases))
+                        timeout=timeout, aliases=tuple(aliases), max_snoozes=max_snoozes)
             for key in (task.name, *task.aliases):
                 if key in self.tasks and self.tasks[key].handler is not f:
                     raise ValidationError(f"task name {key!r} is already registered to "

@@ -13,7 +13,9 @@ State diagram (a job row lives in ``jobs`` until it is finished)::
     enqueue ──> waiting ──claim──> running ──success──────────> job_history (succeeded)
        (run_at in the future:        │  ├──Cancel / cancel()──> job_history (cancelled)
         "scheduled")                 │  ├──error, attempts left─> waiting (run_at = now + backoff)
-                 ^                   │  ├──Snooze(s)──────────> waiting (attempt not counted)
+                 ^                   │  ├──Snooze(s)──────────> waiting (attempt not counted,
+                 │                   │  │                        snoozes + 1; past the task's
+                 │                   │  │                        max_snoozes: failed_jobs)
                  │                   │  ├──error, last attempt / Fail ──> failed_jobs
                  │                   │  ├──lease expired, attempts left ─> waiting (rescued)
                  │                   │  └──lease expired, last attempt ──> failed_jobs
@@ -215,7 +217,8 @@ OUTCOMES: Mapping[str, OutcomeRule] = {
     "succeeded": OutcomeRule(JobState.SUCCEEDED, "job_history", True, False),
     #: ``Cancel`` returned/raised, or a cancel request stopped it
     "cancelled": OutcomeRule(JobState.CANCELLED, "job_history", True, False),
-    #: ``Snooze(s)``: waiting again in ``s`` seconds
+    #: ``Snooze(s)``: waiting again in ``s`` seconds, ``snoozes`` + 1 (past the task's
+    #: ``max_snoozes`` the snooze is a ``failed`` outcome instead)
     "snoozed": OutcomeRule(JobState.WAITING, "jobs", False, False),
     #: the worker shut down before the handler finished: waiting again at once
     "released": OutcomeRule(JobState.WAITING, "jobs", False, False),
@@ -239,7 +242,9 @@ class Job:
 
     ``decode_error`` is None, except for a job whose stored ``args`` or ``meta`` could not be
     decoded (see :func:`decode_stored`): its ``args``/``meta`` are then empty, and the worker
-    archives it with this reason without running it.
+    archives it with this reason without running it. ``snoozes`` counts the
+    :class:`Snooze` outcomes of earlier runs (0 for a job that never snoozed); inside a handler,
+    ``pgqueue.current_job().snoozes``.
     """
 
     id: int
@@ -257,6 +262,9 @@ class Job:
     meta: dict[str, Any] = field(default_factory=dict)
     state: str = JobState.WAITING
     decode_error: str | None = None
+    #: times the job was snoozed (:class:`Snooze`) so far; a snooze gives its attempt back, so
+    #: this is what bounds a job that snoozes again and again (the task's ``max_snoozes``)
+    snoozes: int = 0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -335,7 +343,19 @@ class Outcome(Exception):
 
 
 class Snooze(Outcome):
-    """Run the job again in ``seconds``; the attempt is not counted as a failure."""
+    """Run the job again in ``seconds``; the attempt is not counted as a failure.
+
+    Each snooze is counted on the job (:attr:`Job.snoozes`). A task allows at most
+    ``max_snoozes`` of them (default :data:`pgqueue._defaults.DEFAULT_MAX_SNOOZES`, 100;
+    ``@app.task(max_snoozes=None)`` for no limit): the snooze after that archives the job in
+    ``failed_jobs`` with a reason saying so, so a handler that always snoozes cannot loop
+    forever. Example::
+
+        @app.task(max_snoozes=10)
+        def ship(order_id: int) -> None:
+            if not warehouse_ready(order_id):
+                raise pgqueue.Snooze(30)   # again in 30 s; the 11th snooze fails the job
+    """
 
     def __init__(self, seconds: float) -> None:
         if seconds < 0:

@@ -33,7 +33,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
-from pgqueue._defaults import DEFAULT_PRIORITY
+from pgqueue._defaults import DEFAULT_MAX_SNOOZES, DEFAULT_PRIORITY
 from pgqueue._names import validate_name
 from pgqueue.errors import ValidationError
 from pgqueue.job import MAX_JSON_DEPTH, Job, NewJob
@@ -231,12 +231,15 @@ class Task:
         name: the stable name stored with each job; ``aliases``: older names it also answers to.
         queue, priority, max_attempts, timeout: defaults of its jobs (``timeout`` None: none).
         retry: the backoff between attempts (default :class:`pgqueue.RetryPolicy`: ~1, 2, 4 s).
+        max_snoozes: snoozes (:class:`pgqueue.Snooze`) a job may take; the next one archives it
+            in ``failed_jobs`` (default 100; None: no limit).
         is_class: the handler is a class with ``handle()``; is_async: it runs as a coroutine.
     """
 
     def __init__(self, app: Enqueuer, handler: Callable[..., Any], *, name: str, queue: str,
                  priority: int, max_attempts: int, retry: Backoff | None,
-                 timeout: float | None, aliases: tuple[str, ...] = ()) -> None:
+                 timeout: float | None, aliases: tuple[str, ...] = (),
+                 max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> None:
         self.app = app
         self.handler = handler
         self.name = validate_name(name, "task")
@@ -245,6 +248,10 @@ class Task:
         self.max_attempts = check_max_attempts(max_attempts)
         self.retry: Backoff = retry if retry is not None else RetryPolicy()
         self.timeout = check_timeout(timeout)
+        self.max_snoozes = check_max_snoozes(max_snoozes)
+        #: attempts a job of this task may take even if enqueued with fewer (set by a worker
+        #: option such as velocity's ``max_retries``); None: the job's own ``max_attempts``
+        self.min_attempts: int | None = None
         self.aliases = tuple(validate_name(a, "task alias") for a in aliases)
         self.is_class = isinstance(handler, type)
         self._good_names: set[frozenset[str]] = set()
@@ -412,6 +419,16 @@ def check_max_attempts(value: object) -> int:
     """``value`` if it is an integer from 1 to 1000, else ValidationError."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise ValidationError(f"max_attempts must be an integer from 1 to 1000, not {value!r}")
+    return value
+
+
+def check_max_snoozes(value: object) -> int | None:
+    """None (no limit), or ``value`` if it is an integer >= 0, else ValidationError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"max_snoozes must be an integer >= 0 (or None for no limit), "
+                              f"not {value!r}; the default is {DEFAULT_MAX_SNOOZES}")
     return value
 
 

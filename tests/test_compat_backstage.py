@@ -218,6 +218,26 @@ def test_stores(settings: Settings) -> None:
             backstage.get_queue("pg-queue", settings=settings, store="postgres")
 
 
+def test_redis_store_without_a_redis_section_raises(tmp_path: Any) -> None:
+    """As the seed says: a requested store must be configured; no silent redis://127.0.0.1."""
+    cfg = tmp_path / "app-config.yaml"
+    cfg.write_text("backend:\n  queue:\n    defaultStore: memory\n")
+    settings = load_settings(yaml_file=str(cfg), environ={})
+    with pytest.raises(pgqueue.ConfigurationError,
+                       match=r"store 'redis' is not configured: set "
+                             r"backend\.queue\.redis\.connection"):
+        backstage.get_queue("my-redis-queue", settings=settings, store="redis")
+    assert "my-redis-queue" not in backstage.queues()   # nothing half-made
+    # the memory default still works, and a configured redis section is accepted
+    assert backstage.get_queue("my-work-queue", settings=settings).store == "memory"
+    cfg.write_text("backend:\n  queue:\n    redis:\n      connection: "
+                   "redis://127.0.0.1:6379/0\n")
+    configured = load_settings(yaml_file=str(cfg), environ={})
+    assert configured.source("redis_url").endswith("backend.queue.redis.connection")
+    assert backstage.get_queue("my-redis-queue", settings=configured,
+                               store="redis").store == "redis"
+
+
 def test_given_app(settings: Settings) -> None:
     app = pgqueue.App.from_settings(settings)
     q = backstage.get_queue("own-app", app=app)

@@ -215,10 +215,111 @@ def test_job_attempts_bounded_by_max_attempts_setting(queue: velocity.Queue) -> 
                         poll_interval=0.2)
     q = velocity.Queue(queue.app, cfg)
     q.push(EmailJob("twice@example.com", fail=True))
-    worker = q.work("default", lambda job: job.handle(), max_retries=10, retry=FAST)
+    worker = q.work("default", lambda job: job.handle(), retry=FAST)
     wait_for(lambda: failures, what="failed(err)")
-    assert queue.app.failed("default")[0].attempt == 2
+    assert queue.app.failed("default")[0].attempt == 2   # no max_retries: the job's cap
     worker.stop()
+
+
+def test_max_retries_above_max_attempts_raises_the_cap(queue: velocity.Queue) -> None:
+    cfg = load_settings(environ={}, driver=queue.settings.driver,
+                        database_url=queue.settings.database_url, max_attempts=2,
+                        poll_interval=0.2)
+    q = velocity.Queue(queue.app, cfg)
+    job_id = q.push(EmailJob("four@example.com", fail=True))
+    stored = queue.app.get_job(job_id)
+    assert stored is not None and stored.max_attempts == 2
+    caps: list[tuple[int, int]] = []
+
+    def handler(job: Any) -> None:
+        current = pgqueue.current_job()
+        caps.append((current.attempt, current.max_attempts))
+        job.handle()
+
+    worker = q.work("default", handler, max_retries=3, retry=FAST)
+    wait_for(lambda: failures, what="failed(err)")
+    worker.stop()
+    [archived] = queue.app.failed("default")
+    assert archived.attempt == 4 and archived.max_attempts == 4   # 1 run + 3 retries
+    assert caps == [(1, 2), (2, 4), (3, 4), (4, 4)]   # the cap is raised, visibly
+    assert failures == [("four@example.com", "RuntimeError('smtp refused four@example.com')")]
+
+
+def test_push_and_later_in_your_transaction(queue: velocity.Queue) -> None:
+    if queue.app.driver.name != "postgres":
+        with pytest.raises(pgqueue.CapabilityError):
+            velocity.push(EmailJob("x"), conn=object())  # type: ignore[arg-type]
+        return
+    import psycopg
+
+    assert queue.settings.database_url is not None
+    with psycopg.connect(queue.settings.database_url) as conn:
+        conn.execute("CREATE TEMP TABLE users (email text)")
+        with conn.transaction(force_rollback=True):
+            velocity.push(EmailJob("rolled@back"), "tx", conn=conn)
+            velocity.later(0, EmailJob("rolled@later"), "tx", conn=conn)
+            assert velocity.size("tx") == 0           # not visible before the commit
+        with conn.transaction():
+            conn.execute("INSERT INTO users VALUES ('kept@commit')")
+            velocity.push(EmailJob("kept@commit"), "tx", conn=conn)
+            velocity.later(dt.timedelta(0), EmailJob("kept@later"), "tx", conn=conn)
+    assert velocity.size("tx") == 2                   # only the committed pushes
+    worker = velocity.work("tx", lambda job: job.handle())
+    wait_for(lambda: sorted(sent) == ["kept@commit", "kept@later"], what="committed jobs")
+    worker.stop()
+
+
+async def test_push_async_in_your_transaction(queue: velocity.Queue) -> None:
+    if queue.app.driver.name != "postgres":
+        return
+    import psycopg
+
+    assert queue.settings.database_url is not None
+    async with await psycopg.AsyncConnection.connect(queue.settings.database_url) as conn:
+        async with conn.transaction(force_rollback=True):
+            await velocity.push_async(EmailJob("a@rolled"), "atx", conn=conn)
+            await velocity.later_async(1, EmailJob("a@rolled"), "atx", conn=conn)
+        async with conn.transaction():
+            await velocity.push_async(EmailJob("a@kept"), "atx", conn=conn)
+    assert await velocity.size_async("atx") == 1
+
+
+def test_jobs_enqueued_through_app_enqueue_are_rebuilt(queue: velocity.Queue) -> None:
+    velocity.register("jobs.EmailJob", deserialize_email_job)
+    velocity.register("*jobs.Other", lambda data: EmailJob(**data), cls=PlainJob)
+    worker = velocity.work("emails", lambda job: job.handle())
+    # by the registered name itself, by its task name, and a name a task cannot have
+    queue.app.enqueue("jobs.EmailJob", {"to": "by-name"}, queue="emails")
+    queue.app.enqueue("velocity:jobs.EmailJob", {"to": "by-task-name"}, queue="emails")
+    queue.app.enqueue("velocity:jobs.Other", {"to": "by-go-name"}, queue="emails")
+    wait_for(lambda: len(sent) == 3, what="three jobs")
+    worker.stop()
+    assert sorted(sent) == ["by-go-name", "by-name", "by-task-name"]
+    assert failures == [] and queue.app.failed("emails") == []
+
+
+def test_untyped_factory_is_used(queue: velocity.Queue) -> None:
+    # no return annotation: the name ends in the class name
+    velocity.register("*jobs.EmailJob", lambda data: EmailJob(**data))
+    job_id = velocity.push(EmailJob("untyped"), "emails")
+    stored = queue.app.get_job(job_id)
+    assert stored is not None and stored.task == "velocity:jobs.EmailJob"
+    assert stored.meta == {"velocity_type": "*jobs.EmailJob"}
+    # a name that says nothing about the class: the factory that rebuilds the data wins
+    velocity.register("welcome", lambda data: PlainJob(data["name"], n=data["n"]))
+    plain_id = velocity.push(PlainJob("w", n=1), "emails")
+    plain = queue.app.get_job(plain_id)
+    assert plain is not None and plain.task == "velocity:welcome"
+
+    # "another process": only the registrations, nothing learnt from pushes
+    velocity.reset()
+    velocity.set_default(queue)
+    velocity.register("*jobs.EmailJob", lambda data: EmailJob(**data))
+    velocity.register("welcome", lambda data: PlainJob(data["name"], n=data["n"]))
+    worker = velocity.work("emails", lambda job: job.handle())
+    wait_for(lambda: sorted(sent) == ["untyped", "w:1"], what="both jobs")
+    worker.stop()
+    assert queue.app.failed("emails") == []
 
 
 def test_concurrency_runs_jobs_at_once(queue: velocity.Queue) -> None:

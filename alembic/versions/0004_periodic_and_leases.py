@@ -1,7 +1,7 @@
 """periodic jobs and the cluster leader: schedules, leases, the periodic_schedules view
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-29
 
 The DDL is written out (not generated from the live metadata) so this revision stays what it was
@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import context, op
 
 revision = "0004"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -42,6 +42,12 @@ def _current(url: str, schema: str) -> str | None:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Print every setting, its value (passwords hidden) and where it came from."""
-    rows = _context.settings().describe()
-    print(table(("setting", "value", "source"), rows))
+    settings = _context.settings()
+    print(table(("setting", "value", "source"), settings.describe()))
+    if settings.driver == "memory" and not settings.database_url:
+        # the memory default is load_settings()'s; a bare App() does not fall back to it
+        print("\nnote: no database URL is set. pgqueue.App() and the worker need one and raise "
+              "until it is set (PGQUEUE_DATABASE_URL or DATABASE_URL); the memory driver above "
+              "is only what App.from_settings(load_settings()) and the velocity/backstage APIs "
+              "fall back to (in-process, lost on exit).")
     return 0

@@ -29,8 +29,9 @@ Mapping to pgqueue:
 - the handler gets a :class:`pgqueue.Job`: ``job.id``, ``job.payload``, ``job.attempt`` (1 for
   the first run); it may be a plain function or ``async def``;
 - ``store``: ``"memory"`` (default when no database is configured), ``"postgres"``,
-  ``"redis"`` -- each must be configured (:mod:`pgqueue.config`); ``"sqs"`` and ``"kafka"``
-  raise :class:`pgqueue.DriverError` (not provided);
+  ``"redis"`` -- each must be configured (:mod:`pgqueue.config`: ``postgres.connection``,
+  ``redis.connection``), else :class:`pgqueue.ConfigurationError` (no silent default server);
+  ``"sqs"`` and ``"kafka"`` raise :class:`pgqueue.DriverError` (not provided);
 - ``pause()`` is stored with the queue (postgres: in the ``queues`` table, so it holds for every
   worker process and across restarts) until ``resume()``.
 
@@ -264,6 +265,12 @@ def _app_for(settings: Settings, store: str) -> App:
                 "store 'postgres' is not configured: set backend.queue.postgres.connection "
                 "(or QUEUE_CONFIG / PGQUEUE_DATABASE_URL)", key="database_url",
                 source=settings.sources["database_url"])
+        if store == "redis" and settings.sources["redis_url"] == "default":
+            # as in Backstage: a requested store must be configured; never a silent default
+            raise ConfigurationError(
+                "store 'redis' is not configured: set backend.queue.redis.connection "
+                "(or QUEUE_CONFIG / PGQUEUE_REDIS_URL, e.g. redis://127.0.0.1:6379/0)",
+                key="redis_url", source=settings.sources["redis_url"])
         app = App.from_settings(settings, driver=store)
         _apps[key] = app
     return app
@@ -279,7 +286,8 @@ def get_queue(name: str, *, store: str | None = None,
     Args:
         name: the queue name (letters, digits, ``_ . : - /``).
         store: ``"memory"``, ``"postgres"`` or ``"redis"``; default: the configured driver
-            (``defaultStore``; memory when no database is configured).
+            (``defaultStore``; memory when no database is configured). ``postgres`` and
+            ``redis`` must have a connection configured, else :class:`ConfigurationError`.
         dlq_handler: ``(job, error)`` run after the last failed attempt.
         app: use this :class:`pgqueue.App` (its driver) instead of building one.
         settings: configuration (default: :func:`pgqueue.compat.default_settings`:

@@ -36,15 +36,22 @@ Mapping to pgqueue:
   ``velocity:<name>`` (the name without characters pgqueue does not allow in task names, such
   as Go's ``*``), and ``meta.velocity_type`` keeps the exact registered name;
 - a job's name is the one it was registered under (:func:`register` with the class itself, a
-  factory whose return annotation is the class, or ``cls=``), else its class name;
+  factory whose return annotation is the class, ``cls=``, or an untyped factory: see
+  :func:`register`), else its class name;
 - deserialisation calls the registered ``factory(dict)``; an unregistered class pushed in this
   process is registered under its class name with the class as factory;
+- ``push(job, queue, conn=conn)`` / ``later(..., conn=conn)`` insert the job in your own
+  transaction (postgres): it exists only if your transaction commits, and you own the commit;
+- a job enqueued without :func:`push` -- ``app.enqueue("jobs.EmailJob", data, queue="emails")``
+  or ``app.enqueue("velocity:jobs.EmailJob", ...)`` -- is rebuilt by ``work()`` with the factory
+  registered under that name;
 - ``work()`` runs a :class:`pgqueue.Worker` for one queue in a background thread (``work_async``:
   on the running loop); the handler gets the job object and fails by raising (or, as in Go, by
   returning an exception); ``failed(err)`` is called once the job has no attempt left;
-- ``max_retries``: a failed job runs at most ``max_retries + 1`` times under this worker. The
-  job's own ``max_attempts`` (setting ``PGQUEUE_MAX_ATTEMPTS``, default 5, stored at push) is an
-  upper bound too; the backoff between attempts is :class:`pgqueue.RetryPolicy` (~1, 2, 4, 8 s);
+- ``max_retries``: a failed job runs ``max_retries + 1`` times under this worker. Without it, the
+  job's own ``max_attempts`` (setting ``PGQUEUE_MAX_ATTEMPTS``, default 5, stored at push)
+  bounds the runs; a ``max_retries`` above that raises the job's stored cap (it is not silently
+  capped); the backoff between attempts is :class:`pgqueue.RetryPolicy` (~1, 2, 4, 8 s);
 - ``size`` counts waiting (including delayed) and running jobs; ``clear`` deletes the waiting
   ones; ``pop`` takes the next ready job out of the queue and returns it deserialised.
 """
@@ -63,6 +70,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from pgqueue._conn import AsyncConn, SyncConn
 from pgqueue._defaults import DEFAULT_QUEUE
 from pgqueue._names import validate_name
 from pgqueue.app import App
@@ -112,6 +120,8 @@ TYPE_KEY = "velocity_type"
 _lock = threading.RLock()
 _factories: dict[str, Factory] = {}
 _names: dict[type, str] = {}
+#: names registered with a factory whose class is not known yet (no return annotation)
+_untyped: dict[str, Factory] = {}
 _workers: weakref.WeakSet[VelocityWorker] = weakref.WeakSet()
 _default: Queue | None = None
 #: the default queue was built here (from settings), so reset() closes its app
@@ -126,6 +136,20 @@ def task_name(name: str) -> str:
     return TASK_PREFIX + cleaned
 
 
+def _is_task_name(name: str) -> bool:
+    """Whether ``name`` may be used as a pgqueue task name as it is."""
+    try:
+        validate_name(name, "task")
+    except ValidationError:
+        return False
+    return True
+
+
+def _short(name: str) -> str:
+    """The type name at the end of a registered name (``*jobs.EmailJob`` -> ``EmailJob``)."""
+    return name.lstrip("*&").rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+
+
 def register(name: str, factory: Factory | type, *, cls: type | None = None) -> None:
     """Register a job type for deserialisation: ``factory(data)`` rebuilds a job object from
     its stored fields (a class as factory is called as ``cls(**data)``, or
@@ -133,7 +157,10 @@ def register(name: str, factory: Factory | type, *, cls: type | None = None) -> 
 
     ``name`` is kept exactly (``"*jobs.EmailJob"`` works). Jobs of class ``cls`` are pushed
     under this name; ``cls`` defaults to ``factory`` when it is a class, else to the return
-    annotation of ``factory``.
+    annotation of ``factory``. A factory without one (``lambda d: EmailJob(**d)``) is used all
+    the same: the first push of an object whose class no name claims yet picks the untyped
+    registration whose name ends in the class name (``*jobs.EmailJob`` for ``EmailJob``), else
+    the one whose factory rebuilds an object of that class from the pushed data.
     """
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise ValidationError(f"job name must be a non-empty string of at most 200 characters, "
@@ -154,6 +181,9 @@ def register(name: str, factory: Factory | type, *, cls: type | None = None) -> 
         _factories[name] = _class_factory(factory) if isinstance(factory, type) else factory
         if cls is not None:
             _names[cls] = name
+            _untyped.pop(name, None)
+        else:
+            _untyped[name] = factory
         for worker in list(_workers):
             worker._add_task(name)
 
@@ -178,6 +208,10 @@ def _name_of(job: Any) -> str:
     with _lock:
         if cls in _names:
             return _names[cls]
+        found = _untyped_name_of(job, cls)
+        if found is not None:
+            _names[cls] = found
+            return found
         name = cls.__name__
         if name not in _factories:
             _factories[name] = _class_factory(cls)
@@ -185,6 +219,28 @@ def _name_of(job: Any) -> str:
             for worker in list(_workers):
                 worker._add_task(name)
         return name
+
+
+def _untyped_name_of(job: Any, cls: type) -> str | None:
+    """The untyped registration that ``job`` belongs to: by name (the registered name ends in
+    the class name), else the one whose factory rebuilds a ``cls`` from the job's data."""
+    if not _untyped:
+        return None
+    by_name = [n for n in _untyped if _short(n) == cls.__name__]
+    if len(by_name) == 1:
+        return by_name[0]
+    try:
+        data = _data_of(job)
+    except ValidationError:
+        return None
+    for name in by_name or list(_untyped):
+        try:
+            built = _untyped[name](dict(data))
+        except Exception:  # not this factory's data
+            continue
+        if type(built) is cls:
+            return name
+    return None
 
 
 def _data_of(job: Any) -> dict[str, Any]:
@@ -203,9 +259,18 @@ def _data_of(job: Any) -> dict[str, Any]:
 
 
 def _type_of(job: Job) -> str:
+    """The registered name of a stored job: ``meta.velocity_type`` (set by :func:`push`), else
+    the registered name whose task name the job has (a job enqueued with
+    ``app.enqueue("velocity:jobs.EmailJob", ...)`` or ``app.enqueue("jobs.EmailJob", ...)``)."""
     meta_type = job.meta.get(TYPE_KEY) if isinstance(job.meta, Mapping) else None
     if isinstance(meta_type, str):
         return meta_type
+    with _lock:
+        if job.task in _factories:
+            return job.task
+        for name in _factories:
+            if task_name(name) == job.task:
+                return name
     return job.task[len(TASK_PREFIX):] if job.task.startswith(TASK_PREFIX) else job.task
 
 
@@ -222,10 +287,14 @@ def deserialise(job: Job) -> Any:
         raise UnknownTaskError(f"no job type registered as {name!r} (job {job.id}); call "
                                f"velocity.register({name!r}, factory) (registered: {known})")
     try:
-        return factory(dict(job.args))
+        obj = factory(dict(job.args))
     except Exception as exc:
         raise ValidationError(f"factory for {name!r} could not rebuild job {job.id} from "
                               f"{job.args!r}: {exc}") from exc
+    with _lock:  # an untyped factory has now shown which class it builds
+        if name in _untyped:
+            _names.setdefault(type(obj), name)
+    return obj
 
 
 def _popped(job: Job | None) -> Any | None:
@@ -271,25 +340,37 @@ class Queue:
             opts["delay"] = delay
         return [self.app.build(task_name(name), _data_of(job), **opts)]
 
-    def push(self, job: Any, queue: str = DEFAULT_QUEUE) -> int:
+    def push(self, job: Any, queue: str = DEFAULT_QUEUE, *, conn: SyncConn | None = None) -> int:
         """Queue ``job`` (an object with ``handle()``) on ``queue`` (default ``"default"``) to
-        run as soon as possible; returns its id."""
-        return self.app.insert(self._rows(job, queue))[0]
+        run as soon as possible; returns its id.
 
-    async def push_async(self, job: Any, queue: str = DEFAULT_QUEUE) -> int:
-        """Async twin of :meth:`push`."""
-        return (await self.app.insert_async(self._rows(job, queue)))[0]
+        ``conn``: your own open connection or session (psycopg ``Connection``, SQLAlchemy
+        ``Connection``/``Session``; postgres only): the job is inserted in its transaction and
+        exists only if that transaction commits -- you own the commit. Example::
 
-    def later(self, delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE) -> int:
+            with psycopg.connect(url) as conn:          # commits when the block ends
+                conn.execute("INSERT INTO users (email) VALUES (%s)", (email,))
+                velocity.push(WelcomeEmail(email), "emails", conn=conn)
+        """
+        return self.app.insert(self._rows(job, queue), conn=conn)[0]
+
+    async def push_async(self, job: Any, queue: str = DEFAULT_QUEUE, *,
+                         conn: AsyncConn | None = None) -> int:
+        """Async twin of :meth:`push` (``conn``: psycopg ``AsyncConnection``, SQLAlchemy
+        ``AsyncConnection``/``AsyncSession``)."""
+        return (await self.app.insert_async(self._rows(job, queue), conn=conn))[0]
+
+    def later(self, delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE, *,
+              conn: SyncConn | None = None) -> int:
         """Queue ``job`` on ``queue`` (default ``"default"``) to run after ``delay`` (seconds or
-        a timedelta); returns its id."""
-        return self.app.insert(self._rows(job, queue, _seconds(delay, "delay")))[0]
+        a timedelta); returns its id. ``conn`` as for :meth:`push`."""
+        return self.app.insert(self._rows(job, queue, _seconds(delay, "delay")), conn=conn)[0]
 
     async def later_async(self, delay: float | dt.timedelta, job: Any,
-                          queue: str = DEFAULT_QUEUE) -> int:
+                          queue: str = DEFAULT_QUEUE, *, conn: AsyncConn | None = None) -> int:
         """Async twin of :meth:`later`."""
-        return (await self.app.insert_async(self._rows(job, queue,
-                                                          _seconds(delay, "delay"))))[0]
+        return (await self.app.insert_async(self._rows(job, queue, _seconds(delay, "delay")),
+                                            conn=conn))[0]
 
     def size(self, queue: str = DEFAULT_QUEUE) -> int:
         """Jobs in ``queue`` (default ``"default"``): waiting (including delayed) and running."""
@@ -346,7 +427,9 @@ class Queue:
         ``handler(job)`` gets each job object (typically ``lambda job: job.handle()``).
         ``concurrency``: jobs at once. ``interval``: poll interval (seconds or timedelta;
         default: setting ``poll_interval``). ``max_retries``: retries after the first failed
-        run. ``retry``: backoff policy (default :class:`pgqueue.RetryPolicy`).
+        run (default: the job's ``max_attempts`` - 1; a larger value raises each failing job's
+        ``max_attempts`` to ``max_retries + 1``). ``retry``: backoff policy (default
+        :class:`pgqueue.RetryPolicy`).
         """
         vw, runner = self._worker(queue, handler, concurrency, interval, max_retries, retry,
                                   True)
@@ -421,10 +504,20 @@ class VelocityWorker:
         existing = self.app.tasks.get(tname)
         if existing is None or existing.handler != self._run:
             self.app.tasks.pop(tname, None)
-            kwargs: dict[str, Any] = {"name": tname, "queue": self.queue}
+            # the registered name itself answers too (app.enqueue("jobs.EmailJob", ...)),
+            # when it is a valid task name that no other task uses
+            alias = name if name != tname and _is_task_name(name) and (
+                name not in self.app.tasks or self.app.tasks[name].handler == self._run) else None
+            if alias:
+                self.app.tasks.pop(alias, None)
+            kwargs: dict[str, Any] = {"name": tname, "queue": self.queue,
+                                      "aliases": (alias,) if alias else ()}
             if self.retry is not None:
                 kwargs["retry"] = self.retry
-            self.app.task(**kwargs)(self._run)
+            task = self.app.task(**kwargs)(self._run)
+            if self.max_retries is not None:
+                # max_retries above a job's stored max_attempts raises the job's cap
+                task.min_attempts = self.max_retries + 1
 
     # ---- running one job -----------------------------------------------------------------
     def _final(self, job: Job, exc: BaseException) -> BaseException:
@@ -520,29 +613,33 @@ def reset() -> None:
         _workers.clear()
         _factories.clear()
         _names.clear()
+        _untyped.clear()
         if _default is not None and _default_owned:
             _default.app.close()
         _default, _default_owned = None, False
 
 
-def push(job: Any, queue: str = DEFAULT_QUEUE) -> int:
-    """:meth:`Queue.push` on the default queue."""
-    return default_queue().push(job, queue)
+def push(job: Any, queue: str = DEFAULT_QUEUE, *, conn: SyncConn | None = None) -> int:
+    """:meth:`Queue.push` on the default queue (``conn``: enqueue in your transaction)."""
+    return default_queue().push(job, queue, conn=conn)
 
 
-async def push_async(job: Any, queue: str = DEFAULT_QUEUE) -> int:
+async def push_async(job: Any, queue: str = DEFAULT_QUEUE, *,
+                     conn: AsyncConn | None = None) -> int:
     """Async twin of :func:`push` (on the default queue)."""
-    return await default_queue().push_async(job, queue)
+    return await default_queue().push_async(job, queue, conn=conn)
 
 
-def later(delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE) -> int:
-    """:meth:`Queue.later` on the default queue."""
-    return default_queue().later(delay, job, queue)
+def later(delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE, *,
+          conn: SyncConn | None = None) -> int:
+    """:meth:`Queue.later` on the default queue (``conn``: enqueue in your transaction)."""
+    return default_queue().later(delay, job, queue, conn=conn)
 
 
-async def later_async(delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE) -> int:
+async def later_async(delay: float | dt.timedelta, job: Any, queue: str = DEFAULT_QUEUE, *,
+                      conn: AsyncConn | None = None) -> int:
     """Async twin of :func:`later` (on the default queue)."""
-    return await default_queue().later_async(delay, job, queue)
+    return await default_queue().later_async(delay, job, queue, conn=conn)
 
 
 def work(queue: str, handler: Handler, *, concurrency: int = 1,

@@ -75,7 +75,10 @@ class Requeue:
     """A running job to put back to waiting after ``delay_s``.
 
     ``count_attempt`` is false for a snooze or a shutdown release; ``error`` is appended to the
-    job's errors (a retry).
+    job's errors (a retry). ``snooze`` true adds one to the job's ``snoozes`` count.
+    ``max_attempts`` (when set) raises the job's stored ``max_attempts`` to at least this value
+    (a worker allowing more attempts than the job was enqueued with, e.g. velocity's
+    ``max_retries``); it never lowers it.
     """
 
     job_id: int
@@ -84,6 +87,10 @@ class Requeue:
     error: AttemptError | None = None
     #: the claimed attempt this outcome belongs to (None: do not check)
     attempt: int | None = None
+    #: a :class:`pgqueue.Snooze`: count it in the job's ``snoozes``
+    snooze: bool = False
+    #: raise the job's ``max_attempts`` to at least this (None: leave it)
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

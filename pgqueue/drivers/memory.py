@@ -7,7 +7,8 @@ Semantics follow the PostgreSQL driver operation by operation (see
   ``attempt`` and gives the job a lease of ``lease_s`` seconds held by ``worker_id``;
 - finish, requeue and archive only touch jobs that are ``running`` under the given worker (a
   worker whose job was rescued cannot complete it any more);
-- requeue with ``count_attempt=False`` (snooze, shutdown release) gives the attempt back, and an
+- requeue with ``count_attempt=False`` (snooze, shutdown release) gives the attempt back (a
+  snooze also adds one to ``snoozes``), and an
   ``error`` record is appended to the job's ``errors``;
 - archive moves the job to the failed archive with its errors and a reason; redrive puts it back
   to waiting with the same id, ``attempt`` 0 and its errors kept;
@@ -100,6 +101,7 @@ class _Rec:
     timeout_s: float | None
     meta_json: str
     attempt: int = 0
+    snoozes: int = 0
     state: str = "waiting"
     errors: list[AttemptError] = field(default_factory=list)
     last_error: str | None = None
@@ -311,12 +313,17 @@ class MemoryDriver(NoDatabaseMixin):
         self._failed[rec.id] = rec
 
     def _requeue(self, rec: _Rec, delay_s: float, count_attempt: bool,
-                 error: AttemptError | None, now: float) -> None:
+                 error: AttemptError | None, now: float, snooze: bool = False,
+                 max_attempts: int | None = None) -> None:
         self._queue(rec.queue).running.discard(rec.id)
         rec.state = "waiting"
         rec.run_at = now + max(0.0, delay_s)
         if not count_attempt:
             rec.attempt -= 1
+        if snooze:
+            rec.snoozes += 1
+        if max_attempts is not None:
+            rec.max_attempts = max(rec.max_attempts, max_attempts)
         rec.worker_id = None
         rec.lease_expires = None
         if error is not None:
@@ -334,7 +341,7 @@ class MemoryDriver(NoDatabaseMixin):
                    run_at=_dt(rec.run_at), created_at=_dt(rec.created_at),
                    unique_key=rec.unique_key, timeout_s=rec.timeout_s,
                    errors=list(rec.errors), meta=meta, state=rec.state,
-                   decode_error=bad_args or bad_meta)
+                   decode_error=bad_args or bad_meta, snoozes=rec.snoozes)
 
     @staticmethod
     def _failed_job(rec: _Rec) -> FailedJob:
@@ -461,7 +468,8 @@ class MemoryDriver(NoDatabaseMixin):
                 if not _held(rec, worker_id, item.attempt):
                     continue
                 assert rec is not None
-                self._requeue(rec, item.delay_s, item.count_attempt, item.error, now)
+                self._requeue(rec, item.delay_s, item.count_attempt, item.error, now,
+                              item.snooze, item.max_attempts)
                 done.append(rec.id)
                 queues[rec.queue] = None
         self._notify(("job", q) for q in queues)
@@ -725,6 +733,7 @@ class MemoryDriver(NoDatabaseMixin):
             for rec in recs:
                 del self._failed[rec.id]
                 rec.attempt = 0
+                rec.snoozes = 0
                 rec.run_at = now
                 rec.worker_id = None
                 rec.started_at = None

@@ -10,7 +10,8 @@ What a handler returns or raises decides the outcome:
 
 =================================  =====================================================
 returns a value                    succeeded (batched into ``job_history``)
-returns/raises ``Snooze(s)``       back to waiting in ``s`` seconds, attempt not counted
+returns/raises ``Snooze(s)``       back to waiting in ``s`` seconds, attempt not counted,
+                                   ``snoozes`` + 1 (past the task's ``max_snoozes``: failed)
 returns/raises ``Cancel``          ``job_history`` as cancelled
 returns/raises ``Fail``            ``failed_jobs`` now, no retry
 raises anything else               retry after backoff, or ``failed_jobs`` on the last attempt
@@ -226,7 +227,7 @@ class Executor:
                 await self._error(job, task, exc, failed_hook)
             return
         except Snooze as s:
-            await self._snooze(job, s.seconds)
+            await self._snooze(job, task, s, failed_hook)
             return
         except Cancel:
             await self._finish(job, "cancelled", None)
@@ -243,7 +244,7 @@ class Executor:
         if job.id in self.released:
             return
         if isinstance(result, Snooze):
-            await self._snooze(job, result.seconds)
+            await self._snooze(job, task, result, failed_hook)
         elif isinstance(result, Cancel):
             await self._finish(job, "cancelled", None)
         elif isinstance(result, Fail):
@@ -274,21 +275,35 @@ class Executor:
         await self.completer.finish(Finish(job.id, state, result, attempt=job.attempt))
         self._emit(state, job)
 
-    async def _snooze(self, job: Job, seconds: float) -> None:
-        await self.completer.requeue(Requeue(job.id, seconds, count_attempt=False,
-                                                attempt=job.attempt))
+    async def _snooze(self, job: Job, task: RunnableTask, snooze: Snooze,
+                      failed_hook: Any = None) -> None:
+        """Put the job back for ``snooze.seconds`` (attempt given back, ``snoozes`` + 1), or --
+        once it has used the task's ``max_snoozes`` -- archive it, saying why."""
+        cap = task.max_snoozes
+        if cap is not None and job.snoozes >= cap:
+            reason = (f"snoozed too often: {job.snoozes} snoozes already, the task's "
+                      f"max_snoozes is {cap} (raise it with @app.task(max_snoozes=...), or "
+                      f"None for no limit)")
+            await self._fail(job, snooze, reason, final=True, failed_hook=failed_hook)
+            return
+        await self.completer.requeue(Requeue(job.id, snooze.seconds, count_attempt=False,
+                                                attempt=job.attempt, snooze=True))
         self._emit("snoozed", job)
 
     async def _error(self, job: Job, task: RunnableTask, exc: BaseException, failed_hook: Any,
                      message: str | None = None) -> None:
-        if job.attempt >= job.max_attempts:
+        floor = task.min_attempts
+        cap = job.max_attempts if floor is None else max(job.max_attempts, floor)
+        if job.attempt >= cap:
             await self._fail(job, exc, message or _describe(exc), final=True,
                              failed_hook=failed_hook, exhausted=True)
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
-                                                attempt=job.attempt))
+                                                attempt=job.attempt,
+                                                max_attempts=None if cap == job.max_attempts
+                                                else cap))
         log.info("job %s attempt %s failed: %s; retry in %.1f s", job.id, job.attempt,
                  err.error, delay, extra={"event": "retry", "job_id": job.id})
         self._emit("retried", job)

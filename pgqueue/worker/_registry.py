@@ -29,6 +29,15 @@ class RunnableTask(Protocol):
     def queue(self) -> str: ...
     @property
     def timeout(self) -> float | None: ...
+    @property
+    def max_snoozes(self) -> int | None:
+        """Snoozes a job may take before the next one fails it (None: no limit)."""
+        ...
+    @property
+    def min_attempts(self) -> int | None:
+        """Attempts every job of the task may take even when it was enqueued with fewer (its
+        stored ``max_attempts`` is raised on retry); None: the job's own ``max_attempts``."""
+        ...
 
     def retry(self, attempt: int) -> float:
         """Seconds to wait before the attempt after ``attempt`` (the task's backoff)."""

@@ -129,13 +129,13 @@ def _job(row: Row) -> Job:
     that a row that cannot be decoded (nested too deeply, written by SQL) becomes a Job with
     ``decode_error`` -- which the worker archives -- and not an exception for the whole claim."""
     (id_, queue, task, args_text, priority, attempt, max_attempts, run_at, created_at,
-     unique_key, timeout_s, errors, meta_text, state) = row
+     unique_key, timeout_s, errors, meta_text, state, snoozes) = row
     args, bad_args = decode_stored(args_text, "args")
     meta, bad_meta = decode_stored(meta_text, "meta")
     return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
                max_attempts=max_attempts, run_at=run_at, created_at=created_at,
                unique_key=unique_key, timeout_s=timeout_s, errors=_errors(errors),
-               meta=meta, state=state, decode_error=bad_args or bad_meta)
+               meta=meta, state=state, decode_error=bad_args or bad_meta, snoozes=snoozes)
 
 
 def _errors(text: str | None) -> list[AttemptError]:
@@ -472,6 +472,8 @@ class PostgresDriver:
             "delays": [i.delay_s for i in items],
             "count_attempt": [i.count_attempt for i in items],
             "errors": [_error_json(i.error) for i in items],
+            "snooze": [i.snooze for i in items],
+            "max_attempts": [i.max_attempts for i in items],
             "worker": worker_id}, _ids))
 
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,

@@ -79,6 +79,8 @@ jobs = sa.Table(
     sa.Column("meta", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("created_at", TS, nullable=False, server_default=NOW),
     sa.Column("started_at", TS, nullable=True),
+    # revision 0002: Snooze outcomes so far (a snooze gives its attempt back; this bounds it)
+    sa.Column("snoozes", sa.Integer, nullable=False, server_default=sa.text("0")),
     _state_check(JOB_STATES, "jobs_state_check"),
     sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
     sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),

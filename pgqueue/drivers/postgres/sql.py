@@ -23,7 +23,7 @@ __all__ = ["JOB_COLUMNS", "Statements", "channel_names", "statements"]
 #: Columns returned wherever a :class:`pgqueue.job.Job` is built from a row, in this order.
 JOB_COLUMNS = (
     "id", "queue", "task", "args", "priority", "attempt", "max_attempts", "run_at",
-    "created_at", "unique_key", "timeout_s", "errors", "meta", "state",
+    "created_at", "unique_key", "timeout_s", "errors", "meta", "state", "snoozes",
 )
 
 
@@ -194,17 +194,21 @@ class Statements:
 
         #: Put jobs back to waiting after ``delay`` seconds. ``count_attempt`` false (snooze,
         #: shutdown release) gives the attempt back. ``error`` (jsonb or NULL) is appended to
-        #: the job's error list.
+        #: the job's error list. ``snooze`` true counts a snooze in ``snoozes``; ``max_attempts``
+        #: (or NULL) raises the job's cap, never lowers it.
         self.requeue_many = q("""
             WITH r AS (
                 SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[],
                                      %(delays)s::float8[], %(count_attempt)s::bool[],
-                                     %(errors)s::jsonb[])
-                    AS r(id, attempt, delay, count_attempt, error))
+                                     %(errors)s::jsonb[], %(snooze)s::bool[],
+                                     %(max_attempts)s::int[])
+                    AS r(id, attempt, delay, count_attempt, error, snooze, max_attempts))
             UPDATE {s}.jobs j
                SET state = 'waiting',
                    run_at = now() + make_interval(secs => r.delay),
                    attempt = CASE WHEN r.count_attempt THEN j.attempt ELSE j.attempt - 1 END,
+                   snoozes = j.snoozes + r.snooze::int,
+                   max_attempts = greatest(j.max_attempts, r.max_attempts),
                    worker_id = NULL, lease_expires_at = NULL,
                    errors = CASE WHEN r.error IS NULL THEN j.errors
                                  ELSE j.errors || jsonb_build_array(r.error) END,

@@ -154,7 +154,8 @@ def _job(h: dict[str, str]) -> Job:
                created_at=_ms_to_dt(h["created_at"]), unique_key=h.get("unique_key"),
                timeout_s=float(h["timeout_s"]) if "timeout_s" in h else None,
                errors=attempt_errors(json.loads(h["errors"])), meta=meta,
-               state=h["state"], decode_error=bad_args or bad_meta)
+               state=h["state"], decode_error=bad_args or bad_meta,
+               snoozes=int(h.get("snoozes", 0)))
 
 
 def _failed(h: dict[str, str]) -> FailedJob:
@@ -397,7 +398,9 @@ class RedisDriver(NoDatabaseMixin):
             err = "" if i.error is None else _error_json(i.error)
             last = "" if i.error is None else i.error.error
             args += [_m(i.job_id), repr(max(0.0, i.delay_s) * 1000),
-                     "1" if i.count_attempt else "0", err, last, _attempt(i.attempt)]
+                     "s" if i.snooze else "1" if i.count_attempt else "0", err, last,
+                     _attempt(i.attempt),
+                     "" if i.max_attempts is None else str(i.max_attempts)]
         return [int(x) for x in self._script("requeue", *args)]
 
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
