@@ -317,7 +317,7 @@ class Task:
         assert model is not None
         try:
             if hasattr(model, "model_validate"):
-                return model.model_validate(dict(data))  # type: ignore[attr-defined]
+                return model.model_validate(dict(data))
             return model(**data)
         except Exception as exc:  # TypeError (dataclass) or pydantic's ValidationError
             raise ValidationError(f"arguments for task {self.name!r} are not a valid "
