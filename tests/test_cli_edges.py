@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,18 @@ from pgqueue.errors import ConfigurationError
 from tests.helpers import scalar
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _restore_pgqueue_logger() -> Iterator[None]:
+    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
+    for the tests that run after these in the same process."""
+    logger = logging.getLogger("pgqueue")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

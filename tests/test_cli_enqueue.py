@@ -5,6 +5,8 @@ points 4 and 5)."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,6 +17,18 @@ from pgqueue.cli import main
 from tests.helpers import scalar
 
 SHOP = "tests.apps.cli_shop:app"
+
+
+@pytest.fixture(autouse=True)
+def _restore_pgqueue_logger() -> Iterator[None]:
+    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
+    for the tests that run after these in the same process."""
+    logger = logging.getLogger("pgqueue")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

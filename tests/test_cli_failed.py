@@ -5,9 +5,11 @@ tracebacks as text, retry without an id hints at --all (point 8)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,18 @@ from tests.helpers import run_async, scalar
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.processes
+
+
+@pytest.fixture(autouse=True)
+def _restore_pgqueue_logger() -> Iterator[None]:
+    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
+    for the tests that run after these in the same process."""
+    logger = logging.getLogger("pgqueue")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
 
 
 @pytest.fixture

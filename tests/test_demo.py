@@ -4,14 +4,37 @@ starts clean, and ends with what to try next)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from pgqueue._embedded.binaries import find_bindir
 from pgqueue.cli import main
 from pgqueue.cli.demo import DEMO_SCHEMA
+
+
+@pytest.fixture(autouse=True)
+def _restore_pgqueue_logger() -> Iterator[None]:
+    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
+    for the tests that run after these in the same process."""
+    logger = logging.getLogger("pgqueue")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
 
 
 def tables(url: str) -> set[str]:
@@ -65,3 +88,46 @@ def test_demo_refuses_a_schema_it_did_not_create(make_database: Callable[[], str
     err = capsys.readouterr().err
     assert "did not create" in err and "--force" in err
     assert f"{DEMO_SCHEMA}.precious" in tables(url)
+
+
+@pytest.mark.slow
+@pytest.mark.embedded
+@pytest.mark.xdist_group("embedded")
+def test_demo_keep_on_the_embedded_server_serves_until_ctrl_c() -> None:
+    """``pgqueue demo --keep`` without a URL: the embedded server stays up with the demo's
+    jobs, the printed ``pgqueue status`` command works, and Ctrl-C stops it cleanly."""
+    if find_bindir() is None:
+        pytest.skip("no PostgreSQL binaries: pip install 'pgqueue[embedded]'")
+    root = Path(__file__).resolve().parent.parent
+    datadir = Path(tempfile.gettempdir()) / f"pgqueue-test-demo-{uuid.uuid4().hex[:12]}"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PGQUEUE_DATABASE_URL", "DATABASE_URL")}
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.Popen([sys.executable, "-m", "pgqueue.cli", "demo", "--keep",
+                             "--workers", "1", "--data-dir", str(datadir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=root)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # blocks until the demo prints; ends if it exits
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        out = "".join(lines)
+        assert "Using an embedded PostgreSQL in" in out and "What next" in out, out
+        status_line = next(x for x in lines if x.strip().startswith("pgqueue status"))
+        url = status_line.split("'")[1]
+        r = subprocess.run([sys.executable, "-m", "pgqueue.cli", "status", "--database-url",
+                            url, "--schema", "pgqueue_demo", "--json"], capture_output=True,
+                           text=True, env=env, cwd=root, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert {"emails", "reports"} <= {q["queue"] for q in json.loads(r.stdout)["queues"]}
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopping the embedded server" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(datadir, ignore_errors=True)
