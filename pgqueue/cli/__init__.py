@@ -214,7 +214,7 @@ line in `pgqueue status` once it has no jobs. Jobs are not touched.""")
     common(sp)
     sp.add_argument("queue")
     sp.set_defaults(func=cmd_forget)
-    _periodic.add_parser(sub, common)
+    _periodic.add_parser(command, common)
     return p
 
 

@@ -21,10 +21,13 @@ __all__ = ["add_parser", "cmd_periodic"]
 ACTIONS = ("list", "pause", "resume", "run-now")
 
 
-def add_parser(sub: Any, common: Any) -> None:
-    """Add ``periodic`` to the subcommands (``common`` adds --database-url and --schema)."""
-    sp = sub.add_parser("periodic", help="periodic jobs: list|pause NAME|resume NAME|"
-                        "run-now NAME")
+def add_parser(command: Any, common: Any) -> None:
+    """Add ``periodic`` to the subcommands (``command(name, summary, description)`` makes the
+    parser; ``common`` adds --database-url and --schema)."""
+    sp = command("periodic", "periodic jobs: list|pause NAME|resume NAME|run-now NAME", """\
+List the app's periodic schedules with their last and next tick (stale ones: removed from the
+code, never fire), pause or resume one (ticks in between never fire), or enqueue its job now
+(run-now leaves the schedule's ticks unchanged).""")
     common(sp)
     sp.add_argument("action", choices=ACTIONS)
     sp.add_argument("name", nargs="?", help="the schedule (for pause, resume, run-now)")
