@@ -24,6 +24,7 @@ from pgqueue.backend import Capabilities, QueueStats
 from pgqueue.compat import load_settings
 from pgqueue.config import Settings
 from pgqueue.errors import (
+    CannotConnectError,
     CapabilityError,
     ConfigurationError,
     DatabaseError,
@@ -49,6 +50,7 @@ __all__ = [
     "App",
     "AttemptError",
     "Cancel",
+    "CannotConnectError",
     "Capabilities",
     "CapabilityError",
     "ConfigurationError",

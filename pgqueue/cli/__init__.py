@@ -36,7 +36,7 @@ from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
 from pgqueue.errors import PgQueueError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,16 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: exit status of a command that failed with a :class:`pgqueue.PgQueueError` (bad input or
+#: settings, a database that cannot be reached or refuses us, ...): the same from every command
+EXIT_ERROR = 2
+#: exit status after Ctrl-C
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pgqueue`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit
-    status: 0 on success, 2 for a :class:`pgqueue.PgQueueError` (printed as one line), 130 on
-    Ctrl-C, and what the subcommand returns otherwise."""
+    status: 0 on success, :data:`EXIT_ERROR` (2) for a :class:`pgqueue.PgQueueError` from any
+    command (printed as one line on stderr, ``pgqueue: <what went wrong and what to do>``),
+    :data:`EXIT_INTERRUPTED` (130) on Ctrl-C, and what the subcommand returns otherwise.
+
+    Example: ``pgqueue status`` against a server that is down prints ``pgqueue: the database
+    did not answer (connection to server at ... failed: Connection refused ...); check ...``
+    and exits with 2, at once, as ``pgqueue enqueue`` and ``pgqueue migrate`` do."""
     args = build_parser().parse_args(argv)
     _logging.configure(args.log_level.upper())
     try:
         return int(args.func(args))
     except PgQueueError as exc:
         print(f"pgqueue: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

@@ -11,7 +11,7 @@ from typing import Any
 
 from pgqueue.cli import _context
 from pgqueue.cli._format import age, failed_dict, queue_stats_dict, short, table
-from pgqueue.errors import ConfigurationError, DatabaseUnavailableError
+from pgqueue.errors import CannotConnectError, ConfigurationError, DatabaseUnavailableError
 
 __all__ = ["cmd_enqueue", "cmd_failed", "cmd_pause", "cmd_status"]
 
@@ -34,16 +34,16 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Per-queue counts as a table (or ``--json``); exit status 1 if the database is down."""
+    """Per-queue counts as a table (or ``--json``); exit status 2 (as every command's for the
+    same error) if the database cannot be reached."""
     app = _context.app_for(args)
     try:
         stats = app.stats()
-    except DatabaseUnavailableError as exc:
-        if args.json:
-            print(json.dumps({"database": "unreachable", "error": str(exc)}))
-        else:
-            print(f"database unreachable: {exc}")
-        return 1
+    except (DatabaseUnavailableError, CannotConnectError) as exc:
+        if not args.json:
+            raise  # one line on stderr, like every command
+        print(json.dumps({"database": "unreachable", "error": str(exc)}))
+        return 2
     if args.json:
         print(json.dumps({"database": "ok", "queues": [queue_stats_dict(s) for s in stats]}))
         return 0
