@@ -22,8 +22,8 @@ import pytest
 
 import pgqueue
 from pgqueue import migrations
-from pgqueue.drivers.postgres.listener import PgListener
 from pgqueue._defaults import DEFAULT_LOCK_TIMEOUT
+from pgqueue.drivers.postgres.listener import PgListener
 from tests.helpers import eventually, scalar, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
