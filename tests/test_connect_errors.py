@@ -261,3 +261,55 @@ def _reachable(dsn: str) -> bool:
         return True
     except psycopg.Error:
         return False
+
+
+# ---- Redis that accepts but never answers (issue 11 point 16) ---------------------------------
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers; yields the port."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_silent_redis_fails_enqueue_after_the_configured_timeout(silent_server: int) -> None:
+    pytest.importorskip("redis")
+    from pgqueue._defaults import DEFAULT_REDIS_TIMEOUT
+    from pgqueue.drivers.redis import RedisDriver
+
+    assert DEFAULT_REDIS_TIMEOUT <= 5  # was 30 s, and not a setting
+    url = f"redis://127.0.0.1:{silent_server}/0"
+    settings = pgqueue.load_settings(environ={"PGQUEUE_QUEUE_DRIVER": "redis",
+                                              "PGQUEUE_REDIS_URL": url,
+                                              "PGQUEUE_REDIS_TIMEOUT": "300ms"})
+    assert settings.redis_timeout == 0.3
+    assert settings.source("redis_timeout") == "env PGQUEUE_REDIS_TIMEOUT"
+    for app in (pgqueue.App.from_settings(settings),
+                pgqueue.App(driver=RedisDriver(url, socket_timeout=0.3))):
+        t0 = time.monotonic()
+        with pytest.raises(pgqueue.DatabaseUnavailableError, match="did not answer"):
+            app.enqueue("t")
+        assert time.monotonic() - t0 < FAST  # 0.3 s asked; the old default stalled 30 s
+        app.close()
+    with pytest.raises(pgqueue.ConfigurationError, match="redis_timeout"):
+        pgqueue.load_settings(environ={"PGQUEUE_REDIS_TIMEOUT": "soon"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue._defaults import DEFAULT_REDIS_TIMEOUT, DEFAULT_SCHEMA
 from pgqueue.drivers.base import Capabilities, Driver
 from pgqueue.errors import DriverError
 
@@ -36,7 +36,8 @@ def canonical_name(name: str) -> str:
 
 
 def get_driver(name: str, **options: Any) -> Driver:
-    """Build a driver by name. Options: ``dsn``/``schema`` (postgres), ``url`` (redis)."""
+    """Build a driver by name. Options: ``dsn``/``schema`` (postgres), ``url``, ``prefix`` and
+    ``socket_timeout`` (redis, seconds per command; default 5)."""
     canonical = canonical_name(name)
     if canonical == "postgres":
         from pgqueue.drivers.postgres.driver import PostgresDriver
@@ -51,4 +52,5 @@ def get_driver(name: str, **options: Any) -> Driver:
     from pgqueue.drivers.redis import RedisDriver
 
     return RedisDriver(options.get("url", "redis://127.0.0.1:6379/0"),
-                       prefix=options.get("prefix", "pgqueue"))
+                       prefix=options.get("prefix", "pgqueue"),
+                       socket_timeout=options.get("socket_timeout", DEFAULT_REDIS_TIMEOUT))
