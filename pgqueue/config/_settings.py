@@ -100,6 +100,21 @@ class Settings:
         full = {name: self.sources.get(name, "default") for name in FIELDS}
         object.__setattr__(self, "sources", types.MappingProxyType(full))
 
+    def __repr__(self) -> str:
+        """Every field as in a dataclass repr, the connection strings' passwords shown as
+        ``***`` (a repr ends up in logs and tracebacks)::
+
+            >>> Settings(driver="postgres", database_url="postgresql://app:pw@db/shop")
+            Settings(driver='postgres', database_url='user=app password=*** dbname=shop host=db', ...)
+        """
+        parts = []
+        for name in FIELDS:
+            value = getattr(self, name)
+            if name in ("database_url", "redis_url") and value is not None:
+                value = redact(value)
+            parts.append(f"{name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
     def source(self, name: str) -> str:
         """Where the value of setting ``name`` came from."""
         if name not in FIELDS:

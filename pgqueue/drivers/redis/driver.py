@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from pgqueue._defaults import DEFAULT_REDIS_TIMEOUT, DEFAULT_REDIS_URL
+from pgqueue._dsn import check_redis_url
 from pgqueue._dsn import redact as _safe_url
 from pgqueue.drivers.base import (
     Capabilities,
@@ -198,6 +199,7 @@ def _check_url(url: object) -> None:
             raise ConfigurationError(f"invalid Redis URL {_safe_url(url)!r}: database "
                                      f"{value!r} is not a number; {_URL_HELP}",
                                      key="redis url")
+    check_redis_url(url, key="redis url", source="argument")  # host, port, socket path
 
 
 # ---- Lua ------------------------------------------------------------------------------------
