@@ -102,11 +102,10 @@ class Settings:
 
     def __repr__(self) -> str:
         """Every field as in a dataclass repr, the connection strings' passwords shown as
-        ``***`` (a repr ends up in logs and tracebacks)::
-
-            >>> Settings(driver="postgres", database_url="postgresql://app:pw@db/shop")
-            Settings(driver='postgres', database_url='user=app password=*** dbname=shop host=db', ...)
-        """
+        ``***`` (a repr ends up in logs and tracebacks): for
+        ``Settings(driver="postgres", database_url="postgresql://app:pw@db/shop")`` it reads
+        ``Settings(driver='postgres', database_url='user=app password=*** dbname=shop host=db',
+        ...)``."""
         parts = []
         for name in FIELDS:
             value = getattr(self, name)
