@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import time
 
 from pgqueue._dsn import to_libpq, url_from_env
-from pgqueue._embedded import EmbeddedPostgres
+from pgqueue._embedded import EmbeddedPostgres, private_datadir
 from pgqueue.cli import _context
 from pgqueue.errors import EmbeddedServerError
 
@@ -71,7 +70,7 @@ def _demo_database(database_url: str | None,
         server = EmbeddedPostgres(data_dir, durable=True)
         return server.start(), server
     except EmbeddedServerError as exc:
-        fallback = f"{tempfile.gettempdir()}/pgqueue-demo-data"
+        fallback = private_datadir()  # new and ours alone: never a shared, guessable path
         print(f"  ({exc}; using {fallback}/ instead)", flush=True)
         server = EmbeddedPostgres(fallback, durable=True)
         return server.start(), server
