@@ -13,7 +13,9 @@
 - :func:`probe` / :func:`aprobe` connect once, directly, so that the first use of a pool fails
   at once with that reason instead of waiting for the pool's timeout;
 - :func:`session_setup` / :func:`asession_setup` set pgqueue's ``lock_timeout`` and
-  ``statement_timeout`` on each new connection of its pools.
+  ``statement_timeout`` on each new connection of its pools;
+- :func:`check_idle` / :func:`acheck_idle` check a pooled connection when it is taken, at no
+  cost unless the server closed it while it sat idle.
 
 ``conn=`` accepted: psycopg ``Connection`` and ``AsyncConnection``; SQLAlchemy ``Connection`` and
 ``Session`` (sync) and ``AsyncConnection`` and ``AsyncSession`` (async), on the ``psycopg``
@@ -25,6 +27,7 @@ first, so that the caller's ``commit()`` covers pgqueue's rows.
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Mapping
 from typing import Any
 
@@ -131,6 +134,30 @@ async def asession_setup(conn: psycopg.AsyncConnection[Any],
     """Async twin of :func:`session_setup`."""
     for name, value in settings.items():
         await conn.execute(SET_SESSION_SETTING, {"name": name, "value": value})
+
+
+def _spoke_while_idle(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server sent something on an idle connection (without waiting): a healthy
+    idle session is silent, one the server ended (``idle_session_timeout``,
+    ``pg_terminate_backend``, a shutdown) has its last message and end-of-file to read."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
+
+
+def check_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pools' ``check`` on checkout: raise if ``conn`` is dead, so that the pool replaces
+    it. A round trip only when the server spoke while the connection sat idle (see
+    :func:`_spoke_while_idle`); otherwise free."""
+    if _spoke_while_idle(conn):
+        conn.execute("")
+
+
+async def acheck_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Async twin of :func:`check_idle`."""
+    if _spoke_while_idle(conn):
+        await conn.execute("")
 
 
 def probe(dsn: str, kwargs: Mapping[str, Any]) -> None:

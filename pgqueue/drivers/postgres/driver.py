@@ -230,7 +230,7 @@ class PostgresDriver:
                     self.dsn, min_size=1, max_size=self._pool_size, kwargs=self._conn_kwargs(),
                     open=True, timeout=self._connect_timeout, name="pgqueue-sync",
                     configure=lambda c: connections.session_setup(c, session),
-                    check=ConnectionPool.check_connection)
+                    check=connections.check_idle)
             return self._pool
 
     async def _async_pool(self, kind: str = "main") -> AsyncConnectionPool:
@@ -249,7 +249,7 @@ class PostgresDriver:
                 self.dsn, min_size=1, max_size=self._pool_size if kind == "main" else 2,
                 kwargs=self._conn_kwargs(), open=False, timeout=self._connect_timeout,
                 name=f"pgqueue-{kind}", configure=configure,
-                check=AsyncConnectionPool.check_connection)
+                check=connections.acheck_idle)
             with _translate():
                 await pool.open()
             for old in [k for k in self._apools if k[0].is_closed()]:
