@@ -307,3 +307,40 @@ def test_sigterm_while_a_claim_waits_on_a_lock_exits_in_time(make_database: Any)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_pgqueue_sets_its_own_session_timeouts(dsn: str) -> None:
+    """lock_timeout (default 5 s) and an optional statement_timeout on every connection of
+    pgqueue's pools, sync and async (main and claim); never on a caller's connection."""
+    from pgqueue.drivers import get_driver
+    from pgqueue.drivers.postgres.driver import PostgresDriver
+
+    def shown(c: Any) -> tuple[str, str]:
+        return (c.execute("SHOW lock_timeout").fetchone()[0],
+                c.execute("SHOW statement_timeout").fetchone()[0])
+
+    default = PostgresDriver(dsn)
+    with default._sync_pool().connection() as c:
+        assert shown(c)[0] == "5s"
+    default.close()
+    driver = get_driver("postgres", dsn=dsn, lock_timeout=1.5, statement_timeout=30)
+    assert isinstance(driver, PostgresDriver)
+    with driver._sync_pool().connection() as c:
+        assert shown(c) == ("1500ms", "30s")
+
+    async def on_async_pools() -> list[tuple[str, str]]:
+        out = []
+        for kind in ("main", "claim"):
+            async with (await driver._async_pool(kind)).connection() as ac:
+                cur = await ac.execute("SELECT current_setting('lock_timeout'), "
+                                       "current_setting('statement_timeout')")
+                out.append(tuple(await cur.fetchone()))  # type: ignore[arg-type]
+        await driver.aclose()
+        return out
+
+    assert asyncio.run(on_async_pools()) == [("1500ms", "30s")] * 2
+    driver.close()
+    with psycopg.connect(dsn, autocommit=True) as own:  # a caller's conn= keeps its settings
+        pgqueue.App(driver=get_driver("postgres", dsn=dsn, lock_timeout=1.5)).enqueue(
+            "t", conn=own)
+        assert shown(own)[0] == "0"
