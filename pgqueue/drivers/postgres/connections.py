@@ -45,9 +45,11 @@ from pgqueue.errors import (
 )
 
 __all__ = [
+    "acheck_idle",
     "aprobe",
     "asession_setup",
     "async_connection",
+    "check_idle",
     "one_line",
     "probe",
     "session_settings",
