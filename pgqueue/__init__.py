@@ -25,6 +25,7 @@ from pgqueue.backend import Capabilities, QueueStats, ScheduleInfo
 from pgqueue.compat import load_settings
 from pgqueue.config import Settings
 from pgqueue.errors import (
+    CannotConnectError,
     CapabilityError,
     ConfigurationError,
     DatabaseError,
@@ -50,6 +51,7 @@ __all__ = [
     "App",
     "AttemptError",
     "Cancel",
+    "CannotConnectError",
     "Capabilities",
     "CapabilityError",
     "ConfigurationError",

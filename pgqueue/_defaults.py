@@ -7,10 +7,21 @@ two entry points. This module imports nothing.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_SNOOZES",
+__all__ = [
+           "DEFAULT_CONCURRENCY",
+           "DEFAULT_LOCK_TIMEOUT",
+           "DEFAULT_MAX_ATTEMPTS",
+           "DEFAULT_MAX_SNOOZES",
            "DEFAULT_POLL_INTERVAL",
-           "DEFAULT_PRIORITY", "DEFAULT_QUEUE", "DEFAULT_REDIS_URL", "DEFAULT_SCHEMA",
-           "FAILED_JOBS_TABLE", "JOBS_TABLE"]
+           "DEFAULT_PRIORITY",
+           "DEFAULT_QUEUE",
+           "DEFAULT_REDIS_TIMEOUT",
+           "DEFAULT_REDIS_URL",
+           "DEFAULT_SCHEMA",
+           "DEFAULT_STATEMENT_TIMEOUT",
+           "FAILED_JOBS_TABLE",
+           "JOBS_TABLE",
+]
 
 #: the PostgreSQL schema of pgqueue's tables unless configured otherwise
 DEFAULT_SCHEMA = "pgqueue"
@@ -36,6 +47,16 @@ DEFAULT_POLL_INTERVAL = 1.0
 
 #: the Redis server of the redis driver unless configured otherwise
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: seconds Redis may take to answer a command (and to accept a connection) before the redis
+#: driver gives up with DatabaseUnavailableError
+DEFAULT_REDIS_TIMEOUT = 5.0
+
+#: seconds a statement on pgqueue's own PostgreSQL sessions may wait for a lock (``lock_timeout``)
+DEFAULT_LOCK_TIMEOUT = 5.0
+
+#: ``statement_timeout`` of pgqueue's own PostgreSQL sessions; ``None`` keeps the server's
+DEFAULT_STATEMENT_TIMEOUT: float | None = None
 
 #: live jobs (waiting and running), in the configured schema
 JOBS_TABLE = "jobs"

@@ -24,7 +24,6 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy.engine import URL
 
 from pgqueue.errors import ConfigurationError
 
@@ -129,6 +128,8 @@ def to_libpq(url: str, *, source: str = "database_url") -> str:
 
 def to_sqlalchemy_url(url: str) -> str:
     """A SQLAlchemy URL using the psycopg 3 dialect for the same database."""
+    from sqlalchemy.engine import URL  # late: SQLAlchemy is only needed to migrate
+
     params = conninfo_to_dict(to_libpq(url))
     query = {k: str(v) for k, v in params.items()
              if k not in ("user", "password", "dbname") and v is not None}

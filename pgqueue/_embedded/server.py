@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -24,12 +25,26 @@ import psycopg
 from pgqueue._embedded import binaries, processes
 from pgqueue.errors import EmbeddedServerError
 
-__all__ = ["DEFAULT_USER", "USER_ENV", "EmbeddedPostgres"]
+__all__ = ["DEFAULT_USER", "PASSWORD_FILE", "USER_ENV", "EmbeddedPostgres", "private_datadir"]
 
 USER_ENV = "PGQUEUE_EMBEDDED_USER"
 """Environment variable naming the user the server runs as when pgqueue runs as root."""
 
 DEFAULT_USER = "nobody"
+
+PASSWORD_FILE = "pgqueue.password"
+"""File in the data directory (mode 0600) holding the ``postgres`` user's generated password."""
+
+#: bytes of randomness in a generated password (URL-safe text of 43 characters)
+_PASSWORD_BYTES = 32
+
+
+def private_datadir(prefix: str = "pgqueue-demo-") -> Path:
+    """A new, empty directory only we can enter (mode 0700, a random name under
+    :func:`tempfile.gettempdir`): a data directory nobody else can have prepared or be
+    watching, unlike a fixed path in a shared temp directory. Nothing removes it; use it for a
+    server whose data should outlive the process, e.g. the demo's fallback."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
 _MAX_SOCKET_PATH = 103
@@ -58,6 +73,13 @@ class EmbeddedPostgres:
     ``port``
         The TCP port; by default a free one is picked at the first start. A restart (``stop()``
         then ``start()``) keeps the port, so clients can reconnect to the same DSN.
+
+    Access: ``initdb`` gives the ``postgres`` user a generated password and requires it
+    (``scram-sha-256``) on TCP and on the unix socket alike, so other local users cannot log in
+    (a superuser could run programs as the server's user). The password is kept in
+    ``<datadir>/pgqueue.password`` (mode 0600) and is part of :meth:`dsn`. A data directory
+    initialised by an older pgqueue (trust authentication, no password file) keeps working
+    without one; re-create it to get a password. ``server.log`` is created with mode 0600.
 
     When root, the data directory is chowned to the server's user (that directory only). Every
     existing directory above it must already be searchable by that user; pgqueue never changes
@@ -116,6 +138,7 @@ class EmbeddedPostgres:
             Path(os.fspath(datadir)).expanduser().absolute() if datadir is not None else None
         )
         self.port: int | None = None
+        self._password: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -149,6 +172,7 @@ class EmbeddedPostgres:
         self._check_not_held()
         if not (self._data() / "PG_VERSION").exists():
             self._initdb(max(deadline - time.monotonic(), 1.0))
+        self._password = self._read_password()
         datadir = self._data()
         attempt = 0
         while True:
@@ -175,24 +199,26 @@ class EmbeddedPostgres:
             )
 
     def dsn(self, database: str = "postgres", *, unix: bool = False) -> str:
-        """A libpq URL for ``database`` (default ``postgres``) as user ``postgres`` (no password:
-        trust auth).
+        """A libpq URL for ``database`` (default ``postgres``) as user ``postgres``, with its
+        generated password (see the class docstring).
 
-        TCP by default, ``postgresql://postgres@127.0.0.1:PORT/postgres``; with ``unix=True``
-        through the socket in the data directory (unavailable when that path is too long for a
-        unix socket, see :attr:`socket_dir`).
+        TCP by default, ``postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres``; with
+        ``unix=True`` through the socket in the data directory (unavailable when that path is
+        too long for a unix socket, see :attr:`socket_dir`). Redact it before logging it
+        (``pgqueue._dsn.redact``).
         """
         if self.port is None:
             raise EmbeddedServerError("the embedded server has not been started; call start()")
         db = quote(database, safe="")
+        user = "postgres" + (f":{quote(self._password, safe='')}" if self._password else "")
         if not unix:
-            return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+            return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
         sock = self.socket_dir
         if sock is None:
             raise EmbeddedServerError(
                 f"no unix socket: the path {self.datadir} is too long for one; use the TCP DSN"
             )
-        return f"postgresql://postgres@/{db}?host={quote(str(sock), safe='')}&port={self.port}"
+        return f"postgresql://{user}@/{db}?host={quote(str(sock), safe='')}&port={self.port}"
 
     @property
     def socket_dir(self) -> Path | None:
@@ -269,9 +295,7 @@ class EmbeddedPostgres:
         if uid is not None and gid is not None:
             # Again after creating: parents made under a strict umask may be closed to the user.
             self._check_reachable(datadir, uid, gid)
-            st = datadir.stat()
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.chown(datadir, uid, gid)  # the data directory itself, never its parents
+            _chown_dir_nofollow(datadir, uid, gid)
 
     def _check_reachable(self, datadir: Path, uid: int, gid: int) -> None:
         """Raise if the server's user cannot enter every existing parent of the data dir."""
@@ -311,24 +335,55 @@ class EmbeddedPostgres:
         )
 
     def _initdb(self, timeout: float) -> None:
+        """``initdb`` with a generated password for ``postgres``, required on every connection
+        (``scram-sha-256``); the password is then stored in :data:`PASSWORD_FILE`."""
         datadir = self._data()
-        cmd = [str(self.bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
-               "-A", "trust", "-E", "UTF8", "--locale=C"]
-        if not self.durable:
-            cmd.append("--no-sync")
+        password = secrets.token_urlsafe(_PASSWORD_BYTES)
+        # initdb reads the password from a file: a private directory of ours (handed to the
+        # server's user when root), removed right after
+        pwdir = Path(tempfile.mkdtemp(prefix="pgqueue-initdb-"))
         try:
-            result = subprocess.run(
-                cmd, capture_output=True, text=True, cwd="/", env=processes.child_env(),
-                stdin=subprocess.DEVNULL, timeout=timeout,
-                user=self._uid, group=self._gid, extra_groups=[] if self._uid is not None else None,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise EmbeddedServerError(f"initdb in {datadir} could not run: {exc}") from exc
+            pwfile = pwdir / "pw"
+            _write_private(pwfile, password)
+            if self._uid is not None and self._gid is not None:
+                os.chown(pwdir, self._uid, self._gid)
+                os.chown(pwfile, self._uid, self._gid)
+            cmd = [str(self.bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
+                   "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"]
+            if not self.durable:
+                cmd.append("--no-sync")
+            try:
+                result = subprocess.run(
+                    cmd, capture_output=True, text=True, cwd="/", env=processes.child_env(),
+                    stdin=subprocess.DEVNULL, timeout=timeout, user=self._uid, group=self._gid,
+                    extra_groups=[] if self._uid is not None else None,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise EmbeddedServerError(f"initdb in {datadir} could not run: {exc}") from exc
+        finally:
+            shutil.rmtree(pwdir, ignore_errors=True)
         if result.returncode != 0:
             raise EmbeddedServerError(
                 f"initdb in {datadir} failed with code {result.returncode}:\n"
                 f"{(result.stderr or result.stdout)[-4000:]}"
             )
+        _write_private(datadir / PASSWORD_FILE, password)
+
+    def _read_password(self) -> str | None:
+        """The stored password (its file made private again if needed), or ``None`` for a data
+        directory initialised without one (trust authentication, an older pgqueue)."""
+        path = self._data() / PASSWORD_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise EmbeddedServerError(f"cannot read the server's password in {path}: {exc}; "
+                                      "it must be a regular file") from exc
+        with os.fdopen(fd) as f:
+            if stat.S_IMODE(os.fstat(f.fileno()).st_mode) & 0o077:
+                os.fchmod(f.fileno(), 0o600)
+            return f.read().strip() or None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         """Start ``postgres`` as our child, logging to ``<datadir>/server.log``."""
@@ -348,7 +403,10 @@ class EmbeddedPostgres:
             args += ["-c", f"{name}={value}"]
         log_path = datadir / "server.log"
         try:
-            with open(log_path, "ab") as log:
+            # 0600: the log shows queries and errors; nobody else needs to read it
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
+            with open(fd, "ab") as log:
                 self._log_offset = log.tell()
                 proc = subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -410,3 +468,32 @@ class EmbeddedPostgres:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file only we can read (0600); never through a symlink."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
+def _chown_dir_nofollow(path: Path, uid: int, gid: int) -> None:
+    """Give the directory ``path`` itself to ``uid``/``gid``. A symlink in its place is refused
+    (``O_NOFOLLOW``): as root, a link planted there must not hand its target to the server's
+    user. The directory is opened once and changed through that handle, so it cannot be
+    swapped between the check and the change."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise EmbeddedServerError(
+            f"data directory {path} is a symlink or not a directory ({exc.strerror}); as root "
+            "pgqueue changes the owner of the data directory itself only, never through a "
+            "link: pass the real path") from exc
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)

@@ -17,6 +17,7 @@ from pgqueue.app import App
 from pgqueue.cli import _context
 from pgqueue.cli._format import age, failed_dict, failed_text, queue_stats_dict, short, table
 from pgqueue.errors import (
+    CannotConnectError,
     ConfigurationError,
     DatabaseUnavailableError,
     UnknownTaskError,
@@ -80,12 +81,11 @@ def _status_with(app: App, args: argparse.Namespace) -> int:
     """Per-queue counts as a table (or ``--json``); exit status 1 if the database is down."""
     try:
         stats = app.stats()
-    except DatabaseUnavailableError as exc:
-        if args.json:
-            print(json.dumps({"database": "unreachable", "error": str(exc)}))
-        else:
-            print(f"database unreachable: {exc}")
-        return 1
+    except (DatabaseUnavailableError, CannotConnectError) as exc:
+        if not args.json:
+            raise  # one line on stderr, like every command
+        print(json.dumps({"database": "unreachable", "error": str(exc)}))
+        return 1  # EXIT_CODES["failure"], as main() gives for the same error without --json
     if args.json:
         print(json.dumps({"database": "ok", "queues": [queue_stats_dict(s) for s in stats]}))
         return 0

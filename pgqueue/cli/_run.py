@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import threading
 import time
 
 from pgqueue._dsn import redact, to_libpq, url_from_env
-from pgqueue._embedded import EmbeddedPostgres
+from pgqueue._embedded import EmbeddedPostgres, private_datadir
 from pgqueue.cli import _context
 from pgqueue.errors import ConfigurationError, EmbeddedServerError
 
@@ -122,7 +121,7 @@ def _demo_database(database_url: str | None,
         url = server.start()
         return url, server, f"an embedded PostgreSQL in {data_dir}/", redact(url)
     except EmbeddedServerError as exc:
-        fallback = f"{tempfile.gettempdir()}/pgqueue-demo-data"
+        fallback = private_datadir()  # new and ours alone: never a shared, guessable path
         print(f"  ({exc}; using {fallback}/ instead)", flush=True)
         server = EmbeddedPostgres(fallback, durable=True)
         url = server.start()

@@ -37,6 +37,7 @@ Layers, later wins:
                               hosts of the URL)
    ``PGQUEUE_QUEUE_ROUTES``   ``routes``: comma list of the queues a worker consumes
    ``PGQUEUE_REDIS_URL``      ``redis_url``
+   ``PGQUEUE_REDIS_TIMEOUT``  ``redis_timeout`` (seconds a command may take; default 5)
    ``PGQUEUE_SCHEMA``         ``schema``
    ``PGQUEUE_CONCURRENCY``    ``concurrency``
    ``PGQUEUE_POLL_INTERVAL``  ``poll_interval`` (seconds; ``500ms`` also ok)

@@ -93,7 +93,8 @@ def _resolve(entries: dict[str, list[_Entry]], url_names: tuple[str, ...]) -> Se
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    for name in ("schema", "routes", "concurrency", "max_attempts", "poll_interval"):
+    for name in ("schema", "routes", "concurrency", "max_attempts", "poll_interval",
+                 "redis_timeout"):
         won = _winner(entries, name)
         if won is not None:
             values[name], sources[name] = won[1].value, won[1].source

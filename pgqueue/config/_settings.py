@@ -11,6 +11,7 @@ from pgqueue._defaults import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_REDIS_TIMEOUT,
     DEFAULT_REDIS_URL,
     DEFAULT_SCHEMA,
 )
@@ -30,7 +31,7 @@ __all__ = ["FIELDS", "Settings", "needs_database_url"]
 
 #: the settings, in the order :meth:`Settings.describe` lists them
 FIELDS = ("driver", "database_url", "schema", "cluster", "routes", "concurrency",
-          "max_attempts", "poll_interval", "redis_url")
+          "max_attempts", "poll_interval", "redis_url", "redis_timeout")
 
 
 def needs_database_url(names: tuple[str, ...]) -> str:
@@ -57,6 +58,8 @@ class Settings:
         max_attempts: attempts of a job before it is archived as failed (default 5).
         poll_interval: seconds between checks when no wake-up arrives (default 1.0).
         redis_url: Redis URL for the redis driver (default ``redis://127.0.0.1:6379/0``).
+        redis_timeout: seconds Redis may take to answer a command before the call fails
+            with :class:`pgqueue.DatabaseUnavailableError` (default 5).
         sources: field name -> where the value came from (``"default"``, ``"env ..."``, ...).
     """
 
@@ -69,6 +72,7 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     poll_interval: float = DEFAULT_POLL_INTERVAL
     redis_url: str = DEFAULT_REDIS_URL
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,8 @@ class Settings:
             self.max_attempts, "max_attempts", src("max_attempts"), 1, MAX_ATTEMPTS))
         object.__setattr__(self, "poll_interval", parse_seconds(
             self.poll_interval, "poll_interval", src("poll_interval")))
+        object.__setattr__(self, "redis_timeout", parse_seconds(
+            self.redis_timeout, "redis_timeout", src("redis_timeout")))
         object.__setattr__(self, "cluster", tuple(self.cluster))
         if self.database_url is not None:
             object.__setattr__(self, "database_url", to_libpq(
@@ -93,6 +99,20 @@ class Settings:
             self.redis_url, key="redis_url", source=src("redis_url")))
         full = {name: self.sources.get(name, "default") for name in FIELDS}
         object.__setattr__(self, "sources", types.MappingProxyType(full))
+
+    def __repr__(self) -> str:
+        """Every field as in a dataclass repr, the connection strings' passwords shown as
+        ``***`` (a repr ends up in logs and tracebacks): for
+        ``Settings(driver="postgres", database_url="postgresql://app:pw@db/shop")`` it reads
+        ``Settings(driver='postgres', database_url='user=app password=*** dbname=shop host=db',
+        ...)``."""
+        parts = []
+        for name in FIELDS:
+            value = getattr(self, name)
+            if name in ("database_url", "redis_url") and value is not None:
+                value = redact(value)
+            parts.append(f"{name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     def source(self, name: str) -> str:
         """Where the value of setting ``name`` came from."""

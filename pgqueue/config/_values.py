@@ -153,6 +153,7 @@ PARSERS: Mapping[str, Callable[[Any, str, str], Any]] = {
     "concurrency": lambda v, k, s: parse_int(v, k, s, 1, MAX_CONCURRENCY),
     "max_attempts": lambda v, k, s: parse_int(v, k, s, 1, MAX_ATTEMPTS),
     "poll_interval": parse_seconds,
+    "redis_timeout": parse_seconds,
 }
 
 

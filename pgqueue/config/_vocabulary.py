@@ -112,6 +112,7 @@ PGQUEUE = Vocabulary(
         "PGQUEUE_POLL_INTERVAL": ("poll_interval", 10),
         "PGQUEUE_MAX_ATTEMPTS": ("max_attempts", 10),
         "PGQUEUE_REDIS_URL": ("redis_url", 10),
+        "PGQUEUE_REDIS_TIMEOUT": ("redis_timeout", 10),
     },
     database_url_names=("PGQUEUE_DATABASE_URL", "DATABASE_URL"),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue._defaults import DEFAULT_REDIS_TIMEOUT, DEFAULT_SCHEMA
 from pgqueue.drivers.base import Capabilities, Driver
 from pgqueue.errors import DriverError
 
@@ -36,14 +36,23 @@ def canonical_name(name: str) -> str:
 
 
 def get_driver(name: str, **options: Any) -> Driver:
-    """Build a driver by name. Options: ``dsn``/``schema`` (postgres), ``url`` (redis)."""
+    """Build a driver by name. Options: ``dsn``, ``schema``, ``pool_size``,
+    ``connect_timeout``, ``lock_timeout`` and ``statement_timeout`` (postgres, see
+    :class:`~pgqueue.drivers.postgres.driver.PostgresDriver`); ``url``, ``prefix`` and
+    ``socket_timeout`` (redis, seconds per command; default 5). Example::
+
+        app = pgqueue.App(driver=get_driver("postgres", dsn=url, lock_timeout=2.0))
+    """
     canonical = canonical_name(name)
     if canonical == "postgres":
         from pgqueue.drivers.postgres.driver import PostgresDriver
 
         if not options.get("dsn"):
             raise DriverError("the postgres driver needs a database URL (dsn=...)")
-        return PostgresDriver(options["dsn"], schema=options.get("schema", DEFAULT_SCHEMA))
+        extra = {k: options[k] for k in ("lock_timeout", "statement_timeout", "pool_size",
+                                          "connect_timeout") if k in options}
+        return PostgresDriver(options["dsn"], schema=options.get("schema", DEFAULT_SCHEMA),
+                              **extra)
     if canonical == "memory":
         from pgqueue.drivers.memory import MemoryDriver
 
@@ -51,4 +60,5 @@ def get_driver(name: str, **options: Any) -> Driver:
     from pgqueue.drivers.redis import RedisDriver
 
     return RedisDriver(options.get("url", "redis://127.0.0.1:6379/0"),
-                       prefix=options.get("prefix", "pgqueue"))
+                       prefix=options.get("prefix", "pgqueue"),
+                       socket_timeout=options.get("socket_timeout", DEFAULT_REDIS_TIMEOUT))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -27,9 +28,9 @@ from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue._defaults import DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT
 from pgqueue._names import SCHEMA_HEAD
 from pgqueue.drivers.base import (
     Capabilities,
@@ -51,7 +52,6 @@ from pgqueue.errors import (
     JobError,
     NotMigratedError,
     PgQueueError,
-    TransientDatabaseError,
 )
 from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors, decode_stored
 
@@ -62,6 +62,16 @@ Row = tuple[Any, ...]
 
 #: Batches at least this large, without unique keys, go through COPY.
 COPY_THRESHOLD = 200
+
+# psycopg's pools log every failed background connection attempt as a WARNING. With no logging
+# configured, Python would print those to stderr (its "last resort" handler): eight lines over
+# ten seconds that hide the one reason pgqueue reports itself. A NullHandler keeps them off
+# stderr; an application that configures logging (or the CLI at DEBUG) still receives them.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+
+#: SQLSTATE with which the server ends a session that sat idle too long
+#: (``idle_session_timeout``): a statement on it was never run, so running it again is safe
+_IDLE_SESSION_TIMEOUT = "57P05"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +185,8 @@ def _error_json(error: AttemptError | None) -> str | None:
 
 @contextmanager
 def _translate() -> Iterator[None]:
-    """Map psycopg errors to pgqueue's hierarchy at the driver boundary."""
+    """Map psycopg errors to pgqueue's hierarchy at the driver boundary (see
+    :func:`connections.translate`); a missing table or function means "not migrated"."""
     try:
         yield
     except PgQueueError:
@@ -186,21 +197,39 @@ def _translate() -> Iterator[None]:
             "run `pgqueue migrate` (or pgqueue.migrations.upgrade(...)) against this database"
         ) from e
     except psycopg.Error as e:
-        state = e.sqlstate or ""
-        if state.startswith("40"):  # deadlock, serialization failure: safe to retry
-            raise TransientDatabaseError(f"transient database conflict, safe to retry: "
-                                         f"{e.diag.message_primary or e}") from e
-        if isinstance(e, psycopg.OperationalError) and (not state or state.startswith(
-                ("08", "57P"))):  # no connection, or the server ended it
-            first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-            raise DatabaseUnavailableError(
-                f"the database did not answer ({first}); check PGQUEUE_DATABASE_URL / "
-                "DATABASE_URL and that the server is running") from e
-        raise DatabaseError(f"database error: {e}") from e
+        raise connections.translate(e) from e
 
 
 class PostgresDriver:
-    """PostgreSQL driver over psycopg 3 (sync and async pools, created lazily)."""
+    """PostgreSQL driver over psycopg 3 (sync and async pools, created lazily).
+
+    Args:
+        dsn: libpq connection string or URL.
+        schema: schema of pgqueue's tables (default ``pgqueue``).
+        pool_size: connections per pool at most (default 10).
+        prepare_threshold: psycopg's (default 5; ``None`` for PgBouncer in transaction mode).
+        connect_timeout: seconds to wait for a connection, and for a free one in a pool
+            (default 10).
+        lock_timeout: seconds a statement on pgqueue's own connections may wait for a lock
+            (default 5; ``None`` keeps the server's setting, ``0`` waits forever). A wait cut
+            short is a :class:`~pgqueue.TransientDatabaseError`, which the worker retries; so a
+            claim or a write stuck behind someone's ``LOCK TABLE`` never keeps a worker from
+            stopping. Not applied on a caller's ``conn=``.
+        statement_timeout: seconds any statement on pgqueue's own connections may run (default
+            ``None``: the role's or database's setting applies; ``0`` disables it). A statement
+            it cancels is a :class:`~pgqueue.TransientDatabaseError` too.
+
+    The first use of a pool connects once directly: a server that refuses us fails the call at
+    once with its own reason (:class:`~pgqueue.CannotConnectError` or
+    :class:`~pgqueue.DatabaseUnavailableError`) instead of after the pool's timeout. Pooled
+    connections are checked before each use, so one the server closed while idle
+    (``idle_session_timeout``, a restart) is replaced instead of failing the call.
+
+    Example::
+
+        driver = PostgresDriver("postgresql://app@db/shop", lock_timeout=2.0)
+        app = pgqueue.App(driver=driver)
+    """
 
     name = "postgres"
     capabilities = Capabilities(
@@ -213,13 +242,16 @@ class PostgresDriver:
     )
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
-                 prepare_threshold: int | None = 5, connect_timeout: float = 10.0) -> None:
+                 prepare_threshold: int | None = 5, connect_timeout: float = 10.0,
+                 lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+                 statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT) -> None:
         self.dsn = dsn
         self.schema = schema
         self.sql: Statements = statements(schema)
         self._pool_size = pool_size
         self._prepare_threshold = prepare_threshold
         self._connect_timeout = connect_timeout
+        self._session = connections.session_settings(lock_timeout, statement_timeout)
         self._pool: ConnectionPool | None = None
         # async pools per event loop (a pool's connections belong to the loop that made them):
         # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
@@ -234,20 +266,32 @@ class PostgresDriver:
     def _sync_pool(self) -> ConnectionPool:
         with self._lock:
             if self._pool is None:
-                self._pool = ConnectionPool(self.dsn, min_size=1, max_size=self._pool_size,
-                                            kwargs=self._conn_kwargs(), open=True,
-                                            timeout=self._connect_timeout,
-                                            name="pgqueue-sync")
+                connections.probe(self.dsn, self._conn_kwargs())  # fail fast, with the reason
+                session = self._session
+                self._pool = ConnectionPool(
+                    self.dsn, min_size=1, max_size=self._pool_size, kwargs=self._conn_kwargs(),
+                    open=True, timeout=self._connect_timeout, name="pgqueue-sync",
+                    configure=lambda c: connections.session_setup(c, session),
+                    check=connections.check_idle)
             return self._pool
 
     async def _async_pool(self, kind: str = "main") -> AsyncConnectionPool:
         loop = asyncio.get_running_loop()
         pool = self._apools.get((loop, kind))
         if pool is None:
+            session = self._session
+
+            async def configure(c: psycopg.AsyncConnection[Any]) -> None:
+                await connections.asession_setup(c, session)
+                if kind == "claim":
+                    await _claim_setup(c)
+
+            await connections.aprobe(self.dsn, self._conn_kwargs())
             pool = AsyncConnectionPool(
                 self.dsn, min_size=1, max_size=self._pool_size if kind == "main" else 2,
                 kwargs=self._conn_kwargs(), open=False, timeout=self._connect_timeout,
-                name=f"pgqueue-{kind}", configure=_claim_setup if kind == "claim" else None)
+                name=f"pgqueue-{kind}", configure=configure,
+                check=connections.acheck_idle)
             with _translate():
                 await pool.open()
             for old in [k for k in self._apools if k[0].is_closed()]:
@@ -261,35 +305,54 @@ class PostgresDriver:
         pool drops it (and checks the other idle ones), and, if ``retry``, ``fn`` runs once more
         on a fresh connection. ``retry`` must be false when running ``fn`` twice could do harm
         (an insert): the connection may also have died after the statement committed, so the
-        error goes to the caller instead."""
+        error goes to the caller instead -- unless the server says it ended the session for
+        sitting idle (``idle_session_timeout``), which proves the statement never ran.
+
+        Connections are also checked when taken from the pool, so this path is only for one
+        that died in between. When no connection comes within the pool's timeout, a direct
+        connection attempt tells why (the server's own reason)."""
         for attempt in (1, 2):
             pool = self._sync_pool()
-            with pool.connection() as c:
-                try:
-                    return fn(c)
-                except psycopg.OperationalError:
-                    if not c.broken:
-                        raise
-                    if attempt == 2 or not retry:
-                        pool.check()
-                        raise
+            try:
+                with pool.connection() as c:
+                    try:
+                        return fn(c)
+                    except psycopg.OperationalError as e:
+                        if not c.broken:
+                            raise
+                        if attempt == 2 or not (retry or _never_ran(e)):
+                            pool.check()
+                            raise
+            except PoolTimeout as e:
+                connections.probe(self.dsn, self._conn_kwargs())
+                raise self._pool_exhausted() from e
             pool.check()  # drop the other idle connections the server closed as well
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pool_exhausted(self) -> DatabaseUnavailableError:
+        return DatabaseUnavailableError(
+            f"no free connection in pgqueue's pool ({self._pool_size} at most) within "
+            f"{self._connect_timeout:g} s, although the server accepts connections; raise "
+            "pool_size or use fewer connections at once")
 
     async def _apooled(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
                        kind: str = "main", retry: bool = True) -> T:
         """Async twin of :meth:`_pooled`."""
         for attempt in (1, 2):
             pool = await self._async_pool(kind)
-            async with pool.connection() as c:
-                try:
-                    return await fn(c)
-                except psycopg.OperationalError:
-                    if not c.broken:
-                        raise
-                    if attempt == 2 or not retry:
-                        await pool.check()
-                        raise
+            try:
+                async with pool.connection() as c:
+                    try:
+                        return await fn(c)
+                    except psycopg.OperationalError as e:
+                        if not c.broken:
+                            raise
+                        if attempt == 2 or not (retry or _never_ran(e)):
+                            await pool.check()
+                            raise
+            except PoolTimeout as e:
+                await connections.aprobe(self.dsn, self._conn_kwargs())
+                raise self._pool_exhausted() from e
             await pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -833,6 +896,12 @@ async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
             return step.read(await text_cur.fetchall() if text_cur.description else [])
     await cur.execute(step.query, step.params)
     return step.read(await cur.fetchall() if cur.description else [])
+
+
+def _never_ran(exc: psycopg.Error) -> bool:
+    """Whether the server ended the session before running our statement: it closed the
+    connection for sitting idle (``idle_session_timeout``)."""
+    return exc.sqlstate == _IDLE_SESSION_TIMEOUT
 
 
 @contextmanager

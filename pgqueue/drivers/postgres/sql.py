@@ -18,7 +18,11 @@ from functools import cache
 
 from psycopg import sql
 
-__all__ = ["JOB_COLUMNS", "Statements", "channel_names", "statements"]
+__all__ = ["JOB_COLUMNS", "SET_SESSION_SETTING", "Statements", "channel_names", "statements"]
+
+#: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
+#: once on each new connection of pgqueue's pools. Locks nothing.
+SET_SESSION_SETTING = sql.SQL("SELECT set_config(%(name)s, %(value)s, false)")
 
 #: Columns returned wherever a :class:`pgqueue.job.Job` is built from a row, in this order.
 JOB_COLUMNS = (

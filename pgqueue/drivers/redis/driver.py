@@ -72,7 +72,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from pgqueue._defaults import DEFAULT_REDIS_URL
+from pgqueue._defaults import DEFAULT_REDIS_TIMEOUT, DEFAULT_REDIS_URL
+from pgqueue._dsn import check_redis_url
 from pgqueue._dsn import redact as _safe_url
 from pgqueue.drivers.base import (
     Capabilities,
@@ -203,6 +204,7 @@ def _check_url(url: object) -> None:
             raise ConfigurationError(f"invalid Redis URL {_safe_url(url)!r}: database "
                                      f"{value!r} is not a number; {_URL_HELP}",
                                      key="redis url")
+    check_redis_url(url, key="redis url", source="argument")  # host, port, socket path
 
 
 # ---- Lua ------------------------------------------------------------------------------------
@@ -230,7 +232,16 @@ class RedisDriver(NoDatabaseMixin):
         prefix: the first part of every key and channel name; use one prefix per application
             (or per test) to keep queues apart on a shared Redis.
         history_limit: finished jobs kept in the history list (newest first).
-        connect_timeout / socket_timeout: seconds, for connecting and for each command.
+        connect_timeout: seconds to wait for a connection (default 5).
+        socket_timeout: seconds Redis may take to answer one command (default 5, the
+            ``redis_timeout`` setting, ``PGQUEUE_REDIS_TIMEOUT``): a Redis that accepts
+            connections but never answers fails the call with
+            :class:`pgqueue.DatabaseUnavailableError` after this long instead of stalling it.
+            Keep it above your slowest command (a bulk enqueue of many thousand jobs).
+
+    Example::
+
+        RedisDriver("redis://:secret@cache:6379/2", prefix="shop", socket_timeout=2.0)
     """
 
     name = "redis"
@@ -245,8 +256,8 @@ class RedisDriver(NoDatabaseMixin):
     )
 
     def __init__(self, url: str = DEFAULT_REDIS_URL, *, prefix: str = "pgqueue",
-                 history_limit: int = 10_000, connect_timeout: float = 5.0,
-                 socket_timeout: float = 30.0) -> None:
+                 history_limit: int = 10_000, connect_timeout: float = DEFAULT_REDIS_TIMEOUT,
+                 socket_timeout: float = DEFAULT_REDIS_TIMEOUT) -> None:
         redis = _import_redis()
         if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
             raise ConfigurationError(f"invalid prefix {prefix!r}: use 1-100 characters from "
