@@ -74,6 +74,9 @@ jobs = sa.Table(
     sa.Column("meta", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("created_at", TS, nullable=False, server_default=NOW),
     sa.Column("started_at", TS, nullable=True),
+    # how many times the job was rescued from a worker that died while holding it (revision
+    # 0003; the quarantine rule of pgqueue.job.rescue_quarantines)
+    sa.Column("rescues", sa.Integer, nullable=False, server_default=sa.text("0")),
     _state_check(JOB_STATES, "jobs_state_check"),
     sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
     sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
