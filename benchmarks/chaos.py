@@ -964,6 +964,7 @@ class Suite:
             expected = {k: v for k, v in expected.items() if v}
             if poison_fates != expected:
                 failures.append(f"poison jobs ended {poison_fates}, expected {expected}")
+        if in_both:
             failures.append(f"{in_both} jobs both in job_history and failed_jobs")
         if failed_no_reason:
             failures.append(f"{failed_no_reason} failed jobs without a reason")

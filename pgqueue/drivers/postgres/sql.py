@@ -255,13 +255,14 @@ class Statements:
         #: - ``c`` locks the expired rows ``FOR UPDATE SKIP LOCKED``: two rescuers never touch the
         #:   same job, and a live worker's heartbeat keeps its leases in the future, so its jobs
         #:   are never rescued (served by ``jobs_running_lease_idx``).
-        #: - ``v`` is the verdict on each, read before anything changes: ``died`` (evidence the
-        #:   job was running when its worker went: the worker has not heartbeated since the lease
-        #:   expired; a live worker that simply did not list the job -- a lost claim answer --
-        #:   does not count against it), ``co_max`` (the highest ``rescues`` among the other jobs
-        #:   the same worker still holds; a scan of the few running rows, only when something
-        #:   expired), the quarantine test, and ``rank``: the job's place among the jobs rescued
-        #:   from that dead worker, most-rescued last.
+        #: - ``h``, ``e`` and ``v`` are the verdict on each, read before anything changes:
+        #:   ``prime`` (its ``rescues`` is the highest among the jobs its worker holds, and no
+        #:   other has it: one pass over the running rows of the workers concerned, only when
+        #:   something expired), ``died`` (evidence the job was running when its worker went: the
+        #:   worker has not heartbeated since the lease expired; a live worker that did not list
+        #:   the job -- a lost claim answer -- was not running it), the quarantine test, and
+        #:   ``rank``: the job's place among the jobs rescued from that dead worker,
+        #:   most-rescued last.
         #: - quarantined jobs move to ``failed_jobs`` with ``qreason`` (``{n}``: the count);
         #:   the others go back to waiting at ``now() + rank * spread`` seconds (a dead worker's
         #:   jobs come back apart, so they are not claimed together again), ``rescues + died``.
@@ -272,25 +273,28 @@ class Statements:
         #: shape of :class:`pgqueue.job.AttemptError`, with the dead worker's id.
         self.rescue_expired = q("""
             WITH c AS (
-                SELECT id FROM {s}.jobs
+                SELECT id, worker_id FROM {s}.jobs
                 WHERE state = 'running' AND lease_expires_at < now()
                 ORDER BY lease_expires_at
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED),
+            h AS (  -- the prime suspect of each worker: the one highest count, unshared
+                SELECT o.id,
+                       o.rescues = max(o.rescues) OVER (PARTITION BY o.worker_id)
+                       AND count(*) OVER (PARTITION BY o.worker_id, o.rescues) = 1 AS prime
+                  FROM {s}.jobs o
+                 WHERE o.state = 'running'
+                   AND o.worker_id IN (SELECT worker_id FROM c)),
             e AS (
-                SELECT j.id, j.worker_id, j.rescues,
+                SELECT j.id, j.worker_id, j.rescues, h.prime,
                        NOT EXISTS (SELECT 1 FROM {s}.workers w
                                     WHERE w.id = j.worker_id
-                                      AND w.heartbeat_at >= j.lease_expires_at) AS died,
-                       (SELECT max(o.rescues) FROM {s}.jobs o
-                         WHERE o.state = 'running' AND o.worker_id = j.worker_id
-                           AND o.id <> j.id) AS co_max
-                  FROM {s}.jobs j JOIN c ON j.id = c.id),
+                                      AND w.heartbeat_at >= j.lease_expires_at) AS died
+                  FROM {s}.jobs j JOIN c ON j.id = c.id JOIN h ON h.id = c.id),
             v AS (
                 SELECT id, died, rescues,
                        died AND rescues + 1 >= %(after)s
-                            AND (co_max IS NULL OR rescues > co_max
-                                 OR rescues + 1 >= 2 * %(after)s) AS quarantine,
+                            AND (prime OR rescues + 1 >= 2 * %(after)s) AS quarantine,
                        CASE WHEN died THEN row_number() OVER (
                                 PARTITION BY worker_id, died ORDER BY rescues, id) - 1
                             ELSE 0 END AS rank
