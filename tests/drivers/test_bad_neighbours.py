@@ -227,45 +227,56 @@ def _drained_and_quarantined(app: pgqueue.App, sup: Supervisor, killer: int) -> 
 
 
 @pytest.mark.processes
-def test_os_exit_poison_on_postgres_worker_processes(
-        clean: str, conn: psycopg.Connection[Any],
+def test_os_exit_poison_on_worker_processes(
+        driver_kind_app: pgqueue.App, request: pytest.FixtureRequest,
         supervisor: Callable[[list[str]], Supervisor]) -> None:
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {bn.RUNS_TABLE} (job_id bigint, pid int)")
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {bn.KILLS_TABLE} (job_id bigint, pid int)")
-    conn.execute(f"TRUNCATE {bn.RUNS_TABLE}, {bn.KILLS_TABLE}")
-    app = pgqueue.App(database_url=clean)
+    """A job that kills its process: restarted workers drain the good jobs and the killer is
+    quarantined. Needs a store shared by processes: the memory driver lives inside one process
+    (``cross_process=False``), and a process that exits takes its jobs with it, so it is
+    skipped by that flag."""
+    app = driver_kind_app
     try:
-        good, killer = _enqueue_with_killer(app)
-        sup = supervisor(["postgres", clean])
-        wait_for(lambda: _drained_and_quarantined(app, sup, killer), 120,
-                 "restarted workers to drain the queue and quarantine the killer")
-        kills = conn.execute(f"SELECT count(*) FROM {bn.KILLS_TABLE}").fetchone()
-        assert kills is not None and kills[0] >= 3
-        assert bn.EXIT_CODE in sup.exit_codes
-        # every good job's effect exists exactly once (written in its completion transaction)
-        rows = conn.execute(f"SELECT job_id, count(*) FROM {bn.RUNS_TABLE} GROUP BY 1"
-                            ).fetchall()
-        assert sorted(r[0] for r in rows) == sorted(good) and {r[1] for r in rows} == {1}
-        assert conn.execute("SELECT count(*) FROM pgqueue.job_history "
-                            "WHERE state = 'succeeded' AND id = ANY(%s)", (good,)
-                            ).fetchone() == (GOOD_JOBS,)
-        failed = app.failed(bn.QUEUE)
-        assert [f.id for f in failed] == [killer]  # no innocent neighbour archived
-        assert "quarantined" in failed[0].reason and "os._exit" in failed[0].reason
-        assert {e.error for e in failed[0].errors} == {RESCUE_REASON}
+        if not app.driver.capabilities.cross_process:
+            pytest.skip("declared: no cross-process store (a job killing its process takes "
+                        "the in-process store with it)")
+        if app.database_url is not None:
+            _os_exit_on_postgres(app, request.getfixturevalue("conn"), supervisor)
+        else:
+            _os_exit_on_redis(app, request.getfixturevalue("redis_prefix"), supervisor)
     finally:
         app.close()
 
 
-@pytest.mark.processes
-def test_os_exit_poison_on_redis_worker_processes(
-        redis_prefix: tuple[str, str], supervisor: Callable[[list[str]], Supervisor]) -> None:
+def _os_exit_on_postgres(app: pgqueue.App, conn: psycopg.Connection[Any],
+                         supervisor: Callable[[list[str]], Supervisor]) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {bn.RUNS_TABLE} (job_id bigint, pid int)")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {bn.KILLS_TABLE} (job_id bigint, pid int)")
+    conn.execute(f"TRUNCATE {bn.RUNS_TABLE}, {bn.KILLS_TABLE}")
+    assert app.database_url is not None
+    good, killer = _enqueue_with_killer(app)
+    sup = supervisor(["postgres", app.database_url])
+    wait_for(lambda: _drained_and_quarantined(app, sup, killer), 120,
+             "restarted workers to drain the queue and quarantine the killer")
+    kills = conn.execute(f"SELECT count(*) FROM {bn.KILLS_TABLE}").fetchone()
+    assert kills is not None and kills[0] >= 3
+    assert bn.EXIT_CODE in sup.exit_codes
+    # every good job's effect exists exactly once (written in its completion transaction)
+    rows = conn.execute(f"SELECT job_id, count(*) FROM {bn.RUNS_TABLE} GROUP BY 1").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(good) and {r[1] for r in rows} == {1}
+    assert conn.execute("SELECT count(*) FROM pgqueue.job_history "
+                        "WHERE state = 'succeeded' AND id = ANY(%s)", (good,)
+                        ).fetchone() == (GOOD_JOBS,)
+    failed = app.failed(bn.QUEUE)
+    assert [f.id for f in failed] == [killer]  # no innocent neighbour archived
+    assert "quarantined" in failed[0].reason and "os._exit" in failed[0].reason
+    assert {e.error for e in failed[0].errors} == {RESCUE_REASON}
+
+
+def _os_exit_on_redis(app: pgqueue.App, url_prefix: tuple[str, str],
+                      supervisor: Callable[[list[str]], Supervisor]) -> None:
     import redis
 
-    from pgqueue.drivers.redis import RedisDriver
-
-    url, prefix = redis_prefix
-    app = pgqueue.App(driver=RedisDriver(url, prefix=prefix))
+    url, prefix = url_prefix
     marker = redis.Redis.from_url(url, decode_responses=True)
     try:
         good, killer = _enqueue_with_killer(app)
@@ -275,7 +286,7 @@ def test_os_exit_poison_on_redis_worker_processes(
         killed_pids = {int(p) for p in marker.lrange(f"{prefix}:test:kills", 0, -1)}
         assert len(killed_pids) >= 3
         # every good job ran and succeeded; a second run only re-ran what a killed process
-        # held (its first run's pid is a killed one): at-least-once, without transactions
+        # held (its earlier runs' pids are killed ones): at-least-once, without transactions
         for job_id in good:
             pids = [int(p) for p in marker.lrange(f"{prefix}:test:runs:{job_id}", 0, -1)]
             assert pids, f"good job {job_id} never ran"
@@ -287,4 +298,3 @@ def test_os_exit_poison_on_redis_worker_processes(
         assert "quarantined" in failed[0].reason
     finally:
         marker.close()
-        app.close()
