@@ -77,6 +77,15 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
+# ---- the rescue rule -------------------------------------------------------------------------
+# A job whose lease expired is rescued: it goes back to waiting with an error record
+# (RESCUE_REASON). When its worker died holding it (rescue_counts), its ``rescues`` count goes
+# up -- a counter apart from ``attempt`` -- and the jobs of that dead worker come back
+# RESCUE_SPREAD_S apart. A job whose count reaches QUARANTINE_AFTER while it is the prime suspect
+# of its worker's death (rescue_quarantines) is quarantined to the archive (QUARANTINE_REASON).
+# A rescue never archives a job for want of attempts. Why, and what it cannot tell apart:
+# CONTRIBUTING.md, "Rescue".
+
 #: The text of the error recorded on a job whose lease expired: its worker died, froze or lost
 #: the database while running it. Drivers receive it as a parameter of ``rescue_expired``.
 RESCUE_REASON = "worker died while running"
@@ -93,7 +102,8 @@ QUARANTINE_AFTER = 3
 
 #: Jobs rescued together from one dead worker go back with their ``run_at`` spread this many
 #: seconds apart (0, 1x, 2x, ...; the most-rescued last), so they are not claimed together
-#: again and a job that kills its worker meets other neighbours next time.
+#: again and a job that kills its worker meets other neighbours next time. (The last of a dead
+#: worker's 100 jobs is back 20 s after the first.)
 RESCUE_SPREAD_S = 0.2
 
 
@@ -117,8 +127,9 @@ def rescue_quarantines(rescues: int, co_held_max: int | None, quarantine_after: 
     quarantined -- archived with :data:`QUARANTINE_REASON` instead of requeued -- when this rescue
     makes its count reach ``quarantine_after`` **and** it is the prime suspect: its count is higher
     than every co-held job's. A job that kills its worker is in every death it causes, whereas an
-    innocent job claimed alongside it is in some of them only, so its count never exceeds the
-    killer's: innocents are never quarantined for a killer's deaths. A tie (the same jobs claimed
+    innocent job claimed alongside it is in some of them only, so (as long as the deaths are the
+    killer's) its count never exceeds the killer's: innocents are not quarantined for a killer's
+    deaths. A tie (the same jobs claimed
     together each time) blames nobody; the spread run times separate them, and at twice
     ``quarantine_after`` a job is quarantined whatever its neighbours.
 
