@@ -2,7 +2,7 @@
 job that kills its process (``os._exit``) among good ones, on a real worker process.
 
 ``python -m tests.apps.bad_neighbours postgres DSN`` or ``... redis URL PREFIX`` runs a worker
-(concurrency 10, a 1 s lease) on queue ``bn`` with two tasks:
+(concurrency 10, a 2 s lease) on queue ``bn`` with two tasks:
 
 - ``bn.good``: records its execution. On postgres the record is written **in the job's own
   completion transaction** (:meth:`pgqueue.App.complete`), so a good job's effect exists exactly
@@ -87,7 +87,7 @@ def redis_app(url: str, prefix: str) -> pgqueue.App:
 def main(argv: list[str]) -> None:
     kind = argv[0]
     app = postgres_app(argv[1]) if kind == "postgres" else redis_app(argv[1], argv[2])
-    worker = app.worker([QUEUE], concurrency=10, lease_s=1.0, rescue_interval=0.2,
+    worker = app.worker([QUEUE], concurrency=10, lease_s=2.0, rescue_interval=0.2,
                         poll_interval=0.1)
     asyncio.run(worker.run())
 

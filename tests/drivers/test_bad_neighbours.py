@@ -36,7 +36,8 @@ from tests.helpers import eventually, wait_for
 ROOT = Path(__file__).resolve().parent.parent.parent
 GOOD_JOBS = 100
 CONCURRENCY = 10
-LEASE_S = 1.0
+#: short, yet long enough that a busy test machine does not stall a live worker past it
+LEASE_S = 2.0
 HUGE = 10_000_000
 
 
@@ -141,11 +142,14 @@ async def test_one_poison_among_100_good_jobs(driver_app: pgqueue.App, poison: P
                                         poll_interval=0.05, on_event=on_event)
     run = asyncio.create_task(worker.run())
     try:
-        def settled() -> bool:
-            return (len(events["succeeded"]) + len(events["failed"]) >= GOOD_JOBS + 1
-                    and app.count("q") == 0)
+        def settled() -> bool:  # on the worker's own events: no blocking call on its loop
+            return len(events["succeeded"]) + len(events["failed"]) >= GOOD_JOBS + 1
+
+        async def written() -> bool:  # the outcomes are written in batches
+            return await app.count_async("q") == 0
 
         await eventually(settled, 60, f"the 101 jobs to settle ({poison.name})")
+        await eventually(written, 30, "their outcomes to be written")
         assert not run.done(), "the worker stopped"  # alive after the poison
     finally:
         worker.stop()
