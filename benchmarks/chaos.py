@@ -144,7 +144,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="the short variant for CI: 3,000 jobs, 20-60 ms handlers, under a minute")
+                   help="the short variant for CI: 3,000 jobs (and the poison jobs), 20-60 ms "
+                   "handlers, under two minutes")
     p.add_argument("--dsn", help="use this server (a fresh database is created on it) instead "
                    "of an embedded one; the PostgreSQL restart step is then skipped")
     p.add_argument("--jobs", type=int, help="jobs to enqueue (default 50,000; --quick 3,000)")
