@@ -3,6 +3,7 @@
 ::
 
     python -m benchmarks.chaos [--quick] [--dsn URL] [--jobs N] [--workers 4] [--lease 5]
+                               [--killers 2] [--no-poison]
 
 What it does:
 
@@ -14,12 +15,19 @@ What it does:
 2. Enqueues N jobs (default 50,000; ``--quick``: 3,000), half ``tx`` jobs (the execution row
    is written inside the job's completion transaction: duplicates must be zero) and half
    ``plain`` jobs (the row is written by its own autocommit statement before the completion:
-   a worker killed in between yields a duplicate).
+   a worker killed in between yields a duplicate). In the **poison-job mode** (on unless
+   ``--no-poison``) it also enqueues, spread through the backlog, ``--killers`` jobs that kill
+   their worker process (``os._exit``), one job returning a result PostgreSQL cannot store and
+   one raising an error message it cannot store (NUL, lone surrogate): see
+   :mod:`benchmarks.chaos_app`.
 3. Runs ``--workers`` worker processes (``python -m benchmarks.chaos_app``, concurrency 8, a
    ``--lease`` second lease) and, while jobs remain:
 
    - every ``--kill-every`` seconds SIGKILLs a random worker and starts a new one, recording
      the jobs that were running under it (``pgqueue.jobs`` rows holding its worker id);
+   - when a worker process exits on its own with the killer's status, a killer job took it
+     down: the suite records the jobs that were running under it (as for a SIGKILL) and starts
+     a replacement; any other exit is a crash, and fails the run;
    - once (at ~30 % done) ``pg_terminate_backend`` on every backend of the database but its own;
    - once (at ~60 % done) restarts PostgreSQL on the same data directory and port (``--outage
      S`` keeps it down S seconds first);
@@ -40,6 +48,11 @@ What it does:
    timestamp is in the job's ``errors``: ``worker died while running``). The app's periodic
    schedule (every second, catch-up ``all``) must have fired every second between its first
    and last tick exactly once (``periodic_duplicates``, ``periodic_missing``).
+   Poison mode adds:
+   no good (``tx``/``plain``) job archived (``good_archived``), every killer quarantined in
+   ``failed_jobs`` with the quarantine reason, the unstorable result stored (the job
+   succeeded), the unstorable error archived with a reason; duplicates are counted over the good
+   jobs only, and a killer's deaths explain them like kills do.
 
 Progress lines go to stdout; the last line is one JSON object. The exit status is 0 only if
 ``lost == 0``, ``stuck == 0``, ``duplicates_tx == 0``, every duplicate is explained, and the
@@ -78,12 +91,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from benchmarks.chaos_app import (
+    KILLER_EXIT,
+    KILLER_TASK,
     PLAIN_TASK,
+    POISON_RUNS_TABLE,
     QUEUE,
     RESULTS_TABLE,
     TICK_QUEUE,
     TICK_SCHEDULE,
     TX_TASK,
+    UNSTORABLE_TASK,
     make_app,
 )
 
@@ -92,6 +109,8 @@ __all__ = ["ChaosError", "Options", "main"]
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "pgqueue"
 RESCUE_ERROR = "worker died while running"
+#: the kinds of chaos_enqueued that are good jobs (the others are poison)
+GOOD_KINDS = ("tx", "plain")
 Row = tuple[Any, ...]
 
 
@@ -116,6 +135,8 @@ class Options:
     freeze_s: float
     sleep_ms: tuple[float, float]
     max_attempts: int
+    killers: int
+    poison: bool
     timeout: float
     dsn: str | None
     keep: bool
@@ -128,7 +149,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="the short variant for CI: 3,000 jobs, 20-60 ms handlers, under a minute")
+                   help="the short variant for CI: 3,000 jobs (and the poison jobs), 20-60 ms "
+                   "handlers, under two minutes")
     p.add_argument("--dsn", help="use this server (a fresh database is created on it) instead "
                    "of an embedded one; the PostgreSQL restart step is then skipped")
     p.add_argument("--jobs", type=int, help="jobs to enqueue (default 50,000; --quick 3,000)")
@@ -155,6 +177,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="handler sleep range 'lo,hi' in ms (default '2,10'; --quick '20,60')")
     p.add_argument("--max-attempts", type=int, default=10,
                    help="max_attempts of the chaos tasks (default 10)")
+    p.add_argument("--killers", type=int, default=2,
+                   help="poison mode: jobs that kill their worker process (default 2)")
+    p.add_argument("--no-poison", action="store_true",
+                   help="no poison jobs (killers, unstorable result and error)")
     p.add_argument("--timeout", type=float,
                    help="overall seconds before giving up (default 1800; --quick 300)")
     p.add_argument("--seed", type=int, help="random seed of the kill schedule")
@@ -171,6 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         terminate_at=a.terminate_at, restart_at=a.restart_at, outage_s=max(0.0, a.outage),
         freeze_s=max(0.0, a.freeze),
         sleep_ms=(float(lo), float(hi or lo)), max_attempts=a.max_attempts,
+        killers=max(0, a.killers), poison=not a.no_poison,
         timeout=a.timeout if a.timeout is not None else (300.0 if a.quick else 1800.0),
         dsn=a.dsn, keep=a.keep, quick=a.quick, seed=a.seed)
     if opts.jobs < 2 or opts.workers < 2 or opts.concurrency < 1 or opts.lease_s <= 0:
@@ -367,14 +394,21 @@ class Workers:
             os.kill(w.proc.pid, signal.SIGKILL)
         w.proc.wait()
 
-    def reap_crashed(self) -> list[WorkerProc]:
-        """Workers that exited although nobody killed them (a pgqueue worker must not die)."""
+    def reap_crashed(self) -> tuple[list[WorkerProc], list[WorkerProc]]:
+        """Workers that exited although nobody killed them: (crashed -- a pgqueue worker must
+        not die --, taken down by a killer job -- exit status ``KILLER_EXIT``)."""
         dead = [w for w in self.all if not w.killed and w.proc.poll() is not None]
+        crashed: list[WorkerProc] = []
+        poisoned: list[WorkerProc] = []
         for w in dead:
             w.killed = True  # counted once
+            if w.proc.returncode == KILLER_EXIT:
+                poisoned.append(w)
+                continue
+            crashed.append(w)
             self.crashes.append(f"worker {w.n} (pid {w.proc.pid}) exited with code "
                                 f"{w.proc.returncode}: {_tail(w.log)}")
-        return dead
+        return crashed, poisoned
 
     def stop(self, timeout: float) -> dict[str, int]:
         """SIGTERM every live worker (graceful stop), SIGKILL those still there after
@@ -434,6 +468,8 @@ class Kill:
     worker_ids: list[str]
     killed_at: dt.datetime
     jobs: list[tuple[int, str, dt.datetime | None]] = field(default_factory=list)
+    #: a killer job took the process down (else the suite's SIGKILL)
+    poison: bool = False
 
 
 @dataclass
@@ -466,6 +502,8 @@ CREATE INDEX ON {RESULTS_TABLE} (job_id);
 CREATE TABLE chaos_kills (
     kill_no int PRIMARY KEY, pid int NOT NULL, worker_ids text[] NOT NULL,
     killed_at timestamptz NOT NULL);
+CREATE TABLE {POISON_RUNS_TABLE} (
+    job_id bigint NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE TABLE chaos_killed_jobs (
     kill_no int NOT NULL, job_id bigint NOT NULL, worker_id text NOT NULL,
     lease_expires_at timestamptz);
@@ -488,6 +526,8 @@ class Suite:
         self.run_dir = Path(tempfile.mkdtemp(prefix="pgqueue-chaos-run-"))
         self.record = Record()
         self.keep_logs = opts.keep
+        #: jobs enqueued (good and poison)
+        self.total = opts.jobs
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -534,28 +574,41 @@ class Suite:
         return env
 
     def enqueue(self) -> None:
-        """Enqueue the jobs, kinds interleaved, and note every id with its kind (in the same
-        transaction, so the suite's record and the queue agree)."""
+        """Enqueue the jobs, kinds interleaved (poison jobs, in poison mode, spread evenly
+        through the backlog), and note every id with its kind (in the same transaction, so the
+        suite's record and the queue agree)."""
         assert self.dsn is not None
         t = time.monotonic()
         app = make_app(self.dsn, environ=self.env)
+        n = self.opts.jobs
+        planned: list[tuple[str, Any]] = [
+            ("tx", app.build(TX_TASK, {"n": i})) if i % 2 == 0 else
+            ("plain", app.build(PLAIN_TASK, {"n": i})) for i in range(n)]
+        if self.opts.poison:
+            poison: list[tuple[str, Any]] = [("killer", app.build(KILLER_TASK, {"n": i}))
+                                             for i in range(self.opts.killers)]
+            poison += [("unstorable_result", app.build(UNSTORABLE_TASK, {"mode": "result"})),
+                       ("unstorable_error", app.build(UNSTORABLE_TASK, {"mode": "error"}))]
+            # from the back, so that earlier positions stay where they were computed
+            for i in reversed(range(len(poison))):
+                planned.insert((i + 1) * n // (len(poison) + 1), poison[i])
+        self.total = len(planned)
         chunk = 5000
         try:
             with psycopg.connect(self.dsn) as conn:
-                for start in range(0, self.opts.jobs, chunk):
-                    kinds = ["tx" if i % 2 == 0 else "plain"
-                             for i in range(start, min(start + chunk, self.opts.jobs))]
-                    jobs = [app.build(TX_TASK if k == "tx" else PLAIN_TASK, {"n": start + i})
-                            for i, k in enumerate(kinds)]
-                    ids = app.insert(jobs, conn=conn)
+                for start in range(0, len(planned), chunk):
+                    part = planned[start:start + chunk]
+                    ids = app.insert([job for _, job in part], conn=conn)
                     conn.execute("INSERT INTO chaos_enqueued (job_id, kind) "
-                                 "SELECT * FROM unnest(%s::bigint[], %s::text[])", (ids, kinds))
+                                 "SELECT * FROM unnest(%s::bigint[], %s::text[])",
+                                 (ids, [kind for kind, _ in part]))
                     conn.commit()
         finally:
             app.close()
-        self.say(f"enqueued {self.opts.jobs} jobs ({self.opts.jobs - self.opts.jobs // 2} tx, "
-                 f"{self.opts.jobs // 2} plain) on queue {QUEUE!r} in "
-                 f"{time.monotonic() - t:.1f} s")
+        self.say(f"enqueued {n} jobs ({n - n // 2} tx, {n // 2} plain) on queue {QUEUE!r} in "
+                 f"{time.monotonic() - t:.1f} s"
+                 + (f"; poison: {self.opts.killers} killers, 1 unstorable result, 1 "
+                    "unstorable error" if self.opts.poison else ""))
 
     # -- the chaos -----------------------------------------------------------------------------
     def unleash(self) -> None:
@@ -585,7 +638,7 @@ class Suite:
                 "count(*) FILTER (WHERE state = 'running'), "
                 "(SELECT count(*) FROM pgqueue.failed_jobs) FROM pgqueue.jobs "
                 "WHERE queue <> %s", (TICK_QUEUE,))
-            done = o.jobs - live
+            done = self.total - live
             if frozen is not None and (live == 0 or now >= thaw_at):
                 self.thaw(frozen)
                 frozen = None
@@ -596,11 +649,14 @@ class Suite:
                 rec.timed_out = True
                 self.say(f"TIMEOUT after {o.timeout:g} s with {live} live jobs")
                 break
-            for w in self.workers.reap_crashed():
+            crashed, poisoned = self.workers.reap_crashed()
+            for w in crashed:
                 self.say(f"worker {w.n} (pid {w.proc.pid}) DIED on its own (code "
                          f"{w.proc.returncode}); starting a replacement")
                 self.workers.spawn()
-            fraction = done / o.jobs
+            for w in poisoned:
+                self.record_poison_death(w)
+            fraction = done / self.total
             if not terminated and fraction >= o.terminate_at:
                 self.terminate_backends()
                 terminated, last_event = True, time.monotonic()
@@ -661,6 +717,30 @@ class Suite:
         self.record.kills.append(kill)
         self.say(f"SIGKILL worker {victim.n} (pid {pid}): {len(rows)} jobs were running under "
                  f"it; started worker {replacement.n} (pid {replacement.proc.pid})")
+
+    def record_poison_death(self, victim: WorkerProc) -> None:
+        """A killer job took a worker down: record what it held (like a SIGKILL) and start a
+        replacement."""
+        assert self.workers is not None and self.monitor is not None
+        pid = victim.proc.pid
+        registered = [r[0] for r in self.monitor.query(
+            "SELECT id FROM pgqueue.workers WHERE pid = %s", (pid,))]
+        (died_at,) = self.monitor.one(
+            f"SELECT coalesce(max(at), clock_timestamp()) FROM {POISON_RUNS_TABLE} "
+            "WHERE pid = %s", (pid,))
+        replacement = self.workers.spawn()
+        # its rows cannot change until its leases expire and a rescue runs (lease >> 0.25 s)
+        rows = self.monitor.query(
+            "SELECT id, worker_id, lease_expires_at FROM pgqueue.jobs "
+            "WHERE state = 'running' AND (worker_id = ANY(%s) OR worker_id LIKE %s)",
+            (registered, f"%:{pid}:%"))
+        ids = sorted(set(registered) | {r[1] for r in rows})
+        self.record.kills.append(Kill(len(self.record.kills) + 1, pid, ids, died_at,
+                                      [(int(r[0]), str(r[1]), r[2]) for r in rows],
+                                      poison=True))
+        self.say(f"worker {victim.n} (pid {pid}) taken down by a killer job: {len(rows)} jobs "
+                 f"were running under it; started worker {replacement.n} "
+                 f"(pid {replacement.proc.pid})")
 
     def freeze_one(self) -> WorkerProc | None:
         """SIGSTOP a random worker: alive but silent (a stalled VM, a long GC pause). Once its
@@ -750,6 +830,19 @@ class Suite:
             SELECT count(DISTINCT h.id) FILTER (WHERE h.state = 'succeeded'), count(*),
                    count(*) FILTER (WHERE h.state <> 'succeeded')
               FROM pgqueue.job_history h JOIN chaos_enqueued e ON e.job_id = h.id""")
+        (good_archived,) = self.monitor.one("""
+            SELECT count(*) FROM pgqueue.failed_jobs f JOIN chaos_enqueued e ON e.job_id = f.id
+             WHERE e.kind = ANY(%s)""", (list(GOOD_KINDS),))
+        poison_fates = {f"{r[0]}:{r[1]}": int(r[2]) for r in q("""
+            SELECT e.kind, CASE
+                     WHEN f.id IS NOT NULL AND f.reason LIKE 'quarantined%%' THEN 'quarantined'
+                     WHEN f.id IS NOT NULL THEN 'archived'
+                     WHEN EXISTS (SELECT 1 FROM pgqueue.job_history h
+                                   WHERE h.id = e.job_id AND h.state = 'succeeded')
+                       THEN 'succeeded'
+                     ELSE 'elsewhere' END, count(*)
+              FROM chaos_enqueued e LEFT JOIN pgqueue.failed_jobs f ON f.id = e.job_id
+             WHERE NOT e.kind = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2""", (list(GOOD_KINDS),))}
         failed, failed_no_reason = self.monitor.one("""
             SELECT count(*), count(*) FILTER (WHERE coalesce(f.reason, '') = '')
               FROM pgqueue.failed_jobs f JOIN chaos_enqueued e ON e.job_id = f.id""")
@@ -785,7 +878,7 @@ class Suite:
         dup_rows = q(f"""
             WITH c AS (SELECT e.job_id, e.kind, count(r.seq) AS n
                          FROM chaos_enqueued e LEFT JOIN {RESULTS_TABLE} r USING (job_id)
-                        GROUP BY 1, 2),
+                        WHERE e.kind IN ('tx', 'plain') GROUP BY 1, 2),
                  k AS (SELECT job_id, count(DISTINCT kill_no) AS kills
                          FROM chaos_killed_jobs GROUP BY 1)
             SELECT c.kind, coalesce(sum(c.n), 0),
@@ -798,7 +891,8 @@ class Suite:
         duplicates = sum(dups.values())
         explained = sum(explained_by_kind.values())
         unexplained = {int(r[0]): int(r[1]) for r in q(f"""
-            WITH c AS (SELECT job_id, count(*) AS n FROM {RESULTS_TABLE} GROUP BY 1),
+            WITH c AS (SELECT job_id, count(*) AS n FROM {RESULTS_TABLE}
+                        WHERE kind IN ('tx', 'plain') GROUP BY 1),
                  k AS (SELECT job_id, count(DISTINCT kill_no) AS kills
                          FROM chaos_killed_jobs GROUP BY 1)
             SELECT c.job_id, c.n - 1 - coalesce(k.kills, 0) FROM c LEFT JOIN k USING (job_id)
@@ -884,6 +978,14 @@ class Suite:
         if history_rows != completed or cancelled:
             failures.append(f"job_history holds {history_rows} rows for {completed} completed "
                             f"jobs ({cancelled} not succeeded)")
+        if good_archived:
+            failures.append(f"{good_archived} good jobs archived (a bad neighbour hurt them)")
+        if o.poison:
+            expected = {"killer:quarantined": o.killers,
+                        "unstorable_error:archived": 1, "unstorable_result:succeeded": 1}
+            expected = {k: v for k, v in expected.items() if v}
+            if poison_fates != expected:
+                failures.append(f"poison jobs ended {poison_fates}, expected {expected}")
         if in_both:
             failures.append(f"{in_both} jobs both in job_history and failed_jobs")
         if failed_no_reason:
@@ -916,7 +1018,10 @@ class Suite:
             "duplicates_explained": explained,
             "duplicates_unexplained": duplicates - explained,
             "duplicates_lease_lost": int(lease_lost_dups),
-            "kills": len(rec.kills),
+            "good_archived": good_archived,
+            "poison_fates": poison_fates,
+            "kills": sum(1 for k in rec.kills if not k.poison),
+            "poison_deaths": sum(1 for k in rec.kills if k.poison),
             "kills_jobs_running": sum(len(k.jobs) for k in rec.kills),
             "backend_terminations": rec.terminations,
             "worker_freezes": rec.freezes,

@@ -5,14 +5,21 @@ A periodic schedule, ``chaos.tick``: every second, ``catch_up="all"``, onto the 
 ``pgqueue.jobs`` (its time in ``meta``) and checks that each second fired exactly once.
 
 Two tasks on the queue ``chaos``, each recording every execution as one row of the results table
-``chaos_results`` (created by the suite):
+``chaos_results`` (created by the suite), and the poison jobs of the poison-job mode:
 
 - ``chaos.tx``: the row is inserted **inside the job's own completion transaction**
   (:meth:`pgqueue.App.complete`), so a killed worker's row rolls back with its completion:
   at most one row per job, ever;
 - ``chaos.plain``: the row is inserted by **its own autocommit statement**, before pgqueue
   records the completion; a worker killed between the two leaves a row for a job that runs
-  again: a duplicate, which the suite must be able to explain.
+  again: a duplicate, which the suite must be able to explain;
+- ``chaos.killer`` (poison): records its pid in ``chaos_poison_runs`` and kills its process
+  with ``os._exit(KILLER_EXIT)``, stranding every job the process held; it must end
+  quarantined in ``failed_jobs`` while the jobs claimed alongside it run on;
+- ``chaos.unstorable`` (poison, one attempt): returns a result (``mode="result"``) or raises an
+  error (``mode="error"``) holding a NUL and a lone surrogate, which PostgreSQL cannot store:
+  the result is stored with the documented replacement (the job succeeds), the error archives
+  the job with a readable reason; either way no neighbour in the completer's batch suffers.
 
 Handlers sleep a few milliseconds (``CHAOS_SLEEP_MS="lo,hi"``) so that kills land mid-run.
 Each handler thread keeps one connection of its own; a connection that the server closed while
@@ -52,15 +59,23 @@ import psycopg
 
 import pgqueue
 
-__all__ = ["PLAIN_TASK", "QUEUE", "RESULTS_TABLE", "TICK_QUEUE", "TICK_SCHEDULE", "TX_TASK",
-           "app", "main", "make_app"]
+__all__ = ["KILLER_EXIT", "KILLER_TASK", "PLAIN_TASK", "POISON_RUNS_TABLE", "QUEUE",
+           "RESULTS_TABLE", "TICK_QUEUE", "TICK_SCHEDULE", "TX_TASK", "UNSTORABLE_TASK",
+           "UNSTORABLE_TEXT", "app", "main", "make_app"]
 
 QUEUE = "chaos"
 TICK_SCHEDULE = "chaos.tick"
 TICK_QUEUE = "chaos-ticks"
 TX_TASK = "chaos.tx"
 PLAIN_TASK = "chaos.plain"
+KILLER_TASK = "chaos.killer"
+UNSTORABLE_TASK = "chaos.unstorable"
 RESULTS_TABLE = "chaos_results"
+POISON_RUNS_TABLE = "chaos_poison_runs"
+#: the exit status of a worker process that a killer job took down
+KILLER_EXIT = 17
+#: what PostgreSQL cannot store in text or jsonb: a NUL character and a lone surrogate
+UNSTORABLE_TEXT = "nul \x00 and lone surrogate \ud800"
 
 _INSERT = (f"INSERT INTO {RESULTS_TABLE} (job_id, kind, attempt, worker_id, pid) "
            "VALUES (%s, %s, %s, %s, %s)")
@@ -160,6 +175,30 @@ def make_app(database_url: str | None = None, *, environ: Mapping[str, str] | No
 
     app.add_periodic(TICK_SCHEDULE, task=TICK_SCHEDULE, every=dt.timedelta(seconds=1),
                      queue=TICK_QUEUE, catch_up="all", catch_up_limit=1000)
+
+    @app.task(name=KILLER_TASK, queue=QUEUE, max_attempts=max_attempts, retry=retry)
+    def chaos_killer(n: int = 0) -> None:
+        """Poison: take the whole worker process down, mid-batch, without any cleanup."""
+        try:
+            conns.get().execute(
+                f"INSERT INTO {POISON_RUNS_TABLE} (job_id, pid) VALUES (%s, %s)",
+                (pgqueue.current_job().id, os.getpid()))
+        finally:
+            os._exit(KILLER_EXIT)
+
+    @app.task(name=UNSTORABLE_TASK, queue=QUEUE, max_attempts=1, retry=retry)
+    def chaos_unstorable(n: int = 0, mode: str = "result") -> dict[str, str]:
+        """Poison: a result or an error message that PostgreSQL cannot store."""
+        conn = conns.get()
+        try:
+            record(conn, "poison")
+        except psycopg.OperationalError:
+            conns.discard()
+            raise
+        if mode == "error":
+            raise ValueError(UNSTORABLE_TEXT)
+        return {"text": UNSTORABLE_TEXT, UNSTORABLE_TEXT: UNSTORABLE_TEXT}
+
     return app
 
 

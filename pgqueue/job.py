@@ -2,11 +2,13 @@
 
 This module is the one home of: the job states (:class:`JobState`), the record of a failed
 attempt (:class:`AttemptError`), the outcome table (:data:`OUTCOMES`: which outcome leads to which
-state, table and attempt count), the rescue rule (:func:`rescue_archives`) and its reason
-(:data:`RESCUE_REASON`), the typed outcomes a handler can return or raise (:class:`Snooze`,
-:class:`Cancel`, :class:`Fail`), and the job rows the drivers return (:class:`Job`,
-:class:`FailedJob`, :class:`FinishedJob`). Drivers take the policy as parameters (the rescue
-reason is a bound SQL parameter and a Lua ``ARGV``) instead of writing it again.
+state, table and attempt count), the rescue rule (:func:`rescue_counts`,
+:func:`rescue_quarantines`, :data:`QUARANTINE_AFTER`, :data:`RESCUE_SPREAD_S`) and its reasons
+(:data:`RESCUE_REASON`, :data:`QUARANTINE_REASON`), the typed outcomes a handler can return or
+raise (:class:`Snooze`, :class:`Cancel`, :class:`Fail`), and the job rows the drivers return
+(:class:`Job`, :class:`FailedJob`, :class:`FinishedJob`). Drivers take the policy as parameters
+(the rescue reasons and limits are bound SQL parameters and Lua ``ARGV``) instead of writing it
+again.
 
 State diagram (a job row lives in ``jobs`` until it is finished)::
 
@@ -17,9 +19,12 @@ State diagram (a job row lives in ``jobs`` until it is finished)::
                  │                   │  │                        snoozes + 1; past the task's
                  │                   │  │                        max_snoozes: failed_jobs)
                  │                   │  ├──error, last attempt / Fail ──> failed_jobs
-                 │                   │  ├──lease expired, attempts left ─> waiting (rescued)
-                 │                   │  └──lease expired, last attempt ──> failed_jobs
-                 │                   │       (both with RESCUE_REASON)
+                 │                   │  ├──lease expired ──────> waiting (rescued, RESCUE_REASON,
+                 │                   │  │                     run_at spread over the dead
+                 │                   │  │                     worker's jobs)
+                 │                   │  └──lease expired, its worker died while running it
+                 │                   │       QUARANTINE_AFTER times ──> failed_jobs
+                 │                   │       (quarantined, QUARANTINE_REASON)
                  └── redrive ────────┴──────────────────────────────────── failed_jobs
 """
 
@@ -37,7 +42,10 @@ from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 __all__ = [
     "MAX_JSON_DEPTH",
     "OUTCOMES",
+    "QUARANTINE_AFTER",
+    "QUARANTINE_REASON",
     "RESCUE_REASON",
+    "RESCUE_SPREAD_S",
     "AttemptError",
     "Cancel",
     "Fail",
@@ -51,7 +59,9 @@ __all__ = [
     "Snooze",
     "attempt_errors",
     "decode_stored",
-    "rescue_archives",
+    "quarantine_reason_for",
+    "rescue_counts",
+    "rescue_quarantines",
 ]
 
 #: How deeply a job's ``args`` and ``meta`` may nest objects and arrays (the top-level object is
@@ -73,22 +83,83 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     #: in ``job_history``: cancelled while waiting, or by the handler / a cancel request
     CANCELLED = "cancelled"
-    #: in ``failed_jobs``: no attempts left, ``Fail``, an unknown task, or rescued on the
-    #: last attempt
+    #: in ``failed_jobs``: no attempts left, ``Fail``, an unknown task, or quarantined (its
+    #: worker died while running it, again and again)
     FAILED = "failed"
 
 
-#: The text of the error and archive reason of a job whose lease expired: its worker died or
-#: hung while running it. Drivers receive it as a parameter of ``rescue_expired``.
+# ---- the rescue rule -------------------------------------------------------------------------
+# A job whose lease expired is rescued: it goes back to waiting with an error record
+# (RESCUE_REASON). When its worker died holding it (rescue_counts), its ``rescues`` count goes
+# up -- a counter apart from ``attempt`` -- and the jobs of that dead worker come back
+# RESCUE_SPREAD_S apart. A job whose count reaches QUARANTINE_AFTER while it is the prime suspect
+# of its worker's death (rescue_quarantines) is quarantined to the archive (QUARANTINE_REASON).
+# A rescue never archives a job for want of attempts. Why, and what it cannot tell apart:
+# CONTRIBUTING.md, "Rescue".
+
+#: The text of the error recorded on a job whose lease expired: its worker died, froze or lost
+#: the database while running it. Drivers receive it as a parameter of ``rescue_expired``.
 RESCUE_REASON = "worker died while running"
 
+#: The archive reason of a quarantined job (``{n}`` is replaced by its rescue count): a job
+#: whose worker died while running it :data:`QUARANTINE_AFTER` times, each time the prime suspect
+#: among the jobs that worker held (see :func:`rescue_quarantines`). Typically a handler that
+#: kills its process (``os._exit``, a segfault in an extension, the OOM killer) or freezes it.
+QUARANTINE_REASON = ("quarantined: its worker process died while running it {n} times "
+                     "(the job kills or freezes its worker: os._exit, a crash, out of memory)")
 
-def rescue_archives(attempt: int, max_attempts: int) -> bool:
-    """The rescue rule: a job whose lease expired goes back to waiting (its attempt counted), or
-    -- when that attempt was its last -- to the archive with :data:`RESCUE_REASON`, so a poison
-    job cannot kill workers forever. (The SQL and Lua stores test the same
-    ``attempt >= max_attempts`` inside their one atomic statement.)"""
-    return attempt >= max_attempts
+#: How many deaths of its worker a job is blamed for before it is quarantined (default 3).
+QUARANTINE_AFTER = 3
+
+#: Jobs rescued together from one dead worker go back with their ``run_at`` spread this many
+#: seconds apart (0, 1x, 2x, ...; the most-rescued last), so they are not claimed together
+#: again and a job that kills its worker meets other neighbours next time. (The last of a dead
+#: worker's 100 jobs is back 20 s after the first.)
+RESCUE_SPREAD_S = 0.2
+
+
+def rescue_counts(worker_alive: bool) -> bool:
+    """Whether a rescue counts against the job (adds one to its ``rescues``).
+
+    A lease expires for two reasons: the worker died (crashed, was killed, froze, lost the
+    database) while holding the job, or the worker is alive but did not list the job in its
+    heartbeat (a claim whose answer was lost: the job never ran). Only the first is evidence
+    against the job; the stores tell them apart by the worker's registry heartbeat: a worker that
+    heartbeated after the job's lease expired is alive (``worker_alive``), and then the rescue is
+    not counted."""
+    return not worker_alive
+
+
+def rescue_quarantines(rescues: int, co_held_max: int | None, quarantine_after: int) -> bool:
+    """The quarantine rule, applied to each job rescued from a dead worker.
+
+    ``rescues`` is the job's rescue count *before* this rescue; ``co_held_max`` the highest count
+    among the other jobs the same dead worker held (None if it held no other). The job is
+    quarantined -- archived with :data:`QUARANTINE_REASON` instead of requeued -- when this rescue
+    makes its count reach ``quarantine_after`` **and** it is the prime suspect: its count is higher
+    than every co-held job's. A job that kills its worker is in every death it causes, whereas an
+    innocent job claimed alongside it is in some of them only, so (as long as the deaths are the
+    killer's) its count never exceeds the killer's: innocents are not quarantined for a killer's
+    deaths. A tie (the same jobs claimed
+    together each time) blames nobody; the spread run times separate them, and at twice
+    ``quarantine_after`` a job is quarantined whatever its neighbours.
+
+    >>> rescue_quarantines(2, None, 3)   # alone on its third dead worker
+    True
+    >>> rescue_quarantines(2, 2, 3)      # tied with a neighbour: not yet
+    False
+    >>> rescue_quarantines(1, 2, 3)      # an innocent neighbour of a killer
+    False
+    """
+    after = rescues + 1
+    if after < quarantine_after:
+        return False
+    return co_held_max is None or rescues > co_held_max or after >= 2 * quarantine_after
+
+
+def quarantine_reason_for(rescues: int, template: str = QUARANTINE_REASON) -> str:
+    """The archive reason of a job quarantined after ``rescues`` deaths of its worker."""
+    return template.replace("{n}", str(rescues))
 
 
 def _parse_at(value: Any) -> dt.datetime | None:
@@ -226,10 +297,15 @@ OUTCOMES: Mapping[str, OutcomeRule] = {
     "retried": OutcomeRule(JobState.WAITING, "jobs", True, True),
     #: an error on the last attempt, ``Fail``, or an unknown task
     "failed": OutcomeRule(JobState.FAILED, "failed_jobs", True, True),
-    #: the lease expired (see :func:`rescue_archives`), attempts left: waiting again at once
+    #: the lease expired (:data:`RESCUE_REASON`): waiting again, ``run_at`` spread over the dead
+    #: worker's jobs (:data:`RESCUE_SPREAD_S`); ``rescues`` counted when the worker died
+    #: (:func:`rescue_counts`). The claim counted the attempt and it stays counted (the outcome
+    #: guard needs one number per claim), but a rescue never archives a job for want of
+    #: attempts: it runs again, past ``max_attempts`` if need be.
     "rescued": OutcomeRule(JobState.WAITING, "jobs", True, True),
-    #: the lease expired on the last attempt: archived with :data:`RESCUE_REASON`
-    "rescued_last": OutcomeRule(JobState.FAILED, "failed_jobs", True, True),
+    #: its worker died while running it :data:`QUARANTINE_AFTER` times, each time the prime
+    #: suspect (:func:`rescue_quarantines`): archived with :data:`QUARANTINE_REASON`
+    "quarantined": OutcomeRule(JobState.FAILED, "failed_jobs", True, True),
 }
 
 

@@ -18,8 +18,8 @@ as a statement plan run by a sync or an async executor; the memory and redis dri
 sync form and generate the async twin with :func:`async_twin`.
 
 Outcome policy is not decided here: what each outcome does (:data:`pgqueue.job.OUTCOMES`), the
-attempt-error record (:class:`pgqueue.job.AttemptError`) and the rescue reason
-(:data:`pgqueue.job.RESCUE_REASON`, a parameter of :meth:`Driver.rescue_expired`) come from
+attempt-error record (:class:`pgqueue.job.AttemptError`) and the rescue rule (its reasons, limit
+and spread: parameters of :meth:`Driver.rescue_expired`) come from
 :mod:`pgqueue.job`. Capabilities are checked once, by :class:`pgqueue.App`: a driver is not
 asked to do what its :class:`Capabilities` deny (``conn=`` on a driver without
 ``transactional_enqueue`` never reaches it).
@@ -36,7 +36,17 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_check
 
 from pgqueue.backend import Capabilities, QueueStats, ScheduleInfo
 from pgqueue.errors import CapabilityError
-from pgqueue.job import RESCUE_REASON, AttemptError, FailedJob, FinishedJob, Job, NewJob
+from pgqueue.job import (
+    QUARANTINE_AFTER,
+    QUARANTINE_REASON,
+    RESCUE_REASON,
+    RESCUE_SPREAD_S,
+    AttemptError,
+    FailedJob,
+    FinishedJob,
+    Job,
+    NewJob,
+)
 
 __all__ = [
     "Capabilities",
@@ -167,11 +177,17 @@ class Driver(Protocol):
     async def unregister_worker(self, *, worker_id: str) -> None: ...
     async def heartbeat(self, *, worker_id: str, lease_s: float,
                         job_ids: Sequence[int]) -> None: ...
-    async def rescue_expired(self, *, limit: int = 1000,
-                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
-        """Requeue (or archive, on their last attempt: :func:`pgqueue.job.rescue_archives`) jobs
-        whose lease expired, appending an :class:`~pgqueue.job.AttemptError` with ``reason``
-        (the archive's reason too); returns (requeued ids, archived ids)."""
+    async def rescue_expired(self, *, limit: int = 1000, reason: str = RESCUE_REASON,
+                             quarantine_after: int = QUARANTINE_AFTER,
+                             quarantine_reason: str = QUARANTINE_REASON,
+                             spread_s: float = RESCUE_SPREAD_S) -> tuple[list[int], list[int]]:
+        """Rescue up to ``limit`` running jobs whose lease expired, atomically, by the rule of
+        :mod:`pgqueue.job`: each gets an :class:`~pgqueue.job.AttemptError` with ``reason``; when
+        its worker died (:func:`~pgqueue.job.rescue_counts`) its ``rescues`` count goes up and
+        the dead worker's jobs go back ``spread_s`` seconds apart (most-rescued last); a job the
+        rule quarantines (:func:`~pgqueue.job.rescue_quarantines` with ``quarantine_after``) goes
+        to the archive with ``quarantine_reason`` (``{n}`` replaced by its count). Returns
+        (requeued ids, quarantined ids)."""
     async def cancel_requested(self, *, worker_id: str) -> list[int]: ...
     async def prune_workers(self, *, older_than_s: float) -> None: ...
     async def ensure_partitions(self, days: int = 7) -> None: ...

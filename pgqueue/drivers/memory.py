@@ -12,9 +12,10 @@ Semantics follow the PostgreSQL driver operation by operation (see
   ``error`` record is appended to the job's ``errors``;
 - archive moves the job to the failed archive with its errors and a reason; redrive puts it back
   to waiting with the same id, ``attempt`` 0 and its errors kept;
-- rescue of expired leases requeues a job (counting the attempt) or archives it when it was on
-  its last attempt (:func:`pgqueue.job.rescue_archives`), with the reason it is given
-  (:data:`pgqueue.job.RESCUE_REASON` by default);
+- rescue of expired leases follows the rule of :mod:`pgqueue.job`: a job goes back to waiting
+  (its ``rescues`` counted when its worker died, the dead worker's jobs spread apart) or, when
+  its worker died holding it too often, is quarantined to the archive
+  (:func:`pgqueue.job.rescue_quarantines`), with the reasons it is given;
 - cancel of a waiting job moves it to history as ``cancelled``; of a running job it sets the
   cancel-requested flag and tells the worker through the listener;
 - count is waiting (including scheduled) + running; pop removes the next ready job, paused or not.
@@ -62,13 +63,18 @@ from pgqueue.drivers.base import (
 )
 from pgqueue.errors import JobError
 from pgqueue.job import (
+    QUARANTINE_AFTER,
+    QUARANTINE_REASON,
     RESCUE_REASON,
+    RESCUE_SPREAD_S,
     AttemptError,
     Job,
     JobState,
     NewJob,
     decode_stored,
-    rescue_archives,
+    quarantine_reason_for,
+    rescue_counts,
+    rescue_quarantines,
 )
 
 __all__ = ["MemoryDriver", "MemoryListener"]
@@ -109,6 +115,8 @@ class _Rec:
     started_at: float | None = None
     lease_expires: float | None = None
     cancel_requested: bool = False
+    #: rescues from a worker that died holding it (:func:`pgqueue.job.rescue_counts`)
+    rescues: int = 0
     reason: str | None = None
     failed_at: float | None = None
     #: bumped whenever the job (re)enters waiting; heap entries with an older seq are stale
@@ -537,26 +545,54 @@ class MemoryDriver(NoDatabaseMixin):
             for rec in recs:
                 rec.lease_expires = mono + lease_s
 
-    async def rescue_expired(self, *, limit: int = 1000,
-                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
-        """Requeue (counting the attempt) or archive, on their last attempt, the running jobs
-        whose lease expired, with ``reason`` as error and archive reason; returns
-        (requeued ids, archived ids)."""
+    async def rescue_expired(self, *, limit: int = 1000, reason: str = RESCUE_REASON,
+                             quarantine_after: int = QUARANTINE_AFTER,
+                             quarantine_reason: str = QUARANTINE_REASON,
+                             spread_s: float = RESCUE_SPREAD_S) -> tuple[list[int], list[int]]:
+        """Rescue the running jobs whose lease expired by the rule of :mod:`pgqueue.job` (see
+        :meth:`pgqueue.drivers.base.Driver.rescue_expired`); returns (requeued ids, quarantined
+        ids). A worker is alive when its registry heartbeat is newer than the job's lease."""
         now, mono = time.time(), time.monotonic()
+        after, spread = max(1, int(quarantine_after)), max(0.0, float(spread_s))
         rescued: list[int] = []
         failed: list[int] = []
         queues: dict[str, None] = {}
         with self._lock:
-            expired = sorted((r for r in self._running_recs()
+            running = self._running_recs()
+            expired = sorted((r for r in running
                               if r.lease_expires is not None and r.lease_expires < mono),
                              key=lambda r: (r.lease_expires or 0.0, r.id))[:limit]
+            # the verdicts first, on the state before this rescue changes anything
+            held: dict[str | None, list[_Rec]] = {}
+            for r in running:
+                held.setdefault(r.worker_id, []).append(r)
+            verdicts: list[tuple[_Rec, bool, bool]] = []
             for rec in expired:
+                info = self._workers.get(rec.worker_id) if rec.worker_id is not None else None
+                alive = (info is not None and rec.lease_expires is not None
+                         and info.heartbeat >= rec.lease_expires)
+                died = rescue_counts(alive)
+                others = [o.rescues for o in held.get(rec.worker_id, []) if o is not rec]
+                quarantine = died and rescue_quarantines(
+                    rec.rescues, max(others) if others else None, after)
+                verdicts.append((rec, died, quarantine))
+            ranks: dict[int, int] = {}
+            by_worker: dict[str | None, list[_Rec]] = {}
+            for rec, died, _q in verdicts:
+                if died:
+                    by_worker.setdefault(rec.worker_id, []).append(rec)
+            for group in by_worker.values():
+                for i, rec in enumerate(sorted(group, key=lambda r: (r.rescues, r.id))):
+                    ranks[rec.id] = i
+            for rec, died, quarantine in verdicts:
                 error = AttemptError(rec.attempt, reason, None, _dt(now), rec.worker_id)
-                if rescue_archives(rec.attempt, rec.max_attempts):
-                    self._archive(rec, error, reason, now)
+                if quarantine:
+                    self._archive(rec, error, quarantine_reason_for(rec.rescues + 1,
+                                                                    quarantine_reason), now)
                     failed.append(rec.id)
                 else:
-                    self._requeue(rec, 0.0, True, error, now)
+                    rec.rescues += int(died)
+                    self._requeue(rec, ranks.get(rec.id, 0) * spread, True, error, now)
                     rescued.append(rec.id)
                     queues[rec.queue] = None
         self._notify(("job", q) for q in queues)
@@ -734,6 +770,7 @@ class MemoryDriver(NoDatabaseMixin):
                 del self._failed[rec.id]
                 rec.attempt = 0
                 rec.snoozes = 0
+                rec.rescues = 0
                 rec.run_at = now
                 rec.worker_id = None
                 rec.started_at = None

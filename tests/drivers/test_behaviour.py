@@ -523,18 +523,19 @@ async def test_rescue_of_expired_leases(driver_app: pgqueue.App) -> None:
     archived: list[int] = []
 
     async def rescued_both() -> bool:
-        r, f = await driver.rescue_expired()
+        r, f = await driver.rescue_expired(spread_s=0)
         requeued.extend(r)
         archived.extend(f)
-        return retried in requeued and last in archived
+        return {retried, last} <= set(requeued)
 
     await eventually(rescued_both, what="the expired leases to be rescued")
-    assert alive not in requeued + archived
+    assert alive not in requeued and archived == []
     job = app.get_job(retried)
     assert job is not None and (job.state, job.attempt) == ("waiting", 1)
     assert job.errors[-1].error == RESCUE_REASON
-    failed = app.get_failed(last)
-    assert (failed.reason, failed.attempt) == (RESCUE_REASON, 1)
+    # a rescue never archives a job for want of attempts (one death is no proof against it)
+    job = app.get_job(last)
+    assert job is not None and (job.state, job.attempt) == ("waiting", 1)
 
     # the dead worker cannot complete what it lost; the job runs again, counting the attempt
     assert await driver.finish_many([Finish(retried)], worker_id="dead") == []

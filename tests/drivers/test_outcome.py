@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 import pgqueue
-from pgqueue.job import OUTCOMES, RESCUE_REASON, AttemptError, JobState, rescue_archives
+from pgqueue.job import (
+    OUTCOMES,
+    QUARANTINE_REASON,
+    RESCUE_REASON,
+    AttemptError,
+    JobState,
+    quarantine_reason_for,
+    rescue_counts,
+    rescue_quarantines,
+)
 from pgqueue.retry import RetryPolicy
 from tests.drivers.test_behaviour import claim, drain
 from tests.helpers import eventually
@@ -56,40 +65,55 @@ async def test_failed_job_returns_typed_attempt_errors(driver_app: pgqueue.App) 
 
 async def test_rescued_job_carries_the_one_rescue_reason(driver_app: pgqueue.App) -> None:
     """A rescue appends an :class:`AttemptError` with :data:`RESCUE_REASON` (and the dead
-    worker); on the last attempt the archive's reason is the same text."""
+    worker); a quarantined job's archive reason is :data:`QUARANTINE_REASON` with its count."""
     app, driver = driver_app, driver_app.driver
-    retried = app.enqueue("t", queue="q", max_attempts=2, priority=0)
-    last = app.enqueue("t", queue="q", max_attempts=1, priority=1)
-    assert [j.id for j in await claim(app, limit=2, worker="dead", lease_s=0.05)] == [retried,
-                                                                                       last]
+    first = app.enqueue("t", queue="q", max_attempts=2, priority=0)
+    quarantined = app.enqueue("t", queue="q", max_attempts=5, priority=1)
+    assert [j.id for j in await claim(app, worker="dead", lease_s=0.05)] == [first]
+    assert [j.id for j in await claim(app, worker="dead2", lease_s=0.05)] == [quarantined]
     seen: set[int] = set()
+    archived: set[int] = set()
 
     async def both_rescued() -> bool:
-        requeued, archived = await driver.rescue_expired()
-        seen.update(requeued + archived)
-        return {retried, last} <= seen
+        # each dead worker held one job: the prime suspect of its death
+        requeued, failed = await driver.rescue_expired(quarantine_after=1)
+        seen.update(requeued + failed)
+        archived.update(failed)
+        return {first, quarantined} <= seen
 
     await eventually(both_rescued, what="the expired leases to be rescued")
-    job = app.get_job(retried)
+    assert archived == {first, quarantined}
+    failed = app.get_failed(quarantined)
+    assert failed.reason == quarantine_reason_for(1) and "died" in failed.reason
+    assert _shape(failed.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead2")]
+
+    # with the default rule, one death is not enough: the job waits again, its error recorded
+    again = app.enqueue("t", queue="q", max_attempts=1, priority=0)
+    await claim(app, worker="dead3", lease_s=0.05)
+
+    async def requeued() -> bool:
+        return again in (await driver.rescue_expired())[0]
+
+    await eventually(requeued, what="the expired lease to be rescued")
+    job = app.get_job(again)
     assert job is not None and job.state == JobState.WAITING
-    assert _shape(job.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead")]
-    failed = app.get_failed(last)
-    assert failed.reason == RESCUE_REASON
-    assert _shape(failed.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead")]
+    assert _shape(job.errors) == [(AttemptError, 1, RESCUE_REASON, False, "dead3")]
 
 
-async def test_rescue_reason_is_a_parameter_of_the_driver(driver_app: pgqueue.App) -> None:
-    """Drivers write the reason they are given, not a text of their own."""
+async def test_rescue_reasons_are_parameters_of_the_driver(driver_app: pgqueue.App) -> None:
+    """Drivers write the reasons they are given, not a text of their own."""
     app, driver = driver_app, driver_app.driver
     job_id = app.enqueue("t", queue="q", max_attempts=1)
     await claim(app, worker="dead", lease_s=0.05)
 
     async def archived() -> bool:
-        return job_id in (await driver.rescue_expired(reason="lease lost (test)"))[1]
+        return job_id in (await driver.rescue_expired(
+            reason="lease lost (test)", quarantine_after=1,
+            quarantine_reason="killed it {n} time(s) (test)"))[1]
 
     await eventually(archived, what="the expired lease to be rescued")
     failed = app.get_failed(job_id)
-    assert failed.reason == "lease lost (test)"
+    assert failed.reason == "killed it 1 time(s) (test)"
     assert [e.error for e in failed.errors] == ["lease lost (test)"]
 
 
@@ -109,18 +133,27 @@ def test_attempt_error_round_trips_through_its_stored_form() -> None:
 
 def test_outcome_table_and_rescue_rule() -> None:
     assert {r.where for r in OUTCOMES.values()} == {"jobs", "job_history", "failed_jobs"}
-    assert OUTCOMES["rescued_last"].state == OUTCOMES["failed"].state == JobState.FAILED
+    assert OUTCOMES["quarantined"].state == OUTCOMES["failed"].state == JobState.FAILED
+    assert OUTCOMES["rescued"].where == "jobs"
     assert not OUTCOMES["snoozed"].counts_attempt and OUTCOMES["retried"].records_error
-    assert (rescue_archives(1, 2), rescue_archives(2, 2), rescue_archives(3, 2)) == (
-        False, True, True)
+    assert rescue_counts(worker_alive=False) and not rescue_counts(worker_alive=True)
+    # (count before this rescue, highest count of the co-held jobs, quarantine_after)
+    assert rescue_quarantines(2, None, 3)            # alone on its third dead worker
+    assert not rescue_quarantines(1, None, 3)        # second death: not yet
+    assert rescue_quarantines(2, 1, 3)               # the prime suspect among its neighbours
+    assert not rescue_quarantines(2, 2, 3)           # a tie blames nobody...
+    assert rescue_quarantines(5, 5, 3)               # ...until twice the limit
+    assert not rescue_quarantines(1, 2, 3)           # an innocent neighbour of a killer
+    assert quarantine_reason_for(4) == QUARANTINE_REASON.replace("{n}", "4")
 
 
 def test_the_rescue_reason_is_written_once() -> None:
-    """The text lives in pgqueue/job.py only: SQL binds it, Lua receives it in ARGV."""
-    holders = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
-                     if p.suffix in (".py", ".lua", ".sql")
-                     and RESCUE_REASON in p.read_text(encoding="utf-8"))
-    assert holders == ["job.py"]
+    """The texts live in pgqueue/job.py only: SQL binds them, Lua receives them in ARGV."""
+    for text in (RESCUE_REASON, QUARANTINE_REASON[:40]):
+        holders = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
+                         if p.suffix in (".py", ".lua", ".sql")
+                         and text in p.read_text(encoding="utf-8"))
+        assert holders == ["job.py"]
 
 
 def test_redis_scripts_ship_as_package_files() -> None:

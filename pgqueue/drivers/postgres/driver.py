@@ -53,7 +53,17 @@ from pgqueue.errors import (
     NotMigratedError,
     PgQueueError,
 )
-from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors, decode_stored
+from pgqueue.job import (
+    QUARANTINE_AFTER,
+    QUARANTINE_REASON,
+    RESCUE_REASON,
+    RESCUE_SPREAD_S,
+    AttemptError,
+    Job,
+    NewJob,
+    attempt_errors,
+    decode_stored,
+)
 
 __all__ = ["PostgresDriver"]
 
@@ -571,13 +581,16 @@ class PostgresDriver:
         await self._arun(_Op(self.sql.heartbeat, {"worker": worker_id, "lease": lease_s,
                                                   "ids": list(job_ids)}, _none))
 
-    async def rescue_expired(self, *, limit: int = 1000,
-                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
+    async def rescue_expired(self, *, limit: int = 1000, reason: str = RESCUE_REASON,
+                             quarantine_after: int = QUARANTINE_AFTER,
+                             quarantine_reason: str = QUARANTINE_REASON,
+                             spread_s: float = RESCUE_SPREAD_S) -> tuple[list[int], list[int]]:
         def read(rows: list[Row]) -> tuple[list[int], list[int]]:
             return ([r[1] for r in rows if r[0] == "rescued"],
                     [r[1] for r in rows if r[0] == "failed"])
-        return await self._arun(_Op(self.sql.rescue_expired, {"limit": limit, "reason": reason},
-                                    read))
+        params = {"limit": limit, "reason": reason, "after": max(1, int(quarantine_after)),
+                  "qreason": quarantine_reason, "spread": max(0.0, float(spread_s))}
+        return await self._arun(_Op(self.sql.rescue_expired, params, read))
 
     async def prune_workers(self, *, older_than_s: float) -> None:
         await self._arun(_Op(self.sql.prune_workers, {"older_than": older_than_s}, _none))

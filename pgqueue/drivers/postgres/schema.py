@@ -81,6 +81,9 @@ jobs = sa.Table(
     sa.Column("started_at", TS, nullable=True),
     # revision 0002: Snooze outcomes so far (a snooze gives its attempt back; this bounds it)
     sa.Column("snoozes", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # how many times the job was rescued from a worker that died while holding it (revision
+    # 0005; the quarantine rule of pgqueue.job.rescue_quarantines)
+    sa.Column("rescues", sa.Integer, nullable=False, server_default=sa.text("0")),
     _state_check(JOB_STATES, "jobs_state_check"),
     sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
     sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),

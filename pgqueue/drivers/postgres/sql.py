@@ -256,23 +256,60 @@ class Statements:
             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()""")
         self.unregister_worker = q("DELETE FROM {s}.workers WHERE id = %(worker)s")
 
-        #: Jobs whose lease expired (their worker died or hung) go back to waiting, counting the
-        #: attempt, or -- on their last attempt -- to the archive (the rescue rule of
-        #: :func:`pgqueue.job.rescue_archives`: a poison job cannot kill workers forever). The error
-        #: text and archive reason is the bound ``reason`` (``pgqueue.job.RESCUE_REASON``); the
-        #: error record has the stored shape of :class:`pgqueue.job.AttemptError`.
-        #: ``FOR UPDATE SKIP LOCKED`` keeps two rescuers off the same job; a live worker's
-        #: heartbeat keeps its leases in the future, so its jobs are never rescued.
+        #: Jobs whose lease expired go back to waiting, or one of them is quarantined: the rescue
+        #: rule of :mod:`pgqueue.job` (``rescue_counts``, ``rescue_quarantines``), in one
+        #: statement.
+        #:
+        #: - ``c`` locks the expired rows ``FOR UPDATE SKIP LOCKED``: two rescuers never touch the
+        #:   same job, and a live worker's heartbeat keeps its leases in the future, so its jobs
+        #:   are never rescued (served by ``jobs_running_lease_idx``).
+        #: - ``h``, ``e`` and ``v`` are the verdict on each, read before anything changes:
+        #:   ``prime`` (its ``rescues`` is the highest among the jobs its worker holds, and no
+        #:   other has it: one pass over the running rows of the workers concerned, only when
+        #:   something expired), ``died`` (evidence the job was running when its worker went: the
+        #:   worker has not heartbeated since the lease expired; a live worker that did not list
+        #:   the job -- a lost claim answer -- was not running it), the quarantine test, and
+        #:   ``rank``: the job's place among the jobs rescued from that dead worker,
+        #:   most-rescued last.
+        #: - quarantined jobs move to ``failed_jobs`` with ``qreason`` (``{n}``: the count);
+        #:   the others go back to waiting at ``now() + rank * spread`` seconds (a dead worker's
+        #:   jobs come back apart, so they are not claimed together again), ``rescues + died``.
+        #:   The claim counted the attempt, and it stays counted (the outcome guard needs one
+        #:   number per claim), but no job is archived for want of attempts by a rescue.
+        #:
+        #: Every rescue appends an error record with ``reason`` (``RESCUE_REASON``) in the stored
+        #: shape of :class:`pgqueue.job.AttemptError`, with the dead worker's id.
         self.rescue_expired = q("""
             WITH c AS (
-                SELECT id FROM {s}.jobs
+                SELECT id, worker_id FROM {s}.jobs
                 WHERE state = 'running' AND lease_expires_at < now()
                 ORDER BY lease_expires_at
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED),
+            h AS (  -- the prime suspect of each worker: the one highest count, unshared
+                SELECT o.id,
+                       o.rescues = max(o.rescues) OVER (PARTITION BY o.worker_id)
+                       AND count(*) OVER (PARTITION BY o.worker_id, o.rescues) = 1 AS prime
+                  FROM {s}.jobs o
+                 WHERE o.state = 'running'
+                   AND o.worker_id IN (SELECT worker_id FROM c)),
+            e AS (
+                SELECT j.id, j.worker_id, j.rescues, h.prime,
+                       NOT EXISTS (SELECT 1 FROM {s}.workers w
+                                    WHERE w.id = j.worker_id
+                                      AND w.heartbeat_at >= j.lease_expires_at) AS died
+                  FROM {s}.jobs j JOIN c ON j.id = c.id JOIN h ON h.id = c.id),
+            v AS (
+                SELECT id, died, rescues,
+                       died AND rescues + 1 >= %(after)s
+                            AND (prime OR rescues + 1 >= 2 * %(after)s) AS quarantine,
+                       CASE WHEN died THEN row_number() OVER (
+                                PARTITION BY worker_id, died ORDER BY rescues, id) - 1
+                            ELSE 0 END AS rank
+                  FROM e),
             dead AS (
-                DELETE FROM {s}.jobs j USING c
-                WHERE j.id = c.id AND j.attempt >= j.max_attempts
+                DELETE FROM {s}.jobs j USING v
+                WHERE j.id = v.id AND v.quarantine
                 RETURNING j.*),
             arch AS (
                 INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt,
@@ -282,7 +319,8 @@ class Statements:
                        timeout_s, meta, errors || jsonb_build_array(jsonb_build_object(
                            'attempt', attempt, 'error', %(reason)s::text,
                            'traceback', NULL, 'at', now(), 'worker', worker_id)),
-                       %(reason)s::text, created_at, started_at FROM dead
+                       replace(%(qreason)s::text, '{{n}}', (rescues + 1)::text),
+                       created_at, started_at FROM dead
                 ON CONFLICT (id) DO UPDATE SET
                     attempt = excluded.attempt, errors = excluded.errors,
                     reason = excluded.reason, failed_at = now()
@@ -290,12 +328,13 @@ class Statements:
             back AS (
                 UPDATE {s}.jobs j
                    SET state = 'waiting', worker_id = NULL, lease_expires_at = NULL,
-                       run_at = now(),
+                       run_at = now() + make_interval(secs => v.rank * %(spread)s),
+                       rescues = j.rescues + v.died::int,
                        errors = j.errors || jsonb_build_array(jsonb_build_object(
                            'attempt', j.attempt, 'error', %(reason)s::text,
                            'traceback', NULL, 'at', now(), 'worker', j.worker_id)),
                        last_error = %(reason)s::text
-                  FROM c WHERE j.id = c.id AND j.attempt < j.max_attempts
+                  FROM v WHERE j.id = v.id AND NOT v.quarantine
                 RETURNING j.id, pg_notify({chan}, j.queue))
             SELECT 'rescued', id FROM back UNION ALL SELECT 'failed', id FROM arch""")
 

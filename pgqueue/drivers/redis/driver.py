@@ -30,10 +30,10 @@ so all processes agree on run times and leases. Semantics follow the PostgreSQL 
 ``(priority, run_at, id)`` order over unpaused queues with ``attempt + 1`` and a lease;
 finish/requeue/archive only for jobs running under the given worker (and, when given, at the claimed
 attempt, so a stale outcome never lands on a later claim); rescue of expired leases requeues the
-job, or archives it on its last attempt (:func:`pgqueue.job.rescue_archives`) with the reason it is
-given (:data:`pgqueue.job.RESCUE_REASON` by default), so a worker killed mid-job (SIGKILL, OOM, lost
-host) loses no job; redrive keeps the id and resets ``attempt`` to 0; unique keys are honoured like
-the ``jobs_unique_key_idx`` index.
+job, or quarantines it to the archive when its worker died holding it too often
+(:func:`pgqueue.job.rescue_quarantines`), with the reasons it is given, so a worker killed
+mid-job (SIGKILL, OOM, lost host) loses no job; redrive keeps the id and resets ``attempt`` to 0;
+unique keys are honoured like the ``jobs_unique_key_idx`` index.
 
 Limits, declared in :attr:`RedisDriver.capabilities`:
 
@@ -96,7 +96,17 @@ from pgqueue.errors import (
     JobError,
     PgQueueError,
 )
-from pgqueue.job import RESCUE_REASON, AttemptError, Job, NewJob, attempt_errors, decode_stored
+from pgqueue.job import (
+    QUARANTINE_AFTER,
+    QUARANTINE_REASON,
+    RESCUE_REASON,
+    RESCUE_SPREAD_S,
+    AttemptError,
+    Job,
+    NewJob,
+    attempt_errors,
+    decode_stored,
+)
 
 if TYPE_CHECKING:
     import redis as redis_mod
@@ -480,17 +490,22 @@ class RedisDriver(NoDatabaseMixin):
         await self._offload(self._script, "heartbeat", worker_id, max(1, int(lease_s * 1000)),
                            "1" if job_ids is None else "0", *members)
 
-    def _rescue(self, limit: int, reason: str) -> tuple[list[int], list[int]]:
+    def _rescue(self, limit: int, reason: str, quarantine_after: int, quarantine_reason: str,
+                spread_s: float) -> tuple[list[int], list[int]]:
         rescued, failed = self._script("rescue", limit, dt.datetime.now(dt.UTC).isoformat(),
-                                       reason)
+                                       reason, max(1, int(quarantine_after)), quarantine_reason,
+                                       max(0, int(spread_s * 1000)))
         return [int(x) for x in rescued], [int(x) for x in failed]
 
-    async def rescue_expired(self, *, limit: int = 1000,
-                             reason: str = RESCUE_REASON) -> tuple[list[int], list[int]]:
-        """Requeue (counting the attempt) or archive, on their last attempt, the running jobs
-        whose lease expired, with ``reason`` as error and archive reason; returns
-        (requeued ids, archived ids)."""
-        return await self._offload(self._rescue, limit, reason)
+    async def rescue_expired(self, *, limit: int = 1000, reason: str = RESCUE_REASON,
+                             quarantine_after: int = QUARANTINE_AFTER,
+                             quarantine_reason: str = QUARANTINE_REASON,
+                             spread_s: float = RESCUE_SPREAD_S) -> tuple[list[int], list[int]]:
+        """Rescue the running jobs whose lease expired by the rule of :mod:`pgqueue.job`, in
+        one script (see :meth:`pgqueue.drivers.base.Driver.rescue_expired`); returns
+        (requeued ids, quarantined ids)."""
+        return await self._offload(self._rescue, limit, reason, quarantine_after,
+                                   quarantine_reason, spread_s)
 
     def _cancel_requested(self, worker_id: str) -> list[int]:
         members: set[str] = self._do(

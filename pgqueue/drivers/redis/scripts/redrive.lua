@@ -19,7 +19,7 @@ for i = 1, n do
   if h[1] == 'failed' then
     local q = h[2]
     redis.call('HDEL', jkey(m), 'reason', 'failed_at', 'worker_id', 'started_at',
-               'cancel_requested', 'last_error')
+               'cancel_requested', 'last_error', 'rescues')
     redis.call('HSET', jkey(m), 'state', 'waiting', 'attempt', '0', 'snoozes', '0',
                'run_at', num(now))
     local ok, errs = pcall(cjson.decode, h[4] or '[]')
