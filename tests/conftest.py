@@ -3,7 +3,7 @@
 Server, in this order:
   1. ``PGQUEUE_TEST_DSN`` or ``DATABASE_URL`` if set;
   2. a reachable local server (127.0.0.1:5432, then the default unix socket);
-  3. the embedded server from the ``pgqueue[embedded]`` wheel.
+  3. the embedded server from the ``pgqueue-tx[embedded]`` extra.
 ``PGQUEUE_TEST_EMBEDDED=1`` skips 1 and 2. Under xdist the controller process picks the server
 (and starts the embedded one) once, and hands its DSN to the workers; it stops it at the end.
 
@@ -54,7 +54,7 @@ LOCAL_CANDIDATES = (
 )
 DB_PREFIX = "pgqueue_test_"
 NO_SERVER = ("no PostgreSQL for the tests: set PGQUEUE_TEST_DSN, run a local server, or "
-             "pip install 'pgqueue[embedded]'")
+             "pip install 'pgqueue-tx[embedded]'")
 
 # keys of xdist's workerinput, filled by the controller in pytest_configure_node
 _RUN_KEY, _DSN_KEY, _SOURCE_KEY = "pgqueue_run", "pgqueue_admin_dsn", "pgqueue_source"

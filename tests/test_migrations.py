@@ -235,7 +235,7 @@ def test_wheel_in_fresh_venv_can_migrate(make_database: Callable[[], str],
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
                    check=True, capture_output=True, timeout=300)
-    wheel = next(dist.glob("pgqueue-*.whl"))
+    wheel = next(dist.glob("pgqueue_tx-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"

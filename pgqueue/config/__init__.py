@@ -16,7 +16,7 @@ three products pgqueue replaces (Vela's ``QUEUE_*``/``VELA_QUEUE_*`` variables, 
 Layers, later wins:
 
 1. **defaults** -- see :class:`Settings`;
-2. **YAML** (``yaml_file``; needs PyYAML: ``pip install 'pgqueue[yaml]'``), read by the YAML
+2. **YAML** (``yaml_file``; needs PyYAML: ``pip install 'pgqueue-tx[yaml]'``), read by the YAML
    readers of the vocabularies;
 3. **.env** (``env_file``): ``KEY=VALUE`` lines with the same keys as the environment; ``#``
    comments (whole-line, or after whitespace in an unquoted value), ``export KEY=...``, single
