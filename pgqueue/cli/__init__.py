@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--database-url", help="default: PGQUEUE_DATABASE_URL, DATABASE_URL")
-        sp.add_argument("--schema", default=os.environ.get("PGQUEUE_SCHEMA", DEFAULT_SCHEMA))
+        sp.add_argument("--schema", help="pgqueue's schema (default: the configured one: "
+                        f"PGQUEUE_SCHEMA, QUEUE_TABLE, app-config.yaml, .env; else "
+                        f"{DEFAULT_SCHEMA})")
 
     sp = sub.add_parser("demo", help="run the demo (embedded PostgreSQL when no URL is set)")
     sp.add_argument("--database-url", help="use this database instead of the embedded one")

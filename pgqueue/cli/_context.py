@@ -13,12 +13,13 @@ import os
 import sys
 
 from pgqueue._dsn import to_libpq, url_from_env
+from pgqueue._names import validate_schema
 from pgqueue.app import App
 from pgqueue.compat import default_settings
 from pgqueue.config import Settings
 from pgqueue.errors import ConfigurationError, DatabaseUnavailableError
 
-__all__ = ["app_for", "database_url", "load_app", "raise_unreachable", "settings"]
+__all__ = ["app_for", "database_url", "load_app", "raise_unreachable", "schema", "settings"]
 
 
 def settings() -> Settings:
@@ -41,6 +42,16 @@ def database_url(args: argparse.Namespace) -> tuple[str, str]:
         "no database configured: pass --database-url or set PGQUEUE_DATABASE_URL "
         "(or DATABASE_URL, QUEUE_CONFIG) to postgresql://user@host:5432/dbname",
         key="database_url")
+
+
+def schema(args: argparse.Namespace) -> str:
+    """pgqueue's schema: ``--schema``, else the configured one (``PGQUEUE_SCHEMA``,
+    ``QUEUE_TABLE=schema.jobs``, ``postgres.schema`` in ``app-config.yaml``, ``.env``: the same
+    settings the database URL comes from), else ``pgqueue``."""
+    given = getattr(args, "schema", None)
+    if given:
+        return validate_schema(given)
+    return settings().schema
 
 
 def load_app(spec: str) -> App:
@@ -74,7 +85,7 @@ def app_for(args: argparse.Namespace) -> App:
             app.use_database(args.database_url, source="--database-url")
         return app
     url, _ = database_url(args)
-    return App(database_url=url, schema=args.schema)
+    return App(database_url=url, schema=schema(args))
 
 
 def raise_unreachable(exc: Exception) -> None:
