@@ -147,3 +147,13 @@ def test_migrate_uses_the_schema_of_the_environment_and_yaml(
     # --schema still wins
     r = cli("migrate", "--schema", "flagq", cwd=bare)
     assert r.returncode == 0 and migrations.current(url, schema="flagq") == migrations.head()
+
+
+def test_cli_and_app_agree_when_several_names_are_set(bare: Path, fresh_dsn: str,
+                                                      make_database: MakeDatabase) -> None:
+    """DATABASE_URL loses to QUEUE_CONFIG for the CLI as for App() (it used to win there)."""
+    other = make_database()
+    env = {"DATABASE_URL": other, "QUEUE_CONFIG": fresh_dsn}
+    r = cli("enqueue", "agree", "--queue", "agreeq", cwd=bare, env=env)
+    assert r.returncode == 0, r.stderr
+    assert waiting(fresh_dsn, "pgqueue", "agreeq") == 1
