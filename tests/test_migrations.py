@@ -218,33 +218,56 @@ def test_cli_unreachable_database_is_one_clear_line() -> None:
     assert "Traceback" not in r.stderr
 
 
-def skip_unless_package_index_answers(tmp_path: Path) -> None:
-    """Skip (with pip's reason) when pip cannot fetch from the configured package index: the
-    wheel build and the fresh venv's install both need it."""
-    probe = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest",
-         str(tmp_path / "probe"), "hatchling"],
-        capture_output=True, text=True, timeout=300)
+def skip_unless_package_index_answers(tmp_path: Path,
+                                      env: dict[str, str] | None = None) -> None:
+    """Skip, with pip's own reason, when pip cannot fetch from the configured package index
+    (the wheel build and the fresh venv's install both need it). One quick try: no retries, a
+    10 s timeout, so an offline machine skips in seconds instead of failing after minutes."""
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--retries", "0",
+             "--timeout", "10", "--dest", str(tmp_path / "probe"), "hatchling"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, **env} if env is not None else None)
+    except subprocess.TimeoutExpired:
+        pytest.skip("the package index is unreachable (pip download hatchling did not finish "
+                    "in 120 s); this test needs the network")
     if probe.returncode != 0:
         errors = [line for line in probe.stderr.splitlines() if "ERROR" in line]
         reason = errors[-1] if errors else probe.stderr.strip()[-300:]
-        pytest.skip(f"the package index is unreachable (pip download hatchling: {reason})")
+        pytest.skip(f"the package index is unreachable (pip download hatchling: {reason}); "
+                    "this test needs the network")
+
+
+def run_step(*cmd: str, timeout: float, cwd: Path | None = None) -> None:
+    """Run one step of the wheel test; on failure, show its own output (pip's error)."""
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+
+
+def test_the_network_probe_skips_with_a_reason_when_the_index_is_unreachable(
+        tmp_path: Path) -> None:
+    unreachable = {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:1/simple",
+                   "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "", "PIP_NO_CACHE_DIR": "1"}
+    with pytest.raises(pytest.skip.Exception, match="package index is unreachable"):
+        skip_unless_package_index_answers(tmp_path, unreachable)
 
 
 @pytest.mark.slow
 @pytest.mark.network
 def test_wheel_in_fresh_venv_can_migrate(make_database: Callable[[], str],
                                          tmp_path: Path) -> None:
+    """Needs the package index (the build backend and the dependencies): marked ``network``
+    and skipped, saying why, when the index does not answer."""
     skip_unless_package_index_answers(tmp_path)
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)
+    run_step(sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT),
+             timeout=300)
     wheel = next(dist.glob("pgqueue_tx-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=600)
+    run_step(str(py), "-m", "pip", "install", "-q", str(wheel), timeout=600)
     url = make_database()
     r = subprocess.run([str(env_dir / "bin" / "pgqueue"), "migrate", "--database-url", url],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
