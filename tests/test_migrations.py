@@ -255,6 +255,7 @@ def test_the_network_probe_skips_with_a_reason_when_the_index_is_unreachable(
 
 @pytest.mark.slow
 @pytest.mark.network
+@pytest.mark.timeout(1200)  # a wheel build and a fresh venv's install: minutes on a busy box
 def test_wheel_in_fresh_venv_can_migrate(make_database: Callable[[], str],
                                          tmp_path: Path) -> None:
     """Needs the package index (the build backend and the dependencies): marked ``network``
