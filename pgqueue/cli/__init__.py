@@ -11,8 +11,10 @@
     pgqueue pause QUEUE / pgqueue resume QUEUE
     pgqueue config                                # settings and their sources
 
-The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``,
-else the settings of :mod:`pgqueue.config` (``QUEUE_CONFIG``, ``.env``, ``app-config.yaml``).
+The database comes from ``--database-url``, else the settings, resolved as ``pgqueue.App()``
+resolves them (:func:`pgqueue.config.find_settings`: ``PGQUEUE_DATABASE_URL``, ``QUEUE_CONFIG``,
+``.env``, ``app-config.yaml``, ``DATABASE_URL``); the schema from ``--schema``, else the same
+settings (``PGQUEUE_SCHEMA``, ``QUEUE_TABLE=schema.jobs``, ``postgres.schema``).
 Errors print one line saying what to do, and exit with status 2.
 
 The package: this module holds the parser (every subcommand and its flags, in one place) and
@@ -62,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("migrate", help="upgrade (or --to base: remove) pgqueue's schema")
     common(sp)
     sp.add_argument("--to", help="target revision (default head; 'base' removes everything)")
-    sp.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    sp.add_argument("--sql", action="store_true",
+                    help="print the SQL instead of running it (for psql -v ON_ERROR_STOP=1 -f; "
+                    "with --to base: the removal)")
     sp.set_defaults(func=cmd_migrate)
 
     sp = sub.add_parser("worker", help="run a worker for MODULE:APP")
