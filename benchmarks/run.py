@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dsn", default=None, help="server to use (a throwaway database is "
                    "created on it); default: env, 127.0.0.1:5432, embedded")
     p.add_argument("--embedded", action="store_true",
-                   help="use the embedded server (pgqueue[embedded]) even if another is reachable")
+                   help="use the embedded server (pgqueue-tx[embedded]) even if another is "
+                   "reachable")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of {','.join(GROUPS)} (for development)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",

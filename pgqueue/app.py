@@ -33,9 +33,9 @@ from pgqueue._defaults import (
     DEFAULT_QUEUE,
     DEFAULT_SCHEMA,
 )
-from pgqueue._dsn import to_libpq, url_from_env
+from pgqueue._dsn import to_libpq
 from pgqueue._names import validate_name, validate_schema
-from pgqueue.config import Settings
+from pgqueue.config import Settings, find_settings
 from pgqueue.config._settings import needs_database_url
 from pgqueue.config._values import parse_driver
 from pgqueue.drivers import get_driver
@@ -97,12 +97,20 @@ class App:
     controls queues and archived jobs, and builds workers (:meth:`worker`).
 
     Args:
-        database_url: PostgreSQL URL. Default: ``PGQUEUE_DATABASE_URL``, then ``DATABASE_URL``
-            (of ``environ``, default ``os.environ``).
-        schema: the PostgreSQL schema of pgqueue's tables (default ``pgqueue``).
+        database_url: PostgreSQL URL. Default: the configured one, resolved as the ``pgqueue``
+            command resolves it (:func:`pgqueue.config.find_settings`): ``PGQUEUE_DATABASE_URL``,
+            then the seeds' names (``QUEUE_CONFIG``/``VELA_QUEUE_CONFIG``, Backstage's
+            ``backend.queue.postgres.connection`` in ``app-config.yaml``), then ``DATABASE_URL``;
+            the environment wins over ``.env``, which wins over ``app-config.yaml``.
+            ``pgqueue config`` prints what was found and where.
+        schema: the PostgreSQL schema of pgqueue's tables. Default: the configured one
+            (``PGQUEUE_SCHEMA``, ``QUEUE_TABLE=myschema.jobs``, ``postgres.schema`` in
+            ``app-config.yaml``), else ``pgqueue`` (``pgqueue`` with a ``driver`` instance).
         driver: a driver instance, or the name of one that needs no URL (``"memory"``,
             ``"redis"`` on redis://127.0.0.1:6379/0); default: postgres on ``database_url``,
-            created on first use.
+            created on first use; with neither ``database_url`` nor ``driver``, a driver the
+            configuration selects explicitly (``QUEUE_DRIVER=redis`` with its URL,
+            ``QUEUE_DRIVER=memory``) is used.
         strict: whether :meth:`enqueue` refuses task names that are not registered
             (:class:`pgqueue.UnknownTaskError`). Default ``None``: refuse them once the app
             has at least one task registered (a typo is caught where the tasks are known),
@@ -111,7 +119,8 @@ class App:
             some tasks and also enqueues tasks of other services).
         default_queue: queue of tasks registered without one (default ``"default"``).
         pool_size: size of pgqueue's own connection pools (default 10).
-        environ: where to look for the URL variables (default ``os.environ``).
+        environ: the environment the configuration is read from (default ``os.environ``, only
+            read; ``.env`` and ``app-config.yaml`` of the current directory count as well).
 
     Attributes:
         tasks: the registry, by name and alias. dead_letter_handlers: hooks by queue.
@@ -121,13 +130,13 @@ class App:
 
         app = pgqueue.App("postgresql://localhost/shop")
         app.enqueue("send_email", {"to": "a@b.c"}, delay=60)
+        app = pgqueue.App()          # QUEUE_CONFIG=postgresql://... (Vela) works as well
     """
 
-    def __init__(self, database_url: str | None = None, *, schema: str = DEFAULT_SCHEMA,
+    def __init__(self, database_url: str | None = None, *, schema: str | None = None,
                  driver: Driver | str | None = None, strict: bool | None = None,
                  default_queue: str = DEFAULT_QUEUE, pool_size: int = 10,
                  environ: Mapping[str, str] | None = None) -> None:
-        self.schema = validate_schema(schema)
         self.strict = strict
         self.default_queue = validate_name(default_queue, "queue")
         self.tasks: dict[str, Task] = {}
@@ -137,17 +146,32 @@ class App:
         self._driver: Driver | None = None
         self.database_url: str | None = None
         self._url_source = "database_url argument"
+        settings: Settings | None = None
+        if driver is None and (database_url is None or schema is None):
+            # what is not given comes from the configuration, resolved as the CLI resolves it
+            settings = find_settings(environ=environ, database_url=database_url)
+        self.schema = validate_schema(
+            schema if schema is not None else settings.schema if settings else DEFAULT_SCHEMA)
         if isinstance(driver, str):
             driver = _driver_by_name(driver, self)
         if driver is not None:
             self._driver = driver
-        else:
-            if database_url is None:
-                found = url_from_env(environ)
-                if found is not None:
-                    database_url, self._url_source = found[0], f"env {found[1]}"
-            if database_url is not None:
-                self.database_url = to_libpq(database_url, source=self._url_source)
+        elif database_url is not None:
+            self.database_url = to_libpq(database_url, source=self._url_source)
+        elif settings is not None:
+            self._use_configured(settings)
+
+    def _use_configured(self, settings: Settings) -> None:
+        """Take the database (or driver) the configuration selects; a memory driver only when
+        selected explicitly (never by default: jobs of a process-local queue would vanish)."""
+        if settings.database_url is not None and settings.driver == "postgres":
+            self.database_url = settings.database_url
+            self._url_source = settings.source("database_url")
+        elif settings.driver == "redis":
+            self._driver = get_driver("redis", url=settings.redis_url)
+        elif settings.driver == "memory" and not settings.source("driver").startswith(
+                "default"):
+            self._driver = get_driver("memory")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, driver: str | None = None,

@@ -84,6 +84,12 @@ class NotMigratedError(DatabaseError):
     """The pgqueue schema is missing or older than this version; run ``pgqueue migrate``."""
 
 
+class MigrationError(DatabaseError):
+    """pgqueue's migrations cannot run on this database: an object they would create exists
+    without pgqueue's version record, or the recorded revision is unknown to this pgqueue (a
+    newer one migrated it). The message names the conflict."""
+
+
 class JobError(PgQueueError):
     """An operation on a job that cannot be done."""
 
@@ -114,6 +120,7 @@ __all__ = [
     "EmbeddedServerError",
     "JobError",
     "JobNotFoundError",
+    "MigrationError",
     "NotMigratedError",
     "PgQueueError",
     "TransientDatabaseError",

@@ -1,10 +1,13 @@
 """Test fixtures: a real PostgreSQL, always; parallel-safe under pytest-xdist.
 
-Server, in this order:
-  1. ``PGQUEUE_TEST_DSN`` or ``DATABASE_URL`` if set;
-  2. a reachable local server (127.0.0.1:5432, then the default unix socket);
-  3. the embedded server from the ``pgqueue[embedded]`` wheel.
-``PGQUEUE_TEST_EMBEDDED=1`` skips 1 and 2. Under xdist the controller process picks the server
+Server, in this order (the run's header says which one, and why):
+  1. ``PGQUEUE_TEST_DSN`` if set;
+  2. ``DATABASE_URL`` only with ``PGQUEUE_TEST_USE_DATABASE_URL=1``: a plain ``DATABASE_URL`` is
+     usually an application's database, and the tests create and drop databases on its server,
+     so it is ignored (the header says so) unless you opt in;
+  3. a reachable local server (127.0.0.1:5432, then the default unix socket);
+  4. the embedded server from the ``pgqueue-tx[embedded]`` extra.
+``PGQUEUE_TEST_EMBEDDED=1`` skips 1 to 3. Under xdist the controller process picks the server
 (and starts the embedded one) once, and hands its DSN to the workers; it stops it at the end.
 
 Databases on that server, all named ``pgqueue_test_<run>_*``, are dropped together at the end
@@ -57,7 +60,7 @@ LOCAL_CANDIDATES = (
 )
 DB_PREFIX = "pgqueue_test_"
 NO_SERVER = ("no PostgreSQL for the tests: set PGQUEUE_TEST_DSN, run a local server, or "
-             "pip install 'pgqueue[embedded]'")
+             "pip install 'pgqueue-tx[embedded]'")
 
 # keys of xdist's workerinput, filled by the controller in pytest_configure_node
 _RUN_KEY, _DSN_KEY, _SOURCE_KEY = "pgqueue_run", "pgqueue_admin_dsn", "pgqueue_source"
@@ -86,20 +89,43 @@ def _reachable(dsn: str) -> bool:
         return False
 
 
+#: set to 1 to let the tests create their databases on the server of ``DATABASE_URL``
+USE_DATABASE_URL = "PGQUEUE_TEST_USE_DATABASE_URL"
+
+
+def _ignored_database_url() -> str | None:
+    """Why ``DATABASE_URL`` is not used (None when it is unset, or opted in)."""
+    if not os.environ.get("DATABASE_URL") or os.environ.get(USE_DATABASE_URL) == "1":
+        return None
+    return (f"DATABASE_URL is set but not used: it may be an application's database, and the "
+            f"tests create and drop databases on its server; set PGQUEUE_TEST_DSN, or "
+            f"{USE_DATABASE_URL}=1 to use it")
+
+
+def _choose_server() -> tuple[str, str]:
+    """``(admin DSN, source)`` of an already running server for the tests, or ``("", why)``
+    when the embedded one is to be started."""
+    if os.environ.get("PGQUEUE_TEST_EMBEDDED") == "1":
+        return "", "PGQUEUE_TEST_EMBEDDED=1"
+    if os.environ.get("PGQUEUE_TEST_DSN"):
+        return os.environ["PGQUEUE_TEST_DSN"], "env:PGQUEUE_TEST_DSN"
+    if os.environ.get("DATABASE_URL") and _ignored_database_url() is None:
+        return os.environ["DATABASE_URL"], f"env:DATABASE_URL ({USE_DATABASE_URL}=1)"
+    for dsn in LOCAL_CANDIDATES:
+        if _reachable(dsn):
+            return dsn, "local"
+    return "", "no PGQUEUE_TEST_DSN and no local server"
+
+
 def _resolve_server() -> _Server:
     """Find (or start) the server of this run; cached for the process."""
     global _server
     if _server is not None:
         return _server
-    if os.environ.get("PGQUEUE_TEST_EMBEDDED") != "1":
-        for var in ("PGQUEUE_TEST_DSN", "DATABASE_URL"):
-            if os.environ.get(var):
-                _server = _Server(os.environ[var], f"env:{var}")
-                return _server
-        for dsn in LOCAL_CANDIDATES:
-            if _reachable(dsn):
-                _server = _Server(dsn, "local")
-                return _server
+    dsn, source = _choose_server()
+    if dsn:
+        _server = _Server(dsn, source)
+        return _server
     from pgqueue._embedded import EmbeddedPostgres, find_bindir
 
     if find_bindir() is None:
@@ -108,6 +134,23 @@ def _resolve_server() -> _Server:
     pg = EmbeddedPostgres()
     _server = _Server(pg.start(), "embedded", pg)
     return _server
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which PostgreSQL the run uses (password hidden), before any test runs."""
+    from pgqueue._dsn import redact
+
+    if _server is not None:
+        dsn, source = _server.admin_dsn, _server.source
+    else:
+        dsn, source = _choose_server()
+    where = (f"{redact(dsn)} ({source})" if dsn
+             else f"the embedded server, started when a test needs one ({source})")
+    lines = [f"pgqueue tests: PostgreSQL {where}; databases pgqueue_test_<run>_* on it"]
+    ignored = _ignored_database_url()
+    if ignored and not os.environ.get("PGQUEUE_TEST_DSN"):
+        lines.append(f"pgqueue tests: {ignored}")
+    return lines
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -417,7 +417,7 @@ def test_invalid_yaml(tmp_path: Path, text: str, key: str, where: str, allowed: 
 def test_yaml_needs_pyyaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "app-config.yaml", SEED_YAML)
     monkeypatch.setitem(sys.modules, "yaml", None)
-    with raises_config("yaml_file", str(path), "pip install 'pgqueue[yaml]'"):
+    with raises_config("yaml_file", str(path), "pip install 'pgqueue-tx[yaml]'"):
         load_settings(environ={}, yaml_file=path)
 
 

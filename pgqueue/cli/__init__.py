@@ -12,8 +12,10 @@
     pgqueue periodic list|pause NAME|resume NAME|run-now NAME
     pgqueue config                                # settings and their sources
 
-The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else ``DATABASE_URL``,
-else the settings of :mod:`pgqueue.config` (``QUEUE_CONFIG``, ``.env``, ``app-config.yaml``).
+The database comes from ``--database-url``, else the settings, resolved as ``pgqueue.App()``
+resolves them (:func:`pgqueue.config.find_settings`: ``PGQUEUE_DATABASE_URL``, ``QUEUE_CONFIG``,
+``.env``, ``app-config.yaml``, ``DATABASE_URL``); the schema from ``--schema``, else the same
+settings (``PGQUEUE_SCHEMA``, ``QUEUE_TABLE=schema.jobs``, ``postgres.schema``).
 Errors print one line saying what to do. Exit status (:data:`EXIT_CODES`): 0 done; 1 the
 database or the embedded server failed (unreachable, a statement failed); 2 the command cannot
 be done as asked (bad flag or argument, configuration, schema not migrated, unknown task, queue
@@ -40,7 +42,13 @@ from pgqueue.cli import _periodic
 from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause, cmd_status
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
-from pgqueue.errors import DatabaseError, EmbeddedServerError, NotMigratedError, PgQueueError
+from pgqueue.errors import (
+    DatabaseError,
+    EmbeddedServerError,
+    MigrationError,
+    NotMigratedError,
+    PgQueueError,
+)
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -48,7 +56,8 @@ __all__ = ["EXIT_CODES", "build_parser", "main"]
 EXIT_CODES = {
     "ok": 0,
     "failure": 1,       # the database or the embedded server failed
-    "usage": 2,         # bad flags, configuration, input, not migrated; unknown task/queue/job
+    "usage": 2,         # bad flags, configuration, input, not migrated or a migration conflict;
+                        # unknown task/queue/job
     "interrupted": 130,  # Ctrl-C
     "broken pipe": 141,  # the reader of the output went away (pgqueue ... | head)
 }
@@ -87,12 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return sp
 
-    def common(sp: argparse.ArgumentParser, *, schema_default: str | None = None) -> None:
+    def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--database-url", help="default: PGQUEUE_DATABASE_URL, DATABASE_URL, "
                                                "the settings")
-        sp.add_argument("--schema", default=schema_default,
-                        help="pgqueue's schema (default: --app's, else PGQUEUE_SCHEMA, else "
-                             f"{DEFAULT_SCHEMA})")
+        sp.add_argument("--schema", help="pgqueue's schema (default: --app's, else the "
+                        "configured one: PGQUEUE_SCHEMA, QUEUE_TABLE, app-config.yaml, .env; "
+                        f"else {DEFAULT_SCHEMA})")
 
     sp = command("demo", "run the demo (embedded PostgreSQL when no URL is set)", """\
 Run a demo: about 80 jobs (immediate, delayed, prioritised, flaky, one that ends in the
@@ -118,9 +127,11 @@ refuses a non-empty schema it did not create unless --force.""")
     sp = command("migrate", "upgrade (or --to base: remove) pgqueue's schema", """\
 Create or upgrade pgqueue's tables to the newest revision (or --to REV); --to base removes
 them. --sql prints the DDL instead of running it, for a DBA or your own migration tool.""")
-    common(sp, schema_default=os.environ.get("PGQUEUE_SCHEMA", DEFAULT_SCHEMA))
+    common(sp)
     sp.add_argument("--to", help="target revision (default head; 'base' removes everything)")
-    sp.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    sp.add_argument("--sql", action="store_true",
+                    help="print the SQL instead of running it (for psql -v ON_ERROR_STOP=1 -f; "
+                    "with --to base: the removal)")
     sp.set_defaults(func=cmd_migrate)
 
     sp = command("worker", "run a worker for MODULE:APP", """\
@@ -264,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_CODES["broken pipe"]
-    except NotMigratedError as exc:  # a setup step is missing: the database itself is fine
+    except (NotMigratedError, MigrationError) as exc:  # a setup step is missing or conflicts:
+        # the database itself is fine
         print(f"pgqueue: {exc}", file=sys.stderr)
         return EXIT_CODES["usage"]
     except (DatabaseError, EmbeddedServerError) as exc:

@@ -1,8 +1,9 @@
 """What every subcommand needs before it can act: the settings, the database URL, the App.
 
-The database comes from ``--database-url``, else ``PGQUEUE_DATABASE_URL``, else
-``DATABASE_URL``, else the settings (``QUEUE_CONFIG``, ``.env``, ``app-config.yaml``; see
-:mod:`pgqueue.config`).
+The database comes from ``--database-url``, else the settings, resolved as ``pgqueue.App()``
+resolves them (:func:`pgqueue.config.find_settings`: ``PGQUEUE_DATABASE_URL``, the seeds'
+``QUEUE_CONFIG``, ``.env``, ``app-config.yaml``, ``DATABASE_URL``); the schema from
+``--schema``, else the same settings.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pgqueue._defaults import DEFAULT_SCHEMA
-from pgqueue._dsn import to_libpq, url_from_env
+from pgqueue._dsn import to_libpq
+from pgqueue._names import validate_schema
 from pgqueue.app import App
 from pgqueue.compat import default_settings
 from pgqueue.config import Settings
@@ -34,12 +35,11 @@ def settings() -> Settings:
 
 
 def database_url(args: argparse.Namespace) -> tuple[str, str]:
-    """``(libpq URL, where it came from)``; raises :class:`ConfigurationError` if none is set."""
+    """``(libpq URL, where it came from)``: ``--database-url``, else the settings (the same
+    resolution as ``pgqueue.App()``: ``PGQUEUE_DATABASE_URL``, ``QUEUE_CONFIG``, ``.env``,
+    ``app-config.yaml``, ``DATABASE_URL``); raises :class:`ConfigurationError` if none is set."""
     if getattr(args, "database_url", None):
         return to_libpq(args.database_url, source="--database-url"), "--database-url"
-    found = url_from_env()
-    if found is not None:
-        return to_libpq(found[0], source=f"env {found[1]}"), f"env {found[1]}"
     current = settings()
     if current.database_url:
         return current.database_url, current.source("database_url")
@@ -97,8 +97,13 @@ def _no_required_parameters(fn: Callable[..., object]) -> bool:
 
 
 def schema(args: argparse.Namespace) -> str:
-    """The schema of ``--schema``, else ``PGQUEUE_SCHEMA``, else pgqueue's default."""
-    return getattr(args, "schema", None) or os.environ.get("PGQUEUE_SCHEMA") or DEFAULT_SCHEMA
+    """pgqueue's schema: ``--schema``, else the configured one (``PGQUEUE_SCHEMA``,
+    ``QUEUE_TABLE=schema.jobs``, ``postgres.schema`` in ``app-config.yaml``, ``.env``: the same
+    settings the database URL comes from), else ``pgqueue``."""
+    given = getattr(args, "schema", None)
+    if given:
+        return validate_schema(given)
+    return settings().schema
 
 
 def app_for(args: argparse.Namespace) -> App:

@@ -12,32 +12,26 @@ __all__ = ["cmd_config", "cmd_migrate"]
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade to ``--to`` (default head), downgrade when the target is older (``base`` removes
-    everything), or print the DDL with ``--sql``."""
+    everything), or print that SQL with ``--sql`` (for ``psql -v ON_ERROR_STOP=1 -f``).
+
+    The schema is ``--schema``, else the configured one (``PGQUEUE_SCHEMA``, ``QUEUE_TABLE=
+    schema.jobs``, ``postgres.schema`` of ``app-config.yaml``, ``.env``: the configuration the
+    URL comes from), else ``pgqueue``.
+    """
     from pgqueue import migrations  # imported late: alembic and SQLAlchemy load only here
 
+    schema = _context.schema(args)
     if args.sql:
-        print(migrations.sql(schema=args.schema, to=args.to or "head"))
+        print(migrations.sql(schema=schema, to=args.to or "head"))
         return 0
     url, _ = _context.database_url(args)
-    target = args.to or "head"
-    before = _current(url, args.schema)
-    if target == "base" or (before is not None and target != "head" and target < before):
-        migrations.downgrade(url, schema=args.schema, to=target)
-    else:
-        migrations.upgrade(url, schema=args.schema, to=target)
-    after = _current(url, args.schema)
-    print(f"pgqueue schema {args.schema!r}: {before or 'none'} -> {after or 'base (removed)'}")
-    return 0
-
-
-def _current(url: str, schema: str) -> str | None:
-    from pgqueue import migrations
-
     try:
-        return migrations.current(url, schema=schema)
+        before, after = migrations.migrate(url, schema=schema, to=args.to or "head")
     except Exception as exc:
         _context.raise_unreachable(exc)
         raise
+    print(f"pgqueue schema {schema!r}: {before or 'none'} -> {after or 'base (removed)'}")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:

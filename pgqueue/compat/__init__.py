@@ -41,8 +41,12 @@ __all__ = ["ENV_VARS", "SEEDS", "BackgroundWorker", "default_settings", "load_se
 log = logging.getLogger("pgqueue.compat")
 
 #: files :func:`default_settings` reads from the current directory when they exist
-YAML_FILE = "app-config.yaml"
-ENV_FILE = ".env"
+YAML_FILE = config.YAML_FILE
+ENV_FILE = config.ENV_FILE
+
+# the one resolution of settings (pgqueue.App(), the CLI, default_settings) reads the seeds'
+# names too: registered here because pgqueue.config (below pgqueue.app) may not import compat
+config.register_vocabulary(*SEEDS)
 
 #: every variable :func:`load_settings` reads (pgqueue's own and the seeds')
 ENV_VARS = tuple(dict.fromkeys(
@@ -72,15 +76,14 @@ def load_settings(*, environ: Mapping[str, str] | None = None,
 def default_settings(directory: str | Path | None = None) -> Settings:
     """Settings as the seeds find them: ``app-config.yaml`` (backstage) and ``.env`` (velocity)
     of ``directory`` (default: the current directory) when they exist, then the environment.
+    This is :func:`pgqueue.config.find_settings` -- the same resolution ``pgqueue.App()`` and
+    the ``pgqueue`` command use -- with the seeds' vocabularies, which this module registers
+    when imported.
 
     Nothing is written to ``os.environ``. Raises :class:`pgqueue.ConfigurationError` for any
     invalid value.
     """
-    base = Path.cwd() if directory is None else Path(directory)
-    yaml_file = base / YAML_FILE
-    env_file = base / ENV_FILE
-    return load_settings(yaml_file=yaml_file if yaml_file.is_file() else None,
-                         env_file=env_file if env_file.is_file() else None)
+    return config.find_settings(directory)
 
 
 def _fresh_driver(driver: Driver) -> Driver | None:

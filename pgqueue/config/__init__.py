@@ -13,10 +13,20 @@ spelling as a :class:`Vocabulary`. :func:`pgqueue.load_settings` (and
 three products pgqueue replaces (Vela's ``QUEUE_*``/``VELA_QUEUE_*`` variables, Velocity's
 ``.env`` and Backstage's ``backend.queue`` YAML shape): see :mod:`pgqueue.compat._vocabulary`.
 
+**One resolution.** :func:`find_settings` is what ``pgqueue.App()`` (for whatever it is not
+given) and every ``pgqueue`` command use: ``app-config.yaml`` and ``.env`` of the current
+directory when they exist, then the environment, read in pgqueue's names and those of every
+registered vocabulary (:func:`register_vocabulary`). :mod:`pgqueue.compat` registers the seeds'
+vocabularies when imported, and ``import pgqueue`` imports it first, so an application
+configured the Vela way (``QUEUE_CONFIG``), the Velocity way (``.env`` with ``QUEUE_TABLE``) or
+the Backstage way (``backend.queue`` in ``app-config.yaml``) gets the same database and schema
+from ``pgqueue.App()``, ``pgqueue worker`` and ``pgqueue migrate``. (Registration, rather than an
+import, keeps the layers: ``config`` sits below ``app``, and ``compat`` above it.)
+
 Layers, later wins:
 
 1. **defaults** -- see :class:`Settings`;
-2. **YAML** (``yaml_file``; needs PyYAML: ``pip install 'pgqueue[yaml]'``), read by the YAML
+2. **YAML** (``yaml_file``; needs PyYAML: ``pip install 'pgqueue-tx[yaml]'``), read by the YAML
    readers of the vocabularies;
 3. **.env** (``env_file``): ``KEY=VALUE`` lines with the same keys as the environment; ``#``
    comments (whole-line, or after whitespace in an unquoted value), ``export KEY=...``, single
@@ -67,7 +77,14 @@ strings are checked for the driver that is finally selected.
 
 from __future__ import annotations
 
-from pgqueue.config._loader import load_settings
+from pgqueue.config._loader import (
+    ENV_FILE,
+    YAML_FILE,
+    find_settings,
+    load_settings,
+    register_vocabulary,
+    registered_vocabularies,
+)
 from pgqueue.config._settings import FIELDS, Settings
 from pgqueue.config._sources import read_env_file
 from pgqueue.config._values import kind_of, parse_int, parse_setting
@@ -80,9 +97,10 @@ from pgqueue.config._vocabulary import (
     YamlReader,
 )
 
-__all__ = ["ENV_VARS", "FIELDS", "PGQUEUE", "EnvReader", "Found", "Settings", "Vocabulary",
-           "YamlDocument", "YamlReader", "kind_of", "load_settings", "parse_int",
-           "parse_setting", "read_env_file"]
+__all__ = ["ENV_FILE", "ENV_VARS", "FIELDS", "PGQUEUE", "YAML_FILE", "EnvReader", "Found",
+           "Settings", "Vocabulary", "YamlDocument", "YamlReader", "find_settings", "kind_of",
+           "load_settings", "parse_int", "parse_setting", "read_env_file",
+           "register_vocabulary", "registered_vocabularies"]
 
 #: every variable :func:`load_settings` reads without other vocabularies
 ENV_VARS = PGQUEUE.variables

@@ -17,7 +17,16 @@ from pgqueue.config._values import PARSERS, parse_setting
 from pgqueue.config._vocabulary import PGQUEUE, Found, Vocabulary
 from pgqueue.errors import ConfigurationError
 
-__all__ = ["load_settings"]
+__all__ = ["ENV_FILE", "YAML_FILE", "find_settings", "load_settings", "register_vocabulary",
+           "registered_vocabularies"]
+
+#: files :func:`find_settings` reads from the directory (default: the current one) when they exist
+YAML_FILE = "app-config.yaml"
+ENV_FILE = ".env"
+
+#: vocabularies every :func:`find_settings` reads besides pgqueue's own (see
+#: :func:`register_vocabulary`)
+_REGISTERED: list[Vocabulary] = []
 
 _LAYER_YAML, _LAYER_DOTENV, _LAYER_ENV, _LAYER_ARGS = 1, 2, 3, 4
 
@@ -79,6 +88,50 @@ def load_settings(*, environ: Mapping[str, str] | None = None,
             add([Found(key, parse_setting(key, value, source), source)], _LAYER_ARGS)
     url_names = tuple(n for v in (*vocabularies, PGQUEUE) for n in v.database_url_names)
     return _resolve(entries, url_names)
+
+
+def register_vocabulary(*vocabularies: Vocabulary) -> None:
+    """Make :func:`find_settings` (the settings ``pgqueue.App()`` and the ``pgqueue`` command
+    use when not told otherwise) read ``vocabularies`` as well. Registering a vocabulary again
+    (same name) replaces it.
+
+    :mod:`pgqueue.compat` registers the seed products' vocabularies when it is imported, which
+    ``import pgqueue`` always does first: so the seeds' variables and YAML keys count
+    everywhere, while this package keeps no product's names of its own. Example::
+
+        register_vocabulary(Vocabulary(name="mine", env={"MY_QUEUE_URL": ("database_url", 0)}))
+    """
+    for vocabulary in vocabularies:
+        _REGISTERED[:] = [v for v in _REGISTERED if v.name != vocabulary.name]
+        _REGISTERED.append(vocabulary)
+
+
+def registered_vocabularies() -> tuple[Vocabulary, ...]:
+    """The vocabularies :func:`find_settings` reads besides pgqueue's own, in registration
+    order."""
+    return tuple(_REGISTERED)
+
+
+def find_settings(directory: str | Path | None = None, *,
+                  environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """The one resolution of settings that ``pgqueue.App()`` (for what it is not given) and
+    every ``pgqueue`` command use: ``app-config.yaml`` and ``.env`` of ``directory`` (default:
+    the current directory) when they exist, then ``environ`` (default ``os.environ``, only
+    read), then ``overrides`` -- read in pgqueue's names and those of every registered
+    vocabulary (:func:`register_vocabulary`; after ``import pgqueue``: the seeds' variables,
+    ``.env`` keys and YAML shape, see :mod:`pgqueue.compat`).
+
+    Nothing is written to ``os.environ``. Raises :class:`pgqueue.ConfigurationError` for any
+    invalid value. Example::
+
+        settings = pgqueue.config.find_settings()       # what `pgqueue config` prints
+        settings.database_url, settings.source("database_url")
+    """
+    base = Path.cwd() if directory is None else Path(directory)
+    yaml_file, env_file = base / YAML_FILE, base / ENV_FILE
+    return load_settings(environ=environ, yaml_file=yaml_file if yaml_file.is_file() else None,
+                         env_file=env_file if env_file.is_file() else None,
+                         vocabularies=registered_vocabularies(), **overrides)
 
 
 def _winner(entries: dict[str, list[_Entry]], *names: str) -> tuple[str, _Entry] | None:

@@ -117,7 +117,7 @@ def read_yaml(path: Path) -> YamlDocument | None:
         import yaml  # optional dependency: the 'yaml' extra
     except ImportError:
         raise ConfigurationError("reading a YAML file needs PyYAML: pip install "
-                                 "'pgqueue[yaml]'", key="yaml_file", source=source) from None
+                                 "'pgqueue-tx[yaml]'", key="yaml_file", source=source) from None
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -1,6 +1,6 @@
 """The Redis driver: a thin layer over Redis sorted sets, hashes and Lua scripts.
 
-Needs the ``redis`` extra (``pip install 'pgqueue[redis]'``) and Redis >= 5.0 (single node or
+Needs the ``redis`` extra (``pip install 'pgqueue-tx[redis]'``) and Redis >= 5.0 (single node or
 Sentinel; see "Limits" for Redis Cluster).
 
 Data model (every key starts with ``<prefix>:``; ``<m>`` is a job id zero-padded to 16 digits so
@@ -128,7 +128,7 @@ def _import_redis() -> Any:
         import redis
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise DriverError("the redis driver needs the redis package: "
-                          "pip install 'pgqueue[redis]'") from exc
+                          "pip install 'pgqueue-tx[redis]'") from exc
     return redis
 
 
