@@ -344,10 +344,13 @@ class Job:
 
     @property
     def payload(self) -> dict[str, Any]:
+        """The job's arguments (``args``), under the Backstage seed's name for them."""
         return self.args
 
     @property
     def is_last_attempt(self) -> bool:
+        """True when this attempt is the last one ``max_attempts`` allows: an error now sends
+        the job to ``failed_jobs`` instead of a retry."""
         return self.attempt >= self.max_attempts
 
 
@@ -370,6 +373,7 @@ class FailedJob:
 
     @property
     def payload(self) -> dict[str, Any]:
+        """The archived job's arguments (``args``), under the Backstage seed's name."""
         return self.args
 
 
