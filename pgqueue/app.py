@@ -222,6 +222,16 @@ class App:
             self._driver = None
         self.database_url = url
 
+    def use_driver(self, driver: Driver | str) -> None:
+        """Use this driver from now on (an instance, or ``"memory"``/``"redis"``); the previous
+        one is not closed (the caller may still own it). For tests: :mod:`pgqueue.testing`
+        wraps the app's driver this way, and its pytest plugin points an app defined at import
+        time at a throwaway driver::
+
+            app.use_driver("memory")
+        """
+        self._driver = _driver_by_name(driver, self) if isinstance(driver, str) else driver
+
     def close(self) -> None:
         """Close pgqueue's own connection pools (sync). The app can still be used: pools are
         reopened on demand."""
