@@ -222,15 +222,21 @@ class App:
             self._driver = None
         self.database_url = url
 
-    def use_driver(self, driver: Driver | str) -> None:
-        """Use this driver from now on (an instance, or ``"memory"``/``"redis"``); the previous
-        one is not closed (the caller may still own it). For tests: :mod:`pgqueue.testing`
-        wraps the app's driver this way, and its pytest plugin points an app defined at import
-        time at a throwaway driver::
+    def use_driver(self, driver: Driver | str | None) -> None:
+        """Use this driver from now on (an instance, or ``"memory"``/``"redis"``; None: the
+        default again, postgres on :attr:`database_url` created on first use); the previous one
+        is not closed (the caller may still own it). For tests: :mod:`pgqueue.testing` wraps
+        the app's driver this way, and its pytest plugin points an app defined at import time
+        at a throwaway driver::
 
             app.use_driver("memory")
         """
         self._driver = _driver_by_name(driver, self) if isinstance(driver, str) else driver
+
+    @property
+    def has_driver(self) -> bool:
+        """Whether a driver is configured or already made (:attr:`driver` would not raise)."""
+        return self._driver is not None or self.database_url is not None
 
     def close(self) -> None:
         """Close pgqueue's own connection pools (sync). The app can still be used: pools are
