@@ -34,39 +34,39 @@ DRIVERS = [pytest.param(name, marks=pytest.mark.pgqueue(driver=name))
 
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("attempt", [1, 2])
-def test_isolated(pgqueue_app, pgqueue, driver, attempt):
+def test_isolated(pgqueue_app, pgqueue_testing, driver, attempt):
     assert pgqueue_app is app and app.driver.name == driver
-    assert pgqueue.enqueued_jobs() == []
+    assert pgqueue_testing.enqueued_jobs() == []
     assert app.count("emails") == 0  # the other attempt's job is gone
     send_email.enqueue(to=f"{driver}{attempt}@b.c")
-    pgqueue.assert_enqueued(send_email, args={"to": f"{driver}{attempt}@b.c"})
+    pgqueue_testing.assert_enqueued(send_email, args={"to": f"{driver}{attempt}@b.c"})
 
 
 @pytest.mark.pgqueue(driver="postgres")
-def test_postgres(pgqueue_app, pgqueue):
+def test_postgres(pgqueue_app, pgqueue_testing):
     assert pgqueue_app.driver.name == "postgres"
     assert pgqueue_app.schema.startswith("pgqueue_test_")
     send_email.enqueue(to="pg@b.c")
     assert app.count("emails") == 1
-    result = pgqueue.drain(with_retries=True)
+    result = pgqueue_testing.drain(with_retries=True)
     assert result.succeeded == 1
 
 
 @pytest.mark.pgqueue(driver="postgres")
-def test_postgres_again_sees_nothing(pgqueue_app, pgqueue):
+def test_postgres_again_sees_nothing(pgqueue_app, pgqueue_testing):
     assert app.count("emails") == 0
     app.enqueue("flaky")
-    result = pgqueue.drain(with_retries=True)
+    result = pgqueue_testing.drain(with_retries=True)
     assert (result.retried, result.failed) == (1, 1)
 
 
-def test_memory_is_the_default(pgqueue_app, pgqueue):
+def test_memory_is_the_default(pgqueue_app, pgqueue_testing):
     assert pgqueue_app.driver.name == "memory"
-    assert pgqueue.mode == "manual"
+    assert pgqueue_testing.mode == "manual"
 
 
 @pytest.mark.pgqueue(mode="inline")
-def test_inline(pgqueue):
+def test_inline(pgqueue_testing):
     sent.clear()
     send_email.enqueue(to="inline@b.c")
     assert sent == ["inline@b.c"]
@@ -128,7 +128,7 @@ def test_plugin_configuration_errors(pytester: pytest.Pytester) -> None:
 
 def test_plugin_without_app_configured(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_y='''
-        def test_needs_app(pgqueue):
+        def test_needs_app(pgqueue_testing):
             pass
     ''')
     result = pytester.runpytest("-p", "no:randomly", "-p", "no:xdist")

@@ -17,17 +17,17 @@ Fixtures:
   PostgreSQL schema of its own (``pgqueue_test_<random>``, migrated once per session, emptied
   after each test, dropped at the end): tests never see each other's jobs. The app's own
   driver, URL and schema are restored after the test.
-- ``pgqueue``: a :class:`pgqueue.testing.TestQueue` on ``pgqueue_app``, active for the test,
+- ``pgqueue_testing``: a :class:`pgqueue.testing.TestQueue` on ``pgqueue_app``, active for the test,
   in ``manual`` mode unless the marker says otherwise.
 
 Marker: ``@pytest.mark.pgqueue(driver="postgres", mode="inline")`` picks the driver and the
 mode of one test (or a module, with ``pytestmark``)::
 
     @pytest.mark.pgqueue(driver="postgres")
-    def test_signup(pgqueue):
+    def test_signup(pgqueue_testing):
         signup("a@b.c")
-        pgqueue.assert_enqueued("send_email", args={"to": "a@b.c"})
-        assert pgqueue.drain().succeeded == 1
+        pgqueue_testing.assert_enqueued("send_email", args={"to": "a@b.c"})
+        assert pgqueue_testing.drain().succeeded == 1
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pgqueue.app import App
 from pgqueue.errors import ConfigurationError
 from pgqueue.testing import Mode, TestQueue
 
-__all__ = ["pgqueue", "pgqueue_app", "pgqueue_base_app"]
+__all__ = ["pgqueue_app", "pgqueue_base_app", "pgqueue_testing"]
 
 _DRIVERS = ("memory", "postgres")
 _MODES = ("manual", "inline")
@@ -203,13 +203,14 @@ def pgqueue_app(request: pytest.FixtureRequest, pgqueue_base_app: App,
 
 
 @pytest.fixture
-def pgqueue(request: pytest.FixtureRequest, pgqueue_app: App) -> Iterator[TestQueue]:
+def pgqueue_testing(request: pytest.FixtureRequest,
+                    pgqueue_app: App) -> Iterator[TestQueue]:
     """A :class:`pgqueue.testing.TestQueue` on ``pgqueue_app`` for this test, in the marker's
     ``mode=`` (default ``manual``)::
 
-        def test_it(pgqueue):
+        def test_it(pgqueue_testing):
             send_email.enqueue(to="a@b.c")
-            pgqueue.assert_enqueued(send_email)
+            pgqueue_testing.assert_enqueued(send_email)
     """
     mode: Mode = _marker(request).get("mode", "manual")
     if mode not in _MODES:
