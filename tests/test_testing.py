@@ -315,3 +315,15 @@ def test_advance_refuses_going_back() -> None:
     with pgqueue.testing.manual(app) as q, pytest.raises(pgqueue.ValidationError,
                                                          match="seconds >= 0"):
         q.advance(-1)
+
+
+def test_manual_mode_on_redis_and_time_travel_refused(redis_app: pgqueue.App) -> None:
+    shop = _shop(redis_app)
+    with pgqueue.testing.manual(shop.app) as q:
+        shop.tasks["send_email"].enqueue(to="r@b.c")
+        q.assert_enqueued("send_email", args={"to": "r@b.c"})
+        assert q.drain().succeeded == 1 and shop.sent == ["r@b.c"]
+        with pytest.raises(pgqueue.CapabilityError, match="cannot move jobs in time"):
+            q.advance(60)
+        with pytest.raises(pgqueue.CapabilityError, match="cannot move jobs in time"):
+            q.drain(with_scheduled=True)

@@ -352,9 +352,9 @@ class TestQueue:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise ValidationError(f"advance takes a number of seconds >= 0 or a timedelta, "
                                   f"not {by!r}")
+        driver = _TimeTravel.of(self.driver)
         self._offset += dt.timedelta(seconds=seconds)
-        return int(_TimeTravel.of(self.driver).advance_waiting(float(seconds),
-                                                               self._queues(None)))
+        return int(driver.advance_waiting(float(seconds), self._queues(None)))
 
     # ---- recording ----------------------------------------------------------------------------
     def _record(self, jobs: Sequence[NewJob], ids: Sequence[int]) -> None:
