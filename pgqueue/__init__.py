@@ -6,9 +6,10 @@ jobs, failures and history with SQL.
 
 The public API is what this module exports (``__all__``), plus the modules
 :mod:`pgqueue.migrations` (schema migrations, also from your own alembic revisions),
-:mod:`pgqueue.config` (settings and their sources) and :mod:`pgqueue.compat` (the seed-shaped
-APIs). Modules and packages whose name starts with ``_``, and ``pgqueue.drivers`` (the driver
-seam, internal and not covered by semantic versioning) are internal.
+:mod:`pgqueue.config` (settings and their sources), :mod:`pgqueue.compat` (the seed-shaped
+APIs) and :mod:`pgqueue.testing` (running jobs in your tests, and the pytest plugin). Modules
+and packages whose name starts with ``_``, and ``pgqueue.drivers`` (the driver seam, internal
+and not covered by semantic versioning) are internal.
 
 - the client and runtime: :class:`App`, :class:`Task`, :class:`Worker`;
 - jobs and outcomes: :class:`Job`, :class:`NewJob`, :class:`JobState`, :class:`AttemptError`,

@@ -22,8 +22,9 @@ line. What the driver cannot do is checked once, in :meth:`App._require`, before
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, Unpack, overload
 
 from pgqueue._codec import result_json
 from pgqueue._defaults import (
@@ -55,6 +56,7 @@ from pgqueue.retry import Backoff
 from pgqueue.task import (
     EnqueueOptions,
     Task,
+    TaskDecorator,
     check_delay,
     check_max_attempts,
     check_new_jobs,
@@ -74,8 +76,9 @@ if TYPE_CHECKING:
 
 __all__ = ["App", "DeadLetterHandler"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: the keyword arguments enqueue calls accept (the message of an unknown one lists them)
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
@@ -247,6 +250,22 @@ class App:
             self._driver = None
         self.database_url = url
 
+    def use_driver(self, driver: Driver | str | None) -> None:
+        """Use this driver from now on (an instance, or ``"memory"``/``"redis"``; None: the
+        default again, postgres on :attr:`database_url` created on first use); the previous one
+        is not closed (the caller may still own it). For tests: :mod:`pgqueue.testing` wraps
+        the app's driver this way, and its pytest plugin points an app defined at import time
+        at a throwaway driver::
+
+            app.use_driver("memory")
+        """
+        self._driver = _driver_by_name(driver, self) if isinstance(driver, str) else driver
+
+    @property
+    def has_driver(self) -> bool:
+        """Whether a driver is configured or already made (:attr:`driver` would not raise)."""
+        return self._driver is not None or self.database_url is not None
+
     def close(self) -> None:
         """Close pgqueue's own connection pools (sync). The app can still be used: pools are
         reopened on demand."""
@@ -270,19 +289,19 @@ class App:
 
     # ---- tasks -------------------------------------------------------------------------------
     @overload
-    def task(self, fn: F, /) -> Task: ...
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
              priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              retry: Backoff | None = None, timeout: float | None = None,
              aliases: Iterable[str] = (),
-             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Callable[[F], Task]: ...
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> TaskDecorator: ...
 
-    def task(self, fn: F | None = None, /, *, name: str | None = None, queue: str | None = None,
-             priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-             retry: Backoff | None = None, timeout: float | None = None,
-             aliases: Iterable[str] = (),
-             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Task | Callable[[F], Task]:
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             queue: str | None = None, priority: int = DEFAULT_PRIORITY,
+             max_attempts: int = DEFAULT_MAX_ATTEMPTS, retry: Backoff | None = None,
+             timeout: float | None = None, aliases: Iterable[str] = (),
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Task | TaskDecorator:
         """Register a function or a class-based job (with ``handle()``) as a task.
 
         ``name`` is the stable name stored in the jobs table (default: ``module.qualname``);
@@ -295,7 +314,7 @@ class App:
         ``failed_jobs``. Use bare (``@app.task``) or with options (``@app.task(name="x")``).
         """
 
-        def register(f: F) -> Task:
+        def register(f: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             task = Task(self, f, name=task_name, queue=queue or self.default_queue,
                         priority=priority, max_attempts=max_attempts, retry=retry,
@@ -307,7 +326,7 @@ class App:
                 self.tasks[key] = task
             return task
 
-        return register(fn) if fn is not None else register
+        return register(fn) if fn is not None else typing.cast(TaskDecorator, register)
 
     def get_task(self, name: str) -> Task | None:
         """The task registered under ``name`` (or one of its aliases), or None."""

@@ -31,7 +31,9 @@ import math
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, Unpack, overload
+
+from typing_extensions import ParamSpec, TypeVar
 
 from pgqueue._defaults import DEFAULT_MAX_SNOOZES, DEFAULT_PRIORITY
 from pgqueue._names import validate_name
@@ -43,8 +45,14 @@ if TYPE_CHECKING:
     from pgqueue._conn import AsyncConn, SyncConn
 
 __all__ = ["EARLIEST_RUN_AT", "LATEST_RUN_AT", "MAX_JSON_DEPTH", "ConfiguredTask",
-           "EnqueueOptions", "Enqueuer", "Task", "check_json_text", "check_new_jobs",
-           "check_run_time", "check_text", "check_unique_key", "dumps_args", "to_json_object"]
+           "EnqueueOptions", "Enqueuer", "Task", "TaskDecorator", "check_json_text",
+           "check_new_jobs", "check_run_time", "check_text", "check_unique_key", "dumps_args",
+           "to_json_object"]
+
+#: The handler's parameters (what ``enqueue`` takes) and its return type. Defaults (PEP 696)
+#: keep a bare ``Task`` annotation meaning "any task" (``Task[..., Any]``).
+P = ParamSpec("P", default=...)
+R = TypeVar("R", default=Any)
 
 #: Highest (last-running) priority; 0 runs first.
 MAX_PRIORITY = 1000
@@ -218,12 +226,18 @@ def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
     return check_json_text(text, what)
 
 
-class Task:
+class Task(Generic[P, R]):
     """A registered task (made by :meth:`pgqueue.App.task`, not directly).
 
     Call ``task(...)`` to run the handler directly (no queue); ``task.enqueue(...)`` /
     ``await task.enqueue_async(...)`` to enqueue it; ``task.options(delay=5).enqueue(...)`` for
     per-job options.
+
+    Typed: ``Task[P, R]`` carries the handler's parameters ``P`` and return type ``R``, so a
+    type checker checks ``enqueue``'s arguments against the handler's signature
+    (``send_email.enqueue(to=1)`` or a missing argument is an error). With ``conn=`` only the
+    connection's kind is checked (sync for ``enqueue``, async for ``enqueue_async``); the
+    arguments are then checked at enqueue, as always. A bare ``Task`` annotation means any task.
 
     Attributes:
         app: where :meth:`enqueue` sends jobs (an :class:`Enqueuer`, usually the App).
@@ -236,12 +250,12 @@ class Task:
         is_class: the handler is a class with ``handle()``; is_async: it runs as a coroutine.
     """
 
-    def __init__(self, app: Enqueuer, handler: Callable[..., Any], *, name: str, queue: str,
+    def __init__(self, app: Enqueuer, handler: Callable[P, R], *, name: str, queue: str,
                  priority: int, max_attempts: int, retry: Backoff | None,
                  timeout: float | None, aliases: tuple[str, ...] = (),
                  max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> None:
         self.app = app
-        self.handler = handler
+        self.handler: Callable[..., Any] = handler
         self.name = validate_name(name, "task")
         self.queue = validate_name(queue, "queue")
         self.priority = check_priority(priority)
@@ -282,9 +296,9 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task {self.name!r} queue={self.queue!r}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the handler now, in this process, with these arguments (nothing is queued)."""
-        return self.handler(*args, **kwargs)
+        return typing.cast(R, self.handler(*args, **kwargs))
 
     # -- arguments ---------------------------------------------------------------------------
     def serialise(self, args: Any) -> str:
@@ -348,7 +362,12 @@ class Task:
         return None, call
 
     # -- enqueue -------------------------------------------------------------------------------
-    def enqueue(self, *args: Any, conn: SyncConn | None = None, **kwargs: Any) -> int:
+    @overload
+    def enqueue(self, *args: Any, conn: SyncConn, **kwargs: Any) -> int: ...
+    @overload
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int: ...
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> int:
         """Enqueue this task with the task's default options; returns the job id.
 
         Arguments are keyword arguments of the handler, or one dataclass / pydantic instance.
@@ -357,14 +376,18 @@ class Task:
 
             send_email.enqueue(to="a@b.c", subject="hi")
         """
-        return self.options().enqueue(*args, conn=conn, **kwargs)
+        return self.options().enqueue(*args, **kwargs)
 
-    async def enqueue_async(self, *args: Any, conn: AsyncConn | None = None,
-                            **kwargs: Any) -> int:
+    @overload
+    async def enqueue_async(self, *args: Any, conn: AsyncConn, **kwargs: Any) -> int: ...
+    @overload
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int: ...
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> int:
         """Async twin of :meth:`enqueue` (``conn``: an async connection or session)."""
-        return await self.options().enqueue_async(*args, conn=conn, **kwargs)
+        return await self.options().enqueue_async(*args, **kwargs)
 
-    def options(self, **opts: Unpack[EnqueueOptions]) -> ConfiguredTask:
+    def options(self, **opts: Unpack[EnqueueOptions]) -> ConfiguredTask[P, R]:
         """This task with per-job options (see :class:`EnqueueOptions`; the rest keep the
         task's defaults)::
 
@@ -382,24 +405,45 @@ class Task:
         return kwargs
 
 
-class ConfiguredTask:
-    """A task with per-job options, from :meth:`Task.options`; enqueue it like the task."""
+class TaskDecorator(Protocol):
+    """What ``@app.task(name=...)`` returns: registers a function (or class-based job) and
+    returns its :class:`Task`, typed by the function's parameters."""
 
-    def __init__(self, task: Task, opts: EnqueueOptions) -> None:
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]:
+        """Register ``fn``; returns its task."""
+        ...
+
+
+class ConfiguredTask(Generic[P, R]):
+    """A task with per-job options, from :meth:`Task.options`; enqueue it like the task (typed
+    the same way)."""
+
+    def __init__(self, task: Task[P, R], opts: EnqueueOptions) -> None:
         self.task = task
         self.opts = opts
 
     def __repr__(self) -> str:
         return f"<ConfiguredTask {self.task.name!r} {dict(self.opts)!r}>"
 
-    def enqueue(self, *args: Any, conn: SyncConn | None = None, **kwargs: Any) -> int:
+    @overload
+    def enqueue(self, *args: Any, conn: SyncConn, **kwargs: Any) -> int: ...
+    @overload
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int: ...
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> int:
         """Enqueue the task with these options; returns the job id (see :meth:`Task.enqueue`)."""
+        conn: SyncConn | None = kwargs.pop("conn", None)
         payload = self.task._payload(args, kwargs)
         return self.task.app.enqueue(self.task.name, payload, conn=conn, **self.opts)
 
-    async def enqueue_async(self, *args: Any, conn: AsyncConn | None = None,
-                            **kwargs: Any) -> int:
+    @overload
+    async def enqueue_async(self, *args: Any, conn: AsyncConn, **kwargs: Any) -> int: ...
+    @overload
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int: ...
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> int:
         """Async twin of :meth:`enqueue` (``conn``: an async connection or session)."""
+        conn: AsyncConn | None = kwargs.pop("conn", None)
         payload = self.task._payload(args, kwargs)
         return await self.task.app.enqueue_async(self.task.name, payload, conn=conn,
                                                  **self.opts)

@@ -1,4 +1,6 @@
-"""The public API's types hold: mypy accepts the right ``conn`` kinds and rejects the wrong ones.
+"""The public API's types hold: mypy accepts the right ``conn`` kinds and rejects the wrong ones,
+and a task's ``enqueue`` is checked against its handler's parameters (``Task`` is generic over
+them).
 
 One mypy run over a small snippet: every line marked ``# E`` must be reported, and no other.
 """
@@ -16,6 +18,7 @@ api = pytest.importorskip("mypy.api")
 ROOT = Path(__file__).resolve().parent.parent
 
 SNIPPET = '''
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -49,7 +52,7 @@ async def async_ok(app: pgqueue.App, c: psycopg.AsyncConnection[Any], sc: AsyncC
 
 
 async def wrong(app: pgqueue.App, c: psycopg.Connection[Any], ac: psycopg.AsyncConnection[Any],
-                s: Session, a_s: AsyncSession, task: pgqueue.Task) -> None:
+                s: Session, a_s: AsyncSession, task: pgqueue.Task[[], None]) -> None:
     app.enqueue("t", conn=ac)  # E
     app.enqueue("t", conn=a_s)  # E
     app.enqueue("t", conn=object())  # E
@@ -67,6 +70,52 @@ async def wrong(app: pgqueue.App, c: psycopg.Connection[Any], ac: psycopg.AsyncC
 
 def worker_is_typed(app: pgqueue.App) -> pgqueue.Worker:
     return app.worker(["q"])
+
+
+app = pgqueue.App(driver="memory")
+
+
+@app.task(name="send_email", queue="emails")
+def send_email(to: str, subject: str = "hi") -> str:
+    return to
+
+
+@app.task
+async def resize(image_id: int, *, width: int) -> None: ...
+
+
+@dataclass
+class Welcome:
+    to: str
+
+
+@app.task(name="welcome")
+def welcome(args: Welcome) -> None: ...
+
+
+def typed_enqueue(c: psycopg.Connection[Any], ac: psycopg.AsyncConnection[Any]) -> None:
+    send_email.enqueue(to="a@b.c")
+    send_email.enqueue(to="a@b.c", subject="yo")
+    send_email.enqueue("a@b.c")
+    send_email.options(delay=5).enqueue(to="a@b.c")
+    send_email.enqueue(to="a@b.c", conn=c)
+    welcome.enqueue(Welcome(to="a@b.c"))
+    text: str = send_email("a@b.c")
+    send_email.enqueue(to=1)  # E
+    send_email.enqueue()  # E
+    send_email.enqueue(to="a@b.c", colour="red")  # E
+    send_email.options(priority=1).enqueue(subject="no to")  # E
+    send_email.enqueue(to="a@b.c", conn=ac)  # E
+    welcome.enqueue(Welcome)  # E
+    number: int = send_email("a@b.c")  # E
+    resize.enqueue(1)  # E
+
+
+async def typed_enqueue_async(ac: psycopg.AsyncConnection[Any]) -> None:
+    await resize.enqueue_async(1, width=2)
+    await resize.enqueue_async(image_id=1, width=2, conn=ac)
+    await resize.enqueue_async(image_id="1", width=2)  # E
+    await resize.options(queue="q").enqueue_async(width=2)  # E
 '''
 
 

@@ -419,6 +419,38 @@ class MemoryDriver(NoDatabaseMixin):
 
     insert_many_async = async_twin(insert_many)
 
+    def advance_waiting(self, by_s: float | None, queues: Sequence[str],
+                        kind: str = "all") -> int:
+        """Time travel for tests (:mod:`pgqueue.testing`): bring the future waiting jobs of
+        ``queues`` forward by ``by_s`` seconds (None: make them all due now), never earlier than
+        now. ``kind``: ``"scheduled"`` (never attempted nor snoozed), ``"retries"`` (waiting
+        after a failed attempt or a snooze) or ``"all"``. Returns how many moved."""
+        now = time.time()
+        moved: dict[str, None] = {}
+        count = 0
+        with self._lock:
+            for name in dict.fromkeys(queues):
+                q = self._queues.get(name)
+                if q is None:
+                    continue
+                for job_id in sorted(q.scheduled):
+                    rec = self._jobs.get(job_id)
+                    if rec is None or rec.state != "waiting" or rec.run_at <= now:
+                        continue
+                    retry = rec.attempt > 0 or rec.snoozes > 0
+                    if kind != "all" and (kind == "retries") != retry:
+                        continue
+                    later = rec.run_at - by_s if by_s is not None else now
+                    rec.run_at = max(now, later)
+                    q.scheduled.discard(job_id)
+                    self._push_waiting(rec, now)  # the old heap entry goes stale (seq)
+                    count += 1
+                    moved[name] = None
+        self._notify(("job", q) for q in moved)
+        return count
+
+    advance_waiting_async = async_twin(advance_waiting)
+
     # ---- worker ------------------------------------------------------------------------------
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
                     lease_s: float) -> list[Job]:

@@ -765,6 +765,27 @@ class PostgresDriver:
     async def clear_async(self, queue: str) -> int:
         return await self._arun(self._clear_op(queue))
 
+    def _advance_op(self, by_s: float | None, queues: Sequence[str],
+                    kind: str) -> _Op[int]:
+        # "all the way" is ten thousand years: past any storable run_at, and no overflow
+        by = dt.timedelta(days=3_652_500) if by_s is None else dt.timedelta(
+            seconds=min(by_s, 315_576_000_000.0))
+        return _Op(self.sql.advance_waiting, {"by": by, "queues": list(queues), "kind": kind},
+                   _count)
+
+    def advance_waiting(self, by_s: float | None, queues: Sequence[str],
+                        kind: str = "all") -> int:
+        """Time travel for tests (:mod:`pgqueue.testing`): bring the future waiting jobs of
+        ``queues`` forward by ``by_s`` seconds (None: make them all due now), never earlier than
+        now. ``kind``: ``"scheduled"`` (never attempted nor snoozed), ``"retries"`` (waiting
+        after a failed attempt or a snooze) or ``"all"``. Returns how many moved."""
+        return self._run(self._advance_op(by_s, queues, kind))
+
+    async def advance_waiting_async(self, by_s: float | None, queues: Sequence[str],
+                                    kind: str = "all") -> int:
+        """Async twin of :meth:`advance_waiting`."""
+        return await self._arun(self._advance_op(by_s, queues, kind))
+
     def _pop_op(self, queue: str) -> _Op[Job | None]:
         return _Op(self.sql.pop, {"queue": queue}, lambda rows: _job(rows[0]) if rows else None,
                    json_as_text=True)

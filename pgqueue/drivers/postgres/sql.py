@@ -375,6 +375,22 @@ class Statements:
               (SELECT count(*) FROM {s}.failed_jobs WHERE queue = %(queue)s)
             FROM {s}.jobs WHERE queue = %(queue)s""")
 
+        #: Time travel for tests (:mod:`pgqueue.testing`): bring the future waiting jobs of
+        #: ``queues`` forward by ``by`` (an interval), never earlier than now. ``kind`` picks
+        #: ``'scheduled'`` (never attempted nor snoozed), ``'retries'`` (waiting after a failed
+        #: attempt or a snooze) or ``'all'``. Locks only the waiting rows it moves (a claim
+        #: skips them meanwhile: SKIP LOCKED); running jobs are not touched.
+        self.advance_waiting = q("""
+            WITH u AS (
+                UPDATE {s}.jobs
+                   SET run_at = CASE WHEN run_at <= now() + %(by)s THEN now()
+                                     ELSE run_at - %(by)s END
+                 WHERE queue = ANY(%(queues)s::text[]) AND state = 'waiting' AND run_at > now()
+                   AND (%(kind)s::text = 'all'
+                        OR (%(kind)s::text = 'retries') = (attempt > 0 OR snoozes > 0))
+                RETURNING 1)
+            SELECT count(*) FROM u""")
+
         #: Delete the waiting jobs of a queue (running jobs finish normally).
         #: Delete a queue's waiting jobs; returns how many (counted on the server).
         self.clear = q("""
