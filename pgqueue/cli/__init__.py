@@ -5,8 +5,10 @@
     pgqueue demo [--keep]                         # the main job: a demo on an embedded server
     pgqueue migrate [--to REV] [--sql]            # pgqueue's schema migrations
     pgqueue worker MODULE:APP [--queues a,b] [--concurrency N] [--burst] [--schema S]
+                  [--metrics-port N] [--metrics-host H] [--queue-metrics]
     pgqueue enqueue TASK --app MODULE:APP --args JSON [--queue Q] [--priority P] [--delay S]
-    pgqueue status [--json]
+    pgqueue status [--json] [--check [--max-age S]]
+    pgqueue metrics [--port 9465] [--host H]      # queue gauges for Prometheus
     pgqueue failed list | show ID | retry ID | retry --all | purge IDS|--before|--queue|--task|--all
     pgqueue pause QUEUE [--create] / resume QUEUE / forget QUEUE
     pgqueue periodic list|pause NAME|resume NAME|run-now NAME
@@ -36,8 +38,8 @@ from collections.abc import Callable, Sequence
 
 from pgqueue import __version__, _logging
 from pgqueue._defaults import DEFAULT_SCHEMA
-from pgqueue.cli import _periodic
-from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause, cmd_status
+from pgqueue.cli import _observe, _periodic
+from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
 from pgqueue.errors import DatabaseError, EmbeddedServerError, NotMigratedError, PgQueueError
@@ -146,6 +148,7 @@ says what is left (paused queues, jobs under another worker's lease, later jobs)
                     help="seconds running jobs get to finish at shutdown (default 30)")
     sp.add_argument("--no-periodic", dest="periodic", action="store_false",
                     help="do not fire the app's periodic jobs on this worker")
+    _observe.add_worker_flags(sp)
     sp.set_defaults(func=cmd_worker)
 
     sp = command("enqueue", "enqueue one job", """\
@@ -176,7 +179,8 @@ finished/1h (succeeded or cancelled in the last hour) and the oldest wait.
 Exit status 1 if the database does not answer.""")
     common(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.set_defaults(func=cmd_status)
+    _observe.add_status_flags(sp)
+    sp.set_defaults(func=_observe.cmd_status_check)
 
     _failed_parser(command("failed", "the failed-jobs archive: list, show, retry, purge", """\
 Jobs that used all their attempts (or were refused) wait in the failed-jobs archive until you
@@ -215,6 +219,7 @@ line in `pgqueue status` once it has no jobs. Jobs are not touched.""")
     sp.add_argument("queue")
     sp.set_defaults(func=cmd_forget)
     _periodic.add_parser(sub, common)
+    _observe.add_parser(sub, common)
     return p
 
 
