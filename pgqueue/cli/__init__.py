@@ -42,7 +42,13 @@ from pgqueue.cli import _observe, _periodic
 from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
-from pgqueue.errors import DatabaseError, EmbeddedServerError, NotMigratedError, PgQueueError
+from pgqueue.errors import (
+    ConfigurationError,
+    DatabaseError,
+    EmbeddedServerError,
+    NotMigratedError,
+    PgQueueError,
+)
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -80,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default=os.environ.get("PGQUEUE_LOG_LEVEL", "INFO"),
                    help="DEBUG shows one line per job state change (default: "
                         "PGQUEUE_LOG_LEVEL or INFO); accepted after the command too")
+    p.add_argument("--log-format", choices=_logging.LOG_FORMATS,
+                   default=os.environ.get("PGQUEUE_LOG_FORMAT", "keyvalue"),
+                   help="keyvalue lines (default) or json: one JSON object per line "
+                        "(default: PGQUEUE_LOG_FORMAT); accepted after the command too")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -87,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=_Formatter, epilog=_EPILOG.split("\n\n")[1])
         # after the command too; SUPPRESS keeps the value given before it (or the default)
         sp.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.add_argument("--log-format", choices=_logging.LOG_FORMATS, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
         return sp
 
     def common(sp: argparse.ArgumentParser, *, schema_default: str | None = None) -> None:
@@ -291,7 +303,11 @@ def _main(argv: Sequence[str] | None) -> int:
         (parser if args.command is None else _subparser(parser, "failed")).print_help()
         sys.stdout.flush()
         return EXIT_CODES["ok"] if args.command is None else EXIT_CODES["usage"]
-    _logging.configure(args.log_level.upper())
+    if args.log_format not in _logging.LOG_FORMATS:  # from PGQUEUE_LOG_FORMAT
+        raise ConfigurationError(f"must be one of {', '.join(_logging.LOG_FORMATS)}, not "
+                                 f"{args.log_format!r}", key="log format",
+                                 source="PGQUEUE_LOG_FORMAT")
+    _logging.configure(args.log_level.upper(), args.log_format)
     status = int(args.func(args))
     sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     return status

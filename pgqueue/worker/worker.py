@@ -62,6 +62,7 @@ from pgqueue.worker._producer import Producer
 from pgqueue.worker._registry import TaskRegistry
 from pgqueue.worker.maintenance import DutyInputs, default_duties
 from pgqueue.worker.maintenance.retention import DEFAULT_HISTORY_RETENTION
+from pgqueue.worker.maintenance.summary import describe_counts
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -265,8 +266,8 @@ class Worker:
             if self.metrics_service is not None:
                 with contextlib.suppress(Exception):
                     await self.metrics_service.stop()
-            log.info("worker %s stopped: %d jobs processed %s", self.id, self.processed,
-                     self.counts, extra={"event": "worker_stopped"})
+            log.info("worker %s stopped: %s", self.id, describe_counts(self.counts),
+                     extra={"event": "worker_stopped", "worker": self.id, **self.counts})
             self.stopped.set()
 
     async def _start_metrics(self) -> None:
