@@ -33,6 +33,7 @@ from concurrent.futures import Executor as FuturesExecutor
 from concurrent.futures import Future
 from typing import Any
 
+from pgqueue import _tracing
 from pgqueue._codec import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, cap_text, result_json
 from pgqueue.drivers.base import Finish, Requeue
 from pgqueue.job import AttemptError, Cancel, Fail, Job, Snooze
@@ -190,6 +191,8 @@ class Executor:
             if duration is not None:
                 fields["duration"] = duration
             log.debug("job %s %s", job.id, event, extra=fields)
+        if event != "started":
+            _tracing.set_outcome(event)
         if self.on_event is not None:
             try:
                 self.on_event(event, job)
@@ -201,7 +204,8 @@ class Executor:
         ctx = JobContext(job=job, worker_id=self.worker_id)
         self.contexts[job.id] = ctx
         try:
-            await self._run(job, ctx)
+            with _tracing.consume(job):
+                await self._run(job, ctx)
         finally:
             self.contexts.pop(job.id, None)
             self._t0.pop(job.id, None)
@@ -312,6 +316,7 @@ class Executor:
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
+        _tracing.record_error(exc, err.error)
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
                                                 attempt=job.attempt,
                                                 max_attempts=None if cap == job.max_attempts
@@ -326,6 +331,7 @@ class Executor:
                     failed_hook: Any = None, exhausted: bool = False) -> None:
         reason = cap_text(reason, ERROR_TEXT_LIMIT)
         err = attempt_error(job, exc, reason)
+        _tracing.record_error(exc, reason)
         archived = await self.completer.archive(job.id, err, reason, attempt=job.attempt)
         log.warning("job %s (%s) moved to failed_jobs: %s", job.id, job.task, reason,
                     extra={"event": "failed", "worker": self.worker_id, "job_id": job.id,
