@@ -31,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import bisect
 import json
 import threading
 import time
@@ -102,47 +102,100 @@ class WorkerMetrics:
       ``pgqueue_worker_completer_backlog``, ``pgqueue_worker_listener_connected`` and
       ``pgqueue_worker_last_claim_timestamp_seconds`` (from ``state`` at scrape time).
 
-    ``on_event(event, job)`` is the worker's event hook (called on its event loop).
+    ``on_event(event, job)`` is the worker's event hook (called on its event loop). It only
+    adds to plain counters (a few microseconds a job); the metric families are built when
+    scraped, from a snapshot.
     """
 
     def __init__(self, state: WorkerState | None = None, *,
-                 now: Callable[[], dt.datetime] | None = None) -> None:
+                 now: Callable[[], float] = time.time) -> None:
         prom = require_prometheus()
+        self._prom = prom
         self.registry = prom.CollectorRegistry(auto_describe=True)
-        self._now = now or (lambda: dt.datetime.now(dt.UTC))
-        labels = ("queue", "task")
-        self.jobs = prom.Counter("pgqueue_jobs", "Job attempts ended, by outcome",
-                                 (*labels, "outcome"), registry=self.registry)
-        self.run_time = prom.Histogram("pgqueue_job_run_seconds",
-                                       "Run time of one attempt", labels,
-                                       buckets=DURATION_BUCKETS, registry=self.registry)
-        self.pickup = prom.Histogram("pgqueue_job_pickup_latency_seconds",
-                                     "Start of an attempt minus the time it was due", labels,
-                                     buckets=DURATION_BUCKETS, registry=self.registry)
-        self.end_to_end = prom.Histogram("pgqueue_job_end_to_end_seconds",
-                                         "Final outcome minus enqueue time", labels,
-                                         buckets=DURATION_BUCKETS, registry=self.registry)
+        self._now = now  # Unix time
+        self._series: dict[tuple[str, str], _Series] = {}
         self._starts: dict[int, float] = {}
+        self.registry.register(self)
         if state is not None:
             self.registry.register(_StateCollector(prom, state))
 
     def on_event(self, event: str, job: Job) -> None:
         """Count/observe one worker event for ``job`` (unknown events are ignored)."""
+        series = self._series.get((job.queue, job.task))
+        if series is None:
+            series = self._series[(job.queue, job.task)] = _Series()
         if event == "started":
             self._starts[job.id] = time.monotonic()
             if job.run_at is not None:
-                latency = (self._now() - job.run_at).total_seconds()
-                self.pickup.labels(job.queue, job.task).observe(max(0.0, latency))
+                series.pickup.observe(self._now() - job.run_at.timestamp())
             return
-        if event not in OUTCOMES:
+        if event not in series.outcomes:
             return
-        self.jobs.labels(job.queue, job.task, event).inc()
+        series.outcomes[event] += 1
         started = self._starts.pop(job.id, None)
         if started is not None:
-            self.run_time.labels(job.queue, job.task).observe(time.monotonic() - started)
+            series.run_time.observe(time.monotonic() - started)
         if event in _TERMINAL and job.created_at is not None:
-            total = (self._now() - job.created_at).total_seconds()
-            self.end_to_end.labels(job.queue, job.task).observe(max(0.0, total))
+            series.end_to_end.observe(self._now() - job.created_at.timestamp())
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """The counter and histogram families, from a snapshot of the counts."""
+        core = self._prom.metrics_core
+        jobs = core.CounterMetricFamily("pgqueue_jobs", "Job attempts ended, by outcome",
+                                        labels=("queue", "task", "outcome"))
+        hists = {name: core.HistogramMetricFamily(f"pgqueue_job_{name}_seconds", doc,
+                                                  labels=("queue", "task"))
+                 for name, doc in (("run", "Run time of one attempt"),
+                                   ("pickup_latency",
+                                    "Start of an attempt minus the time it was due"),
+                                   ("end_to_end", "Final outcome minus enqueue time"))}
+        for (queue, task), series in list(self._series.items()):
+            for outcome, n in list(series.outcomes.items()):
+                if n:
+                    jobs.add_metric((queue, task, outcome), n)
+            for name, hist in (("run", series.run_time), ("pickup_latency", series.pickup),
+                               ("end_to_end", series.end_to_end)):
+                counts, total = list(hist.counts), hist.sum
+                if not sum(counts):
+                    continue
+                cumulative, buckets = 0, []
+                for bound, n in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
+                    cumulative += n
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound),
+                                    cumulative))
+                hists[name].add_metric((queue, task), buckets, total)
+        yield jobs
+        yield from hists.values()
+
+
+class _Histogram:
+    """Bucket counts (:data:`DURATION_BUCKETS`, then +Inf) and the sum of observations."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        value = max(0.0, value)
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
+        self.sum += value
+
+
+class _Series:
+    """The counts of one (queue, task)."""
+
+    __slots__ = ("end_to_end", "outcomes", "pickup", "run_time")
+
+    def __init__(self) -> None:
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.run_time = _Histogram()
+        self.pickup = _Histogram()
+        self.end_to_end = _Histogram()
 
 
 class _StateCollector:
