@@ -23,9 +23,9 @@ or job); 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| h
 
 The package: this module holds the parser (every subcommand and its flags, in one place) and
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
-status, failed, pause, resume, forget), ``_run`` (worker, demo) and ``_periodic``
-(periodic); ``_context`` finds the settings, the database and the App; ``_format`` prints
-tables; :mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
+status, failed, pause, resume, forget), ``_run`` (worker, demo), ``_periodic``
+(periodic) and ``_observe`` (metrics, the worker's observability flags, status --check);
+``_context`` finds the settings, the database and the App; ``_format`` prints tables; :mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
 this package imports it.
 """
 
