@@ -25,7 +25,8 @@ The package: this module holds the parser (every subcommand and its flags, in on
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
 status, failed, pause, resume, forget), ``_run`` (worker, demo), ``_periodic``
 (periodic) and ``_observe`` (metrics, the worker's observability flags, status --check);
-``_context`` finds the settings, the database and the App; ``_format`` prints tables; :mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
+``_context`` finds the settings, the database and the App; ``_format`` prints tables;
+:mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
 this package imports it.
 """
 
