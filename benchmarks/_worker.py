@@ -103,6 +103,33 @@ def _instrument(app: Any, worker: Any) -> dict[str, dict[str, float]]:
     return calls
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _noop_tracing() -> None:
+    """A real SDK tracer provider whose spans go to an exporter that drops them."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks._worker")
     p.add_argument("--dsn", required=True)
@@ -114,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count-calls", action="store_true")
     p.add_argument("--cprofile", default=None, help="write cProfile stats to this file")
     p.add_argument("--parent-pid", type=int, default=0)
+    p.add_argument("--metrics", action="store_true",
+                   help="serve /metrics on a free port (the worker's metrics service on)")
+    p.add_argument("--tracing", action="store_true",
+                   help="OpenTelemetry SDK with a no-op exporter: a span per attempt")
     a = p.parse_args(argv)
     _die_with_parent(a.parent_pid)
 
@@ -126,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             worker.stop()
 
     app = make_app(a.dsn, record if a.mode == "pickup" else None, sync_handler=a.sync_handler)
-    worker = app.worker(queues=[QUEUE], concurrency=a.concurrency, burst=a.mode == "drain")
+    if a.tracing:
+        _noop_tracing()
+    observe: dict[str, Any] = {"metrics_port": _free_port()} if a.metrics else {}
+    worker = app.worker(queues=[QUEUE], concurrency=a.concurrency, burst=a.mode == "drain",
+                        **observe)
     calls = _instrument(app, worker) if a.count_calls else None
     times: dict[str, float] = {}
 

@@ -1,6 +1,6 @@
 """pgqueue's benchmark, measured against PostgreSQL's own ceiling on the same box, in one run.
 
-    python -m benchmarks.run [--quick] [--runs N] [--dsn URL]
+    python -m benchmarks.run [--quick] [--runs N] [--dsn URL] [--metrics] [--tracing]
 
 Server: ``--dsn``, else ``PGQUEUE_DATABASE_URL`` / ``DATABASE_URL``, else a server on
 127.0.0.1:5432 (user postgres), else the embedded server (``durable=True``, so fsync and
@@ -131,6 +131,10 @@ class Bench:
             cmd += ["--expect", str(expect)]
         if self.args.sync_handler:
             cmd.append("--sync-handler")
+        if self.args.metrics:
+            cmd.append("--metrics")
+        if self.args.tracing:
+            cmd.append("--tracing")
         cmd += extra or []
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -286,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-handler", action="store_true",
                    help="no-op handler as a plain def (run in the worker's thread pool) "
                    "instead of async def")
+    p.add_argument("--metrics", action="store_true",
+                   help="workers serve Prometheus metrics (--metrics-port): compare with a run "
+                        "without it to see the cost")
+    p.add_argument("--tracing", action="store_true",
+                   help="workers trace every attempt (OpenTelemetry SDK, no-op exporter)")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")

@@ -21,11 +21,13 @@ line. What the driver cannot do is checked once, in :meth:`App._require`, before
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, Unpack, overload
 
+from pgqueue import _tracing
 from pgqueue._codec import result_json
 from pgqueue._defaults import (
     DEFAULT_MAX_ATTEMPTS,
@@ -36,6 +38,7 @@ from pgqueue._defaults import (
 )
 from pgqueue._dsn import to_libpq
 from pgqueue._names import validate_name, validate_schema
+from pgqueue._tracing import Publishing
 from pgqueue.config import Settings, find_settings
 from pgqueue.config._settings import needs_database_url
 from pgqueue.config._values import parse_driver
@@ -533,7 +536,11 @@ class App:
         transactional enqueue raise :class:`pgqueue.CapabilityError`).
         """
         job = self.build(task, args, **_check_options(options))
-        return self._enqueuer(conn).insert_many([job], conn=conn)[0]
+        with _traced([job]) as (jobs, span):
+            ids = self._enqueuer(conn).insert_many(jobs, conn=conn)
+            if span is not None:
+                span.set_ids(ids)
+        return ids[0]
 
     async def enqueue_async(self, task: str | object, args: Any = None, *,
                             conn: AsyncConn | None = None,
@@ -541,7 +548,11 @@ class App:
         """Async twin of :meth:`enqueue` (``conn``: psycopg ``AsyncConnection``, SQLAlchemy
         ``AsyncConnection``/``AsyncSession``)."""
         job = self.build(task, args, **_check_options(options))
-        return (await self._enqueuer(conn).insert_many_async([job], conn=conn))[0]
+        with _traced([job]) as (jobs, span):
+            ids = await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
+            if span is not None:
+                span.set_ids(ids)
+        return ids[0]
 
     def enqueue_many(self, task: str, args_list: Iterable[Any], *, conn: SyncConn | None = None,
                      **options: Unpack[EnqueueOptions]) -> list[int]:
@@ -551,15 +562,15 @@ class App:
 
             app.enqueue_many("resize", [{"id": i} for i in range(1000)], queue="images")
         """
-        return self._enqueuer(conn).insert_many(self._build_many(task, args_list, options),
-                                                conn=conn)
+        with _traced(self._build_many(task, args_list, options)) as (jobs, _):
+            return self._enqueuer(conn).insert_many(jobs, conn=conn)
 
     async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *,
                                  conn: AsyncConn | None = None,
                                  **options: Unpack[EnqueueOptions]) -> list[int]:
         """Async twin of :meth:`enqueue_many` (``conn``: an async connection or session)."""
-        jobs = self._build_many(task, args_list, options)
-        return await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
+        with _traced(self._build_many(task, args_list, options)) as (jobs, _):
+            return await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
 
     def _build_many(self, task: str, args_list: Iterable[Any],
                     options: EnqueueOptions) -> list[NewJob]:
@@ -586,12 +597,14 @@ class App:
         their ids in order. ``conn`` as for :meth:`enqueue`. Every job is checked before
         anything is written (all or nothing); a :class:`pgqueue.ValidationError` names the
         first bad one's index (``jobs[3]: ...``)."""
-        return self._enqueuer(conn).insert_many(check_new_jobs(jobs), conn=conn)
+        with _traced(check_new_jobs(jobs)) as (checked, _):
+            return self._enqueuer(conn).insert_many(checked, conn=conn)
 
     async def insert_async(self, jobs: Sequence[NewJob], *,
                            conn: AsyncConn | None = None) -> list[int]:
         """Async twin of :meth:`insert` (``conn``: an async connection or session)."""
-        return await self._enqueuer(conn).insert_many_async(check_new_jobs(jobs), conn=conn)
+        with _traced(check_new_jobs(jobs)) as (checked, _):
+            return await self._enqueuer(conn).insert_many_async(checked, conn=conn)
 
     # ---- completion inside the handler's transaction --------------------------------------------
     def _completion(self, job: Job | None, result: Any) -> tuple[Completion, Driver, str | None]:
@@ -815,6 +828,30 @@ def _driver_by_name(name: str, app: App) -> Driver:
 def _serialise_plain(args: Any) -> str:
     """The JSON text of an unregistered task's arguments (no signature to check them by)."""
     return dumps_args(to_json_object(args if args is not None else {}))
+
+
+@contextlib.contextmanager
+def _traced(jobs: Sequence[NewJob]) -> Iterator[tuple[list[NewJob], Publishing | None]]:
+    """The PRODUCER span of an enqueue (see :mod:`pgqueue._tracing`) with the jobs to insert,
+    their ``meta`` stamped with its trace context; the jobs unchanged and no span when
+    OpenTelemetry is not installed (or there is nothing to insert)."""
+    if not jobs or not _tracing.enabled():
+        yield list(jobs), None
+        return
+    queues = {j.queue for j in jobs}
+    tasks = {j.task for j in jobs}
+    with _tracing.publish(queues.pop() if len(queues) == 1 else "(mixed)",
+                          tasks.pop() if len(tasks) == 1 else "(mixed)", len(jobs)) as span:
+        carrier = span.carrier if span is not None else None
+        stamped: dict[str, str] = {}  # meta_json -> stamped (a batch shares one meta)
+        out = []
+        for j in jobs:
+            meta = stamped.get(j.meta_json)
+            if meta is None:
+                meta = stamped[j.meta_json] = _tracing.stamp_meta(j.meta_json, carrier)
+            out.append(NewJob(j.queue, j.task, j.args_json, j.priority, j.max_attempts,
+                              j.run_at, j.delay_s, j.unique_key, j.timeout_s, meta))
+        yield out, span
 
 
 def _with_args(t: NewJob, args_json: str) -> NewJob:

@@ -97,7 +97,7 @@ def test_demo_keep_on_the_embedded_server_serves_until_ctrl_c() -> None:
     """``pgqueue demo --keep`` without a URL: the embedded server stays up with the demo's
     jobs, the printed ``pgqueue status`` command works, and Ctrl-C stops it cleanly."""
     if find_bindir() is None:
-        pytest.skip("no PostgreSQL binaries: pip install 'pgqueue[embedded]'")
+        pytest.skip("no PostgreSQL binaries: pip install 'pgqueue-tx[embedded]'")
     root = Path(__file__).resolve().parent.parent
     datadir = Path(tempfile.gettempdir()) / f"pgqueue-test-demo-{uuid.uuid4().hex[:12]}"
     env = {k: v for k, v in os.environ.items()

@@ -5,8 +5,10 @@
     pgqueue demo [--keep]                         # the main job: a demo on an embedded server
     pgqueue migrate [--to REV] [--sql]            # pgqueue's schema migrations
     pgqueue worker MODULE:APP [--queues a,b] [--concurrency N] [--burst] [--schema S]
+                  [--metrics-port N] [--metrics-host H] [--queue-metrics]
     pgqueue enqueue TASK --app MODULE:APP --args JSON [--queue Q] [--priority P] [--delay S]
-    pgqueue status [--json]
+    pgqueue status [--json] [--check [--max-age S]]
+    pgqueue metrics [--port 9465] [--host H]      # queue gauges for Prometheus
     pgqueue failed list | show ID | retry ID | retry --all | purge IDS|--before|--queue|--task|--all
     pgqueue pause QUEUE [--create] / resume QUEUE / forget QUEUE
     pgqueue periodic list|pause NAME|resume NAME|run-now NAME
@@ -23,9 +25,10 @@ or job); 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| h
 
 The package: this module holds the parser (every subcommand and its flags, in one place) and
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
-status, failed, pause, resume, forget), ``_run`` (worker, demo) and ``_periodic``
-(periodic); ``_context`` finds the settings, the database and the App; ``_format`` prints
-tables; :mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
+status, failed, pause, resume, forget), ``_run`` (worker, demo), ``_periodic``
+(periodic) and ``_observe`` (metrics, the worker's observability flags, status --check);
+``_context`` finds the settings, the database and the App; ``_format`` prints tables;
+:mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
 this package imports it.
 """
 
@@ -38,11 +41,12 @@ from collections.abc import Callable, Sequence
 
 from pgqueue import __version__, _logging
 from pgqueue._defaults import DEFAULT_SCHEMA
-from pgqueue.cli import _periodic
-from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause, cmd_status
+from pgqueue.cli import _observe, _periodic
+from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
 from pgqueue.errors import (
+    ConfigurationError,
     DatabaseError,
     EmbeddedServerError,
     MigrationError,
@@ -87,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default=os.environ.get("PGQUEUE_LOG_LEVEL", "INFO"),
                    help="DEBUG shows one line per job state change (default: "
                         "PGQUEUE_LOG_LEVEL or INFO); accepted after the command too")
+    p.add_argument("--log-format", choices=_logging.LOG_FORMATS,
+                   default=os.environ.get("PGQUEUE_LOG_FORMAT", "keyvalue"),
+                   help="keyvalue lines (default) or json: one JSON object per line "
+                        "(default: PGQUEUE_LOG_FORMAT); accepted after the command too")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -94,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=_Formatter, epilog=_EPILOG.split("\n\n")[1])
         # after the command too; SUPPRESS keeps the value given before it (or the default)
         sp.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.add_argument("--log-format", choices=_logging.LOG_FORMATS, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
         return sp
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -157,6 +167,7 @@ says what is left (paused queues, jobs under another worker's lease, later jobs)
                     help="seconds running jobs get to finish at shutdown (default 30)")
     sp.add_argument("--no-periodic", dest="periodic", action="store_false",
                     help="do not fire the app's periodic jobs on this worker")
+    _observe.add_worker_flags(sp)
     sp.set_defaults(func=cmd_worker)
 
     sp = command("enqueue", "enqueue one job", """\
@@ -187,7 +198,8 @@ finished/1h (succeeded or cancelled in the last hour) and the oldest wait.
 Exit status 1 if the database does not answer.""")
     common(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.set_defaults(func=cmd_status)
+    _observe.add_status_flags(sp)
+    sp.set_defaults(func=_observe.cmd_status_check)
 
     _failed_parser(command("failed", "the failed-jobs archive: list, show, retry, purge", """\
 Jobs that used all their attempts (or were refused) wait in the failed-jobs archive until you
@@ -226,6 +238,7 @@ line in `pgqueue status` once it has no jobs. Jobs are not touched.""")
     sp.add_argument("queue")
     sp.set_defaults(func=cmd_forget)
     _periodic.add_parser(command, common)
+    _observe.add_parser(command, common)
     return p
 
 
@@ -298,7 +311,11 @@ def _main(argv: Sequence[str] | None) -> int:
         (parser if args.command is None else _subparser(parser, "failed")).print_help()
         sys.stdout.flush()
         return EXIT_CODES["ok"] if args.command is None else EXIT_CODES["usage"]
-    _logging.configure(args.log_level.upper())
+    if args.log_format not in _logging.LOG_FORMATS:  # from PGQUEUE_LOG_FORMAT
+        raise ConfigurationError(f"must be one of {', '.join(_logging.LOG_FORMATS)}, not "
+                                 f"{args.log_format!r}", key="log format",
+                                 source="PGQUEUE_LOG_FORMAT")
+    _logging.configure(args.log_level.upper(), args.log_format)
     status = int(args.func(args))
     sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     return status

@@ -9,7 +9,7 @@ import time
 
 from pgqueue._dsn import redact, to_libpq, url_from_env
 from pgqueue._embedded import EmbeddedPostgres, private_datadir
-from pgqueue.cli import _context
+from pgqueue.cli import _context, _observe
 from pgqueue.errors import ConfigurationError, EmbeddedServerError
 
 __all__ = ["cmd_demo", "cmd_worker"]
@@ -45,7 +45,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_interval=(args.poll_interval if args.poll_interval is not None
                        else settings.poll_interval),
         burst=args.burst, shutdown_timeout=args.shutdown_timeout,
-        periodic=getattr(args, "periodic", True))
+        periodic=getattr(args, "periodic", True), **_observe.worker_options(args))
     return int(worker.run_forever())
 
 

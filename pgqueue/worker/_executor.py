@@ -26,12 +26,14 @@ import inspect
 import logging
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor as FuturesExecutor
 from concurrent.futures import Future
 from typing import Any
 
+from pgqueue import _tracing
 from pgqueue._codec import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, cap_text, result_json
 from pgqueue.drivers.base import Finish, Requeue
 from pgqueue.job import AttemptError, Cancel, Fail, Job, Snooze
@@ -170,15 +172,27 @@ class Executor:
         self.on_event = on_event
         self.contexts: dict[int, JobContext] = {}
         self.released: set[int] = set()
+        self._t0: dict[int, float] = {}  # when each running attempt started (monotonic)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _emit(self, event: str, job: Job) -> None:
+        if event == "started":
+            self._t0[job.id] = time.monotonic()
+            duration = None
+        else:
+            t0 = self._t0.pop(job.id, None)
+            duration = None if t0 is None else round(time.monotonic() - t0, 6)
         if log.isEnabledFor(logging.DEBUG):  # one structured line per state change
-            log.debug("job %s %s", job.id, event,
-                      extra={"event": event, "job_id": job.id, "task": job.task,
-                             "queue": job.queue, "attempt": job.attempt})
+            fields: dict[str, Any] = {"event": event, "worker": self.worker_id,
+                                      "job_id": job.id, "queue": job.queue, "task": job.task,
+                                      "attempt": job.attempt}
+            if duration is not None:
+                fields["duration"] = duration
+            log.debug("job %s %s", job.id, event, extra=fields)
+        if event != "started":
+            _tracing.set_outcome(event)
         if self.on_event is not None:
             try:
                 self.on_event(event, job)
@@ -190,9 +204,11 @@ class Executor:
         ctx = JobContext(job=job, worker_id=self.worker_id)
         self.contexts[job.id] = ctx
         try:
-            await self._run(job, ctx)
+            with _tracing.consume(job):
+                await self._run(job, ctx)
         finally:
             self.contexts.pop(job.id, None)
+            self._t0.pop(job.id, None)
 
     async def _run(self, job: Job, ctx: JobContext) -> None:
         if job.decode_error is not None:  # its stored args cannot be read: it cannot run
@@ -300,21 +316,26 @@ class Executor:
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
+        _tracing.record_error(exc, err.error)
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
                                                 attempt=job.attempt,
                                                 max_attempts=None if cap == job.max_attempts
                                                 else cap))
         log.info("job %s attempt %s failed: %s; retry in %.1f s", job.id, job.attempt,
-                 err.error, delay, extra={"event": "retry", "job_id": job.id})
+                 err.error, delay, extra={"event": "retry", "worker": self.worker_id,
+                                          "job_id": job.id, "queue": job.queue,
+                                          "task": job.task, "attempt": job.attempt})
         self._emit("retried", job)
 
     async def _fail(self, job: Job, exc: BaseException | None, reason: str, *, final: bool,
                     failed_hook: Any = None, exhausted: bool = False) -> None:
         reason = cap_text(reason, ERROR_TEXT_LIMIT)
         err = attempt_error(job, exc, reason)
+        _tracing.record_error(exc, reason)
         archived = await self.completer.archive(job.id, err, reason, attempt=job.attempt)
         log.warning("job %s (%s) moved to failed_jobs: %s", job.id, job.task, reason,
-                    extra={"event": "failed", "job_id": job.id, "task": job.task})
+                    extra={"event": "failed", "worker": self.worker_id, "job_id": job.id,
+                           "queue": job.queue, "task": job.task, "attempt": job.attempt})
         self._emit("failed", job)
         if archived:
             await self._dead_letter(job, exc if exc is not None else RuntimeError(reason),

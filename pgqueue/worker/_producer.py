@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,8 @@ class Producer(Service):
         #: jobs being run: id -> the asyncio task running it
         self.running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        #: Unix time of the last claim query that succeeded (None before the first)
+        self.last_claim: float | None = None
         # outcomes not yet written keep their jobs claimed: past this backlog, claim no more
         self.max_backlog = 3 * max(concurrency, completer.batch_size)
 
@@ -113,6 +116,7 @@ class Producer(Service):
                             extra={"event": "db_unavailable"})
                 await self.sleep(min(self.poll_interval, 2.0))
                 continue
+            self.last_claim = time.time()
             for job in claimed:
                 self._start(job)
             if len(claimed) == free:

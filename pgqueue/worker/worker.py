@@ -50,10 +50,19 @@ from pgqueue.errors import (
 from pgqueue.job import Job
 from pgqueue.worker._completer import Completer
 from pgqueue.worker._executor import Executor
+from pgqueue.worker._metrics import (
+    DEFAULT_METRICS_HOST,
+    MetricsService,
+    WorkerMetrics,
+    WorkerState,
+    check_port,
+    require_prometheus,
+)
 from pgqueue.worker._producer import Producer
 from pgqueue.worker._registry import TaskRegistry
 from pgqueue.worker.maintenance import DutyInputs, default_duties
 from pgqueue.worker.maintenance.retention import DEFAULT_HISTORY_RETENTION
+from pgqueue.worker.maintenance.summary import describe_counts
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -100,6 +109,15 @@ class Worker:
             days) are dropped by the leader, a whole daily partition at a time; None keeps them.
         failed_retention: failed (archived) jobs older than this are deleted by the leader
             (default None: kept until purged).
+        metrics_port: serve Prometheus ``/metrics`` and the ``/livez``/``/readyz`` probes on
+            this port (default None: no endpoint; the endpoint is :attr:`metrics_service`).
+            Needs ``pip install 'pgqueue-tx[metrics]'``; see
+            :mod:`pgqueue.worker._metrics` and docs/observability.md.
+        metrics_host: the address the endpoint binds (default ``127.0.0.1``: this host only;
+            ``0.0.0.0`` opens it to the network).
+        queue_metrics: also serve the queue-level gauges (one database query per scrape,
+            cached); default false, as the ``pgqueue metrics`` exporter serves them once for
+            the cluster.
 
     Example::
 
@@ -119,6 +137,8 @@ class Worker:
                  periodic: bool = True, leader_lease_s: float | None = None,
                  history_retention: float | dt.timedelta | None = DEFAULT_HISTORY_RETENTION,
                  failed_retention: float | dt.timedelta | None = None,
+                 metrics_port: int | None = None, metrics_host: str = DEFAULT_METRICS_HOST,
+                 queue_metrics: bool = False,
                  ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
@@ -134,6 +154,14 @@ class Worker:
         self.failed_retention_s = _retention("failed_retention", failed_retention)
         self.periodic = bool(periodic)
         self.leader_lease_s = leader_lease_s
+        self.metrics_port = None if metrics_port is None else check_port(metrics_port)
+        self.metrics_host = metrics_host
+        self.queue_metrics = bool(queue_metrics)
+        #: the worker's instruments and endpoint (when ``metrics_port`` is set and it runs)
+        self.metrics: WorkerMetrics | None = None
+        self.metrics_service: MetricsService | None = None
+        if self.metrics_port is not None:
+            require_prometheus()  # say which extra is missing before anything starts
         self.app = app
         if not queues:
             queues = sorted({t.queue for t in app.tasks.values()}) or [app.default_queue]
@@ -167,6 +195,7 @@ class Worker:
         self.producer: Producer | None = None
         self.listener: Listener | None = None
         self.duties: list[PeriodicService] = []
+        self._completer: Completer | None = None
 
     def __repr__(self) -> str:
         return f"<pgqueue.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -181,6 +210,8 @@ class Worker:
         driver = self.app.driver
         schedules = self.app.schedules if self.periodic else {}
         try:
+            if self.metrics_port is not None:  # bind first: a port in use stops us here
+                await self._start_metrics()
             if schedules and not driver.capabilities.periodic:
                 raise CapabilityError(
                     f"the {driver.name} driver has no periodic jobs, and this app declares "
@@ -188,6 +219,8 @@ class Worker:
                     "periodic=False (--no-periodic)")
             await self._register()
         except BaseException:
+            if self.metrics_service is not None:
+                await self.metrics_service.stop()
             self.stopped.set()
             raise
         completer = Completer(driver, worker_id=self.id, clock=self.clock,
@@ -199,6 +232,7 @@ class Worker:
                             poll_interval=self.poll_interval, lease_s=self.lease_s,
                             burst=self.burst, clock=self.clock)
         self.producer = producer
+        self._completer = completer
         self.listener = driver.listener(self._on_notify) if self.listen else None
         self.duties = self._duties_factory(DutyInputs(
             driver=driver, worker_id=self.id, lease_s=self.lease_s,
@@ -229,9 +263,33 @@ class Worker:
             with contextlib.suppress(PgQueueError):
                 await driver.unregister_worker(worker_id=self.id)
             executor.shutdown()
-            log.info("worker %s stopped: %d jobs processed %s", self.id, self.processed,
-                     self.counts, extra={"event": "worker_stopped"})
+            if self.metrics_service is not None:
+                with contextlib.suppress(Exception):
+                    await self.metrics_service.stop()
+            log.info("worker %s stopped: %s", self.id, describe_counts(self.counts),
+                     extra={"event": "worker_stopped", "worker": self.id, **self.counts})
             self.stopped.set()
+
+    async def _start_metrics(self) -> None:
+        """Build the instruments and start the endpoint (see :mod:`._metrics`)."""
+        def listener_connected() -> bool | None:
+            event = getattr(self.listener, "connected", None) if self.listen else None
+            return event.is_set() if isinstance(event, asyncio.Event) else None
+
+        state = WorkerState(
+            busy=lambda: len(self.producer.running) if self.producer is not None else 0,
+            concurrency=self.concurrency,
+            completer_backlog=lambda: self._completer.backlog if self._completer else 0,
+            listener_connected=listener_connected,
+            last_claim=lambda: self.producer.last_claim if self.producer else None,
+            stopping=lambda: self._stop_requested)
+        self.metrics = WorkerMetrics(state)
+        assert self.metrics_port is not None
+        self.metrics_service = MetricsService(
+            self.metrics, state, port=self.metrics_port, host=self.metrics_host,
+            queue_metrics=self.queue_metrics, stats=self.app.driver.stats,
+            ping=self.app.driver.check)
+        await self.metrics_service.start()
 
     async def _register(self) -> None:
         """Register this worker, retrying while the database is unavailable (until stopped;
@@ -360,6 +418,8 @@ class Worker:
             self.producer.on_notify(kind, payload)
 
     def _event(self, event: str, job: Job) -> None:
+        if self.metrics is not None:
+            self.metrics.on_event(event, job)
         if event != "started":
             self.processed += 1
             self.counts[event] = self.counts.get(event, 0) + 1

@@ -885,6 +885,12 @@ class PostgresDriver:
     def stats(self) -> list[QueueStats]:
         return self._run(self._stats_op())
 
+    def live_worker_queues(self, *, max_age_s: float = 60.0) -> set[str]:
+        """The queues that workers with a heartbeat in the last ``max_age_s`` seconds serve
+        (``pgqueue status --check``)."""
+        return self._run(_Op(self.sql.live_worker_queues, {"max_age": max_age_s},
+                             lambda rows: {str(r[0]) for r in rows}))
+
     async def stats_async(self) -> list[QueueStats]:
         return await self._arun(self._stats_op())
 

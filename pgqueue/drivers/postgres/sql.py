@@ -343,6 +343,12 @@ class Statements:
             DELETE FROM {s}.workers
              WHERE heartbeat_at < now() - make_interval(secs => %(older_than)s)""")
 
+        #: The queues served by workers whose heartbeat is younger than ``max_age`` seconds
+        #: (``pgqueue status --check``). Reads the small ``workers`` table; locks nothing.
+        self.live_worker_queues = q("""
+            SELECT DISTINCT unnest(queues) FROM {s}.workers
+             WHERE heartbeat_at >= now() - make_interval(secs => %(max_age)s)""")
+
         # ---- queue control ----------------------------------------------------------------
         #: Pause or resume a queue; every worker sees it at its next claim, and at once through
         #: the control channel.

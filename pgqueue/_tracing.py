@@ -1,0 +1,152 @@
+"""OpenTelemetry spans from enqueue to run (``pip install 'pgqueue-tx[otel]'``).
+
+- **Enqueue** (:func:`publish`): one PRODUCER span ``publish <queue>`` per call --
+  :meth:`pgqueue.App.enqueue` and each batch of :meth:`~pgqueue.App.enqueue_many` /
+  :meth:`~pgqueue.App.insert` alike (a batch records its size as
+  ``messaging.batch.message_count``). The span's W3C trace context (``traceparent``, and
+  ``tracestate`` if any) is stored in each job's ``meta`` under :data:`META_KEY`, so it survives
+  in the database until a worker runs the job, in any process.
+- **Run** (:func:`consume`): each attempt runs in a CONSUMER span ``process <queue>`` whose
+  **parent** is the stored context: the job's attempts appear inside the trace of the request
+  that enqueued it, with the same trace id, retries included (each attempt a sibling under the
+  producer span). A parent, not a span link, because one enqueue leads to one job: the trace
+  reads as one story. (Links suit fan-in, a span consuming many messages; pgqueue runs one
+  job per span.) The span carries the messaging semantic-convention attributes
+  (``messaging.system`` = ``pgqueue``, ``messaging.destination.name`` = the queue,
+  ``messaging.operation.type`` = ``process``, ``messaging.message.id`` = the job id) with
+  ``pgqueue.task``, ``pgqueue.attempt`` and, at the end, ``pgqueue.outcome``; a failed
+  attempt records its exception as an event and sets the span status to ERROR.
+
+Zero cost when OpenTelemetry is not installed: the import is tried once, and every function
+here returns at once after that. With the API but no SDK configured, spans are the API's no-op
+spans. pgqueue ships the API only: the application configures the SDK and its exporter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["META_KEY", "Publishing", "consume", "enabled", "publish", "record_error",
+           "set_outcome", "stamp_meta"]
+
+#: the key of a job's ``meta`` that holds the enqueuing span's W3C trace context
+META_KEY = "otel"
+#: the instrumentation scope of pgqueue's spans
+TRACER_NAME = "pgqueue"
+
+_UNSET: Any = object()
+_api: Any = _UNSET  # (trace, propagate, SpanKind, StatusCode) once imported, None if absent
+
+
+def _load() -> Any:
+    global _api
+    if _api is _UNSET:
+        try:
+            from opentelemetry import propagate, trace
+            from opentelemetry.trace import SpanKind, StatusCode
+        except ImportError:
+            _api = None
+        else:
+            _api = (trace, propagate, SpanKind, StatusCode)
+    return _api
+
+
+def enabled() -> bool:
+    """True when the OpenTelemetry API can be imported."""
+    return _load() is not None
+
+
+class Publishing:
+    """The current PRODUCER span of an enqueue: its trace context (``carrier``) and
+    :meth:`set_ids` to record the job id(s) once inserted."""
+
+    def __init__(self, span: Any, carrier: dict[str, str]) -> None:
+        self.span = span
+        self.carrier = carrier
+
+    def set_ids(self, ids: Sequence[int]) -> None:
+        """Record the inserted job's id (one job) or the batch's size (several)."""
+        if len(ids) == 1:
+            self.span.set_attribute("messaging.message.id", str(ids[0]))
+
+
+@contextlib.contextmanager
+def publish(queue: str, task: str, count: int = 1) -> Iterator[Publishing | None]:
+    """A PRODUCER span around an enqueue of ``count`` jobs of ``task`` into ``queue``; yields
+    the :class:`Publishing` (None when OpenTelemetry is not installed). An exception inside
+    is recorded on the span and re-raised."""
+    api = _load()
+    if api is None:
+        yield None
+        return
+    trace, propagate, kind, _ = api
+    attributes: dict[str, Any] = {
+        "messaging.system": "pgqueue", "messaging.destination.name": queue,
+        "messaging.operation.type": "publish", "messaging.operation.name": "publish",
+        "pgqueue.task": task}
+    if count != 1:
+        attributes["messaging.batch.message_count"] = count
+    tracer = trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(f"publish {queue}", kind=kind.PRODUCER,
+                                      attributes=attributes) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield Publishing(span, carrier)
+
+
+def stamp_meta(meta_json: str, carrier: dict[str, str] | None) -> str:
+    """``meta_json`` (a JSON object) with the trace context under :data:`META_KEY` (unchanged
+    when there is no context to store)."""
+    if not carrier:
+        return meta_json
+    meta = json.loads(meta_json)
+    meta[META_KEY] = carrier
+    return json.dumps(meta, separators=(",", ":"))
+
+
+@contextlib.contextmanager
+def consume(job: Any) -> Iterator[None]:
+    """Run one attempt of ``job`` (a :class:`pgqueue.Job`) in a CONSUMER span whose parent is
+    the trace context stored at enqueue (a root span if there is none)."""
+    api = _load()
+    if api is None:
+        yield
+        return
+    trace, propagate, kind, _ = api
+    stored = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
+    parent = propagate.extract(stored) if isinstance(stored, dict) else None
+    attributes = {
+        "messaging.system": "pgqueue", "messaging.destination.name": job.queue,
+        "messaging.operation.type": "process", "messaging.operation.name": "process",
+        "messaging.message.id": str(job.id), "pgqueue.task": job.task,
+        "pgqueue.attempt": job.attempt}
+    tracer = trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(f"process {job.queue}", context=parent,
+                                      kind=kind.CONSUMER, attributes=attributes,
+                                      record_exception=False, set_status_on_exception=False):
+        yield
+
+
+def set_outcome(event: str) -> None:
+    """Record the attempt's outcome (``succeeded``, ``retried``...) on the current span."""
+    api = _load()
+    if api is None:
+        return
+    span = api[0].get_current_span()
+    span.set_attribute("pgqueue.outcome", event)
+    span.add_event(f"pgqueue.{event}")
+
+
+def record_error(exc: BaseException | None, message: str) -> None:
+    """Record a failed attempt on the current span: the exception (if any) as an event, and
+    the status ERROR with ``message``."""
+    api = _load()
+    if api is None:
+        return
+    span = api[0].get_current_span()
+    if exc is not None:
+        span.record_exception(exc)
+    span.set_status(api[3].ERROR, message)
