@@ -116,11 +116,14 @@ def test_demo_keep_on_the_embedded_server_serves_until_ctrl_c() -> None:
                 break
         out = "".join(lines)
         assert "Using an embedded PostgreSQL in" in out and "What next" in out, out
-        status_line = next(x for x in lines if x.strip().startswith("pgqueue status"))
-        url = status_line.split("'")[1]
-        r = subprocess.run([sys.executable, "-m", "pgqueue.cli", "status", "--database-url",
-                            url, "--schema", "pgqueue_demo", "--json"], capture_output=True,
-                           text=True, env=env, cwd=root, timeout=60)
+        status_line = next(x for x in lines if "pgqueue status" in x).strip()
+        # as the user would: the printed command, run by a shell (it reads the password file)
+        bindir = str(Path(sys.executable).parent)
+        r = subprocess.run(["bash", "-c", status_line + " --json"], capture_output=True,
+                           text=True, env={**env, "PATH": bindir + os.pathsep + env["PATH"]},
+                           cwd=root, timeout=60)
+        secrets = [p.read_text().strip() for p in datadir.rglob("pgqueue.password")]
+        assert secrets and not any(x in out for x in secrets), "the password was printed"
         assert r.returncode == 0, r.stderr
         assert {"emails", "reports"} <= {q["queue"] for q in json.loads(r.stdout)["queues"]}
         proc.send_signal(signal.SIGINT)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import threading
 import time
 
 from pgqueue._dsn import redact, to_libpq, url_from_env
 from pgqueue._embedded import EmbeddedPostgres, private_datadir
+from pgqueue._embedded.server import PASSWORD_FILE
 from pgqueue.cli import _context, _observe
 from pgqueue.errors import ConfigurationError, EmbeddedServerError
 
@@ -64,7 +66,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "recreated on every run)", flush=True)
         status = demo.run_demo(url, workers=args.workers, started=started, force=args.force,
                                keep=args.keep)
-        print(_next_steps(shown, demo.DEMO_SCHEMA, embedded=server is not None, keep=args.keep))
+        login = "" if server is None else _password_prefix(server)
+        if login:  # the embedded server's URL, without its password: the prefix supplies it
+            shown = shown.replace(":***@", "@", 1)
+        print(_next_steps(shown, demo.DEMO_SCHEMA, embedded=server is not None, keep=args.keep,
+                          login=login))
         if server is not None and args.keep:
             _serve_until_interrupted()
         return status
@@ -73,9 +79,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             server.stop()
 
 
-def _next_steps(shown: str, schema: str, *, embedded: bool, keep: bool) -> str:
+def _password_prefix(server: EmbeddedPostgres) -> str:
+    """``PGPASSWORD="$(cat <datadir>/pgqueue.password)" `` for commands against the embedded
+    server (its generated password stays in its 0600 file, never in the output), or ``""``
+    for a server without a password file."""
+    if server.datadir is None or not (server.datadir / PASSWORD_FILE).exists():
+        return ""
+    return f'PGPASSWORD="$(cat {shlex.quote(str(server.datadir / PASSWORD_FILE))})" '
+
+
+def _next_steps(shown: str, schema: str, *, embedded: bool, keep: bool,
+                login: str = "") -> str:
     """What to try after the demo on the database ``shown`` (a URL, password hidden): explore
-    the kept data, or how to keep it."""
+    the kept data, or how to keep it. ``login`` prefixes each command (the embedded server's
+    password, read from its file by the shell)."""
     if not keep:
         return ("\nWhat next: the demo's schema was removed. `pgqueue demo --keep` keeps the "
                 "jobs (and the\nembedded server) to explore them with psql and `pgqueue "
@@ -83,11 +100,11 @@ def _next_steps(shown: str, schema: str, *, embedded: bool, keep: bool) -> str:
                 "own application.")
     lines = ["", f"What next: the demo's data stays in schema {schema!r}. Explore it "
              + ("from another terminal while this one waits:" if embedded else "with:"),
-             f"  psql '{shown}' -c 'SELECT * FROM {schema}.queue_stats'",
-             f"  psql '{shown}' -c 'SELECT task, state, attempt FROM {schema}.job_history "
-             "LIMIT 10'",
-             f"  pgqueue status --database-url '{shown}' --schema {schema}",
-             f"  pgqueue failed list --database-url '{shown}' --schema {schema}"]
+             f"  {login}psql '{shown}' -c 'SELECT * FROM {schema}.queue_stats'",
+             f"  {login}psql '{shown}' -c 'SELECT task, state, attempt FROM "
+             f"{schema}.job_history LIMIT 10'",
+             f"  {login}pgqueue status --database-url '{shown}' --schema {schema}",
+             f"  {login}pgqueue failed list --database-url '{shown}' --schema {schema}"]
     if not embedded:
         lines.append(f"Remove it with: psql '{shown}' -c 'DROP SCHEMA {schema} CASCADE' (or "
                      "run the demo again: it starts clean)")
