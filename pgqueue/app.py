@@ -39,7 +39,7 @@ from pgqueue.config import Settings
 from pgqueue.config._settings import needs_database_url
 from pgqueue.config._values import parse_driver
 from pgqueue.drivers import get_driver
-from pgqueue.drivers.base import Driver, FailedJob, QueueStats, ScheduleInfo
+from pgqueue.drivers.base import Driver, FailedJob, QueueLimits, QueueStats, ScheduleInfo
 from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.errors import (
     CapabilityError,
@@ -55,6 +55,7 @@ from pgqueue.retry import Backoff
 from pgqueue.task import (
     EnqueueOptions,
     Task,
+    check_concurrency_key,
     check_delay,
     check_max_attempts,
     check_new_jobs,
@@ -81,12 +82,14 @@ T = TypeVar("T")
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
 
 #: a capability :meth:`App._require` checks, and what the refusal says
-_Capability = Literal["transactional_enqueue", "transactional_completion"]
+_Capability = Literal["transactional_enqueue", "transactional_completion", "flow_control"]
 _REFUSALS: dict[_Capability, str] = {
     "transactional_enqueue": "the {driver} driver cannot enqueue inside your transaction; drop "
                              "conn= or use the postgres driver",
     "transactional_completion": "the {driver} driver cannot complete a job in your transaction; "
                                 "return from the handler instead, or use the postgres driver",
+    "flow_control": "the {driver} driver has no flow control (queue limits, concurrency keys: "
+                    "they are enforced in a table every worker shares); use the postgres driver",
 }
 
 
@@ -116,6 +119,7 @@ class App:
     Attributes:
         tasks: the registry, by name and alias. dead_letter_handlers: hooks by queue.
         schedules: the periodic jobs, by name (:meth:`periodic`, :meth:`add_periodic`).
+        queue_limits: the declared flow-control limits, by queue (:meth:`queue`).
 
     Example::
 
@@ -133,6 +137,7 @@ class App:
         self.tasks: dict[str, Task] = {}
         self.dead_letter_handlers: dict[str, DeadLetterHandler] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.queue_limits: dict[str, QueueLimits] = {}
         self._pool_size = pool_size
         self._driver: Driver | None = None
         self.database_url: str | None = None
@@ -201,8 +206,11 @@ class App:
             raise CapabilityError(_REFUSALS[capability].format(driver=driver.name))
         return driver
 
-    def _enqueuer(self, conn: object) -> Driver:
-        """The driver to insert with: with a caller's ``conn``, only one that can join it."""
+    def _enqueuer(self, conn: object, jobs: Sequence[NewJob] = ()) -> Driver:
+        """The driver to insert with: with a caller's ``conn``, only one that can join it;
+        for ``jobs`` with a concurrency key, only one with flow control."""
+        if any(getattr(j, "concurrency_key", None) is not None for j in jobs):
+            self._require("flow_control")
         return self.driver if conn is None else self._require("transactional_enqueue")
 
     def use_database(self, database_url: str, *, source: str = "argument",
@@ -299,6 +307,58 @@ class App:
         """Run ``handler(job, error)`` (sync or async) after a job of ``queue`` lands in
         ``failed_jobs``; one handler per queue (a second call replaces the first)."""
         self.dead_letter_handlers[validate_name(queue, "queue")] = handler
+
+    # ---- flow control ------------------------------------------------------------------------
+    def queue(self, name: str, *, concurrency: int | None = None,
+              key_concurrency: int | None = None, rate_limit: int | None = None,
+              rate_period: float | dt.timedelta | None = None) -> QueueLimits:
+        """Declare a queue's flow-control limits, enforced in the database across every worker
+        process and host (see :class:`pgqueue.QueueLimits`):
+
+        - ``concurrency``: at most this many jobs of the queue run at once;
+        - ``key_concurrency``: at most this many per ``concurrency_key`` (an enqueue option;
+          default 1 per key);
+        - ``rate_limit`` starts per ``rate_period`` (seconds or a timedelta, default 1 s).
+
+        A held-back job waits (it is not failed, its attempt is not counted). The limits are
+        written to the ``queues`` table when a worker of this app starts (replacing what
+        ``pgqueue queue NAME --concurrency N`` set at run time), or at once with
+        :meth:`set_queue_limits`. A queue without limits keeps the plain claim. Bad values raise
+        :class:`pgqueue.ValidationError` naming the queue; a driver without ``flow_control``
+        raises :class:`pgqueue.CapabilityError`. Nothing is recorded then. Example::
+
+            app.queue("emails", concurrency=10)
+            app.queue("api", rate_limit=50, rate_period=1)       # 50 starts a second
+            app.queue("tenants", key_concurrency=2)              # 2 per concurrency_key
+        """
+        limits = QueueLimits.checked(validate_name(name, "queue"), concurrency=concurrency,
+                                     key_concurrency=key_concurrency, rate_limit=rate_limit,
+                                     rate_period=rate_period)
+        if self._driver is not None:
+            self._require("flow_control")
+        self.queue_limits[name] = limits
+        return limits
+
+    def set_queue_limits(self, name: str, *, concurrency: int | None = None,
+                         key_concurrency: int | None = None, rate_limit: int | None = None,
+                         rate_period: float | dt.timedelta | None = None) -> QueueLimits:
+        """Store a queue's limits in the database now (replacing its old ones; no argument:
+        no limit). Every worker applies them at its next claim (within about a second). The
+        options are those of :meth:`queue`. Example: ``app.set_queue_limits("emails",
+        concurrency=5)``."""
+        limits = QueueLimits.checked(validate_name(name, "queue"), concurrency=concurrency,
+                                     key_concurrency=key_concurrency, rate_limit=rate_limit,
+                                     rate_period=rate_period)
+        self._require("flow_control").set_queue_limits_sync(name, limits)
+        return limits
+
+    async def apply_queue_limits_async(self) -> None:
+        """Write the limits declared with :meth:`queue` to the database (a worker of this app
+        does it when it starts)."""
+        if self.queue_limits:
+            driver = self._require("flow_control")
+            for name, limits in sorted(self.queue_limits.items()):
+                await driver.set_queue_limits(name, limits)
 
     # ---- periodic jobs -----------------------------------------------------------------------
     def periodic(self, *, cron: str | None = None, every: dt.timedelta | float | None = None,
@@ -406,7 +466,8 @@ class App:
               priority: int | None = None, delay: float | dt.timedelta | None = None,
               run_at: dt.datetime | None = None, max_attempts: int | None = None,
               unique_key: str | None = None, timeout: float | None = None,
-              meta: Mapping[str, Any] | None = None) -> NewJob:
+              meta: Mapping[str, Any] | None = None,
+              concurrency_key: str | None = None) -> NewJob:
         """Validate one job and return it ready to insert (raises :class:`ValidationError`).
 
         The options and their defaults are those of :meth:`enqueue`
@@ -417,7 +478,8 @@ class App:
         registered, task_name, args = self._resolve(task, args)
         template = self._template(registered, task_name, queue=queue, priority=priority,
                                   delay=delay, run_at=run_at, max_attempts=max_attempts,
-                                  unique_key=unique_key, timeout=timeout, meta=meta)
+                                  unique_key=unique_key, timeout=timeout, meta=meta,
+                                  concurrency_key=concurrency_key)
         return _with_args(template, _serialiser(registered)(args))
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
@@ -442,9 +504,12 @@ class App:
                   priority: int | None = None, delay: float | dt.timedelta | None = None,
                   run_at: dt.datetime | None = None, max_attempts: int | None = None,
                   unique_key: str | None = None, timeout: float | None = None,
-                  meta: Mapping[str, Any] | None = None) -> NewJob:
+                  meta: Mapping[str, Any] | None = None,
+                  concurrency_key: str | None = None) -> NewJob:
         """A job with these options validated and defaulted, and empty args (the part of
         :meth:`build` that a batch of one task shares)."""
+        if check_concurrency_key(concurrency_key) is not None:
+            self._require("flow_control")
         delay_s: float | None = None
         if delay is not None:
             if run_at is not None:
@@ -472,6 +537,7 @@ class App:
                 registered.timeout if registered else None),
             meta_json="{}" if meta is None else dumps_args(to_json_object(meta, "meta"),
                                                            "meta"),
+            concurrency_key=concurrency_key,
         )
 
     def enqueue(self, task: str | object, args: Any = None, *, conn: SyncConn | None = None,
@@ -542,12 +608,13 @@ class App:
         their ids in order. ``conn`` as for :meth:`enqueue`. Every job is checked before
         anything is written (all or nothing); a :class:`pgqueue.ValidationError` names the
         first bad one's index (``jobs[3]: ...``)."""
-        return self._enqueuer(conn).insert_many(check_new_jobs(jobs), conn=conn)
+        return self._enqueuer(conn, jobs).insert_many(check_new_jobs(jobs), conn=conn)
 
     async def insert_async(self, jobs: Sequence[NewJob], *,
                            conn: AsyncConn | None = None) -> list[int]:
         """Async twin of :meth:`insert` (``conn``: an async connection or session)."""
-        return await self._enqueuer(conn).insert_many_async(check_new_jobs(jobs), conn=conn)
+        return await self._enqueuer(conn, jobs).insert_many_async(check_new_jobs(jobs),
+                                                                 conn=conn)
 
     # ---- completion inside the handler's transaction --------------------------------------------
     def _completion(self, job: Job | None, result: Any) -> tuple[Completion, Driver, str | None]:
@@ -776,7 +843,7 @@ def _serialise_plain(args: Any) -> str:
 def _with_args(t: NewJob, args_json: str) -> NewJob:
     """``t`` with these arguments (positional: cheaper than ``dataclasses.replace`` per row)."""
     return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at, t.delay_s,
-                  t.unique_key, t.timeout_s, t.meta_json)
+                  t.unique_key, t.timeout_s, t.meta_json, t.concurrency_key)
 
 
 def _serialiser(registered: Task | None) -> Callable[[Any], str]:

@@ -42,9 +42,23 @@ from pgqueue.retry import Backoff, RetryPolicy
 if TYPE_CHECKING:
     from pgqueue._conn import AsyncConn, SyncConn
 
-__all__ = ["EARLIEST_RUN_AT", "LATEST_RUN_AT", "MAX_JSON_DEPTH", "ConfiguredTask",
-           "EnqueueOptions", "Enqueuer", "Task", "check_json_text", "check_new_jobs",
-           "check_run_time", "check_text", "check_unique_key", "dumps_args", "to_json_object"]
+__all__ = [
+    "EARLIEST_RUN_AT",
+    "LATEST_RUN_AT",
+    "MAX_JSON_DEPTH",
+    "ConfiguredTask",
+    "EnqueueOptions",
+    "Enqueuer",
+    "Task",
+    "check_concurrency_key",
+    "check_json_text",
+    "check_new_jobs",
+    "check_run_time",
+    "check_text",
+    "check_unique_key",
+    "dumps_args",
+    "to_json_object",
+]
 
 #: Highest (last-running) priority; 0 runs first.
 MAX_PRIORITY = 1000
@@ -71,7 +85,10 @@ class EnqueueOptions(TypedDict, total=False):
     - ``unique_key``: while a live job holds this key, enqueueing again inserts nothing and
       returns that job's id;
     - ``timeout``: seconds per attempt (default: the task's, else none);
-    - ``meta``: a JSON object stored with the job, not passed to the handler.
+    - ``meta``: a JSON object stored with the job, not passed to the handler;
+    - ``concurrency_key``: a string (a tenant, a customer id): at most the queue's
+      ``key_concurrency`` jobs with the same key run at once, across every worker (default 1;
+      see :meth:`pgqueue.App.queue`). Needs a driver with ``flow_control`` (postgres).
 
     Text that cannot be stored (a NUL character, a lone surrogate) in args, keys, ``meta`` or
     ``unique_key``, and args or ``meta`` nested more than :data:`MAX_JSON_DEPTH` levels, are
@@ -86,6 +103,7 @@ class EnqueueOptions(TypedDict, total=False):
     unique_key: str | None
     timeout: float | None
     meta: Mapping[str, Any] | None
+    concurrency_key: str | None
 
 
 class Enqueuer(Protocol):
@@ -509,6 +527,7 @@ def _check_new_job(job: object) -> None:
     check_max_attempts(job.max_attempts)
     check_timeout(job.timeout_s)
     check_unique_key(job.unique_key)
+    check_concurrency_key(job.concurrency_key)
     if job.run_at is not None and job.delay_s is not None:
         raise ValidationError("pass delay or run_at, not both")
     if job.run_at is not None and (not isinstance(job.run_at, dt.datetime)
@@ -516,6 +535,18 @@ def _check_new_job(job: object) -> None:
         raise ValidationError("run_at must be a timezone-aware datetime")
     check_run_time(delay_s=None if job.delay_s is None else check_delay(job.delay_s),
                    run_at=job.run_at)
+
+
+def check_concurrency_key(value: object) -> str | None:
+    """None, or ``value`` if it is a non-empty string of at most 1,000 characters that can be
+    stored (see :func:`check_text`); else ValidationError (an int key is refused: pass
+    ``str(customer_id)``, so that 1 and "1" cannot silently differ)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 1000:
+        raise ValidationError(f"concurrency_key must be a non-empty string of at most 1000 "
+                              f"characters (e.g. str(customer_id)), got {value!r:.60}")
+    return check_text(value, "concurrency_key")
 
 
 def check_unique_key(value: object) -> str | None:

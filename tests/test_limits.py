@@ -1,0 +1,162 @@
+"""Flow control against real PostgreSQL and real worker processes (issue 12, points 3-10).
+
+Proofs, not timed asserts: each job records when its handler ran; the largest overlap measured
+from those records must stay within the limit, and every job must run exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import CapabilityError, ValidationError
+from tests.helpers import run_async, scalar
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spans(clean: str, conn: psycopg.Connection[Any]) -> str:
+    conn.execute("CREATE TABLE IF NOT EXISTS test_spans (job_id bigint, key text, "
+                 "started float8, ended float8, pid int)")
+    conn.execute("TRUNCATE test_spans")
+    return clean
+
+
+@pytest.fixture
+def lapp(spans: str) -> Iterator[pgqueue.App]:
+    app = pgqueue.App(database_url=spans)
+    yield app
+    app.close()
+
+
+def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "pgqueue.cli", "worker",
+                             "tests.apps.limits:app", "--burst", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_workers(dsn: str, n: int, concurrency: int) -> None:
+    procs = [start_worker(dsn, "--concurrency", str(concurrency)) for _ in range(n)]
+    for p in procs:
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one instant (an end before a start at a tie)."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def exactly_once(conn: psycopg.Connection[Any], ids: list[int]) -> None:
+    rows = conn.execute("SELECT job_id, count(*) FROM test_spans GROUP BY job_id").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    assert all(r[1] == 1 for r in rows)
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+# ---- declaration ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [
+    {"concurrency": 0}, {"concurrency": -1}, {"concurrency": 2.5}, {"concurrency": "5"},
+    {"concurrency": True}, {"key_concurrency": 0}, {"rate_limit": 0},
+    {"rate_limit": 10, "rate_period": 0}, {"rate_limit": 10, "rate_period": -1},
+    {"rate_limit": 10, "rate_period": "1s"}, {"rate_period": 5},
+    {"rate_limit": 10, "rate_period": dt.timedelta(0)},
+])
+def test_bad_limits_are_refused_naming_the_queue(lapp: pgqueue.App,
+                                                 conn: psycopg.Connection[Any],
+                                                 kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="queue 'emails'"):
+        lapp.queue("emails", **kwargs)
+    with pytest.raises(ValidationError, match="queue 'emails'"):
+        lapp.set_queue_limits("emails", **kwargs)
+    assert "emails" not in lapp.queue_limits
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.queues") == 0
+
+
+@pytest.mark.parametrize("key", [1, b"a", "", ["a"]])
+def test_a_concurrency_key_must_be_a_string(lapp: pgqueue.App, conn: psycopg.Connection[Any],
+                                            key: Any) -> None:
+    with pytest.raises(ValidationError, match="concurrency_key"):
+        lapp.enqueue("span", {}, concurrency_key=key)
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
+
+
+@pytest.mark.parametrize("driver", ["memory"])
+def test_drivers_without_flow_control_refuse_limits_and_keys(driver: str) -> None:
+    app = pgqueue.App(driver=driver)
+    assert not app.driver.capabilities.flow_control
+    with pytest.raises(CapabilityError, match="flow control"):
+        app.queue("emails", concurrency=3)
+    with pytest.raises(CapabilityError, match="flow control"):
+        app.enqueue("t", {}, concurrency_key="a")
+    with pytest.raises(CapabilityError, match="flow control"):
+        app.set_queue_limits("emails", concurrency=3)
+    assert app.queue_limits == {}
+
+
+def test_limits_are_stored_and_shown_in_queue_stats(lapp: pgqueue.App,
+                                                    conn: psycopg.Connection[Any]) -> None:
+    lapp.queue("lim", concurrency=3, rate_limit=100, rate_period=dt.timedelta(minutes=1))
+    run_async(lapp, lapp.apply_queue_limits_async())
+    lapp.enqueue_many("span", [{} for _ in range(4)], queue="lim")
+    (s,) = [s for s in lapp.stats() if s.queue == "lim"]
+    assert (s.concurrency, s.rate_limit, s.rate_period_s) == (3, 100, 60.0)
+    assert (s.slots_in_use, s.waiting, s.waiting_for_limit) == (0, 4, 0)
+    # three claimed: the fourth waits because of the limit, not for a worker
+    jobs = run_async(lapp, lapp.driver.claim(["lim"], 10, worker_id="w", lease_s=30))
+    assert len(jobs) == 3
+    (s,) = [s for s in lapp.stats() if s.queue == "lim"]
+    assert (s.slots_in_use, s.waiting, s.waiting_for_limit, s.rate_used) == (3, 1, 1, 3)
+    row = conn.execute("SELECT concurrency, slots_in_use, waiting_for_limit "
+                       "FROM pgqueue.queue_stats WHERE queue = 'lim'").fetchone()
+    assert row == (3, 3, 1)
+
+
+def test_slots_come_back_on_every_outcome(lapp: pgqueue.App,
+                                          conn: psycopg.Connection[Any]) -> None:
+    """Completion, failure (requeue), snooze, cancellation and rescue each free the slot: the
+    limit counts live running rows, so nothing can leak."""
+    from pgqueue.drivers.base import Finish, Requeue
+
+    lapp.set_queue_limits("lim", concurrency=1)
+    lapp.enqueue_many("span", [{} for _ in range(6)], queue="lim")
+    d = lapp.driver
+
+    def claim() -> list[pgqueue.Job]:
+        d._limited_cache.clear()  # type: ignore[attr-defined]
+        return run_async(lapp, d.claim(["lim"], 5, worker_id="w", lease_s=30))
+
+    (j,) = claim()
+    assert claim() == []
+    run_async(lapp, d.finish_many([Finish(j.id, "succeeded", None, j.attempt)], worker_id="w"))
+    (j,) = claim()
+    run_async(lapp, d.requeue_many([Requeue(j.id, 0.0, True, None, attempt=j.attempt)],
+                                   worker_id="w"))  # failure, retried
+    (j,) = claim()
+    run_async(lapp, d.requeue_many([Requeue(j.id, 0.0, False, None, attempt=j.attempt,
+                                            snooze=True)], worker_id="w"))  # snooze
+    (j,) = claim()
+    assert d.cancel(j.id)  # running: flagged; its worker reports it cancelled
+    run_async(lapp, d.finish_many([Finish(j.id, "cancelled", None, j.attempt)], worker_id="w"))
+    (j,) = claim()
+    conn.execute("UPDATE pgqueue.jobs SET lease_expires_at = now() - interval '1 s' "
+                 "WHERE id = %s", (j.id,))  # its worker died
+    assert claim() == []
+    run_async(lapp, d.rescue_expired())
+    assert len(claim()) == 1
