@@ -160,3 +160,93 @@ def test_slots_come_back_on_every_outcome(lapp: pgqueue.App,
     assert claim() == []
     run_async(lapp, d.rescue_expired())
     assert len(claim()) == 1
+
+
+# ---- acceptance: real worker processes ----------------------------------------------------------
+
+
+@pytest.mark.processes
+def test_global_limit_holds_across_worker_processes(lapp: pgqueue.App, spans: str,
+                                                    conn: psycopg.Connection[Any]) -> None:
+    """Limit 5, 4 processes x concurrency 20 (80 slots offered): never more than 5 at once."""
+    lapp.set_queue_limits("lim", concurrency=5)
+    ids = lapp.enqueue_many("span", [{"seconds": 0.01} for _ in range(400)], queue="lim")
+    run_workers(spans, 4, 20)
+    exactly_once(conn, ids)
+    rows = conn.execute("SELECT started, ended FROM test_spans").fetchall()
+    overlap = max_overlap(rows)
+    assert overlap <= 5
+    assert overlap >= 2  # the limit was binding, not the workers: it does run jobs in parallel
+    # the database's own record (claim time to finish time) agrees
+    hist = conn.execute("SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) "
+                        "FROM pgqueue.job_history").fetchall()
+    assert max_overlap([(float(a), float(b)) for a, b in hist]) <= 5
+
+
+@pytest.mark.processes
+def test_per_key_limit_of_one_holds_across_worker_processes(
+        lapp: pgqueue.App, spans: str, conn: psycopg.Connection[Any]) -> None:
+    """50 keys, one running job per key at most, over 4 processes x 20."""
+    jobs = [lapp.build("span", {"seconds": 0.01, "key": f"k{i % 50}"}, queue="lim",
+                       concurrency_key=f"k{i % 50}") for i in range(500)]
+    ids = lapp.insert(jobs)
+    run_workers(spans, 4, 20)
+    exactly_once(conn, ids)
+    by_key: dict[str, list[tuple[float, float]]] = {}
+    for key, s, e in conn.execute("SELECT key, started, ended FROM test_spans").fetchall():
+        by_key.setdefault(key, []).append((s, e))
+    assert len(by_key) == 50
+    assert max(max_overlap(v) for v in by_key.values()) == 1
+    # and the keys do run side by side (the limit is per key, not for the queue)
+    assert max_overlap([iv for v in by_key.values() for iv in v]) > 1
+
+
+@pytest.mark.processes
+def test_rate_limit_holds_in_every_window(lapp: pgqueue.App, spans: str,
+                                          conn: psycopg.Connection[Any]) -> None:
+    """20 starts per second over 4 processes: no window of one second (sliding, measured from
+    the claim times the database recorded) holds more than 20 starts."""
+    lapp.set_queue_limits("lim", rate_limit=20, rate_period=1.0)
+    ids = lapp.enqueue_many("span", [{"seconds": 0.0} for _ in range(70)], queue="lim")
+    run_workers(spans, 4, 10)
+    exactly_once(conn, ids)
+    starts = sorted(float(r[0]) for r in conn.execute(
+        "SELECT extract(epoch FROM started_at) FROM pgqueue.job_history").fetchall())
+    assert len(starts) == 70
+    j = 0
+    for i, t in enumerate(starts):  # the window [t, t + 1 s) from each start
+        while j < len(starts) and starts[j] < t + 1.0:
+            j += 1
+        assert j - i <= 20, (t, j - i)
+    # the limit was reached, not just respected: 70 starts need more than three periods
+    assert starts[-1] - starts[0] >= 3.0
+    # limited jobs waited: no attempt was spent on them
+    assert scalar(conn, "SELECT max(attempt) FROM pgqueue.job_history") == 1
+
+
+@pytest.mark.processes
+def test_fairness_a_big_key_does_not_starve_a_small_one(
+        lapp: pgqueue.App, spans: str, conn: psycopg.Connection[Any]) -> None:
+    """Key A has 4,000 jobs, key B 10 enqueued after them; key_concurrency 2. Every B job
+    starts before 5% of A's have run."""
+    lapp.set_queue_limits("lim", key_concurrency=2)
+    a = lapp.insert([lapp.build("span", {"seconds": 0.0, "key": "A"}, queue="lim",
+                                concurrency_key="A") for _ in range(4000)])
+    b = lapp.insert([lapp.build("span", {"seconds": 0.0, "key": "B"}, queue="lim",
+                                concurrency_key="B") for _ in range(10)])
+    assert min(b) > max(a)
+    procs = [start_worker(spans, "--concurrency", "10") for _ in range(2)]
+    try:
+        from tests.helpers import wait_for
+
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM test_spans WHERE key = 'B'") == 10,
+                 120, "key B's jobs to run")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.communicate(timeout=60)
+    last_b = scalar(conn, "SELECT max(started) FROM test_spans WHERE key = 'B'")
+    a_before = scalar(conn, "SELECT count(*) FROM test_spans WHERE key = 'A' AND started < %s",
+                      last_b)
+    assert a_before < 0.05 * len(a), a_before
