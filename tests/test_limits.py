@@ -7,6 +7,7 @@ from those records must stay within the limit, and every job must run exactly on
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -250,3 +251,48 @@ def test_fairness_a_big_key_does_not_starve_a_small_one(
     a_before = scalar(conn, "SELECT count(*) FROM test_spans WHERE key = 'A' AND started < %s",
                       last_b)
     assert a_before < 0.05 * len(a), a_before
+
+
+# ---- the command line ---------------------------------------------------------------------------
+def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pgqueue.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.processes
+def test_cli_sets_shows_and_removes_limits(lapp: pgqueue.App, spans: str,
+                                           conn: psycopg.Connection[Any]) -> None:
+    def limits() -> Any:
+        return conn.execute("SELECT concurrency, key_concurrency, rate_limit, rate_period_s "
+                            "FROM pgqueue.queues WHERE name = 'api'").fetchone()
+
+    r = cli(spans, "limit", "api", "--concurrency", "4", "--rate", "1000/h")
+    assert r.returncode == 0, r.stderr
+    assert limits() == (4, None, 1000, 3600.0)
+    assert cli(spans, "limit", "api", "--key-concurrency", "2").returncode == 0
+    assert limits() == (4, 2, 1000, 3600.0)  # the others stay
+    for _ in range(6):
+        lapp.enqueue("span", {}, queue="api", concurrency_key="tenant-1")
+    assert len(run_async(lapp, lapp.driver.claim(["api"], 10, worker_id="w",
+                                                 lease_s=30))) == 2
+    shown = cli(spans, "limit", "api").stdout
+    assert "4 running, 2/key, 1000/3600s" in shown and "4 held by a limit" in shown
+    table = cli(spans, "status").stdout
+    assert "held by limit" in table and "2/4" in table
+    [api] = [q for q in json.loads(cli(spans, "status", "--json").stdout)["queues"]
+             if q["queue"] == "api"]
+    assert (api["concurrency"], api["slots_in_use"], api["waiting_for_limit"]) == (4, 2, 4)
+    assert cli(spans, "limit", "api", "--rate", "none").returncode == 0
+    assert limits() == (4, 2, None, None)
+    for bad in (("--concurrency", "0"), ("--concurrency", "x"), ("--rate", "50 per s"),
+                ("--rate", "0/s")):
+        r = cli(spans, "limit", "api", *bad)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert limits() == (4, 2, None, None)  # nothing written
+    assert cli(spans, "limit", "api", "--none").returncode == 0
+    assert limits() == (None, None, None, None)
+    r = cli(spans, "enqueue", "span", "--queue", "api", "--concurrency-key", "t-9", "--json")
+    assert r.returncode == 0, r.stderr
+    assert scalar(conn, "SELECT concurrency_key FROM pgqueue.jobs WHERE id = %s",
+                  json.loads(r.stdout)["id"]) == "t-9"
