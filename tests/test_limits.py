@@ -40,11 +40,12 @@ def lapp(spans: str) -> Iterator[pgqueue.App]:
     app.close()
 
 
-def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
+def start_worker(dsn: str, *args: str, burst: bool = True) -> subprocess.Popen[str]:
     env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "pgqueue.cli", "worker",
-                             "tests.apps.limits:app", "--burst", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "tests.apps.limits:app", *(["--burst"] if burst else []), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def run_workers(dsn: str, n: int, concurrency: int) -> None:
@@ -296,3 +297,53 @@ def test_cli_sets_shows_and_removes_limits(lapp: pgqueue.App, spans: str,
     assert r.returncode == 0, r.stderr
     assert scalar(conn, "SELECT concurrency_key FROM pgqueue.jobs WHERE id = %s",
                   json.loads(r.stdout)["id"]) == "t-9"
+
+
+@pytest.mark.processes
+def test_global_limit_holds_while_workers_are_killed(lapp: pgqueue.App, spans: str,
+                                                     conn: psycopg.Connection[Any]) -> None:
+    """Limit 5 over 3 processes; one is SIGKILLed mid-drain. Its jobs keep their slots until
+    their lease expires (forced here, instead of waiting 30 s) and a rescue puts them back;
+    then every job completes, the overlap never exceeded 5, and no slot leaked."""
+    from tests.helpers import wait_for
+
+    lapp.set_queue_limits("lim", concurrency=5)
+    ids = lapp.enqueue_many("span", [{"seconds": 0.05} for _ in range(150)], queue="lim")
+    procs = [start_worker(spans, "--concurrency", "20", burst=False) for _ in range(3)]
+    try:
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM test_spans") >= 20, 60,
+                 "jobs to run")
+        victim = procs[0]
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM pgqueue.workers w "
+                                      "WHERE w.pid = %s AND EXISTS (SELECT 1 FROM pgqueue.jobs "
+                                      "j WHERE j.worker_id = w.id)", victim.pid) > 0,
+                 60, "the victim to hold a job")
+        victim.kill()
+        victim.communicate(timeout=30)
+        dead = conn.execute("SELECT id FROM pgqueue.workers WHERE pid = %s",
+                            (victim.pid,)).fetchall()
+        # the dead worker's jobs hold their slots: time travel past their lease, then rescue
+        conn.execute("UPDATE pgqueue.jobs SET lease_expires_at = now() - interval '1 s' "
+                     "WHERE worker_id = ANY(%s)", ([d[0] for d in dead],))
+        run_async(lapp, lapp.driver.rescue_expired())
+        wait_for(lambda: scalar(conn, "SELECT count(DISTINCT job_id) FROM test_spans") == 150,
+                 120, "every job to complete")
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0, 60,
+                 "the live table to empty")
+    finally:
+        for p in procs[1:]:
+            p.terminate()
+        for p in procs[1:]:
+            p.communicate(timeout=60)
+    rows = conn.execute("SELECT started, ended FROM test_spans").fetchall()
+    assert max_overlap(rows) <= 5
+    assert sorted(r[0] for r in conn.execute(
+        "SELECT DISTINCT job_id FROM test_spans").fetchall()) == sorted(ids)
+    # a job recorded twice ran first on the killed worker (killed after its record)
+    twice = conn.execute("SELECT job_id FROM test_spans GROUP BY job_id HAVING count(*) > 1"
+                         ).fetchall()
+    for (job_id,) in twice:
+        assert scalar(conn, "SELECT count(*) FROM test_spans WHERE job_id = %s AND pid = %s",
+                      job_id, victim.pid) == 1
+    (s,) = [s for s in lapp.stats() if s.queue == "lim"]
+    assert s.slots_in_use == 0 and s.running == 0  # none leaked
