@@ -99,6 +99,34 @@ def test_a_concurrency_key_must_be_a_string(lapp: pgqueue.App, conn: psycopg.Con
     assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
 
 
+def test_a_task_derives_the_concurrency_key_from_its_args(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    @lapp.task(name="sync_tenant", queue="lim",
+               concurrency_key=lambda args: f"tenant-{args['tenant']}")
+    def sync_tenant(tenant: int, bad: bool = False) -> None: ...
+
+    @lapp.task(name="bad_key", queue="lim", concurrency_key=lambda args: args["tenant"])
+    def bad_key(tenant: int) -> None: ...
+
+    one = lapp.enqueue("sync_tenant", {"tenant": 7})
+    many = lapp.enqueue_many("sync_tenant", [{"tenant": 1}, {"tenant": 2}])
+    given = lapp.enqueue("sync_tenant", {"tenant": 7}, concurrency_key="override")
+    keys = dict(conn.execute("SELECT id, concurrency_key FROM pgqueue.jobs").fetchall())
+    assert keys == {one: "tenant-7", many[0]: "tenant-1", many[1]: "tenant-2",
+                    given: "override"}
+    with pytest.raises(ValidationError, match=r"task 'bad_key'.*concurrency_key"):
+        lapp.enqueue("bad_key", {"tenant": 3})  # an int, not a string
+    with pytest.raises(ValidationError, match=r"args_list\[1\]: task 'bad_key'"):
+        lapp.enqueue_many("bad_key", [{"tenant": "ok"}, {"tenant": 3}])
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 4  # nothing more written
+    # and the derived keys are enforced: one running job per tenant
+    jobs = run_async(lapp, lapp.driver.claim(["lim"], 10, worker_id="w", lease_s=30))
+    assert sorted(j.id for j in jobs) == sorted([one, *many, given])
+    lapp.enqueue("sync_tenant", {"tenant": 7})
+    lapp.driver._limited_cache.clear()  # type: ignore[attr-defined]
+    assert run_async(lapp, lapp.driver.claim(["lim"], 10, worker_id="w", lease_s=30)) == []
+
+
 @pytest.mark.parametrize("driver", ["memory"])
 def test_drivers_without_flow_control_refuse_limits_and_keys(driver: str) -> None:
     app = pgqueue.App(driver=driver)
