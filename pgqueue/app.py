@@ -21,6 +21,7 @@ line. What the driver cannot do is checked once, in :meth:`App._require`, before
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
@@ -63,6 +64,7 @@ from pgqueue.task import (
     check_run_time,
     check_timeout,
     check_unique_key,
+    derive_concurrency_key,
     dumps_args,
     to_json_object,
 )
@@ -259,13 +261,17 @@ class App:
              priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              retry: Backoff | None = None, timeout: float | None = None,
              aliases: Iterable[str] = (),
-             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Callable[[F], Task]: ...
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES,
+             concurrency_key: Callable[[dict[str, Any]], str] | None = None,
+             ) -> Callable[[F], Task]: ...
 
     def task(self, fn: F | None = None, /, *, name: str | None = None, queue: str | None = None,
              priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              retry: Backoff | None = None, timeout: float | None = None,
              aliases: Iterable[str] = (),
-             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Task | Callable[[F], Task]:
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES,
+             concurrency_key: Callable[[dict[str, Any]], str] | None = None,
+             ) -> Task | Callable[[F], Task]:
         """Register a function or a class-based job (with ``handle()``) as a task.
 
         ``name`` is the stable name stored in the jobs table (default: ``module.qualname``);
@@ -275,14 +281,20 @@ class App:
         default, or any ``(attempt) -> seconds``); ``timeout`` is seconds per attempt (default
         none). ``max_snoozes`` bounds how often a job may :class:`pgqueue.Snooze` (default 100,
         None: no limit): the snooze after the last allowed one archives the job in
-        ``failed_jobs``. Use bare (``@app.task``) or with options (``@app.task(name="x")``).
+        ``failed_jobs``. ``concurrency_key`` derives each job's concurrency key from its
+        arguments (see :meth:`queue`: at most ``key_concurrency`` running jobs per key), e.g.
+        ``@app.task(queue="sync", concurrency_key=lambda args: str(args["tenant_id"]))``.
+        Use bare (``@app.task``) or with options (``@app.task(name="x")``).
         """
 
         def register(f: F) -> Task:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             task = Task(self, f, name=task_name, queue=queue or self.default_queue,
                         priority=priority, max_attempts=max_attempts, retry=retry,
-                        timeout=timeout, aliases=tuple(aliases), max_snoozes=max_snoozes)
+                        timeout=timeout, aliases=tuple(aliases), max_snoozes=max_snoozes,
+                        concurrency_key=concurrency_key)
+            if concurrency_key is not None and self._driver is not None:
+                self._require("flow_control")
             for key in (task.name, *task.aliases):
                 if key in self.tasks and self.tasks[key].handler is not f:
                     raise ValidationError(f"task name {key!r} is already registered to "
@@ -480,7 +492,7 @@ class App:
                                   delay=delay, run_at=run_at, max_attempts=max_attempts,
                                   unique_key=unique_key, timeout=timeout, meta=meta,
                                   concurrency_key=concurrency_key)
-        return _with_args(template, _serialiser(registered)(args))
+        return self._keyed(registered, _with_args(template, _serialiser(registered)(args)))
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
         """(the registered task or None, the task name to store, the arguments) of a job."""
@@ -594,14 +606,27 @@ class App:
         registered, task_name, _ = self._resolve(task, None)
         template = self._template(registered, task_name, **opts)
         serialise = _serialiser(registered)
+        keyed = registered is not None and registered.concurrency_key is not None
         out = []
         for i, args in enumerate(args_list):
             try:
                 args_json = serialise(args)
+                job = _with_args(template, args_json)
+                if keyed:
+                    job = self._keyed(registered, job)
             except ValidationError as exc:
                 raise type(exc)(f"args_list[{i}]: {exc}") from exc
-            out.append(_with_args(template, args_json))
+            out.append(job)
         return out
+
+    def _keyed(self, registered: Task | None, job: NewJob) -> NewJob:
+        """``job`` with the concurrency key its task derives from its arguments (a key given
+        to the enqueue call wins)."""
+        if registered is None or registered.concurrency_key is None or job.concurrency_key:
+            return job
+        self._require("flow_control")
+        return dataclasses.replace(
+            job, concurrency_key=derive_concurrency_key(registered, job.args_json))
 
     def insert(self, jobs: Sequence[NewJob], *, conn: SyncConn | None = None) -> list[int]:
         """Insert jobs built with :meth:`build` (mixed tasks and options) in one batch; returns

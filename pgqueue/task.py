@@ -56,6 +56,7 @@ __all__ = [
     "check_run_time",
     "check_text",
     "check_unique_key",
+    "derive_concurrency_key",
     "dumps_args",
     "to_json_object",
 ]
@@ -252,12 +253,21 @@ class Task:
         max_snoozes: snoozes (:class:`pgqueue.Snooze`) a job may take; the next one archives it
             in ``failed_jobs`` (default 100; None: no limit).
         is_class: the handler is a class with ``handle()``; is_async: it runs as a coroutine.
+        concurrency_key: derives each job's concurrency key from its arguments (the decoded
+            JSON object), e.g. ``lambda args: str(args["tenant_id"])``; None: no key unless the
+            enqueue call gives one (which wins).
     """
 
     def __init__(self, app: Enqueuer, handler: Callable[..., Any], *, name: str, queue: str,
                  priority: int, max_attempts: int, retry: Backoff | None,
                  timeout: float | None, aliases: tuple[str, ...] = (),
-                 max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> None:
+                 max_snoozes: int | None = DEFAULT_MAX_SNOOZES,
+                 concurrency_key: Callable[[dict[str, Any]], str] | None = None) -> None:
+        if concurrency_key is not None and not callable(concurrency_key):
+            raise ValidationError(f"task {name!r}: concurrency_key must be a function of the "
+                                  "job's arguments returning a string, e.g. "
+                                  "lambda args: str(args['tenant_id'])")
+        self.concurrency_key = concurrency_key
         self.app = app
         self.handler = handler
         self.name = validate_name(name, "task")
@@ -537,16 +547,33 @@ def _check_new_job(job: object) -> None:
                    run_at=job.run_at)
 
 
-def check_concurrency_key(value: object) -> str | None:
-    """None, or ``value`` if it is a non-empty string of at most 1,000 characters that can be
-    stored (see :func:`check_text`); else ValidationError (an int key is refused: pass
-    ``str(customer_id)``, so that 1 and "1" cannot silently differ)."""
-    if value is None:
+def check_concurrency_key(value: object, *, required: bool = False) -> str | None:
+    """None (unless ``required``), or ``value`` if it is a non-empty string of at most 1,000
+    characters that can be stored (see :func:`check_text`); else ValidationError (an int key is
+    refused: pass ``str(customer_id)``, so that 1 and "1" cannot silently differ)."""
+    if value is None and not required:
         return None
     if not isinstance(value, str) or not value or len(value) > 1000:
         raise ValidationError(f"concurrency_key must be a non-empty string of at most 1000 "
                               f"characters (e.g. str(customer_id)), got {value!r:.60}")
     return check_text(value, "concurrency_key")
+
+
+def derive_concurrency_key(task: Task, args_json: str) -> str:
+    """The concurrency key ``task.concurrency_key`` gives for a job with these arguments;
+    ValidationError naming the task if it fails or returns something else than a string."""
+    assert task.concurrency_key is not None
+    try:
+        key = task.concurrency_key(json.loads(args_json))
+    except Exception as exc:
+        raise ValidationError(f"task {task.name!r}: its concurrency_key function failed on "
+                              f"these arguments: {exc!r}") from exc
+    try:
+        checked = check_concurrency_key(key, required=True)
+    except ValidationError as exc:
+        raise ValidationError(f"task {task.name!r}: {exc}") from None
+    assert checked is not None
+    return checked
 
 
 def check_unique_key(value: object) -> str | None:

@@ -375,3 +375,19 @@ def test_global_limit_holds_while_workers_are_killed(lapp: pgqueue.App, spans: s
                       job_id, victim.pid) == 1
     (s,) = [s for s in lapp.stats() if s.queue == "lim"]
     assert s.slots_in_use == 0 and s.running == 0  # none leaked
+
+
+def test_a_worker_on_limited_and_unlimited_queues_serves_both(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    lapp.set_queue_limits("lim", concurrency=2)
+    lapp.enqueue_many("span", [{} for _ in range(5)], queue="lim")
+    lapp.enqueue_many("span", [{} for _ in range(20)], queue="free")
+    jobs = run_async(lapp, lapp.driver.claim(["free", "lim"], 10, worker_id="w", lease_s=30))
+    by_queue = {q: sum(j.queue == q for j in jobs) for q in ("lim", "free")}
+    assert by_queue == {"lim": 2, "free": 8}
+    # a keyed job in a queue without limits: the queue is served by the limited claim (the
+    # plain one never takes keyed rows), its key capped at 1
+    lapp.enqueue("span", {}, queue="free", concurrency_key="k")
+    run_async(lapp, lapp.driver.claim(["free"], 100, worker_id="w", lease_s=30))
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs WHERE queue = 'free' AND "
+                        "state = 'running' AND concurrency_key IS NOT NULL") == 1

@@ -442,11 +442,14 @@ class PostgresDriver:
         limited = await self._limited_queues(queues)
         if not limited:
             return await self._claim_unlimited(queues, limit, worker_id, lease_s)
+        # limited queues first: their limits bound what they take, so a busy unlimited queue
+        # cannot starve them (the other way round it could)
+        jobs: list[Job] = await self._arun(self._limited_plan(
+            sorted(limited), limit, worker_id, lease_s), kind="claim")
         free = [q for q in queues if q not in limited]
-        jobs = await self._claim_unlimited(free, limit, worker_id, lease_s) if free else []
-        if len(jobs) < limit:
-            jobs = jobs + await self._arun(self._limited_plan(
-                sorted(limited), limit - len(jobs), worker_id, lease_s), kind="claim")
+        if free and len(jobs) < limit:
+            jobs = jobs + await self._claim_unlimited(free, limit - len(jobs), worker_id,
+                                                      lease_s)
         return jobs
 
     async def _limited_queues(self, queues: Sequence[str]) -> frozenset[str]:
