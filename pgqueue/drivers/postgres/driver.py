@@ -910,6 +910,9 @@ async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
     archives and enqueues stay fully durable.
     """
     await conn.execute("SET synchronous_commit TO off")
+    # a claim is a few index probes: JIT compilation (triggered by the cost estimates of the
+    # limited claim's CTEs) would cost far more than it saves
+    await conn.execute("SET jit TO off")
     # the limited claim's proof needs a fresh snapshot per statement (see claim_limited)
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 

@@ -209,13 +209,15 @@ class Statements:
         #: Fairness: keyed candidates are ranked within their key (``rn``) and taken in order
         #: (priority, rn, run_at, id): round-robin over the keys within a priority, so a key
         #: with a huge backlog cannot starve another. Keys at their limit offer no candidate.
-        #: Jobs without a key queue in (priority, run_at, id) order with rank 1.
+        #: Jobs without a key queue in (priority, run_at, id) order with rank 1. The keys are
+        #: found by a skip scan (``ks``: one index probe per distinct waiting key) and each
+        #: key's candidates read through ``jobs_key_claim_idx`` up to its free slots, so a
+        #: claim costs in proportion to the number of keys, not to their backlogs.
         #:
         #: The claimed rows are locked ``FOR UPDATE SKIP LOCKED`` (a cancel may hold one).
-        #: A limited job waits: it is simply not claimed, its attempt untouched. The cost grows
-        #: with the queue's ready keyed backlog (each claim ranks it).
+        #: A limited job waits: it is simply not claimed, its attempt untouched.
         self.claim_limited = q("""
-            WITH qq AS MATERIALIZED (
+            WITH RECURSIVE qq AS MATERIALIZED (
                 SELECT p.concurrency, coalesce(p.key_concurrency, 1) AS per_key, p.rate_limit,
                        p.rate_period_s, clock_timestamp() AS ts
                   FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused),
@@ -235,25 +237,45 @@ class Statements:
                  WHERE r.queue = %(queue)s AND r.state = 'running'
                    AND r.concurrency_key IS NOT NULL
                  GROUP BY r.concurrency_key),
-            cand AS (
-                SELECT w.id, w.priority, w.run_at, w.rn FROM (
-                    SELECT j.id, j.priority, j.run_at, j.concurrency_key,
-                           row_number() OVER (PARTITION BY j.concurrency_key
-                                              ORDER BY j.priority, j.run_at, j.id) AS rn
-                      FROM {s}.jobs j
-                     WHERE j.queue = %(queue)s AND j.state = 'waiting' AND j.run_at <= now()
-                       AND j.concurrency_key IS NOT NULL) w
-                  LEFT JOIN keyrun ON keyrun.k = w.concurrency_key
+            ks(k) AS (  -- each key with waiting jobs: a skip scan of jobs_key_claim_idx
+                (SELECT j.concurrency_key FROM {s}.jobs j
+                  WHERE j.queue = %(queue)s AND j.state = 'waiting'
+                    AND j.concurrency_key IS NOT NULL
+                  ORDER BY j.concurrency_key LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.concurrency_key FROM {s}.jobs j
+                         WHERE j.queue = %(queue)s AND j.state = 'waiting'
+                           AND j.concurrency_key IS NOT NULL AND j.concurrency_key > ks.k
+                         ORDER BY j.concurrency_key LIMIT 1)
+                  FROM ks WHERE ks.k IS NOT NULL),
+            keyed AS (  -- each key's first free-slot jobs, read in order through the index
+                SELECT x.id, x.priority, x.run_at, ks.k FROM ks
+                  LEFT JOIN keyrun ON keyrun.k = ks.k
                  CROSS JOIN room
-                 WHERE w.rn <= room.per_key - coalesce(keyrun.n, 0)
+                 CROSS JOIN LATERAL (
+                    SELECT j.id, j.priority, j.run_at FROM {s}.jobs j
+                     WHERE j.queue = %(queue)s AND j.state = 'waiting'
+                       AND j.concurrency_key = ks.k AND j.run_at <= now()
+                     ORDER BY j.priority, j.run_at, j.id
+                     LIMIT greatest(0, room.per_key - coalesce(keyrun.n, 0))) x
+                 WHERE ks.k IS NOT NULL),
+            cand AS (
+                SELECT keyed.id, keyed.priority, keyed.run_at,
+                       row_number() OVER (PARTITION BY keyed.k
+                                          ORDER BY keyed.priority, keyed.run_at, keyed.id) AS rn
+                  FROM keyed
                 UNION ALL
                 (SELECT j.id, j.priority, j.run_at, 1 FROM {s}.jobs j
                   WHERE j.queue = %(queue)s AND j.state = 'waiting' AND j.run_at <= now()
                     AND j.concurrency_key IS NULL
                   ORDER BY j.priority, j.run_at, j.id LIMIT %(limit)s)),
-            pick AS (
-                SELECT cand.id FROM cand ORDER BY cand.priority, cand.rn, cand.run_at, cand.id
-                 LIMIT coalesce((SELECT n FROM room), 0)),
+            pick AS (  -- the constant LIMIT keeps the planner's estimates small
+                SELECT p.id FROM (
+                    SELECT cand.id, row_number() OVER (
+                               ORDER BY cand.priority, cand.rn, cand.run_at, cand.id) AS pos
+                      FROM cand) p
+                 WHERE p.pos <= coalesce((SELECT n FROM room), 0)
+                 ORDER BY p.pos LIMIT %(limit)s),
             c AS (
                 SELECT j.id FROM {s}.jobs j
                  WHERE j.id IN (SELECT id FROM pick) AND j.state = 'waiting'
