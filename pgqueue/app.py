@@ -22,6 +22,7 @@ line. What the driver cannot do is checked once, in :meth:`App._require`, before
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,7 +44,7 @@ from pgqueue.config import Settings, find_settings
 from pgqueue.config._settings import needs_database_url
 from pgqueue.config._values import parse_driver
 from pgqueue.drivers import get_driver
-from pgqueue.drivers.base import Driver, FailedJob, QueueStats, ScheduleInfo
+from pgqueue.drivers.base import Driver, FailedJob, QueueLimits, QueueStats, ScheduleInfo
 from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.errors import (
     CapabilityError,
@@ -60,6 +61,7 @@ from pgqueue.task import (
     EnqueueOptions,
     Task,
     TaskDecorator,
+    check_concurrency_key,
     check_delay,
     check_max_attempts,
     check_new_jobs,
@@ -67,6 +69,7 @@ from pgqueue.task import (
     check_run_time,
     check_timeout,
     check_unique_key,
+    derive_concurrency_key,
     dumps_args,
     to_json_object,
 )
@@ -87,12 +90,14 @@ R = TypeVar("R")
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
 
 #: a capability :meth:`App._require` checks, and what the refusal says
-_Capability = Literal["transactional_enqueue", "transactional_completion"]
+_Capability = Literal["transactional_enqueue", "transactional_completion", "flow_control"]
 _REFUSALS: dict[_Capability, str] = {
     "transactional_enqueue": "the {driver} driver cannot enqueue inside your transaction; drop "
                              "conn= or use the postgres driver",
     "transactional_completion": "the {driver} driver cannot complete a job in your transaction; "
                                 "return from the handler instead, or use the postgres driver",
+    "flow_control": "the {driver} driver has no flow control (queue limits, concurrency keys: "
+                    "they are enforced in a table every worker shares); use the postgres driver",
 }
 
 
@@ -131,6 +136,7 @@ class App:
     Attributes:
         tasks: the registry, by name and alias. dead_letter_handlers: hooks by queue.
         schedules: the periodic jobs, by name (:meth:`periodic`, :meth:`add_periodic`).
+        queue_limits: the declared flow-control limits, by queue (:meth:`queue`).
 
     Example::
 
@@ -148,6 +154,7 @@ class App:
         self.tasks: dict[str, Task] = {}
         self.dead_letter_handlers: dict[str, DeadLetterHandler] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.queue_limits: dict[str, QueueLimits] = {}
         self._pool_size = pool_size
         self._driver: Driver | None = None
         self.database_url: str | None = None
@@ -232,8 +239,11 @@ class App:
             raise CapabilityError(_REFUSALS[capability].format(driver=driver.name))
         return driver
 
-    def _enqueuer(self, conn: object) -> Driver:
-        """The driver to insert with: with a caller's ``conn``, only one that can join it."""
+    def _enqueuer(self, conn: object, jobs: Sequence[NewJob] = ()) -> Driver:
+        """The driver to insert with: with a caller's ``conn``, only one that can join it;
+        for ``jobs`` with a concurrency key, only one with flow control."""
+        if any(getattr(j, "concurrency_key", None) is not None for j in jobs):
+            self._require("flow_control")
         return self.driver if conn is None else self._require("transactional_enqueue")
 
     def use_database(self, database_url: str, *, source: str = "argument",
@@ -298,13 +308,17 @@ class App:
              priority: int = DEFAULT_PRIORITY, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              retry: Backoff | None = None, timeout: float | None = None,
              aliases: Iterable[str] = (),
-             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> TaskDecorator: ...
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES,
+             concurrency_key: Callable[[dict[str, Any]], str] | None = None,
+             ) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              queue: str | None = None, priority: int = DEFAULT_PRIORITY,
              max_attempts: int = DEFAULT_MAX_ATTEMPTS, retry: Backoff | None = None,
              timeout: float | None = None, aliases: Iterable[str] = (),
-             max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> Task | TaskDecorator:
+             max_snoozes: int | None = DEFAULT_MAX_SNOOZES,
+             concurrency_key: Callable[[dict[str, Any]], str] | None = None,
+             ) -> Task | TaskDecorator:
         """Register a function or a class-based job (with ``handle()``) as a task.
 
         ``name`` is the stable name stored in the jobs table (default: ``module.qualname``);
@@ -314,14 +328,20 @@ class App:
         default, or any ``(attempt) -> seconds``); ``timeout`` is seconds per attempt (default
         none). ``max_snoozes`` bounds how often a job may :class:`pgqueue.Snooze` (default 100,
         None: no limit): the snooze after the last allowed one archives the job in
-        ``failed_jobs``. Use bare (``@app.task``) or with options (``@app.task(name="x")``).
+        ``failed_jobs``. ``concurrency_key`` derives each job's concurrency key from its
+        arguments (see :meth:`queue`: at most ``key_concurrency`` running jobs per key), e.g.
+        ``@app.task(queue="sync", concurrency_key=lambda args: str(args["tenant_id"]))``.
+        Use bare (``@app.task``) or with options (``@app.task(name="x")``).
         """
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             task = Task(self, f, name=task_name, queue=queue or self.default_queue,
                         priority=priority, max_attempts=max_attempts, retry=retry,
-                        timeout=timeout, aliases=tuple(aliases), max_snoozes=max_snoozes)
+                        timeout=timeout, aliases=tuple(aliases), max_snoozes=max_snoozes,
+                        concurrency_key=concurrency_key)
+            if concurrency_key is not None and self._driver is not None:
+                self._require("flow_control")
             for key in (task.name, *task.aliases):
                 if key in self.tasks and self.tasks[key].handler is not f:
                     raise ValidationError(f"task name {key!r} is already registered to "
@@ -346,6 +366,58 @@ class App:
         """Run ``handler(job, error)`` (sync or async) after a job of ``queue`` lands in
         ``failed_jobs``; one handler per queue (a second call replaces the first)."""
         self.dead_letter_handlers[validate_name(queue, "queue")] = handler
+
+    # ---- flow control ------------------------------------------------------------------------
+    def queue(self, name: str, *, concurrency: int | None = None,
+              key_concurrency: int | None = None, rate_limit: int | None = None,
+              rate_period: float | dt.timedelta | None = None) -> QueueLimits:
+        """Declare a queue's flow-control limits, enforced in the database across every worker
+        process and host (see :class:`pgqueue.QueueLimits`):
+
+        - ``concurrency``: at most this many jobs of the queue run at once;
+        - ``key_concurrency``: at most this many per ``concurrency_key`` (an enqueue option;
+          default 1 per key);
+        - ``rate_limit`` starts per ``rate_period`` (seconds or a timedelta, default 1 s).
+
+        A held-back job waits (it is not failed, its attempt is not counted). The limits are
+        written to the ``queues`` table when a worker of this app starts (replacing what
+        ``pgqueue queue NAME --concurrency N`` set at run time), or at once with
+        :meth:`set_queue_limits`. A queue without limits keeps the plain claim. Bad values raise
+        :class:`pgqueue.ValidationError` naming the queue; a driver without ``flow_control``
+        raises :class:`pgqueue.CapabilityError`. Nothing is recorded then. Example::
+
+            app.queue("emails", concurrency=10)
+            app.queue("api", rate_limit=50, rate_period=1)       # 50 starts a second
+            app.queue("tenants", key_concurrency=2)              # 2 per concurrency_key
+        """
+        limits = QueueLimits.checked(validate_name(name, "queue"), concurrency=concurrency,
+                                     key_concurrency=key_concurrency, rate_limit=rate_limit,
+                                     rate_period=rate_period)
+        if self._driver is not None:
+            self._require("flow_control")
+        self.queue_limits[name] = limits
+        return limits
+
+    def set_queue_limits(self, name: str, *, concurrency: int | None = None,
+                         key_concurrency: int | None = None, rate_limit: int | None = None,
+                         rate_period: float | dt.timedelta | None = None) -> QueueLimits:
+        """Store a queue's limits in the database now (replacing its old ones; no argument:
+        no limit). Every worker applies them at its next claim (within about a second). The
+        options are those of :meth:`queue`. Example: ``app.set_queue_limits("emails",
+        concurrency=5)``."""
+        limits = QueueLimits.checked(validate_name(name, "queue"), concurrency=concurrency,
+                                     key_concurrency=key_concurrency, rate_limit=rate_limit,
+                                     rate_period=rate_period)
+        self._require("flow_control").set_queue_limits_sync(name, limits)
+        return limits
+
+    async def apply_queue_limits_async(self) -> None:
+        """Write the limits declared with :meth:`queue` to the database (a worker of this app
+        does it when it starts)."""
+        if self.queue_limits:
+            driver = self._require("flow_control")
+            for name, limits in sorted(self.queue_limits.items()):
+                await driver.set_queue_limits(name, limits)
 
     # ---- periodic jobs -----------------------------------------------------------------------
     def periodic(self, *, cron: str | None = None, every: dt.timedelta | float | None = None,
@@ -453,7 +525,8 @@ class App:
               priority: int | None = None, delay: float | dt.timedelta | None = None,
               run_at: dt.datetime | None = None, max_attempts: int | None = None,
               unique_key: str | None = None, timeout: float | None = None,
-              meta: Mapping[str, Any] | None = None) -> NewJob:
+              meta: Mapping[str, Any] | None = None,
+              concurrency_key: str | None = None) -> NewJob:
         """Validate one job and return it ready to insert (raises :class:`ValidationError`).
 
         The options and their defaults are those of :meth:`enqueue`
@@ -464,8 +537,9 @@ class App:
         registered, task_name, args = self._resolve(task, args)
         template = self._template(registered, task_name, queue=queue, priority=priority,
                                   delay=delay, run_at=run_at, max_attempts=max_attempts,
-                                  unique_key=unique_key, timeout=timeout, meta=meta)
-        return _with_args(template, _serialiser(registered)(args))
+                                  unique_key=unique_key, timeout=timeout, meta=meta,
+                                  concurrency_key=concurrency_key)
+        return self._keyed(registered, _with_args(template, _serialiser(registered)(args)))
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
         """(the registered task or None, the task name to store, the arguments) of a job."""
@@ -489,9 +563,12 @@ class App:
                   priority: int | None = None, delay: float | dt.timedelta | None = None,
                   run_at: dt.datetime | None = None, max_attempts: int | None = None,
                   unique_key: str | None = None, timeout: float | None = None,
-                  meta: Mapping[str, Any] | None = None) -> NewJob:
+                  meta: Mapping[str, Any] | None = None,
+                  concurrency_key: str | None = None) -> NewJob:
         """A job with these options validated and defaulted, and empty args (the part of
         :meth:`build` that a batch of one task shares)."""
+        if check_concurrency_key(concurrency_key) is not None:
+            self._require("flow_control")
         delay_s: float | None = None
         if delay is not None:
             if run_at is not None:
@@ -519,6 +596,7 @@ class App:
                 registered.timeout if registered else None),
             meta_json="{}" if meta is None else dumps_args(to_json_object(meta, "meta"),
                                                            "meta"),
+            concurrency_key=concurrency_key,
         )
 
     def enqueue(self, task: str | object, args: Any = None, *, conn: SyncConn | None = None,
@@ -583,14 +661,27 @@ class App:
         registered, task_name, _ = self._resolve(task, None)
         template = self._template(registered, task_name, **opts)
         serialise = _serialiser(registered)
+        keyed = registered is not None and registered.concurrency_key is not None
         out = []
         for i, args in enumerate(args_list):
             try:
                 args_json = serialise(args)
+                job = _with_args(template, args_json)
+                if keyed:
+                    job = self._keyed(registered, job)
             except ValidationError as exc:
                 raise type(exc)(f"args_list[{i}]: {exc}") from exc
-            out.append(_with_args(template, args_json))
+            out.append(job)
         return out
+
+    def _keyed(self, registered: Task | None, job: NewJob) -> NewJob:
+        """``job`` with the concurrency key its task derives from its arguments (a key given
+        to the enqueue call wins)."""
+        if registered is None or registered.concurrency_key is None or job.concurrency_key:
+            return job
+        self._require("flow_control")
+        return dataclasses.replace(
+            job, concurrency_key=derive_concurrency_key(registered, job.args_json))
 
     def insert(self, jobs: Sequence[NewJob], *, conn: SyncConn | None = None) -> list[int]:
         """Insert jobs built with :meth:`build` (mixed tasks and options) in one batch; returns
@@ -598,13 +689,13 @@ class App:
         anything is written (all or nothing); a :class:`pgqueue.ValidationError` names the
         first bad one's index (``jobs[3]: ...``)."""
         with _traced(check_new_jobs(jobs)) as (checked, _):
-            return self._enqueuer(conn).insert_many(checked, conn=conn)
+            return self._enqueuer(conn, checked).insert_many(checked, conn=conn)
 
     async def insert_async(self, jobs: Sequence[NewJob], *,
                            conn: AsyncConn | None = None) -> list[int]:
         """Async twin of :meth:`insert` (``conn``: an async connection or session)."""
         with _traced(check_new_jobs(jobs)) as (checked, _):
-            return await self._enqueuer(conn).insert_many_async(checked, conn=conn)
+            return await self._enqueuer(conn, checked).insert_many_async(checked, conn=conn)
 
     # ---- completion inside the handler's transaction --------------------------------------------
     def _completion(self, job: Job | None, result: Any) -> tuple[Completion, Driver, str | None]:
@@ -850,14 +941,15 @@ def _traced(jobs: Sequence[NewJob]) -> Iterator[tuple[list[NewJob], Publishing |
             if meta is None:
                 meta = stamped[j.meta_json] = _tracing.stamp_meta(j.meta_json, carrier)
             out.append(NewJob(j.queue, j.task, j.args_json, j.priority, j.max_attempts,
-                              j.run_at, j.delay_s, j.unique_key, j.timeout_s, meta))
+                              j.run_at, j.delay_s, j.unique_key, j.timeout_s, meta,
+                              j.concurrency_key))
         yield out, span
 
 
 def _with_args(t: NewJob, args_json: str) -> NewJob:
     """``t`` with these arguments (positional: cheaper than ``dataclasses.replace`` per row)."""
     return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at, t.delay_s,
-                  t.unique_key, t.timeout_s, t.meta_json)
+                  t.unique_key, t.timeout_s, t.meta_json, t.concurrency_key)
 
 
 def _serialiser(registered: Task | None) -> Callable[[Any], str]:

@@ -12,7 +12,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Capabilities", "QueueStats", "ScheduleInfo"]
+from pgqueue.errors import ValidationError
+
+__all__ = ["Capabilities", "QueueLimits", "QueueStats", "ScheduleInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,9 @@ class Capabilities:
     #: periodic jobs (:meth:`pgqueue.App.periodic`): each tick claimed once in a shared table,
     #: and the cluster leader's lease (default False: the App and the worker refuse schedules)
     periodic: bool = False
+    #: flow control (:meth:`pgqueue.App.queue` limits and ``concurrency_key``) enforced across
+    #: every worker (default False: the App refuses limits and concurrency keys)
+    flow_control: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,18 @@ class QueueStats:
     oldest_wait_s: float | None = None
     mean_run_time_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the queue's limits (None: no limit), see :class:`QueueLimits`
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_s: float | None = None
+    #: running jobs counted against ``concurrency`` (None without that limit)
+    slots_in_use: int | None = None
+    #: starts within the current rate period (0 without a rate limit)
+    rate_used: int = 0
+    #: ready jobs held back by a limit (full slots, used-up rate, or their key at its limit):
+    #: not waiting for a worker
+    waiting_for_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +96,61 @@ class ScheduleInfo:
     next_tick: dt.datetime | None
     last_fired_at: dt.datetime | None
     seen_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Flow-control limits of one queue, enforced by the claim across every worker process
+    and host (None: no such limit). Declare them with :meth:`pgqueue.App.queue`, or set them at
+    run time (``pgqueue queue NAME --concurrency 10``, :meth:`pgqueue.App.set_queue_limits`).
+
+    - ``concurrency``: at most this many running jobs of the queue at once.
+    - ``key_concurrency``: at most this many running jobs per ``concurrency_key`` (an enqueue
+      option); jobs with a key are capped at 1 per key when this is not set.
+    - ``rate_limit`` / ``rate_period_s``: at most ``rate_limit`` job starts in any window of
+      ``rate_period_s`` seconds. A held-back job waits; it is not failed, its attempt not counted.
+
+    Example: ``QueueLimits(concurrency=10, rate_limit=50, rate_period_s=1.0)``. Build checked
+    ones with :meth:`checked`.
+    """
+
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_s: float | None = None
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set."""
+        return any(v is not None for v in (self.concurrency, self.key_concurrency,
+                                           self.rate_limit))
+
+    @classmethod
+    def checked(cls, queue: str, *, concurrency: object = None, key_concurrency: object = None,
+                rate_limit: object = None, rate_period: object = None) -> QueueLimits:
+        """Validated limits of ``queue``: each limit a positive integer or None, ``rate_period``
+        positive seconds (a number or ``timedelta``; default 1 second when ``rate_limit`` is
+        set). Raises :class:`pgqueue.ValidationError` naming the queue otherwise."""
+        def count(name: str, value: object) -> int | None:
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(f"queue {queue!r}: {name} must be a positive integer "
+                                      f"(or None for no limit), got {value!r}")
+            return value
+
+        period: float | None = None
+        if rate_period is not None:
+            if isinstance(rate_period, dt.timedelta):
+                rate_period = rate_period.total_seconds()
+            if (isinstance(rate_period, bool) or not isinstance(rate_period, int | float)
+                    or not rate_period > 0 or rate_period == float("inf")):
+                raise ValidationError(f"queue {queue!r}: rate_period must be a positive number "
+                                      f"of seconds or a timedelta, got {rate_period!r}")
+            period = float(rate_period)
+        rate = count("rate_limit", rate_limit)
+        if rate is None and period is not None:
+            raise ValidationError(f"queue {queue!r}: rate_period needs rate_limit (starts per "
+                                  "period)")
+        return cls(count("concurrency", concurrency), count("key_concurrency", key_concurrency),
+                   rate, period if period is not None else (1.0 if rate is not None else None))

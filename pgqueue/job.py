@@ -416,6 +416,8 @@ class NewJob:
     unique_key: str | None = None
     timeout_s: float | None = None
     meta_json: str = "{}"
+    #: at most the queue's ``key_concurrency`` (default 1) jobs with this key run at once
+    concurrency_key: str | None = None
 
 
 class Outcome(Exception):

@@ -45,8 +45,10 @@ if TYPE_CHECKING:
     from pgqueue._conn import AsyncConn, SyncConn
 
 __all__ = ["EARLIEST_RUN_AT", "LATEST_RUN_AT", "MAX_JSON_DEPTH", "ConfiguredTask",
-           "EnqueueOptions", "Enqueuer", "Task", "TaskDecorator", "check_json_text",
-           "check_new_jobs", "check_run_time", "check_text", "check_unique_key", "dumps_args",
+           "EnqueueOptions", "Enqueuer", "Task", "TaskDecorator", "check_concurrency_key",
+           "check_json_text",
+           "check_new_jobs", "check_run_time", "check_text", "check_unique_key",
+           "derive_concurrency_key", "dumps_args",
            "to_json_object"]
 
 #: The handler's parameters (what ``enqueue`` takes) and its return type. Defaults (PEP 696)
@@ -79,7 +81,10 @@ class EnqueueOptions(TypedDict, total=False):
     - ``unique_key``: while a live job holds this key, enqueueing again inserts nothing and
       returns that job's id;
     - ``timeout``: seconds per attempt (default: the task's, else none);
-    - ``meta``: a JSON object stored with the job, not passed to the handler.
+    - ``meta``: a JSON object stored with the job, not passed to the handler;
+    - ``concurrency_key``: a string (a tenant, a customer id): at most the queue's
+      ``key_concurrency`` jobs with the same key run at once, across every worker (default 1;
+      see :meth:`pgqueue.App.queue`). Needs a driver with ``flow_control`` (postgres).
 
     Text that cannot be stored (a NUL character, a lone surrogate) in args, keys, ``meta`` or
     ``unique_key``, and args or ``meta`` nested more than :data:`MAX_JSON_DEPTH` levels, are
@@ -94,6 +99,7 @@ class EnqueueOptions(TypedDict, total=False):
     unique_key: str | None
     timeout: float | None
     meta: Mapping[str, Any] | None
+    concurrency_key: str | None
 
 
 class Enqueuer(Protocol):
@@ -248,12 +254,21 @@ class Task(Generic[P, R]):
         max_snoozes: snoozes (:class:`pgqueue.Snooze`) a job may take; the next one archives it
             in ``failed_jobs`` (default 100; None: no limit).
         is_class: the handler is a class with ``handle()``; is_async: it runs as a coroutine.
+        concurrency_key: derives each job's concurrency key from its arguments (the decoded
+            JSON object), e.g. ``lambda args: str(args["tenant_id"])``; None: no key unless the
+            enqueue call gives one (which wins).
     """
 
     def __init__(self, app: Enqueuer, handler: Callable[P, R], *, name: str, queue: str,
                  priority: int, max_attempts: int, retry: Backoff | None,
                  timeout: float | None, aliases: tuple[str, ...] = (),
-                 max_snoozes: int | None = DEFAULT_MAX_SNOOZES) -> None:
+                 max_snoozes: int | None = DEFAULT_MAX_SNOOZES,
+                 concurrency_key: Callable[[dict[str, Any]], str] | None = None) -> None:
+        if concurrency_key is not None and not callable(concurrency_key):
+            raise ValidationError(f"task {name!r}: concurrency_key must be a function of the "
+                                  "job's arguments returning a string, e.g. "
+                                  "lambda args: str(args['tenant_id'])")
+        self.concurrency_key = concurrency_key
         self.app = app
         self.handler: Callable[..., Any] = handler
         self.name = validate_name(name, "task")
@@ -553,6 +568,7 @@ def _check_new_job(job: object) -> None:
     check_max_attempts(job.max_attempts)
     check_timeout(job.timeout_s)
     check_unique_key(job.unique_key)
+    check_concurrency_key(job.concurrency_key)
     if job.run_at is not None and job.delay_s is not None:
         raise ValidationError("pass delay or run_at, not both")
     if job.run_at is not None and (not isinstance(job.run_at, dt.datetime)
@@ -560,6 +576,35 @@ def _check_new_job(job: object) -> None:
         raise ValidationError("run_at must be a timezone-aware datetime")
     check_run_time(delay_s=None if job.delay_s is None else check_delay(job.delay_s),
                    run_at=job.run_at)
+
+
+def check_concurrency_key(value: object, *, required: bool = False) -> str | None:
+    """None (unless ``required``), or ``value`` if it is a non-empty string of at most 1,000
+    characters that can be stored (see :func:`check_text`); else ValidationError (an int key is
+    refused: pass ``str(customer_id)``, so that 1 and "1" cannot silently differ)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 1000:
+        raise ValidationError(f"concurrency_key must be a non-empty string of at most 1000 "
+                              f"characters (e.g. str(customer_id)), got {value!r:.60}")
+    return check_text(value, "concurrency_key")
+
+
+def derive_concurrency_key(task: Task, args_json: str) -> str:
+    """The concurrency key ``task.concurrency_key`` gives for a job with these arguments;
+    ValidationError naming the task if it fails or returns something else than a string."""
+    assert task.concurrency_key is not None
+    try:
+        key = task.concurrency_key(json.loads(args_json))
+    except Exception as exc:
+        raise ValidationError(f"task {task.name!r}: its concurrency_key function failed on "
+                              f"these arguments: {exc!r}") from exc
+    try:
+        checked = check_concurrency_key(key, required=True)
+    except ValidationError as exc:
+        raise ValidationError(f"task {task.name!r}: {exc}") from None
+    assert checked is not None
+    return checked
 
 
 def check_unique_key(value: object) -> str | None:

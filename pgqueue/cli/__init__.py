@@ -42,7 +42,13 @@ from collections.abc import Callable, Sequence
 from pgqueue import __version__, _logging
 from pgqueue._defaults import DEFAULT_SCHEMA
 from pgqueue.cli import _observe, _periodic
-from pgqueue.cli._jobs import cmd_enqueue, cmd_failed, cmd_forget, cmd_pause
+from pgqueue.cli._jobs import (
+    cmd_enqueue,
+    cmd_failed,
+    cmd_forget,
+    cmd_limit,
+    cmd_pause,
+)
 from pgqueue.cli._run import cmd_demo, cmd_worker
 from pgqueue.cli._schema import cmd_config, cmd_migrate
 from pgqueue.errors import (
@@ -189,6 +195,8 @@ output says so.
     sp.add_argument("--delay", type=float, help="seconds before it may run")
     sp.add_argument("--max-attempts", type=int)
     sp.add_argument("--unique-key", help="skip the insert while a live job holds this key")
+    sp.add_argument("--concurrency-key", help="at most the queue's key_concurrency (default 1) "
+                                              "jobs with this key run at once")
     sp.add_argument("--json", action="store_true", help="print {id, queue, task} as JSON")
     sp.set_defaults(func=cmd_enqueue)
 
@@ -237,6 +245,24 @@ line in `pgqueue status` once it has no jobs. Jobs are not touched.""")
     common(sp)
     sp.add_argument("queue")
     sp.set_defaults(func=cmd_forget)
+
+    sp = command("limit", "show or set a queue's flow-control limits", """\
+Show or set a queue's limits, enforced in the database across every worker: at most
+--concurrency running jobs, at most --key-concurrency running jobs per concurrency key
+(default 1 for keyed jobs), at most --rate starts per period. A held-back job waits (it is
+not failed). Each option replaces that limit (none removes it); the others stay. A worker of an
+app that declares the queue's limits with app.queue(...) writes them again when it starts.
+
+  pgqueue limit emails --concurrency 10
+  pgqueue limit api --rate 50/s          (also 1000/h, 10/30s)
+  pgqueue limit emails --none            (remove every limit)""")
+    common(sp)
+    sp.add_argument("queue")
+    sp.add_argument("--concurrency", help="running jobs at most (N, or none)")
+    sp.add_argument("--key-concurrency", help="running jobs per concurrency key (N, or none)")
+    sp.add_argument("--rate", help="starts per period: 50/s, 1000/h, 10/30s (or none)")
+    sp.add_argument("--none", action="store_true", help="remove every limit of the queue")
+    sp.set_defaults(func=cmd_limit)
     _periodic.add_parser(command, common)
     _observe.add_parser(command, common)
     return p

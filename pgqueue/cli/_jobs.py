@@ -1,5 +1,5 @@
 """Commands on queues and jobs: ``enqueue``, ``status``, ``failed``, ``pause``, ``resume``,
-``forget``.
+``forget``, ``limit``.
 
 Each is a thin layer over one or two :class:`pgqueue.App` calls.
 """
@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from pgqueue.app import App
+from pgqueue.backend import QueueStats
 from pgqueue.cli import _context
 from pgqueue.cli._format import age, failed_dict, failed_text, queue_stats_dict, short, table
 from pgqueue.errors import (
@@ -25,7 +26,7 @@ from pgqueue.errors import (
 )
 from pgqueue.job import MAX_JSON_DEPTH
 
-__all__ = ["cmd_enqueue", "cmd_failed", "cmd_forget", "cmd_pause", "cmd_status"]
+__all__ = ["cmd_enqueue", "cmd_failed", "cmd_forget", "cmd_limit", "cmd_pause", "cmd_status"]
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -54,8 +55,8 @@ def _enqueue_with(app: App, args: argparse.Namespace) -> int:
         raise UnknownTaskError(f"task {args.task!r} is not registered in {args.app} "
                                f"(registered: {known})")
     opts: dict[str, Any] = {}
-    for key in ("queue", "priority", "delay", "max_attempts", "unique_key"):
-        if getattr(args, key) is not None:
+    for key in ("queue", "priority", "delay", "max_attempts", "unique_key", "concurrency_key"):
+        if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)
     job = app.build(args.task, payload, **opts)
     [job_id] = app.insert([job])
@@ -89,12 +90,87 @@ def _status_with(app: App, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"database": "ok", "queues": [queue_stats_dict(s) for s in stats]}))
         return 0
-    headers = ("queue", "paused", "waiting", "scheduled", "running", "failed", "finished/1h",
-               "oldest wait")
-    rows = [(s.queue, "yes" if s.paused else "", s.waiting, s.scheduled, s.running, s.failed,
-             s.finished_last_hour, age(s.oldest_wait_s)) for s in stats]
+    headers: tuple[str, ...] = ("queue", "paused", "waiting", "scheduled", "running", "failed",
+                                "finished/1h", "oldest wait")
+    rows: list[tuple[Any, ...]] = [
+        (s.queue, "yes" if s.paused else "", s.waiting, s.scheduled, s.running, s.failed,
+         s.finished_last_hour, age(s.oldest_wait_s)) for s in stats]
+    if any(_limits_text(s) != "-" for s in stats):
+        # flow control: the limits, the slots in use, and the ready jobs a limit holds back
+        # (they wait for a slot, not for a worker)
+        headers = (*headers, "limits", "in use", "held by limit")
+        rows = [(*r, _limits_text(s),
+                 "-" if s.slots_in_use is None else f"{s.slots_in_use}/{s.concurrency}",
+                 s.waiting_for_limit) for r, s in zip(rows, stats, strict=True)]
     print(table(headers, rows) if rows else "no queues yet")
     return 0
+
+
+def _limits_text(s: QueueStats) -> str:
+    """A queue's limits for a table cell: ``10 running, 2/key, 50/1s``; ``-`` for none."""
+    parts = []
+    if s.concurrency is not None:
+        parts.append(f"{s.concurrency} running")
+    if s.key_concurrency is not None:
+        parts.append(f"{s.key_concurrency}/key")
+    if s.rate_limit is not None and s.rate_period_s is not None:
+        parts.append(f"{s.rate_limit}/{s.rate_period_s:g}s")
+    return ", ".join(parts) or "-"
+
+
+def cmd_limit(args: argparse.Namespace) -> int:
+    """``pgqueue limit`` (see ``_limit_with``), with the App's pools closed afterwards."""
+    with _context.opened_app(args) as app:
+        return _limit_with(app, args)
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smhd])\s*$")
+
+
+def _limit_with(app: App, args: argparse.Namespace) -> int:
+    """``limit QUEUE [--concurrency N|none] [--key-concurrency N|none] [--rate N/PERIOD|none]
+    [--none]``: set a queue's flow-control limits at run time (each option given replaces that
+    limit, the others stay; ``--none`` removes them all). Without options, print them."""
+    current = next((s for s in app.stats() if s.queue == args.queue), None)
+    limits: dict[str, Any] = {} if current is None or args.none else {
+        "concurrency": current.concurrency, "key_concurrency": current.key_concurrency,
+        "rate_limit": current.rate_limit, "rate_period": current.rate_period_s}
+    given = [o for o in ("concurrency", "key_concurrency", "rate") if getattr(args, o)]
+    if not given and not args.none:
+        shown = _limits_text(current) if current is not None else "-"
+        print(f"queue {args.queue!r}: {'no limits' if shown == '-' else shown}"
+              + (f" ({current.running} running, {current.waiting_for_limit} held by a limit)"
+                 if current is not None and shown != "-" else ""))
+        return 0
+    for option in ("concurrency", "key_concurrency"):
+        text = getattr(args, option)
+        if text is not None:
+            limits[option] = None if text.strip().lower() == "none" else _count(option, text)
+    if args.rate is not None:
+        if args.rate.strip().lower() == "none":
+            limits["rate_limit"] = limits["rate_period"] = None
+        else:
+            m = _RATE.match(args.rate)
+            if m is None:
+                raise ValidationError(f"--rate {args.rate!r}: write starts per period, e.g. "
+                                      "50/s, 1000/h, 10/30s (or none)")
+            limits["rate_limit"] = int(m[1])
+            limits["rate_period"] = float(m[2] or 1) * _UNITS[m[3]]
+    done = app.set_queue_limits(args.queue, **limits)
+    text = ", ".join(p for p in (
+        f"{done.concurrency} running" if done.concurrency else "",
+        f"{done.key_concurrency}/key" if done.key_concurrency else "",
+        f"{done.rate_limit}/{done.rate_period_s:g}s" if done.rate_limit else "") if p)
+    print(f"queue {args.queue!r}: {text or 'no limits'} (workers apply it within a second)")
+    return 0
+
+
+def _count(option: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError(f"--{option.replace('_', '-')} {text!r}: give a positive "
+                              "integer, or none to remove the limit") from None
 
 
 def cmd_failed(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
-from pgqueue.backend import Capabilities, QueueStats, ScheduleInfo
+from pgqueue.backend import Capabilities, QueueLimits, QueueStats, ScheduleInfo
 from pgqueue.errors import CapabilityError
 from pgqueue.job import (
     QUARANTINE_AFTER,
@@ -55,6 +55,7 @@ __all__ = [
     "Finish",
     "FinishedJob",
     "NoDatabaseMixin",
+    "QueueLimits",
     "QueueStats",
     "Requeue",
     "ScheduleDef",
@@ -273,6 +274,10 @@ class Driver(Protocol):
                                  task: str | None = None) -> int: ...
     def stats(self) -> list[QueueStats]: ...
     async def stats_async(self) -> list[QueueStats]: ...
+    # -- flow control (``capabilities.flow_control``; the App refuses limits otherwise) --------
+    def set_queue_limits_sync(self, queue: str, limits: QueueLimits) -> None:
+        """Store ``queue``'s limits (replacing the old ones; all None: no limit)."""
+    async def set_queue_limits(self, queue: str, limits: QueueLimits) -> None: ...
 
 
 class _Offloads(Protocol):
@@ -389,3 +394,14 @@ class NoDatabaseMixin:
     async def drop_history(self, *, older_than_s: float) -> int:
         """Nothing to drop: the history is a capped list."""
         return 0
+
+    # -- flow control: not offered (``flow_control=False``; the App refuses limits and
+    #    concurrency keys before reaching these)
+    def set_queue_limits_sync(self, queue: str, limits: QueueLimits) -> None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise CapabilityError(f"the {self.name} driver has no queue limits (they are enforced "
+                              "in a table shared by every worker); use the postgres driver")
+
+    async def set_queue_limits(self, queue: str, limits: QueueLimits) -> None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        self.set_queue_limits_sync(queue, limits)

@@ -218,6 +218,10 @@ class Worker:
                     f"{len(schedules)}; use the postgres driver, or run the worker with "
                     "periodic=False (--no-periodic)")
             await self._register()
+            # the queue limits the app declares (App.queue), written before the first claim
+            apply_limits = getattr(self.app, "apply_queue_limits_async", None)
+            if apply_limits is not None:
+                await apply_limits()
         except BaseException:
             if self.metrics_service is not None:
                 await self.metrics_service.stop()

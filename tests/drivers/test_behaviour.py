@@ -811,3 +811,28 @@ async def test_leader_lease_is_held_by_one_holder_at_a_time(driver_app: pgqueue.
     assert b is (not driver.capabilities.periodic)
     await driver.release_lease("leader", holder="a")
     assert await driver.acquire_lease("leader", holder="b", ttl_s=30)
+
+
+# ---- flow control ------------------------------------------------------------------------------
+async def test_queue_limits_where_offered_refused_elsewhere(driver_app: pgqueue.App) -> None:
+    """A driver with ``flow_control`` holds a queue at its concurrency limit and a key at its
+    per-key limit; one without refuses the limits and the keys with a CapabilityError, writing
+    nothing."""
+    app, driver = driver_app, driver_app.driver
+    if not driver.capabilities.flow_control:
+        with pytest.raises(CapabilityError, match="flow control"):
+            app.queue("q", concurrency=2)
+        with pytest.raises(CapabilityError, match="flow control"):
+            await app.enqueue_async("t", {}, queue="q", concurrency_key="k")
+        with pytest.raises(CapabilityError, match="flow control"):
+            app.set_queue_limits("q", concurrency=2)
+        assert app.queue_limits == {} and app.count("q") == 0
+        return
+    app.queue("q", concurrency=2)
+    await app.apply_queue_limits_async()
+    for _ in range(3):
+        await app.enqueue_async("t", {}, queue="q")
+    for _ in range(2):
+        await app.enqueue_async("t", {}, queue="k", concurrency_key="one")
+    assert len(await claim(app, "q", 10)) == 2  # the limit, not the 10 asked for
+    assert len(await claim(app, "k", 10)) == 1  # one per key by default

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pgqueue.drivers.base import (
     Capabilities,
     FailedJob,
     Finish,
+    QueueLimits,
     QueueStats,
     Requeue,
     ScheduleDef,
@@ -72,6 +74,12 @@ Row = tuple[Any, ...]
 
 #: Batches at least this large, without unique keys, go through COPY.
 COPY_THRESHOLD = 200
+#: libpq can pipeline (14+): the limited claim of one queue then costs two round trips.
+_PIPELINE = psycopg.Pipeline.is_supported()
+#: How often a worker re-reads which of its queues have limits (or keyed jobs).
+LIMITS_REFRESH_S = 1.0
+#: How soon an idle worker looks again at a limited queue whose ready jobs wait for a slot.
+LIMITED_RECHECK_S = 0.05
 
 # psycopg's pools log every failed background connection attempt as a WARNING. With no logging
 # configured, Python would print those to stderr (its "last resort" handler): eight lines over
@@ -249,6 +257,7 @@ class PostgresDriver:
         push_wakeups=True,
         history=True,
         periodic=True,
+        flow_control=True,
     )
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
@@ -267,6 +276,8 @@ class PostgresDriver:
         # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
         self._apools: dict[tuple[asyncio.AbstractEventLoop, str], AsyncConnectionPool] = {}
         self._lock = threading.Lock()
+        #: queues tuple -> (monotonic expiry, which of them need the limited claim)
+        self._limited_cache: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
 
     # ---- pools and executors ---------------------------------------------------------------
     def _conn_kwargs(self) -> dict[str, Any]:
@@ -464,6 +475,7 @@ class PostgresDriver:
             "queue": j.queue, "task": j.task, "args": j.args_json, "priority": j.priority,
             "max_attempts": j.max_attempts, "run_at": j.run_at, "delay": j.delay_s,
             "unique_key": j.unique_key, "timeout_s": j.timeout_s, "meta": j.meta_json,
+            "concurrency_key": j.concurrency_key,
         }, _scalar)
         if found is None:  # the unique key is held: return the holder's id
             found = yield _Op(self.sql.id_by_unique_key, {"unique_key": j.unique_key}, _scalar)
@@ -475,13 +487,13 @@ class PostgresDriver:
         for i, j in zip(ids, jobs, strict=True):
             run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
             rows.append((i, j.queue, j.task, j.args_json, j.priority, j.max_attempts, run_at,
-                         j.unique_key, j.timeout_s, j.meta_json))
+                         j.unique_key, j.timeout_s, j.meta_json, j.concurrency_key))
         if len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs):
             yield _Copy(self.sql.copy_jobs, [r[:7] + r[8:] for r in rows])
             inserted = set(ids)
         else:
             names = ("ids", "queues", "tasks", "args", "priorities", "max_attempts", "run_ats",
-                     "unique_keys", "timeouts", "metas")
+                     "unique_keys", "timeouts", "metas", "concurrency_keys")
             columns = {n: list(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)}
             inserted = set((yield _Op(self.sql.insert_many, columns, _ids)))
         yield _Op(self.sql.notify_queues, {"queues": sorted({j.queue for j in jobs})}, _none)
@@ -499,6 +511,94 @@ class PostgresDriver:
     # ---- worker --------------------------------------------------------------------------
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
                     lease_s: float) -> list[Job]:
+        """Claim up to ``limit`` ready jobs of ``queues``. Queues without limits (and without
+        keyed jobs) take the one-statement claim; limited ones the limited claim (see
+        ``claim_limited`` in :mod:`pgqueue.drivers.postgres.sql`)."""
+        limited = await self._limited_queues(queues)
+        if not limited:
+            return await self._claim_unlimited(queues, limit, worker_id, lease_s)
+        # limited queues first: their limits bound what they take, so a busy unlimited queue
+        # cannot starve them (the other way round it could)
+        if len(limited) == 1 and _PIPELINE:
+            jobs = await self._claim_one_limited(next(iter(limited)), limit, worker_id,
+                                                 lease_s)
+        else:
+            jobs = await self._arun(self._limited_plan(
+                sorted(limited), limit, worker_id, lease_s), kind="claim")
+        free = [q for q in queues if q not in limited]
+        if free and len(jobs) < limit:
+            jobs = jobs + await self._claim_unlimited(free, limit - len(jobs), worker_id,
+                                                      lease_s)
+        return jobs
+
+    async def _limited_queues(self, queues: Sequence[str]) -> frozenset[str]:
+        """Which of ``queues`` need the limited claim (re-read at most every
+        :data:`LIMITS_REFRESH_S` seconds: a new limit applies within that time; meanwhile the
+        unlimited claim already leaves a limited queue alone, so nothing overshoots)."""
+        key = tuple(queues)
+        now = time.monotonic()
+        cached = self._limited_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found: frozenset[str] = frozenset(await self._arun(_Op(
+            self.sql.limited_queues, {"queues": list(queues)},
+            lambda rows: [r[0] for r in rows]), kind="claim"))
+        self._limited_cache[key] = (now + LIMITS_REFRESH_S, found)
+        return found
+
+    async def _claim_one_limited(self, queue: str, limit: int, worker_id: str,
+                                 lease_s: float) -> list[Job]:
+        """The limited claim of one queue in pipeline mode: BEGIN, the queue-row lock, the
+        claim and COMMIT go out together (two round trips instead of four). Still two
+        statements in one READ COMMITTED transaction, the claim after the lock: the server runs
+        them in order, so the claim's snapshot is taken after the lock is granted."""
+        params = {"queue": queue, "limit": limit, "worker": worker_id, "lease": lease_s}
+
+        async def run(c: psycopg.AsyncConnection[Any]) -> list[Job]:
+            async with c.pipeline(), c.transaction(), \
+                    c.cursor(row_factory=tuple_row) as cur:
+                cur.adapters.register_loader("jsonb", _JsonText)
+                await cur.execute(self.sql.lock_limited_queues, {"queues": [queue]})
+                await cur.execute(self.sql.claim_limited, params)
+                rows = await cur.fetchall()
+            return _jobs(rows)
+
+        with _translate():
+            return await self._apooled(run, "claim", retry=True)
+
+    def _limited_plan(self, queues: list[str], limit: int, worker_id: str,
+                      lease_s: float) -> _Plan[list[Job]]:
+        """Lock the limited queues' rows, then claim each within its limits, in one READ
+        COMMITTED transaction (the claim pool's connections are set to it)."""
+        def steps() -> Generator[_Step, Any, list[Job]]:
+            yield _Op(self.sql.lock_limited_queues, {"queues": queues}, _none)
+            out: list[Job] = []
+            for q in queues:
+                if len(out) >= limit:
+                    break
+                out += (yield _Op(self.sql.claim_limited, {
+                    "queue": q, "limit": limit - len(out), "worker": worker_id,
+                    "lease": lease_s}, _jobs, json_as_text=True))
+            return out
+        return _Plan(steps, retry_safe=True, atomic=True)
+
+    async def set_queue_limits(self, queue: str, limits: QueueLimits) -> None:
+        """Store a queue's limits (None: no limit) in ``queues``; claims see them at once."""
+        await self._arun(self._limits_op(queue, limits))
+
+    def set_queue_limits_sync(self, queue: str, limits: QueueLimits) -> None:
+        """Sync twin of :meth:`set_queue_limits`."""
+        self._run(self._limits_op(queue, limits))
+
+    def _limits_op(self, queue: str, limits: QueueLimits) -> _Op[None]:
+        self._limited_cache.clear()
+        return _Op(self.sql.set_limits, {
+            "queue": queue, "concurrency": limits.concurrency,
+            "key_concurrency": limits.key_concurrency, "rate_limit": limits.rate_limit,
+            "rate_period_s": limits.rate_period_s}, _none, retry_safe=True)
+
+    async def _claim_unlimited(self, queues: Sequence[str], limit: int, worker_id: str,
+                               lease_s: float) -> list[Job]:
         params: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease": lease_s}
         if len(queues) == 1:
             params["queue"] = queues[0]
@@ -558,6 +658,11 @@ class PostgresDriver:
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         value: dt.datetime | None = await self._arun(
             _Op(self.sql.next_run_at, {"queues": list(queues)}, _scalar))
+        if value is not None and self._limited_cache.get(tuple(queues), (0, ()))[1]:
+            # due jobs of a limited queue wait for a slot (freed by another worker's
+            # completion, or by the rate window moving on): look again shortly, not at once
+            soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LIMITED_RECHECK_S)
+            value = max(value, soon)
         return value
 
     async def now(self) -> dt.datetime:
@@ -880,7 +985,11 @@ class PostgresDriver:
         return await self._arun(self._purge_op(queue, before, ids, task, count=True))
 
     def _stats_op(self) -> _Op[list[QueueStats]]:
-        return _Op(self.sql.queue_stats, {}, lambda rows: [QueueStats(*r) for r in rows])
+        return _Op(self.sql.queue_stats, {}, lambda rows: [
+            QueueStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                       concurrency=r[10], key_concurrency=r[11], rate_limit=r[12],
+                       rate_period_s=r[13], slots_in_use=r[14], rate_used=int(r[15] or 0),
+                       waiting_for_limit=int(r[16] or 0)) for r in rows])
 
     def stats(self) -> list[QueueStats]:
         return self._run(self._stats_op())
@@ -904,6 +1013,11 @@ async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
     archives and enqueues stay fully durable.
     """
     await conn.execute("SET synchronous_commit TO off")
+    # a claim is a few index probes: JIT compilation (triggered by the cost estimates of the
+    # limited claim's CTEs) would cost far more than it saves
+    await conn.execute("SET jit TO off")
+    # the limited claim's proof needs a fresh snapshot per statement (see claim_limited)
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
 
 def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:

@@ -16,7 +16,9 @@ Shapes and why:
 - ``job_history`` is append-only and partitioned by day on ``finished_at``: dropping old history is
   ``DROP TABLE`` of a partition, not a ``DELETE`` that bloats.
 - ``failed_jobs`` is the dead-letter archive: everything needed to inspect and re-drive a job.
-- ``queues`` is per-queue state shared by every worker (``paused``).
+- ``queues`` is per-queue state shared by every worker (``paused``, and the flow-control limits
+  ``concurrency``, ``key_concurrency``, ``rate_limit``/``rate_period_s`` that the limited claim
+  enforces); ``queue_starts`` logs the starts of rate-limited queues within their period.
 - ``workers`` is the registry of live worker processes (heartbeats).
 - ``schedules`` is the state of each periodic job (:mod:`pgqueue.periodic`): its last claimed
   tick (the compare-and-set that makes each tick fire once), pause flag, and the job template
@@ -84,6 +86,8 @@ jobs = sa.Table(
     # how many times the job was rescued from a worker that died while holding it (revision
     # 0005; the quarantine rule of pgqueue.job.rescue_quarantines)
     sa.Column("rescues", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # revision 0006: at most ``queues.key_concurrency`` (default 1) running jobs per key
+    sa.Column("concurrency_key", sa.Text, nullable=True),
     _state_check(JOB_STATES, "jobs_state_check"),
     sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
     sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
@@ -93,8 +97,11 @@ jobs = sa.Table(
         "priority",
         "run_at",
         "id",
-        postgresql_where=sa.text("state = 'waiting'"),
+        # revision 0006: keyed jobs go through the limited claim and its own index
+        postgresql_where=sa.text("state = 'waiting' AND concurrency_key IS NULL"),
     ),
+    sa.Index("jobs_key_claim_idx", "queue", "concurrency_key", "priority", "run_at", "id",
+             postgresql_where=sa.text("state = 'waiting' AND concurrency_key IS NOT NULL")),
     sa.Index("jobs_unique_key_idx", "unique_key", unique=True,
              postgresql_where=sa.text("unique_key IS NOT NULL")),
     sa.Index(
@@ -162,6 +169,24 @@ queues = sa.Table(
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", TS, nullable=False, server_default=NOW),
+    # revision 0006: flow control (NULL: no limit); enforced by the limited claim
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("key_concurrency", sa.Integer, nullable=True),
+    sa.Column("rate_limit", sa.Integer, nullable=True),
+    sa.Column("rate_period_s", sa.Float, nullable=True),
+    sa.CheckConstraint("concurrency > 0", name="queues_concurrency_check"),
+    sa.CheckConstraint("key_concurrency > 0", name="queues_key_concurrency_check"),
+    sa.CheckConstraint("(rate_limit IS NULL AND rate_period_s IS NULL) "
+                       "OR (rate_limit > 0 AND rate_period_s > 0)", name="queues_rate_check"),
+)
+
+#: revision 0006: the starts of rate-limited queues within their period (pruned by the claim)
+queue_starts = sa.Table(
+    "queue_starts",
+    metadata,
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Index("queue_starts_queue_idx", "queue", "started_at"),
 )
 
 workers = sa.Table(

@@ -63,6 +63,11 @@ class Statements:
                   AND attempt = coalesce(%(attempt)s::int, attempt)
                 RETURNING *""").format(s=s)
 
+        #: A queue row that the unlimited claim must leave alone: paused, or with a limit.
+        f["limited"] = sql.SQL(
+            "(p.paused OR p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL"
+            " OR p.rate_limit IS NOT NULL)")
+
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
 
@@ -77,10 +82,10 @@ class Statements:
         self.insert_one = q("""
             WITH ins AS (
                 INSERT INTO {s}.jobs (queue, task, args, priority, max_attempts, run_at,
-                                      unique_key, timeout_s, meta)
+                                      unique_key, timeout_s, meta, concurrency_key)
                 VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
                         coalesce(%(run_at)s, now() + make_interval(secs => coalesce(%(delay)s, 0))),
-                        %(unique_key)s, %(timeout_s)s, %(meta)s::jsonb)
+                        %(unique_key)s, %(timeout_s)s, %(meta)s::jsonb, %(concurrency_key)s)
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING id, queue)
             SELECT id, pg_notify({chan}, queue) FROM ins""")
@@ -100,19 +105,19 @@ class Statements:
         #: arrays. Conflicting unique keys are skipped; their rows are not returned.
         self.insert_many = q("""
             INSERT INTO {s}.jobs (id, queue, task, args, priority, max_attempts, run_at,
-                                  unique_key, timeout_s, meta)
+                                  unique_key, timeout_s, meta, concurrency_key)
             SELECT * FROM unnest(%(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[],
                                  %(args)s::jsonb[], %(priorities)s::smallint[],
                                  %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
                                  %(unique_keys)s::text[], %(timeouts)s::float8[],
-                                 %(metas)s::jsonb[])
+                                 %(metas)s::jsonb[], %(concurrency_keys)s::text[])
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id""")
 
         #: Bulk path for large batches without unique keys.
         self.copy_jobs = q("""
             COPY {s}.jobs (id, queue, task, args, priority, max_attempts, run_at, timeout_s,
-                           meta) FROM STDIN""")
+                           meta, concurrency_key) FROM STDIN""")
 
         #: One wake-up per queue (not per row), delivered at commit.
         self.notify_queues = q("SELECT pg_notify({chan}, q) FROM unnest(%(queues)s::text[]) q")
@@ -130,13 +135,16 @@ class Statements:
         #: Claim up to ``limit`` ready jobs of one queue, in (priority, run_at, id) order. The CTE
         #: is the fence: ``FOR UPDATE SKIP LOCKED`` locks exactly the rows this worker takes and
         #: skips rows other workers are claiming; served by the partial index ``jobs_claim_idx``.
-        #: A paused queue yields nothing (one lookup in ``queues``, evaluated once).
+        #: A paused queue yields nothing (one lookup in ``queues``, evaluated once), and so does
+        #: a queue with a limit, and jobs with a concurrency key: those go through
+        #: ``claim_limited`` (the unlimited path stays this one statement).
         self.claim_one_queue = q("""
             WITH c AS (
                 SELECT id FROM {s}.jobs
                 WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
+                  AND concurrency_key IS NULL
                   AND NOT EXISTS (SELECT 1 FROM {s}.queues p
-                                  WHERE p.name = %(queue)s AND p.paused)
+                                  WHERE p.name = %(queue)s AND {limited})
                 ORDER BY priority, run_at, id
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED)""" + claim_rows)
@@ -151,13 +159,159 @@ class Statements:
                 CROSS JOIN LATERAL (
                     SELECT id, priority, run_at FROM {s}.jobs
                     WHERE state = 'waiting' AND queue = qn.name AND run_at <= now()
+                      AND concurrency_key IS NULL
                       AND NOT EXISTS (SELECT 1 FROM {s}.queues p
-                                      WHERE p.name = qn.name AND p.paused)
+                                      WHERE p.name = qn.name AND {limited})
                     ORDER BY priority, run_at, id
                     LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED) cand
                 ORDER BY cand.priority, cand.run_at, cand.id
                 LIMIT %(limit)s)""" + claim_rows)
+
+        # ---- worker: the limited claim (flow control) --------------------------------------
+        #: Which of these queues the limited claim serves: those with a limit in ``queues``
+        #: and those with ready keyed jobs (a key is capped at 1 running job by default). A
+        #: plain read; a worker refreshes it about once a second.
+        self.limited_queues = q("""
+            SELECT qn.name FROM unnest(%(queues)s::text[]) AS qn(name)
+             WHERE EXISTS (SELECT 1 FROM {s}.queues p
+                            WHERE p.name = qn.name AND NOT p.paused
+                              AND (p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL
+                                   OR p.rate_limit IS NOT NULL))
+                OR EXISTS (SELECT 1 FROM {s}.jobs j
+                            WHERE j.queue = qn.name AND j.state = 'waiting'
+                              AND j.concurrency_key IS NOT NULL)""")
+
+        #: Step 1 of the limited claim (in a READ COMMITTED transaction): lock the ``queues``
+        #: rows of the limited queues, in name order (so two claimers never deadlock), creating
+        #: missing ones (a queue whose only limit is the per-key default). Every claim of a
+        #: limited queue takes this row lock first and holds it until its commit: limited
+        #: claims of one queue run one after the other. Rows this statement inserts are not
+        #: visible to its own SELECT, but they are ours until commit (a concurrent insert of the
+        #: same name waits for it), so they are serialised all the same.
+        self.lock_limited_queues = q("""
+            WITH ins AS (
+                INSERT INTO {s}.queues (name)
+                SELECT n FROM unnest(%(queues)s::text[]) AS n ORDER BY n
+                ON CONFLICT (name) DO NOTHING RETURNING name)
+            SELECT name FROM {s}.queues WHERE name = ANY(%(queues)s::text[])
+             ORDER BY name FOR UPDATE""")
+
+        #: Step 2, one statement per limited queue, in the same transaction as step 1. Why two
+        #: workers cannot both take the last slot: under READ COMMITTED each statement reads a
+        #: snapshot taken when *it* starts. This statement starts after step 1 got the queue
+        #: row's lock, so after the previous holder committed; its snapshot sees every job that
+        #: previous claims made ``running`` (and every start they logged). The slots it counts
+        #: can only be fewer than it sees (a completion committing meanwhile frees one; nothing
+        #: but a claim holding this same lock can take one), so it never hands out more than
+        #: ``concurrency - running`` jobs, never more than ``rate_limit`` starts in any window of
+        #: ``rate_period_s`` (the start time ``ts`` is read after the lock, so starts are logged
+        #: in lock order), and never more than ``key_concurrency`` (default 1) per key. A
+        #: single statement that locked the row in a CTE would not do: its snapshot would
+        #: predate the lock wait and count stale running rows.
+        #:
+        #: Fairness: keyed candidates are ranked within their key (``rn``) and taken in order
+        #: (priority, rn, run_at, id): round-robin over the keys within a priority, so a key
+        #: with a huge backlog cannot starve another. Keys at their limit offer no candidate.
+        #: Jobs without a key queue in (priority, run_at, id) order with rank 1. The keys are
+        #: found by a skip scan (``ks``: one index probe per distinct waiting key) and each
+        #: key's candidates read through ``jobs_key_claim_idx`` up to its free slots, so a
+        #: claim costs in proportion to the number of keys, not to their backlogs.
+        #:
+        #: The claimed rows are locked ``FOR UPDATE SKIP LOCKED`` (a cancel may hold one).
+        #: A limited job waits: it is simply not claimed, its attempt untouched.
+        self.claim_limited = q("""
+            WITH RECURSIVE qq AS MATERIALIZED (
+                SELECT p.concurrency, coalesce(p.key_concurrency, 1) AS per_key, p.rate_limit,
+                       p.rate_period_s, clock_timestamp() AS ts
+                  FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused),
+            room AS MATERIALIZED (
+                SELECT qq.*, greatest(0, least(
+                    %(limit)s::int,
+                    qq.concurrency - (SELECT count(*) FROM {s}.jobs r
+                                       WHERE r.queue = %(queue)s AND r.state = 'running'),
+                    qq.rate_limit - (SELECT count(*) FROM {s}.queue_starts st
+                                      WHERE st.queue = %(queue)s
+                                        AND st.started_at > qq.ts
+                                            - make_interval(secs => qq.rate_period_s))))
+                    AS n
+                  FROM qq),
+            keyrun AS (
+                SELECT r.concurrency_key AS k, count(*) AS n FROM {s}.jobs r
+                 WHERE r.queue = %(queue)s AND r.state = 'running'
+                   AND r.concurrency_key IS NOT NULL
+                 GROUP BY r.concurrency_key),
+            ks(k) AS (  -- each key with waiting jobs: a skip scan of jobs_key_claim_idx
+                (SELECT j.concurrency_key FROM {s}.jobs j
+                  WHERE j.queue = %(queue)s AND j.state = 'waiting'
+                    AND j.concurrency_key IS NOT NULL
+                  ORDER BY j.concurrency_key LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.concurrency_key FROM {s}.jobs j
+                         WHERE j.queue = %(queue)s AND j.state = 'waiting'
+                           AND j.concurrency_key IS NOT NULL AND j.concurrency_key > ks.k
+                         ORDER BY j.concurrency_key LIMIT 1)
+                  FROM ks WHERE ks.k IS NOT NULL),
+            keyed AS (  -- each key's first free-slot jobs, read in order through the index
+                SELECT x.id, x.priority, x.run_at, ks.k FROM ks
+                  LEFT JOIN keyrun ON keyrun.k = ks.k
+                 CROSS JOIN room
+                 CROSS JOIN LATERAL (
+                    SELECT j.id, j.priority, j.run_at FROM {s}.jobs j
+                     WHERE j.queue = %(queue)s AND j.state = 'waiting'
+                       AND j.concurrency_key = ks.k AND j.run_at <= now()
+                     ORDER BY j.priority, j.run_at, j.id
+                     LIMIT greatest(0, room.per_key - coalesce(keyrun.n, 0))) x
+                 WHERE ks.k IS NOT NULL),
+            cand AS (
+                SELECT keyed.id, keyed.priority, keyed.run_at,
+                       row_number() OVER (PARTITION BY keyed.k
+                                          ORDER BY keyed.priority, keyed.run_at, keyed.id) AS rn
+                  FROM keyed
+                UNION ALL
+                (SELECT j.id, j.priority, j.run_at, 1 FROM {s}.jobs j
+                  WHERE j.queue = %(queue)s AND j.state = 'waiting' AND j.run_at <= now()
+                    AND j.concurrency_key IS NULL
+                  ORDER BY j.priority, j.run_at, j.id LIMIT %(limit)s)),
+            pick AS (  -- the constant LIMIT keeps the planner's estimates small
+                SELECT p.id FROM (
+                    SELECT cand.id, row_number() OVER (
+                               ORDER BY cand.priority, cand.rn, cand.run_at, cand.id) AS pos
+                      FROM cand) p
+                 WHERE p.pos <= coalesce((SELECT n FROM room), 0)
+                 ORDER BY p.pos LIMIT %(limit)s),
+            c AS (
+                SELECT j.id FROM {s}.jobs j
+                 WHERE j.id IN (SELECT id FROM pick) AND j.state = 'waiting'
+                   FOR UPDATE SKIP LOCKED),
+            u AS (
+                UPDATE {s}.jobs j
+                   SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                       started_at = (SELECT ts FROM qq),
+                       lease_expires_at = now() + make_interval(secs => %(lease)s)
+                  FROM c WHERE j.id = c.id
+                RETURNING {claimcols}),
+            logged AS (
+                INSERT INTO {s}.queue_starts (queue, started_at)
+                SELECT %(queue)s, qq.ts FROM u, qq WHERE qq.rate_limit IS NOT NULL),
+            pruned AS (
+                DELETE FROM {s}.queue_starts st USING qq
+                 WHERE st.queue = %(queue)s
+                   AND (qq.rate_limit IS NULL
+                        OR st.started_at <= qq.ts - make_interval(secs => qq.rate_period_s)))
+            SELECT * FROM u""")
+
+        #: Set a queue's limits (NULL: none), creating its row. Locks that row: a running
+        #: limited claim finishes first. Takes effect at the next claim.
+        self.set_limits = q("""
+            INSERT INTO {s}.queues AS p (name, concurrency, key_concurrency, rate_limit,
+                                         rate_period_s)
+            VALUES (%(queue)s, %(concurrency)s, %(key_concurrency)s, %(rate_limit)s,
+                    %(rate_period_s)s)
+            ON CONFLICT (name) DO UPDATE SET
+                concurrency = excluded.concurrency, key_concurrency = excluded.key_concurrency,
+                rate_limit = excluded.rate_limit, rate_period_s = excluded.rate_period_s,
+                updated_at = now()""")
 
         #: When the next waiting job of these queues becomes due (for sleeping until then).
         self.next_run_at = q("""
@@ -602,7 +756,9 @@ class Statements:
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""
             SELECT queue, paused, waiting, scheduled, running, failed, finished_last_hour,
-                   failed_last_hour, oldest_wait_s, mean_run_time_s
+                   failed_last_hour, oldest_wait_s, mean_run_time_s, concurrency,
+                   key_concurrency, rate_limit, rate_period_s, slots_in_use, rate_used,
+                   waiting_for_limit
               FROM {s}.queue_stats ORDER BY queue""")
         #: Dead row versions in ``jobs`` (claims and completions leave one each) as the
         #: statistics see them; they decide when a worker vacuums (see ``vacuum_jobs``).
