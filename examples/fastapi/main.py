@@ -3,7 +3,7 @@
 ``POST /signups`` inserts a ``signups`` row and enqueues ``send_welcome`` through the same
 SQLAlchemy ``AsyncSession``: both commit together, or (``"fail": true``, any exception) neither
 exists. The lifespan runs a pgqueue worker in-process (``RUN_WORKER=0`` to run it separately:
-``pgqueue worker --app main:queue``). Run it (from this folder)::
+``pgqueue worker main:queue``). Run it (from this folder)::
 
     export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/shop
     pgqueue migrate

@@ -2,12 +2,12 @@
 
 ``POST /signups`` inserts a ``signups`` row and enqueues ``send_welcome`` through the same
 ``Session``: both commit together, or (``"fail": true``, any exception) neither exists. Workers
-run as their own process: ``pgqueue worker --app app:queue``. Run it (from this folder)::
+run as their own process: ``pgqueue worker app:queue``. Run it (from this folder)::
 
     export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/shop
     pgqueue migrate
     flask --app app run &
-    pgqueue worker --app app:queue
+    pgqueue worker app:queue
 """
 
 from __future__ import annotations
