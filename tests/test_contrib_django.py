@@ -47,6 +47,12 @@ def django_db(make_database: MakeDatabase) -> Iterator[str]:
         call_command("migrate", verbosity=0)
         call_command("pgqueue_migrate")
         yield dsn
+        from django.db import connections
+
+        from pgqueue.contrib.django._compat import task_backends
+
+        connections.close_all()
+        task_backends["default"].app.close()
 
 
 @pytest.fixture
