@@ -54,7 +54,7 @@ from pgqueue.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from pgqueue.job import Job, NewJob
+from pgqueue.job import FinishedJob, Job, NewJob
 from pgqueue.periodic import CatchUp, Schedule, make_schedule
 from pgqueue.retry import Backoff
 from pgqueue.task import (
@@ -808,6 +808,21 @@ class App:
     async def get_job_async(self, job_id: int) -> Job | None:
         """Async twin of :meth:`get_job`."""
         return await self.driver.get_job_async(_check_id(job_id))
+
+    def get_finished(self, job_id: int) -> FinishedJob | None:
+        """The finished (``succeeded`` or ``cancelled``) job with this id, with its ``result``,
+        or None (not finished, unknown, or dropped by history retention). Live jobs are read
+        with :meth:`get_job`, archived failures with :meth:`get_failed`::
+
+            done = app.get_finished(job_id)
+            if done is not None and done.state == "succeeded":
+                print(done.result)
+        """
+        return self.driver.get_finished(_check_id(job_id))
+
+    async def get_finished_async(self, job_id: int) -> FinishedJob | None:
+        """Async twin of :meth:`get_finished`."""
+        return await self.driver.get_finished_async(_check_id(job_id))
 
     def failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Archived (dead-letter) jobs, newest first: of ``queue`` (default: every queue), at

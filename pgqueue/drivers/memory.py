@@ -785,6 +785,12 @@ class MemoryDriver(NoDatabaseMixin):
 
     get_failed_async = async_twin(get_failed)
 
+    def get_finished(self, job_id: int) -> FinishedJob | None:
+        with self._lock:
+            return next((f for f in self._history if f.id == job_id), None)
+
+    get_finished_async = async_twin(get_finished)
+
     def redrive(self, ids: Sequence[int] | None = None, queue: str | None = None) -> list[int]:
         """Put archived jobs (``ids``, or all of ``queue``, or all) back to waiting with their
         id, ``attempt`` 0 and their errors kept. All or nothing: raises

@@ -279,6 +279,20 @@ async def test_claim_and_finish_moves_the_job_to_history(driver_app: pgqueue.App
         assert (st.finished_last_hour, st.waiting, st.running) == (1, 0, 0)
 
 
+async def test_get_finished_reads_state_and_result_back(driver_app: pgqueue.App) -> None:
+    app, driver = driver_app, driver_app.driver
+    job_id = app.enqueue("t", {"x": 1}, queue="q")
+    assert app.get_finished(job_id) is None  # still live
+    await claim(app)
+    await driver.finish_many([Finish(job_id, "succeeded", '{"ok": [1, 2]}')], worker_id=W)
+    done = app.get_finished(job_id)
+    assert done is not None
+    assert (done.id, done.state, done.result, done.args, done.attempt) == (
+        job_id, "succeeded", {"ok": [1, 2]}, {"x": 1}, 1)
+    assert await app.get_finished_async(job_id) == done
+    assert app.get_finished(job_id + 1000) is None
+
+
 async def test_stale_outcomes_of_an_earlier_attempt_are_no_ops(driver_app: pgqueue.App) -> None:
     """An outcome carries the attempt it was claimed at: one left over from attempt 1 (a retry
     buffered by the completer, say) never lands on the same worker's later claim of the job."""

@@ -61,6 +61,7 @@ from pgqueue.job import (
     RESCUE_REASON,
     RESCUE_SPREAD_S,
     AttemptError,
+    FinishedJob,
     Job,
     NewJob,
     attempt_errors,
@@ -188,6 +189,19 @@ def _failed(row: Row) -> FailedJob:
      failed_at) = row
     return FailedJob(id_, queue, task, decode_stored(args_text)[0], priority, attempt,
                      max_attempts, _errors(errors), reason, enqueued_at, failed_at)
+
+
+def _finished(row: Row) -> FinishedJob:
+    """A history row read with ``json_as_text`` (an undecodable result reads as None)."""
+    (id_, queue, task, args_text, priority, state, attempt, max_attempts, errors, result_text,
+     worker_id, enqueued_at, started_at, finished_at) = row
+    try:
+        result = None if result_text is None else json.loads(result_text)
+    except (ValueError, RecursionError):
+        result = None
+    return FinishedJob(id_, queue, task, decode_stored(args_text)[0], priority, state, attempt,
+                       max_attempts, _errors(errors), result, worker_id, enqueued_at,
+                       started_at, finished_at)
 
 
 class _JsonText(Loader):
@@ -944,6 +958,16 @@ class PostgresDriver:
 
     async def get_failed_async(self, job_id: int) -> FailedJob | None:
         return await self._arun(self._get_failed_op(job_id))
+
+    def _get_finished_op(self, job_id: int) -> _Op[FinishedJob | None]:
+        return _Op(self.sql.get_finished, {"id": job_id},
+                   lambda rows: _finished(rows[0]) if rows else None, json_as_text=True)
+
+    def get_finished(self, job_id: int) -> FinishedJob | None:
+        return self._run(self._get_finished_op(job_id))
+
+    async def get_finished_async(self, job_id: int) -> FinishedJob | None:
+        return await self._arun(self._get_finished_op(job_id))
 
     def _redrive_op(self, ids: Sequence[int] | None, queue: str | None) -> _Op[list[int]]:
         return _Op(self.sql.redrive, {"ids": None if ids is None else list(ids),

@@ -600,6 +600,14 @@ class Statements:
                    enqueued_at, failed_at
               FROM {s}.failed_jobs WHERE id = %(id)s""")
 
+        #: One finished job (succeeded or cancelled) by id. A plain read, no lock; each daily
+        #: partition is probed through its primary key (id, finished_at).
+        self.get_finished = q("""
+            SELECT id, queue, task, args, priority, state, attempt, max_attempts, errors, result,
+                   worker_id, enqueued_at, started_at, finished_at
+              FROM {s}.job_history WHERE id = %(id)s
+             ORDER BY finished_at DESC LIMIT 1""")
+
         #: Re-drive archived jobs: back to waiting with their id, attempt 0 and their errors kept.
         #: ``ids`` NULL means every archived job (of ``queue`` when given).
         self.redrive = q("""

@@ -646,6 +646,11 @@ class RedisDriver(NoDatabaseMixin):
 
     get_failed_async = async_twin(get_failed)
 
+    def get_finished(self, job_id: int) -> FinishedJob | None:
+        return next((f for f in self.history(limit=self.history_limit) if f.id == job_id), None)
+
+    get_finished_async = async_twin(get_finished)
+
     def redrive(self, ids: Sequence[int] | None = None, queue: str | None = None) -> list[int]:
         """Put archived jobs (``ids``, or all of ``queue``, or all) back to waiting with their
         id, ``attempt`` 0 and their errors kept. All or nothing: raises
