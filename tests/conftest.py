@@ -33,6 +33,7 @@ commits then never wait behind another session's checkpoint.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -377,3 +378,15 @@ def redis_app() -> Iterator[pgqueue.App]:
             client.delete(*keys)
         client.close()
 
+
+
+@pytest.fixture(autouse=True)
+def _restore_pgqueue_logger() -> Iterator[None]:
+    """``pgqueue.cli.main`` configures the ``pgqueue`` logger (level, handler, no
+    propagation): put it back for the tests that run after it in the same process."""
+    logger = logging.getLogger("pgqueue")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]

@@ -112,3 +112,12 @@ def truncate(dsn: str, schema: str = "pgqueue") -> None:
     with psycopg.connect(dsn, autocommit=True) as c, c.transaction():
         for table in PGQUEUE_TABLES:
             c.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, table)))
+
+
+def run_cli_main(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """Run ``pgqueue`` in this process (``pgqueue.cli.main``): (exit status, stdout, stderr)."""
+    from pgqueue.cli import main  # the CLI is a top layer: only the tests that need it load it
+
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, str(out), str(err)

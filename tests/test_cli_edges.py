@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,10 @@ import pgqueue
 from pgqueue.cli import EXIT_CODES, build_parser, main
 from pgqueue.cli._context import load_app
 from pgqueue.errors import ConfigurationError
+from tests.helpers import run_cli_main as run
 from tests.helpers import scalar
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _restore_pgqueue_logger() -> Iterator[None]:
-    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
-    for the tests that run after these in the same process."""
-    logger = logging.getLogger("pgqueue")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def pgqueue_cli(*args: str, env: dict[str, str] | None = None,

@@ -5,36 +5,16 @@ points 4 and 5)."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 import pgqueue
-from pgqueue.cli import main
+from tests.helpers import run_cli_main as run
 from tests.helpers import scalar
 
 SHOP = "tests.apps.cli_shop:app"
-
-
-@pytest.fixture(autouse=True)
-def _restore_pgqueue_logger() -> Iterator[None]:
-    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
-    for the tests that run after these in the same process."""
-    logger = logging.getLogger("pgqueue")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_with_app_the_job_goes_to_the_tasks_queue(clean: str, conn: psycopg.Connection[Any],

@@ -5,11 +5,9 @@ tracebacks as text, retry without an id hints at --all (point 8)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +15,12 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue.cli import main
 from tests.helpers import run_async, scalar
+from tests.helpers import run_cli_main as run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.processes
-
-
-@pytest.fixture(autouse=True)
-def _restore_pgqueue_logger() -> Iterator[None]:
-    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
-    for the tests that run after these in the same process."""
-    logger = logging.getLogger("pgqueue")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
 
 
 @pytest.fixture
@@ -54,12 +40,6 @@ def archived(app: pgqueue.App) -> list[int]:
     run_async(app, app.worker(queues=["q1", "q2"], burst=True, concurrency=4).run())
     assert app.count_failed() == 6
     return ids
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def failed_ids(conn: psycopg.Connection[Any]) -> set[int]:

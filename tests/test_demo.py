@@ -5,7 +5,6 @@ starts clean, and ends with what to try next)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -13,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,6 @@ import pytest
 from pgqueue._embedded.binaries import find_bindir
 from pgqueue.cli import main
 from pgqueue.cli.demo import DEMO_SCHEMA
-
-
-@pytest.fixture(autouse=True)
-def _restore_pgqueue_logger() -> Iterator[None]:
-    """main() configures the ``pgqueue`` logger (level, handler, no propagation): put it back
-    for the tests that run after these in the same process."""
-    logger = logging.getLogger("pgqueue")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
 
 
 def tables(url: str) -> set[str]:
