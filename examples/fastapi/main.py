@@ -5,7 +5,7 @@ SQLAlchemy ``AsyncSession``: both commit together, or (``"fail": true``, any exc
 exists. The lifespan runs a pgqueue worker in-process (``RUN_WORKER=0`` to run it separately:
 ``pgqueue worker main:queue``). Run it (from this folder)::
 
-    export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/shop
+    export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/fastapi_demo
     pgqueue migrate
     uvicorn --factory main:create_app
 """

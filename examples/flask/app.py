@@ -4,7 +4,7 @@
 ``Session``: both commit together, or (``"fail": true``, any exception) neither exists. Workers
 run as their own process: ``pgqueue worker app:queue``. Run it (from this folder)::
 
-    export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/shop
+    export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/flask_demo
     pgqueue migrate
     flask --app app run &
     pgqueue worker app:queue
