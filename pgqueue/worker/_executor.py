@@ -203,10 +203,11 @@ class Executor:
         """Run ``job`` to an outcome and hand the state change to the completer."""
         ctx = JobContext(job=job, worker_id=self.worker_id)
         self.contexts[job.id] = ctx
+        traced = _tracing.start_consume(job)
         try:
-            with _tracing.consume(job):
-                await self._run(job, ctx)
+            await self._run(job, ctx)
         finally:
+            _tracing.end_consume(traced)
             self.contexts.pop(job.id, None)
             self._t0.pop(job.id, None)
 
