@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,10 +48,11 @@ _UNSET: Any = object()
 _api: Any = _UNSET
 _idle_providers: tuple[type, ...] = ()  # the API's providers that make no spans
 _tracer: tuple[Any, Any] = (None, None)  # (provider, its pgqueue tracer)
+_no_provider_from_env = True  # OTEL_PYTHON_TRACER_PROVIDER unset when the API was loaded
 
 
 def _load() -> Any:
-    global _api, _idle_providers
+    global _api, _idle_providers, _no_provider_from_env
     if _api is _UNSET:
         try:
             from opentelemetry import context, propagate, trace
@@ -64,6 +66,7 @@ def _load() -> Any:
             _api = None
         else:
             _idle_providers = (ProxyTracerProvider, NoOpTracerProvider)
+            _no_provider_from_env = "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
             _api = (trace, propagate, SpanKind, StatusCode, context)
     return _api
 
@@ -79,6 +82,12 @@ def active() -> Any:
     global _tracer
     api = _api if _api is not _UNSET else _load()
     if api is None:
+        return None
+    # the API keeps the configured provider in ``_TRACER_PROVIDER`` (None until one is set);
+    # reading it skips get_tracer_provider's environment lookup on every job while tracing is
+    # off. Fall back to the public call if a later API version moves it.
+    provider = getattr(api[0], "_TRACER_PROVIDER", _UNSET)
+    if provider is None and _no_provider_from_env:
         return None
     provider = api[0].get_tracer_provider()
     if type(provider) in _idle_providers:
@@ -174,7 +183,7 @@ def end_consume(running: Running | None) -> None:
 
 def _current_span() -> Any:
     """The current span if it records (tracing on, inside an attempt), else None."""
-    if _api is None or _api is _UNSET:
+    if _tracer[0] is None:  # no provider was ever active: no span can be current
         return None
     span = _api[0].get_current_span()
     return span if span.is_recording() else None

@@ -31,6 +31,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor as FuturesExecutor
 from concurrent.futures import Future
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any
 
 from pgqueue import _tracing
@@ -274,15 +276,21 @@ class Executor:
     async def _call(self, call: Callable[[], Any], ctx: JobContext, timeout: float | None) -> Any:
         token = set_context(ctx)
         try:
-            if inspect.iscoroutinefunction(call) or _is_async_callable(call):
-                result = await (_guarded(call()) if timeout is None
-                                else asyncio.wait_for(_guarded(call()), timeout))
+            if _is_async(call):
+                if timeout is None:  # _guarded, inlined: one coroutine less per job
+                    try:
+                        result = await call()
+                    except (SystemExit, KeyboardInterrupt) as exc:
+                        raise HandlerExit(exc) from exc
+                else:
+                    result = await asyncio.wait_for(_guarded(call()), timeout)
             else:
                 loop = asyncio.get_running_loop()
                 context = contextvars.copy_context()
                 fut = loop.run_in_executor(self.pool, context.run, call)
                 result = await asyncio.wait_for(fut, timeout)
-            if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+            # a sync callable that returned a coroutine
+            if result is not None and inspect.isawaitable(result):
                 result = await asyncio.wait_for(_guarded(result), timeout)
             return result
         finally:
@@ -361,6 +369,13 @@ class Executor:
                 log.exception("dead-letter hook for job %s raised; ignored", job.id)
 
 
-def _is_async_callable(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+def _is_async(fn: Callable[[], Any]) -> bool:
+    """Whether calling ``fn`` makes a coroutine to await (else it runs in the thread pool).
+    A plain function (what :meth:`pgqueue.Task.invoke` returns) is answered from its code
+    flags; anything else by :mod:`inspect` (partials, methods, objects with ``async __call__``).
+    """
+    if type(fn) is FunctionType:
+        return bool(fn.__code__.co_flags & CO_COROUTINE)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004
 
