@@ -240,7 +240,7 @@ def attempt_errors(stored: Sequence[Mapping[str, Any]] | None) -> list[AttemptEr
 
 #: the C scanner behind ``json.loads``, called directly (``json.loads`` adds two Python calls and
 #: two regular-expression matches around it for every value)
-_SCAN = json.scanner.make_scanner(json.JSONDecoder())
+_SCAN: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def _loads(text: str) -> Any:
