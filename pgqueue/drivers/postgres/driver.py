@@ -622,8 +622,9 @@ class PostgresDriver:
             async with c.pipeline(), c.transaction(), \
                     c.cursor(row_factory=tuple_row) as cur:
                 cur.adapters.register_loader("jsonb", _JsonText)
-                await cur.execute(self.sql.lock_limited_queues, {"queues": [queue]})
-                await cur.execute(self.sql.claim_limited, params)
+                await cur.execute(_rendered(self.sql.lock_limited_queues, cur),
+                                  {"queues": [queue]})
+                await cur.execute(_rendered(self.sql.claim_limited, cur), params)
                 rows = await cur.fetchall()
             return _jobs(rows)
 
@@ -1094,6 +1095,25 @@ async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
 
+#: id(statement) -> (the statement, its bytes): psycopg renders a ``sql.Composed`` to bytes on
+#: every execute (a walk over its parts, each encoded); pgqueue's statements are fixed per
+#: schema (:func:`~pgqueue.drivers.postgres.sql.statements` is cached), so each is rendered once
+_RENDERED: dict[int, tuple[sql.Composed, bytes]] = {}
+
+
+def _rendered(query: sql.Composed, context: Any) -> bytes | sql.Composed:
+    """``query`` as the bytes psycopg would send (rendered once). Only ASCII renderings are
+    kept, as they read the same in every client encoding; others go to psycopg as they are."""
+    hit = _RENDERED.get(id(query))
+    if hit is not None and hit[0] is query:
+        return hit[1]
+    data = query.as_bytes(context)
+    if not data.isascii():
+        return query
+    _RENDERED[id(query)] = (query, data)
+    return data
+
+
 def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:
     """Run one plan step on a cursor (sync)."""
     if isinstance(step, _Copy):
@@ -1104,9 +1124,9 @@ def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:
     if step.json_as_text:
         with cur.connection.cursor(row_factory=tuple_row) as text_cur:
             text_cur.adapters.register_loader("jsonb", _JsonText)
-            text_cur.execute(step.query, step.params)
+            text_cur.execute(_rendered(step.query, cur), step.params)
             return step.read(text_cur.fetchall() if text_cur.description else [])
-    cur.execute(step.query, step.params)
+    cur.execute(_rendered(step.query, cur), step.params)
     return step.read(cur.fetchall() if cur.description else [])
 
 
@@ -1120,9 +1140,9 @@ async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
     if step.json_as_text:
         async with cur.connection.cursor(row_factory=tuple_row) as text_cur:
             text_cur.adapters.register_loader("jsonb", _JsonText)
-            await text_cur.execute(step.query, step.params)
+            await text_cur.execute(_rendered(step.query, cur), step.params)
             return step.read(await text_cur.fetchall() if text_cur.description else [])
-    await cur.execute(step.query, step.params)
+    await cur.execute(_rendered(step.query, cur), step.params)
     return step.read(await cur.fetchall() if cur.description else [])
 
 
