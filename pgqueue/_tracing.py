@@ -162,7 +162,7 @@ def start_consume(job: Any) -> Running | None:
     if tracer is None:
         return None
     trace, propagate, kind, _, context = _api
-    stored = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
+    stored = job.meta.get(META_KEY) if job.meta else None
     parent = propagate.extract(stored) if isinstance(stored, dict) else None
     span = tracer.start_span(f"process {job.queue}", context=parent, kind=kind.CONSUMER,
                              attributes={
@@ -181,31 +181,17 @@ def end_consume(running: Running | None) -> None:
         running.span.end()
 
 
-def _current_span() -> Any:
-    """The current span if it records (tracing on, inside an attempt), else None."""
-    if _tracer[0] is None:  # no provider was ever active: no span can be current
-        return None
-    span = _api[0].get_current_span()
-    return span if span.is_recording() else None
-
-
-def set_outcome(event: str) -> None:
-    """Record the attempt's outcome (``succeeded``, ``retried``...) on the current span: the
+def set_outcome(running: Running, event: str) -> None:
+    """Record the attempt's outcome (``succeeded``, ``retried``...) on its span: the
     ``pgqueue.outcome`` attribute, and an event for every outcome but success."""
-    span = _current_span()
-    if span is None:
-        return
-    span.set_attribute("pgqueue.outcome", event)
+    running.span.set_attribute("pgqueue.outcome", event)
     if event != "succeeded":
-        span.add_event(f"pgqueue.{event}")
+        running.span.add_event(f"pgqueue.{event}")
 
 
-def record_error(exc: BaseException | None, message: str) -> None:
-    """Record a failed attempt on the current span: the exception (if any) as an event, and
-    the status ERROR with ``message``."""
-    span = _current_span()
-    if span is None:
-        return
+def record_error(running: Running, exc: BaseException | None, message: str) -> None:
+    """Record a failed attempt on its span: the exception (if any) as an event, and the
+    status ERROR with ``message``."""
     if exc is not None:
-        span.record_exception(exc)
-    span.set_status(_api[3].ERROR, message)
+        running.span.record_exception(exc)
+    running.span.set_status(_api[3].ERROR, message)

@@ -175,6 +175,7 @@ class Executor:
         self.contexts: dict[int, JobContext] = {}
         self.released: set[int] = set()
         self._t0: dict[int, float] = {}  # when each running attempt started (monotonic)
+        self._traces: dict[int, _tracing.Running] = {}  # spans of running attempts (tracing on)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -193,23 +194,34 @@ class Executor:
             if duration is not None:
                 fields["duration"] = duration
             log.debug("job %s %s", job.id, event, extra=fields)
-        if event != "started":
-            _tracing.set_outcome(event)
+        if event != "started" and self._traces:
+            running = self._traces.get(job.id)
+            if running is not None:
+                _tracing.set_outcome(running, event)
         if self.on_event is not None:
             try:
                 self.on_event(event, job)
             except Exception:
                 log.exception("on_event callback failed")
 
+    def _record_error(self, job: Job, exc: BaseException | None, message: str) -> None:
+        running = self._traces.get(job.id)
+        if running is not None:
+            _tracing.record_error(running, exc, message)
+
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
         ctx = JobContext(job=job, worker_id=self.worker_id)
         self.contexts[job.id] = ctx
         traced = _tracing.start_consume(job)
+        if traced is not None:
+            self._traces[job.id] = traced
         try:
             await self._run(job, ctx)
         finally:
-            _tracing.end_consume(traced)
+            if traced is not None:
+                del self._traces[job.id]
+                _tracing.end_consume(traced)
             self.contexts.pop(job.id, None)
             self._t0.pop(job.id, None)
 
@@ -325,7 +337,7 @@ class Executor:
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
-        _tracing.record_error(exc, err.error)
+        self._record_error(job, exc, err.error)
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
                                                 attempt=job.attempt,
                                                 max_attempts=None if cap == job.max_attempts
@@ -340,7 +352,7 @@ class Executor:
                     failed_hook: Any = None, exhausted: bool = False) -> None:
         reason = cap_text(reason, ERROR_TEXT_LIMIT)
         err = attempt_error(job, exc, reason)
-        _tracing.record_error(exc, reason)
+        self._record_error(job, exc, reason)
         archived = await self.completer.archive(job.id, err, reason, attempt=job.attempt)
         log.warning("job %s (%s) moved to failed_jobs: %s", job.id, job.task, reason,
                     extra={"event": "failed", "worker": self.worker_id, "job_id": job.id,
