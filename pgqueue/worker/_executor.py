@@ -181,19 +181,8 @@ class Executor:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _emit(self, event: str, job: Job) -> None:
-        if event == "started":
-            self._t0[job.id] = time.monotonic()
-            duration = None
-        else:
-            t0 = self._t0.pop(job.id, None)
-            duration = None if t0 is None else round(time.monotonic() - t0, 6)
         if log.isEnabledFor(logging.DEBUG):  # one structured line per state change
-            fields: dict[str, Any] = {"event": event, "worker": self.worker_id,
-                                      "job_id": job.id, "queue": job.queue, "task": job.task,
-                                      "attempt": job.attempt}
-            if duration is not None:
-                fields["duration"] = duration
-            log.debug("job %s %s", job.id, event, extra=fields)
+            self._debug_line(event, job)
         if event != "started" and self._traces:
             running = self._traces.get(job.id)
             if running is not None:
@@ -209,6 +198,21 @@ class Executor:
         if running is not None:
             _tracing.record_error(running, exc, message)
 
+    def _debug_line(self, event: str, job: Job) -> None:
+        """The DEBUG line of a state change, with the attempt's duration once it ends (known
+        for attempts that started while DEBUG was on)."""
+        if event == "started":
+            self._t0[job.id] = time.monotonic()
+            duration = None
+        else:
+            t0 = self._t0.pop(job.id, None)
+            duration = None if t0 is None else round(time.monotonic() - t0, 6)
+        fields: dict[str, Any] = {"event": event, "worker": self.worker_id, "job_id": job.id,
+                                  "queue": job.queue, "task": job.task, "attempt": job.attempt}
+        if duration is not None:
+            fields["duration"] = duration
+        log.debug("job %s %s", job.id, event, extra=fields)
+
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
         ctx = JobContext(job=job, worker_id=self.worker_id)
@@ -223,7 +227,8 @@ class Executor:
                 del self._traces[job.id]
                 _tracing.end_consume(traced)
             self.contexts.pop(job.id, None)
-            self._t0.pop(job.id, None)
+            if self._t0:
+                self._t0.pop(job.id, None)
 
     async def _run(self, job: Job, ctx: JobContext) -> None:
         if job.decode_error is not None:  # its stored args cannot be read: it cannot run
