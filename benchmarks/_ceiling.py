@@ -106,7 +106,8 @@ def scripts(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], dict[str, st
         insert_one = _substitute(st.insert_one.as_string(conn), {
             "queue": ":queue", "task": ":task", "args": ":args", "priority": ":priority",
             "max_attempts": ":max_attempts", "run_at": "NULL", "delay": "NULL",
-            "unique_key": "NULL", "timeout_s": "NULL", "meta": ":meta"}, "insert_one")
+            "unique_key": "NULL", "timeout_s": "NULL", "meta": ":meta",
+            "concurrency_key": "NULL"}, "insert_one")
         out["insert_one_tx"] = f"BEGIN;\n{_flat(insert_one)};\nCOMMIT;"
     except ValueError as exc:
         errors["insert_one_tx"] = str(exc)

@@ -273,6 +273,41 @@ def machine_cpu() -> tuple[float, float] | None:
     return (total - idle) / hz, total / hz
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2:].split()  # the fields after "pid (comm)"
+
+
+def server_cpu(backend_pid: int) -> float | None:
+    """CPU seconds the local PostgreSQL server has used so far (Linux, server on this host,
+    readable /proc): the postmaster's own and its reaped children's (``utime + stime +
+    cutime + cstime``, so backends that have exited count), plus every live child's. Take a
+    delta around a measurement; ``backend_pid`` is any backend of that server (its parent is
+    the postmaster). None when it cannot be read (a remote server)."""
+    mine = _proc_stat(backend_pid)
+    if mine is None:
+        return None
+    postmaster = int(mine[1])  # ppid
+    fields = _proc_stat(postmaster)
+    if fields is None:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = sum(float(x) for x in fields[11:15])
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        child = _proc_stat(pid)
+        if child is not None and child[1] == str(postmaster):
+            ticks += float(child[11]) + float(child[12])
+    return ticks / hz
+
+
 class Quiet:
     """Samples how busy the machine is just before each measurement and, with ``max_wait``,
     waits (up to that many seconds) for other work on the box to calm down first."""

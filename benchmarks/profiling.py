@@ -194,6 +194,27 @@ def _short(path: str) -> str:
 
 
 # ---- cProfile ------------------------------------------------------------------------------------
+#: the worker's phases, each the inclusive time of these (file, function) roots; a coroutine's
+#: time counts only while it runs (cProfile stops its clock across an await), so these are CPU,
+#: not waiting. Times are inflated by cProfile: read the shares.
+PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("claim: statement, rows fetched and decoded", (("postgres/driver.py", "_claim_unlimited"),
+                                                    ("postgres/driver.py", "_claim_one_limited"),
+                                                    ("postgres/driver.py", "_limited_plan"))),
+    ("  of which: rows decoded into Jobs", (("postgres/driver.py", "_jobs"),)),
+    ("dispatch: one task per job", (("worker/_producer.py", "_start"),
+                                    ("worker/_producer.py", "_done"))),
+    ("handler call (no-op) and its context", (("worker/_executor.py", "_call"),)),
+    ("bookkeeping: events, metrics, spans", (("worker/_executor.py", "_emit"),
+                                             ("_tracing.py", "start_consume"),
+                                             ("_tracing.py", "end_consume"))),
+    ("outcome encode and hand-off", (("_codec.py", "result_json"),
+                                     ("worker/_completer.py", "finish"))),
+    ("completer: batches written", (("postgres/driver.py", "finish_many"),
+                                    ("postgres/driver.py", "requeue_many"))),
+)
+
+
 def summarise_cprofile(path: Path, n: int, top: int = 25) -> dict[str, Any]:
     st = pstats.Stats(str(path))
     raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
@@ -207,7 +228,13 @@ def summarise_cprofile(path: Path, n: int, top: int = 25) -> dict[str, Any]:
     calls_pkg: collections.Counter[str] = collections.Counter()
     for r in rows:
         calls_pkg[r["pkg"]] += r["calls_per_job"]
+    phases = {}
+    for phase, roots in PHASES:
+        ct = sum(v[3] for (file, _line, name), v in raw.items()
+                 if any(file.endswith(f) and name == fn for f, fn in roots))
+        phases[phase] = {"us_per_job": 1e6 * ct / n, "pct": 100 * ct / max(1e-9, st.total_tt)}  # type: ignore[attr-defined]
     return {"function_calls_per_job": total_calls / n,
+            "phases": phases,
             "calls_per_job_by_package": dict(calls_pkg.most_common()),
             "top_by_calls_per_job": by_calls, "top_by_tottime": by_tottime,
             "total_tottime_s": st.total_tt}  # type: ignore[attr-defined]
@@ -319,6 +346,10 @@ def report(res: dict[str, Any]) -> str:
                   "per job; by package (calls/job):"]
         for k, v in cp["calls_per_job_by_package"].items():
             lines.append(f"    {k:<20}{v:8.1f}")
+        lines.append("  worker CPU by phase (inclusive, under cProfile: us/job, % of the "
+                     "profiled time):")
+        for k, v in cp.get("phases", {}).items():
+            lines.append(f"    {k:<45}{v['us_per_job']:8.1f}  {v['pct']:5.1f}%")
         lines.append("  most-called functions (calls/job):")
         for r in cp["top_by_calls_per_job"][:15]:
             lines.append(f"    {r['calls_per_job']:8.2f}  {r['fn']}")

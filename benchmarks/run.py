@@ -56,6 +56,7 @@ from benchmarks._common import (
     machine_info,
     percentile,
     rnd,
+    server_cpu,
     sigterm_as_interrupt,
     source_digest,
     throwaway_database,
@@ -167,6 +168,7 @@ class Bench:
         out = self.workdir / f"drain-{tag}-{time.monotonic_ns()}.json"
         busy_before = self.quiet.before()
         s0, cpu0 = self.db.stats(), machine_cpu()
+        pg0 = server_cpu(self.db.conn.info.backend_pid)
         proc, logf = self.spawn_worker("drain", concurrency, out)
         r = self.wait_worker(proc, logf, out, timeout=max(60.0, n / 300))
         cpu1 = machine_cpu()
@@ -179,6 +181,7 @@ class Bench:
                 f"its log ends:\n{logf.read_text()[-2000:]}")
         time.sleep(0.2)  # backends of the exited worker flush their statistics
         s1 = self.db.stats()
+        pg1 = server_cpu(self.db.conn.info.backend_pid)
         elapsed = r["t_end"] - r["t0"]
         last = self.db.max_finished_at()
         d = {k: s1[k] - s0[k] for k in s0}
@@ -196,6 +199,12 @@ class Bench:
                                  if cpu0 and cpu1 and cpu1[1] > cpu0[1] else None),
             "xacts_per_job": d["xact_commit"] / n,
             "wal_bytes_per_job": d["wal_bytes"] / n,
+            # the whole server's CPU (this database's backends and the background processes):
+            # on a server shared with other work this includes that work
+            "pg_cpu_us_per_job": (1e6 * (pg1 - pg0) / n if pg0 is not None and pg1 is not None
+                                  else None),
+            "worker_cpu_us_per_job": 1e6 * (r["cpu_user_s"] + r["cpu_sys_s"]) / n,
+            "rows_per_job": {k: d[f"tup_{k}"] / n for k in ("inserted", "updated", "deleted")},
             "jobs_updates_hot_pct": (100 * d["jobs_hot_upd"] / d["jobs_upd"]
                                      if d["jobs_upd"] else None),
             "checkpoints": d["checkpoints"],
@@ -623,13 +632,21 @@ def render_table(res: dict[str, Any]) -> str:
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
         lines.append(f"{key:<40}{_fmt(t['value']):>11}  {t['target']:<10}{met}")
     d = res.get("details", {})
-    if d.get("drain_c100"):
-        lines += ["", "drain at concurrency 100, per run: worker CPU % of one core / machine "
-                  "busy % (of all CPUs) / transactions per job / WAL bytes per job"]
-        for k, r in enumerate(d["drain_c100"]):
+    for conc in (100, 10):
+        if not d.get(f"drain_c{conc}"):
+            continue
+        lines += ["", f"drain at concurrency {conc}, per run: worker CPU % of one core / machine "
+                  "busy % (of all CPUs) / transactions per job / WAL bytes per job / worker "
+                  "and PostgreSQL CPU us per job / rows inserted, updated, deleted per job"]
+        for k, r in enumerate(d[f"drain_c{conc}"]):
+            rows = r.get("rows_per_job") or {}
             lines.append(f"  run {k + 1}: {_fmt(r['worker_cpu_pct_of_core'])} % / "
                          f"{_fmt(r['machine_busy_pct'])} % / {_fmt(r['xacts_per_job'])} / "
-                         f"{_fmt(r['wal_bytes_per_job'])}")
+                         f"{_fmt(r['wal_bytes_per_job'])} / "
+                         f"{_fmt(r.get('worker_cpu_us_per_job'))} + "
+                         f"{_fmt(r.get('pg_cpu_us_per_job'))} us / "
+                         + ", ".join(_fmt(rows.get(k)) for k in ("inserted", "updated",
+                                                                  "deleted")))
     for r in d.get("drain_1m") or []:
         if r.get("jobs_per_s_by_tenth"):
             lines.append("large drain, jobs/s in each tenth of the backlog: " + " ".join(

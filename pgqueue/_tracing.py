@@ -17,20 +17,26 @@
   ``pgqueue.task``, ``pgqueue.attempt`` and, at the end, ``pgqueue.outcome``; a failed
   attempt records its exception as an event and sets the span status to ERROR.
 
-Zero cost when OpenTelemetry is not installed: the import is tried once, and every function
-here returns at once after that. With the API but no SDK configured, spans are the API's no-op
-spans. pgqueue ships the API only: the application configures the SDK and its exporter.
+Near-zero cost when tracing is off: when OpenTelemetry is not installed the import is tried
+once and every function here returns at once after that; when the API is installed but no SDK
+tracer provider is configured (the API's default proxy, or its no-op provider), no span is
+started and no job is rebuilt -- one type check of the global provider per call. With a
+provider configured, the tracer is looked up once per provider, and a successful attempt adds one
+attribute (``pgqueue.outcome``) to its span; other outcomes also add an event
+(``pgqueue.retried``...). pgqueue ships the API only: the application configures the SDK and its
+exporter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["META_KEY", "Publishing", "consume", "enabled", "publish", "record_error",
-           "set_outcome", "stamp_meta"]
+__all__ = ["META_KEY", "Publishing", "Running", "active", "enabled", "end_consume", "publish",
+           "record_error", "set_outcome", "stamp_meta", "start_consume"]
 
 #: the key of a job's ``meta`` that holds the enqueuing span's W3C trace context
 META_KEY = "otel"
@@ -38,25 +44,57 @@ META_KEY = "otel"
 TRACER_NAME = "pgqueue"
 
 _UNSET: Any = object()
-_api: Any = _UNSET  # (trace, propagate, SpanKind, StatusCode) once imported, None if absent
+#: (trace, propagate, SpanKind, StatusCode, context) once imported; None if not installed
+_api: Any = _UNSET
+_idle_providers: tuple[type, ...] = ()  # the API's providers that make no spans
+_tracer: tuple[Any, Any] = (None, None)  # (provider, its pgqueue tracer)
+_no_provider_from_env = True  # OTEL_PYTHON_TRACER_PROVIDER unset when the API was loaded
 
 
 def _load() -> Any:
-    global _api
+    global _api, _idle_providers, _no_provider_from_env
     if _api is _UNSET:
         try:
-            from opentelemetry import propagate, trace
-            from opentelemetry.trace import SpanKind, StatusCode
+            from opentelemetry import context, propagate, trace
+            from opentelemetry.trace import (
+                NoOpTracerProvider,
+                ProxyTracerProvider,
+                SpanKind,
+                StatusCode,
+            )
         except ImportError:
             _api = None
         else:
-            _api = (trace, propagate, SpanKind, StatusCode)
+            _idle_providers = (ProxyTracerProvider, NoOpTracerProvider)
+            _no_provider_from_env = "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
+            _api = (trace, propagate, SpanKind, StatusCode, context)
     return _api
 
 
 def enabled() -> bool:
     """True when the OpenTelemetry API can be imported."""
     return _load() is not None
+
+
+def active() -> Any:
+    """The tracer to make spans with, or None when tracing is off: OpenTelemetry not
+    installed, or no tracer provider configured (the API's proxy or no-op provider)."""
+    global _tracer
+    api = _api if _api is not _UNSET else _load()
+    if api is None:
+        return None
+    # the API keeps the configured provider in ``_TRACER_PROVIDER`` (None until one is set);
+    # reading it skips get_tracer_provider's environment lookup on every job while tracing is
+    # off. Fall back to the public call if a later API version moves it.
+    provider = getattr(api[0], "_TRACER_PROVIDER", _UNSET)
+    if provider is None and _no_provider_from_env:
+        return None
+    provider = api[0].get_tracer_provider()
+    if type(provider) in _idle_providers:
+        return None
+    if _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer(TRACER_NAME))
+    return _tracer[1]
 
 
 class Publishing:
@@ -78,18 +116,17 @@ def publish(queue: str, task: str, count: int = 1) -> Iterator[Publishing | None
     """A PRODUCER span around an enqueue of ``count`` jobs of ``task`` into ``queue``; yields
     the :class:`Publishing` (None when OpenTelemetry is not installed). An exception inside
     is recorded on the span and re-raised."""
-    api = _load()
-    if api is None:
+    tracer = active()
+    if tracer is None:
         yield None
         return
-    trace, propagate, kind, _ = api
+    _, propagate, kind, _, _ = _api
     attributes: dict[str, Any] = {
         "messaging.system": "pgqueue", "messaging.destination.name": queue,
         "messaging.operation.type": "publish", "messaging.operation.name": "publish",
         "pgqueue.task": task}
     if count != 1:
         attributes["messaging.batch.message_count"] = count
-    tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(f"publish {queue}", kind=kind.PRODUCER,
                                       attributes=attributes) as span:
         carrier: dict[str, str] = {}
@@ -107,46 +144,54 @@ def stamp_meta(meta_json: str, carrier: dict[str, str] | None) -> str:
     return json.dumps(meta, separators=(",", ":"))
 
 
-@contextlib.contextmanager
-def consume(job: Any) -> Iterator[None]:
-    """Run one attempt of ``job`` (a :class:`pgqueue.Job`) in a CONSUMER span whose parent is
-    the trace context stored at enqueue (a root span if there is none)."""
-    api = _load()
-    if api is None:
-        yield
-        return
-    trace, propagate, kind, _ = api
-    stored = job.meta.get(META_KEY) if isinstance(job.meta, dict) else None
+class Running:
+    """The CONSUMER span of a running attempt and the context token that made it current."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Any, token: object) -> None:
+        self.span = span
+        self.token = token
+
+
+def start_consume(job: Any) -> Running | None:
+    """Start the CONSUMER span of one attempt of ``job`` (a :class:`pgqueue.Job`), current from
+    now on, whose parent is the trace context stored at enqueue (a root span if there is none);
+    None when tracing is off. End it with :func:`end_consume`."""
+    tracer = active()
+    if tracer is None:
+        return None
+    trace, propagate, kind, _, context = _api
+    stored = job.meta.get(META_KEY) if job.meta else None
     parent = propagate.extract(stored) if isinstance(stored, dict) else None
-    attributes = {
+    span = tracer.start_span(f"process {job.queue}", context=parent, kind=kind.CONSUMER,
+                             attributes={
         "messaging.system": "pgqueue", "messaging.destination.name": job.queue,
         "messaging.operation.type": "process", "messaging.operation.name": "process",
         "messaging.message.id": str(job.id), "pgqueue.task": job.task,
-        "pgqueue.attempt": job.attempt}
-    tracer = trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(f"process {job.queue}", context=parent,
-                                      kind=kind.CONSUMER, attributes=attributes,
-                                      record_exception=False, set_status_on_exception=False):
-        yield
+        "pgqueue.attempt": job.attempt}, record_exception=False,
+        set_status_on_exception=False)
+    return Running(span, context.attach(trace.set_span_in_context(span, parent)))
 
 
-def set_outcome(event: str) -> None:
-    """Record the attempt's outcome (``succeeded``, ``retried``...) on the current span."""
-    api = _load()
-    if api is None:
-        return
-    span = api[0].get_current_span()
-    span.set_attribute("pgqueue.outcome", event)
-    span.add_event(f"pgqueue.{event}")
+def end_consume(running: Running | None) -> None:
+    """End the span :func:`start_consume` started (nothing when it returned None)."""
+    if running is not None:
+        _api[4].detach(running.token)
+        running.span.end()
 
 
-def record_error(exc: BaseException | None, message: str) -> None:
-    """Record a failed attempt on the current span: the exception (if any) as an event, and
-    the status ERROR with ``message``."""
-    api = _load()
-    if api is None:
-        return
-    span = api[0].get_current_span()
+def set_outcome(running: Running, event: str) -> None:
+    """Record the attempt's outcome (``succeeded``, ``retried``...) on its span: the
+    ``pgqueue.outcome`` attribute, and an event for every outcome but success."""
+    running.span.set_attribute("pgqueue.outcome", event)
+    if event != "succeeded":
+        running.span.add_event(f"pgqueue.{event}")
+
+
+def record_error(running: Running, exc: BaseException | None, message: str) -> None:
+    """Record a failed attempt on its span: the exception (if any) as an event, and the
+    status ERROR with ``message``."""
     if exc is not None:
-        span.record_exception(exc)
-    span.set_status(api[3].ERROR, message)
+        running.span.record_exception(exc)
+    running.span.set_status(_api[3].ERROR, message)

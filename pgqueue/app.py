@@ -937,18 +937,21 @@ def _serialise_plain(args: Any) -> str:
 
 
 @contextlib.contextmanager
-def _traced(jobs: Sequence[NewJob]) -> Iterator[tuple[list[NewJob], Publishing | None]]:
+def _traced(jobs: Sequence[NewJob]) -> Iterator[tuple[Sequence[NewJob], Publishing | None]]:
     """The PRODUCER span of an enqueue (see :mod:`pgqueue._tracing`) with the jobs to insert,
-    their ``meta`` stamped with its trace context; the jobs unchanged and no span when
-    OpenTelemetry is not installed (or there is nothing to insert)."""
-    if not jobs or not _tracing.enabled():
-        yield list(jobs), None
+    their ``meta`` stamped with its trace context; the jobs themselves (not copied) and no span
+    when tracing is off (or there is nothing to insert)."""
+    if not jobs or _tracing.active() is None:
+        yield jobs, None
         return
     queues = {j.queue for j in jobs}
     tasks = {j.task for j in jobs}
     with _tracing.publish(queues.pop() if len(queues) == 1 else "(mixed)",
                           tasks.pop() if len(tasks) == 1 else "(mixed)", len(jobs)) as span:
         carrier = span.carrier if span is not None else None
+        if not carrier:  # a span that is not sampled: nothing to store
+            yield jobs, span
+            return
         stamped: dict[str, str] = {}  # meta_json -> stamped (a batch shares one meta)
         out = []
         for j in jobs:

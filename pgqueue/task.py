@@ -30,7 +30,7 @@ import json
 import math
 import re
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, Unpack, overload
 
 from typing_extensions import ParamSpec, TypeVar
@@ -143,7 +143,20 @@ def to_json_object(value: Any, what: str = "args") -> dict[str, Any]:
     return dict(value)
 
 
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: compact, strict JSON (no NaN), non-ASCII kept: the C encoder of :mod:`json` made once
+#: (``json.dumps`` and ``JSONEncoder.encode`` build one per call, which costs more than encoding
+#: a small object); without a circular-reference check, so a cycle ends as a RecursionError,
+#: which :func:`dumps_args` reports as nesting too deep
+_ENCODE: Callable[[Any, int], Sequence[str]] = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else lambda value, _: [json.dumps(value, allow_nan=False, separators=(",", ":"),
+                                      ensure_ascii=False, check_circular=False)])
 
 #: a lone surrogate: valid in a Python str, not encodable as UTF-8 (so never storable)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -191,7 +204,7 @@ def check_json_text(text: str, what: str = "args") -> str:
 
         check_json_text('{"a":1}')   # '{"a":1}'
     """
-    found = _SURROGATE.search(text)
+    found = None if text.isascii() else _SURROGATE.search(text)  # isascii: O(1)
     if found:
         raise ValidationError(f"{what} contain a lone surrogate ({found.group()!r}), which has "
                               "no UTF-8 encoding (in a key or a string value); it usually "
@@ -200,8 +213,8 @@ def check_json_text(text: str, what: str = "args") -> str:
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise ValidationError(f"{what} contain a NUL character (\\x00), which PostgreSQL "
                               "cannot store in jsonb; remove it")
-    # cheap test first: a text with few brackets cannot nest deeply
-    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and (
+    # cheap tests first: a short text, or one with few brackets, cannot nest deeply
+    if len(text) > 2 * MAX_JSON_DEPTH and text.count("{") + text.count("[") > MAX_JSON_DEPTH and (
             _json_depth(text) > MAX_JSON_DEPTH):
         raise _too_deep(what)
     return text
@@ -222,7 +235,7 @@ def dumps_args(value: Mapping[str, Any], what: str = "args") -> str:
         dumps_args({"to": "a@b.c"})   # '{"to":"a@b.c"}'
     """
     try:
-        text = _ENCODER.encode(value)
+        text = "".join(_ENCODE(value, 0))
     except RecursionError as exc:
         raise _too_deep(what) from exc
     except (TypeError, ValueError) as exc:

@@ -143,6 +143,36 @@ def test_bulk_enqueue_100k(app: pgqueue.App, conn: psycopg.Connection[Any]) -> N
     assert scalar(conn, "SELECT count(DISTINCT id) FROM pgqueue.jobs") == 100_000
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_bulk_copy_keeps_every_character_and_option(app: pgqueue.App,
+                                                    conn: psycopg.Connection[Any],
+                                                    is_async: bool) -> None:
+    """The COPY path (a batch of 200 or more) writes COPY's text format itself: tabs, newlines,
+    carriage returns and backslashes in args and meta, and every shared option, arrive as
+    given; ids come back in input order."""
+    import asyncio
+
+    args = [{"s": f"a\tb\nc\\d\re \u00e9 \\u0000 {i}", "i": i} for i in range(300)]
+    options: dict[str, Any] = {"queue": "q", "priority": 7, "max_attempts": 3, "timeout": 1.5,
+                               "delay": dt.timedelta(seconds=30), "meta": {"m": "t\tab\\"}}
+    if is_async:
+        async def go() -> list[int]:
+            try:
+                return await app.enqueue_many_async("copy.task", args, **options)
+            finally:
+                await app.aclose()
+        ids = asyncio.run(go())
+    else:
+        ids = app.enqueue_many("copy.task", args, **options)
+    rows = conn.execute(
+        "SELECT id, args, meta, priority, max_attempts, timeout_s, run_at - created_at, "
+        "concurrency_key FROM pgqueue.jobs WHERE queue = 'q' ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ids
+    assert [r[1] for r in rows] == args
+    assert {(r[2]["m"], r[3], r[4], r[5], r[7]) for r in rows} == {("t\tab\\", 7, 3, 1.5, None)}
+    assert all(dt.timedelta(seconds=29) < r[6] < dt.timedelta(seconds=31) for r in rows)
+
+
 def test_bulk_enqueue_in_caller_transaction_rolls_back(
         app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
     with psycopg.connect(clean) as c:

@@ -31,6 +31,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor as FuturesExecutor
 from concurrent.futures import Future
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any
 
 from pgqueue import _tracing
@@ -173,42 +175,60 @@ class Executor:
         self.contexts: dict[int, JobContext] = {}
         self.released: set[int] = set()
         self._t0: dict[int, float] = {}  # when each running attempt started (monotonic)
+        self._traces: dict[int, _tracing.Running] = {}  # spans of running attempts (tracing on)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _emit(self, event: str, job: Job) -> None:
-        if event == "started":
-            self._t0[job.id] = time.monotonic()
-            duration = None
-        else:
-            t0 = self._t0.pop(job.id, None)
-            duration = None if t0 is None else round(time.monotonic() - t0, 6)
         if log.isEnabledFor(logging.DEBUG):  # one structured line per state change
-            fields: dict[str, Any] = {"event": event, "worker": self.worker_id,
-                                      "job_id": job.id, "queue": job.queue, "task": job.task,
-                                      "attempt": job.attempt}
-            if duration is not None:
-                fields["duration"] = duration
-            log.debug("job %s %s", job.id, event, extra=fields)
-        if event != "started":
-            _tracing.set_outcome(event)
+            self._debug_line(event, job)
+        if event != "started" and self._traces:
+            running = self._traces.get(job.id)
+            if running is not None:
+                _tracing.set_outcome(running, event)
         if self.on_event is not None:
             try:
                 self.on_event(event, job)
             except Exception:
                 log.exception("on_event callback failed")
 
+    def _record_error(self, job: Job, exc: BaseException | None, message: str) -> None:
+        running = self._traces.get(job.id)
+        if running is not None:
+            _tracing.record_error(running, exc, message)
+
+    def _debug_line(self, event: str, job: Job) -> None:
+        """The DEBUG line of a state change, with the attempt's duration once it ends (known
+        for attempts that started while DEBUG was on)."""
+        if event == "started":
+            self._t0[job.id] = time.monotonic()
+            duration = None
+        else:
+            t0 = self._t0.pop(job.id, None)
+            duration = None if t0 is None else round(time.monotonic() - t0, 6)
+        fields: dict[str, Any] = {"event": event, "worker": self.worker_id, "job_id": job.id,
+                                  "queue": job.queue, "task": job.task, "attempt": job.attempt}
+        if duration is not None:
+            fields["duration"] = duration
+        log.debug("job %s %s", job.id, event, extra=fields)
+
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
         ctx = JobContext(job=job, worker_id=self.worker_id)
         self.contexts[job.id] = ctx
+        traced = _tracing.start_consume(job)
+        if traced is not None:
+            self._traces[job.id] = traced
         try:
-            with _tracing.consume(job):
-                await self._run(job, ctx)
+            await self._run(job, ctx)
         finally:
+            if traced is not None:
+                del self._traces[job.id]
+                _tracing.end_consume(traced)
             self.contexts.pop(job.id, None)
-            self._t0.pop(job.id, None)
+            if self._t0:
+                self._t0.pop(job.id, None)
 
     async def _run(self, job: Job, ctx: JobContext) -> None:
         if job.decode_error is not None:  # its stored args cannot be read: it cannot run
@@ -273,15 +293,21 @@ class Executor:
     async def _call(self, call: Callable[[], Any], ctx: JobContext, timeout: float | None) -> Any:
         token = set_context(ctx)
         try:
-            if inspect.iscoroutinefunction(call) or _is_async_callable(call):
-                result = await (_guarded(call()) if timeout is None
-                                else asyncio.wait_for(_guarded(call()), timeout))
+            if _is_async(call):
+                if timeout is None:  # _guarded, inlined: one coroutine less per job
+                    try:
+                        result = await call()
+                    except (SystemExit, KeyboardInterrupt) as exc:
+                        raise HandlerExit(exc) from exc
+                else:
+                    result = await asyncio.wait_for(_guarded(call()), timeout)
             else:
                 loop = asyncio.get_running_loop()
                 context = contextvars.copy_context()
                 fut = loop.run_in_executor(self.pool, context.run, call)
                 result = await asyncio.wait_for(fut, timeout)
-            if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+            # a sync callable that returned a coroutine
+            if result is not None and inspect.isawaitable(result):
                 result = await asyncio.wait_for(_guarded(result), timeout)
             return result
         finally:
@@ -316,7 +342,7 @@ class Executor:
             return
         delay = float(task.retry(job.attempt))
         err = attempt_error(job, exc, message)
-        _tracing.record_error(exc, err.error)
+        self._record_error(job, exc, err.error)
         await self.completer.requeue(Requeue(job.id, delay, count_attempt=True, error=err,
                                                 attempt=job.attempt,
                                                 max_attempts=None if cap == job.max_attempts
@@ -331,7 +357,7 @@ class Executor:
                     failed_hook: Any = None, exhausted: bool = False) -> None:
         reason = cap_text(reason, ERROR_TEXT_LIMIT)
         err = attempt_error(job, exc, reason)
-        _tracing.record_error(exc, reason)
+        self._record_error(job, exc, reason)
         archived = await self.completer.archive(job.id, err, reason, attempt=job.attempt)
         log.warning("job %s (%s) moved to failed_jobs: %s", job.id, job.task, reason,
                     extra={"event": "failed", "worker": self.worker_id, "job_id": job.id,
@@ -360,6 +386,13 @@ class Executor:
                 log.exception("dead-letter hook for job %s raised; ignored", job.id)
 
 
-def _is_async_callable(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+def _is_async(fn: Callable[[], Any]) -> bool:
+    """Whether calling ``fn`` makes a coroutine to await (else it runs in the thread pool).
+    A plain function (what :meth:`pgqueue.Task.invoke` returns) is answered from its code
+    flags; anything else by :mod:`inspect` (partials, methods, objects with ``async __call__``).
+    """
+    if type(fn) is FunctionType:
+        return bool(fn.__code__.co_flags & CO_COROUTINE)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004
 

@@ -56,6 +56,8 @@ OUTCOMES = ("succeeded", "retried", "failed", "cancelled", "snoozed")
 #: histogram buckets (seconds) of run time, pickup latency and end-to-end time: 5 ms to 1 h
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     120.0, 300.0, 600.0, 1800.0, 3600.0)
+_bucket = bisect.bisect_left
+_monotonic = time.monotonic
 #: outcomes after which a job is done for good (end-to-end time is observed then)
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -121,20 +123,22 @@ class WorkerMetrics:
 
     def on_event(self, event: str, job: Job) -> None:
         """Count/observe one worker event for ``job`` (unknown events are ignored)."""
-        series = self._series.get((job.queue, job.task))
+        key = (job.queue, job.task)
+        series = self._series.get(key)
         if series is None:
-            series = self._series[(job.queue, job.task)] = _Series()
+            series = self._series[key] = _Series()
         if event == "started":
-            self._starts[job.id] = time.monotonic()
+            self._starts[job.id] = _monotonic()
             if job.run_at is not None:
                 series.pickup.observe(self._now() - job.run_at.timestamp())
             return
-        if event not in series.outcomes:
+        outcomes = series.outcomes
+        if event not in outcomes:
             return
-        series.outcomes[event] += 1
+        outcomes[event] += 1
         started = self._starts.pop(job.id, None)
         if started is not None:
-            series.run_time.observe(time.monotonic() - started)
+            series.run_time.observe(_monotonic() - started)
         if event in _TERMINAL and job.created_at is not None:
             series.end_to_end.observe(self._now() - job.created_at.timestamp())
 
@@ -181,8 +185,9 @@ class _Histogram:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        value = max(0.0, value)
-        self.counts[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
+        if value < 0.0:  # clock skew: count as 0 (no max(): this runs three times a job)
+            value = 0.0
+        self.counts[_bucket(DURATION_BUCKETS, value)] += 1
         self.sum += value
 
 

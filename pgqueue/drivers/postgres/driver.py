@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
@@ -108,10 +109,57 @@ class _Op(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class _Copy:
-    """A plan step: ``COPY ... FROM STDIN`` of ``rows``."""
+    """A plan step: ``COPY ... FROM STDIN`` (text format) of ``data``, chunks of whole lines."""
 
     query: sql.Composed
-    rows: list[Row]
+    data: list[str]
+
+
+#: COPY's text format: these characters in a value are written as backslash escapes
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+#: rows per chunk handed to COPY
+_COPY_CHUNK = 2_000
+
+
+def _copy_value(value: Any) -> str:
+    """One value as COPY's text format writes it (``\\N`` for NULL)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    text = value if isinstance(value, str) else str(value)
+    return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
+
+
+def _copy_data(ids: Sequence[int], jobs: Sequence[NewJob], now: dt.datetime) -> list[str]:
+    """The lines of ``COPY jobs (id, queue, task, args, priority, max_attempts, run_at,
+    timeout_s, meta, concurrency_key)``, in chunks. Jobs of one batch usually share everything
+    but their arguments: the other columns are formatted once per distinct combination."""
+    shared: dict[tuple[Any, ...], tuple[str, str]] = {}
+    chunks: list[str] = []
+    lines: list[str] = []
+    for i, j in zip(ids, jobs, strict=True):
+        key = (j.queue, j.task, j.priority, j.max_attempts, j.run_at, j.delay_s, j.timeout_s,
+               j.meta_json, j.concurrency_key)
+        parts = shared.get(key)
+        if parts is None:
+            run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
+            parts = shared[key] = (
+                f"\t{_copy_value(j.queue)}\t{_copy_value(j.task)}\t",
+                "".join(f"\t{_copy_value(v)}" for v in (
+                    j.priority, j.max_attempts, run_at, j.timeout_s, j.meta_json,
+                    j.concurrency_key)) + "\n")
+        args = j.args_json
+        if _COPY_SPECIAL.search(args):
+            args = args.translate(_COPY_ESCAPES)
+        lines.append(f"{i}{parts[0]}{args}{parts[1]}")
+        if len(lines) == _COPY_CHUNK:
+            chunks.append("".join(lines))
+            lines.clear()
+    if lines:
+        chunks.append("".join(lines))
+    return chunks
 
 
 _Step = _Op[Any] | _Copy
@@ -497,20 +545,22 @@ class PostgresDriver:
 
     def _insert_bulk_steps(self, jobs: Sequence[NewJob]) -> Generator[_Step, Any, list[int]]:
         now, ids = yield _Op(self.sql.reserve_ids, {"n": len(jobs)}, lambda rows: rows[0])
-        rows = []
-        for i, j in zip(ids, jobs, strict=True):
-            run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
-            rows.append((i, j.queue, j.task, j.args_json, j.priority, j.max_attempts, run_at,
-                         j.unique_key, j.timeout_s, j.meta_json, j.concurrency_key))
         if len(jobs) >= COPY_THRESHOLD and all(j.unique_key is None for j in jobs):
-            yield _Copy(self.sql.copy_jobs, [r[:7] + r[8:] for r in rows])
-            inserted = set(ids)
+            yield _Copy(self.sql.copy_jobs, _copy_data(ids, jobs, now))
+            inserted = None  # no unique keys: every row went in
         else:
+            rows = []
+            for i, j in zip(ids, jobs, strict=True):
+                run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
+                rows.append((i, j.queue, j.task, j.args_json, j.priority, j.max_attempts,
+                             run_at, j.unique_key, j.timeout_s, j.meta_json, j.concurrency_key))
             names = ("ids", "queues", "tasks", "args", "priorities", "max_attempts", "run_ats",
                      "unique_keys", "timeouts", "metas", "concurrency_keys")
             columns = {n: list(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)}
             inserted = set((yield _Op(self.sql.insert_many, columns, _ids)))
         yield _Op(self.sql.notify_queues, {"queues": sorted({j.queue for j in jobs})}, _none)
+        if inserted is None:
+            return list(ids)
         out = []
         for i, j in zip(ids, jobs, strict=True):
             if i in inserted:
@@ -572,8 +622,9 @@ class PostgresDriver:
             async with c.pipeline(), c.transaction(), \
                     c.cursor(row_factory=tuple_row) as cur:
                 cur.adapters.register_loader("jsonb", _JsonText)
-                await cur.execute(self.sql.lock_limited_queues, {"queues": [queue]})
-                await cur.execute(self.sql.claim_limited, params)
+                await cur.execute(_rendered(self.sql.lock_limited_queues, cur),
+                                  {"queues": [queue]})
+                await cur.execute(_rendered(self.sql.claim_limited, cur), params)
                 rows = await cur.fetchall()
             return _jobs(rows)
 
@@ -1044,19 +1095,38 @@ async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
 
+#: id(statement) -> (the statement, its bytes): psycopg renders a ``sql.Composed`` to bytes on
+#: every execute (a walk over its parts, each encoded); pgqueue's statements are fixed per
+#: schema (:func:`~pgqueue.drivers.postgres.sql.statements` is cached), so each is rendered once
+_RENDERED: dict[int, tuple[sql.Composed, bytes]] = {}
+
+
+def _rendered(query: sql.Composed, context: Any) -> bytes | sql.Composed:
+    """``query`` as the bytes psycopg would send (rendered once). Only ASCII renderings are
+    kept, as they read the same in every client encoding; others go to psycopg as they are."""
+    hit = _RENDERED.get(id(query))
+    if hit is not None and hit[0] is query:
+        return hit[1]
+    data = query.as_bytes(context)
+    if not data.isascii():
+        return query
+    _RENDERED[id(query)] = (query, data)
+    return data
+
+
 def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:
     """Run one plan step on a cursor (sync)."""
     if isinstance(step, _Copy):
         with cur.copy(step.query) as cp:
-            for r in step.rows:
-                cp.write_row(r)
+            for chunk in step.data:
+                cp.write(chunk)
         return None
     if step.json_as_text:
         with cur.connection.cursor(row_factory=tuple_row) as text_cur:
             text_cur.adapters.register_loader("jsonb", _JsonText)
-            text_cur.execute(step.query, step.params)
+            text_cur.execute(_rendered(step.query, cur), step.params)
             return step.read(text_cur.fetchall() if text_cur.description else [])
-    cur.execute(step.query, step.params)
+    cur.execute(_rendered(step.query, cur), step.params)
     return step.read(cur.fetchall() if cur.description else [])
 
 
@@ -1064,15 +1134,15 @@ async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
     """Async twin of :func:`_step`."""
     if isinstance(step, _Copy):
         async with cur.copy(step.query) as cp:
-            for r in step.rows:
-                await cp.write_row(r)
+            for chunk in step.data:
+                await cp.write(chunk)
         return None
     if step.json_as_text:
         async with cur.connection.cursor(row_factory=tuple_row) as text_cur:
             text_cur.adapters.register_loader("jsonb", _JsonText)
-            await text_cur.execute(step.query, step.params)
+            await text_cur.execute(_rendered(step.query, cur), step.params)
             return step.read(await text_cur.fetchall() if text_cur.description else [])
-    await cur.execute(step.query, step.params)
+    await cur.execute(_rendered(step.query, cur), step.params)
     return step.read(await cur.fetchall() if cur.description else [])
 
 
