@@ -68,6 +68,42 @@ class Statements:
             "(p.paused OR p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL"
             " OR p.rate_limit IS NOT NULL)")
 
+        #: The limited claims' free slots (``n``): at most ``limit``, the queue's free
+        #: concurrency slots (its running rows counted), and the starts its rate allows in the
+        #: window that ends at ``qq.ts``. NULL limits do not bound (``least`` ignores NULLs).
+        f["room"] = sql.SQL("""
+                SELECT qq.*, greatest(0, least(
+                    %(limit)s::int,
+                    qq.concurrency - (SELECT count(*) FROM {s}.jobs r
+                                       WHERE r.queue = %(queue)s AND r.state = 'running'),
+                    qq.rate_limit - (SELECT count(*) FROM {s}.queue_starts st
+                                      WHERE st.queue = %(queue)s
+                                        AND st.started_at > qq.ts
+                                            - make_interval(secs => qq.rate_period_s))))
+                    AS n
+                  FROM qq""").format(s=s)
+        #: The limited claims' end: the rows of ``c`` become running, started at ``qq.ts``
+        #: (``c`` never holds more than ``limit`` rows; saying so keeps the planner from
+        #: joining it to ``jobs`` with a hash over the whole table).
+        f["claim_started"] = sql.SQL("""
+                UPDATE {s}.jobs j
+                   SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                       started_at = (SELECT ts FROM qq),
+                       lease_expires_at = now() + make_interval(secs => %(lease)s)
+                  FROM (SELECT id FROM c LIMIT %(limit)s) c WHERE j.id = c.id
+                RETURNING {claimcols}""").format(s=s, claimcols=f["claimcols"])
+        #: ...and log each start of a rate-limited queue, pruning the starts that left the
+        #: window (all of them once the queue has no rate limit).
+        f["log_starts"] = sql.SQL("""logged AS (
+                INSERT INTO {s}.queue_starts (queue, started_at)
+                SELECT %(queue)s, qq.ts FROM u, qq WHERE qq.rate_limit IS NOT NULL),
+            pruned AS (
+                DELETE FROM {s}.queue_starts st USING qq
+                 WHERE st.queue = %(queue)s
+                   AND (qq.rate_limit IS NULL
+                        OR st.started_at <= qq.ts - make_interval(secs => qq.rate_period_s)))"""
+                                  ).format(s=s)
+
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
 
@@ -172,15 +208,19 @@ class Statements:
         #: Which of these queues the limited claim serves: those with a limit in ``queues``
         #: and those with ready keyed jobs (a key is capped at 1 running job by default). A
         #: plain read; a worker refreshes it about once a second.
+        #: Also says which of them may take the capped claim (``capped``: no rate limit, no
+        #: keyed jobs waiting); the others take ``claim_limited``.
         self.limited_queues = q("""
-            SELECT qn.name FROM unnest(%(queues)s::text[]) AS qn(name)
-             WHERE EXISTS (SELECT 1 FROM {s}.queues p
-                            WHERE p.name = qn.name AND NOT p.paused
-                              AND (p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL
-                                   OR p.rate_limit IS NOT NULL))
-                OR EXISTS (SELECT 1 FROM {s}.jobs j
-                            WHERE j.queue = qn.name AND j.state = 'waiting'
-                              AND j.concurrency_key IS NOT NULL)""")
+            SELECT l.name, l.limited AND l.rate_limit IS NULL AND NOT l.keyed FROM (
+                SELECT qn.name, p.rate_limit,
+                       p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL
+                       OR p.rate_limit IS NOT NULL AS limited,
+                       EXISTS (SELECT 1 FROM {s}.jobs j
+                                WHERE j.queue = qn.name AND j.state = 'waiting'
+                                  AND j.concurrency_key IS NOT NULL) AS keyed
+                  FROM unnest(%(queues)s::text[]) AS qn(name)
+                  LEFT JOIN {s}.queues p ON p.name = qn.name AND NOT p.paused) l
+             WHERE l.limited OR l.keyed""")
 
         #: Step 1 of the limited claim (in a READ COMMITTED transaction): lock the ``queues``
         #: rows of the limited queues, in name order (so two claimers never deadlock), creating
@@ -196,6 +236,36 @@ class Statements:
                 ON CONFLICT (name) DO NOTHING RETURNING name)
             SELECT name FROM {s}.queues WHERE name = ANY(%(queues)s::text[])
              ORDER BY name FOR UPDATE""")
+
+        #: Step 1 of the capped claim: lock one queue's row (which exists: the queue has a
+        #: limit), as ``lock_limited_queues`` does, without trying to insert it first.
+        self.lock_queue = q("""
+            SELECT name FROM {s}.queues WHERE name = %(queue)s FOR UPDATE""")
+
+        #: Step 2 of the claim of a queue with a concurrency limit, no rate limit and no keyed
+        #: jobs waiting (the common case). The same proof as ``claim_limited`` below (it runs
+        #: after step 1, so its snapshot sees every earlier claim's running rows), but the jobs
+        #: are read like the unlimited claim reads them, in one scan of ``jobs_claim_idx``, and
+        #: nothing is logged: a small statement, cheap to plan and to run, so that a limit that
+        #: does not bind costs little. Keyed jobs that arrived since the worker last looked wait
+        #: for ``claim_limited`` (running ones count all the same), and a queue that gained a
+        #: rate limit meanwhile yields nothing here (``qq`` is empty) until the worker looks
+        #: again. Locks the claimed rows ``FOR UPDATE SKIP LOCKED``.
+        self.claim_capped = q("""
+            WITH qq AS MATERIALIZED (
+                SELECT p.concurrency, p.rate_limit, p.rate_period_s, clock_timestamp() AS ts
+                  FROM {s}.queues p
+                 WHERE p.name = %(queue)s AND NOT p.paused AND p.rate_limit IS NULL),
+            room AS MATERIALIZED ({room}),
+            c AS (
+                SELECT id FROM {s}.jobs
+                 WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
+                   AND concurrency_key IS NULL
+                 ORDER BY priority, run_at, id
+                 LIMIT (SELECT n FROM room)
+                 FOR UPDATE SKIP LOCKED),
+            u AS ({claim_started})
+            SELECT * FROM u""")
 
         #: Step 2, one statement per limited queue, in the same transaction as step 1. Why two
         #: workers cannot both take the last slot: under READ COMMITTED each statement reads a
@@ -225,17 +295,7 @@ class Statements:
                 SELECT p.concurrency, coalesce(p.key_concurrency, 1) AS per_key, p.rate_limit,
                        p.rate_period_s, clock_timestamp() AS ts
                   FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused),
-            room AS MATERIALIZED (
-                SELECT qq.*, greatest(0, least(
-                    %(limit)s::int,
-                    qq.concurrency - (SELECT count(*) FROM {s}.jobs r
-                                       WHERE r.queue = %(queue)s AND r.state = 'running'),
-                    qq.rate_limit - (SELECT count(*) FROM {s}.queue_starts st
-                                      WHERE st.queue = %(queue)s
-                                        AND st.started_at > qq.ts
-                                            - make_interval(secs => qq.rate_period_s))))
-                    AS n
-                  FROM qq),
+            room AS MATERIALIZED ({room}),
             keyrun AS (
                 SELECT r.concurrency_key AS k, count(*) AS n FROM {s}.jobs r
                  WHERE r.queue = %(queue)s AND r.state = 'running'
@@ -284,21 +344,8 @@ class Statements:
                 SELECT j.id FROM {s}.jobs j
                  WHERE j.id IN (SELECT id FROM pick) AND j.state = 'waiting'
                    FOR UPDATE SKIP LOCKED),
-            u AS (
-                UPDATE {s}.jobs j
-                   SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
-                       started_at = (SELECT ts FROM qq),
-                       lease_expires_at = now() + make_interval(secs => %(lease)s)
-                  FROM c WHERE j.id = c.id
-                RETURNING {claimcols}),
-            logged AS (
-                INSERT INTO {s}.queue_starts (queue, started_at)
-                SELECT %(queue)s, qq.ts FROM u, qq WHERE qq.rate_limit IS NOT NULL),
-            pruned AS (
-                DELETE FROM {s}.queue_starts st USING qq
-                 WHERE st.queue = %(queue)s
-                   AND (qq.rate_limit IS NULL
-                        OR st.started_at <= qq.ts - make_interval(secs => qq.rate_period_s)))
+            u AS ({claim_started}),
+            {log_starts}
             SELECT * FROM u""")
 
         #: Set a queue's limits (NULL: none), creating its row. Locks that row: a running
