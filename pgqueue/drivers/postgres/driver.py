@@ -616,7 +616,8 @@ class PostgresDriver:
         return _Op(self.sql.set_limits, {
             "queue": queue, "concurrency": limits.concurrency,
             "key_concurrency": limits.key_concurrency, "rate_limit": limits.rate_limit,
-            "rate_period_s": limits.rate_period_s}, _none, retry_safe=True)
+            "rate_period_s": limits.rate_period_s, "key_rate_limit": limits.key_rate_limit,
+            "key_rate_period_s": limits.key_rate_period_s}, _none, retry_safe=True)
 
     async def _claim_unlimited(self, queues: Sequence[str], limit: int, worker_id: str,
                                lease_s: float) -> list[Job]:
@@ -1020,7 +1021,8 @@ class PostgresDriver:
             QueueStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
                        concurrency=r[10], key_concurrency=r[11], rate_limit=r[12],
                        rate_period_s=r[13], slots_in_use=r[14], rate_used=int(r[15] or 0),
-                       waiting_for_limit=int(r[16] or 0)) for r in rows])
+                       waiting_for_limit=int(r[16] or 0), key_rate_limit=r[17],
+                       key_rate_period_s=r[18]) for r in rows])
 
     def stats(self) -> list[QueueStats]:
         return self._run(self._stats_op())

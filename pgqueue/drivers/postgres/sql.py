@@ -92,18 +92,6 @@ class Statements:
                        lease_expires_at = now() + make_interval(secs => %(lease)s)
                   FROM (SELECT id FROM c LIMIT %(limit)s) c WHERE j.id = c.id
                 RETURNING {claimcols}""").format(s=s, claimcols=f["claimcols"])
-        #: ...and log each start of a rate-limited queue, pruning the starts that left the
-        #: window (all of them once the queue has no rate limit).
-        f["log_starts"] = sql.SQL("""logged AS (
-                INSERT INTO {s}.queue_starts (queue, started_at)
-                SELECT %(queue)s, qq.ts FROM u, qq WHERE qq.rate_limit IS NOT NULL),
-            pruned AS (
-                DELETE FROM {s}.queue_starts st USING qq
-                 WHERE st.queue = %(queue)s
-                   AND (qq.rate_limit IS NULL
-                        OR st.started_at <= qq.ts - make_interval(secs => qq.rate_period_s)))"""
-                                  ).format(s=s)
-
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
 
@@ -292,8 +280,13 @@ class Statements:
         #: A limited job waits: it is simply not claimed, its attempt untouched.
         self.claim_limited = q("""
             WITH RECURSIVE qq AS MATERIALIZED (
-                SELECT p.concurrency, coalesce(p.key_concurrency, 1) AS per_key, p.rate_limit,
-                       p.rate_period_s, clock_timestamp() AS ts
+                SELECT p.concurrency, p.rate_limit, p.rate_period_s, p.key_rate_limit,
+                       p.key_rate_period_s, clock_timestamp() AS ts,
+                       -- NULL: a key's running jobs are not capped (only its rate is)
+                       coalesce(p.key_concurrency,
+                                CASE WHEN p.key_rate_limit IS NULL THEN 1 END) AS per_key,
+                       -- how long a logged start matters (NULL: starts are not logged)
+                       greatest(p.rate_period_s, p.key_rate_period_s) AS keep_s
                   FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused),
             room AS MATERIALIZED ({room}),
             keyrun AS (
@@ -316,12 +309,20 @@ class Statements:
                 SELECT x.id, x.priority, x.run_at, ks.k FROM ks
                   LEFT JOIN keyrun ON keyrun.k = ks.k
                  CROSS JOIN room
+                 CROSS JOIN LATERAL (  -- the key's starts in its rate window, if it has one
+                    SELECT count(*) AS n FROM {s}.queue_starts st
+                     WHERE room.key_rate_limit IS NOT NULL
+                       AND st.queue = %(queue)s AND st.concurrency_key = ks.k
+                       AND st.started_at > room.ts
+                                           - make_interval(secs => room.key_rate_period_s)) kst
                  CROSS JOIN LATERAL (
                     SELECT j.id, j.priority, j.run_at FROM {s}.jobs j
                      WHERE j.queue = %(queue)s AND j.state = 'waiting'
                        AND j.concurrency_key = ks.k AND j.run_at <= now()
                      ORDER BY j.priority, j.run_at, j.id
-                     LIMIT greatest(0, room.per_key - coalesce(keyrun.n, 0))) x
+                     LIMIT greatest(0, least(%(limit)s::int,
+                                             room.per_key - coalesce(keyrun.n, 0),
+                                             room.key_rate_limit - kst.n))) x
                  WHERE ks.k IS NOT NULL),
             cand AS (
                 SELECT keyed.id, keyed.priority, keyed.run_at,
@@ -341,24 +342,41 @@ class Statements:
                  WHERE p.pos <= coalesce((SELECT n FROM room), 0)
                  ORDER BY p.pos LIMIT %(limit)s),
             c AS (
-                SELECT j.id FROM {s}.jobs j
+                SELECT j.id, j.concurrency_key FROM {s}.jobs j
                  WHERE j.id IN (SELECT id FROM pick) AND j.state = 'waiting'
                    FOR UPDATE SKIP LOCKED),
             u AS ({claim_started}),
-            {log_starts}
+            logged AS (  -- each start of a rate-limited queue, with its key
+                INSERT INTO {s}.queue_starts (queue, started_at, concurrency_key)
+                SELECT %(queue)s, qq.ts, c.concurrency_key FROM u JOIN c ON c.id = u.id, qq
+                 WHERE qq.keep_s IS NOT NULL),
+            pruned AS (  -- and the starts that left every window (all: no rate limit)
+                DELETE FROM {s}.queue_starts st USING qq
+                 WHERE st.queue = %(queue)s
+                   AND (qq.keep_s IS NULL
+                        OR st.started_at <= qq.ts - make_interval(secs => qq.keep_s)))
             SELECT * FROM u""")
 
         #: Set a queue's limits (NULL: none), creating its row. Locks that row: a running
         #: limited claim finishes first. Takes effect at the next claim.
+        #: Without any rate limit left, the queue's logged starts are deleted (no claim would
+        #: prune them: the capped claim logs nothing).
         self.set_limits = q("""
-            INSERT INTO {s}.queues AS p (name, concurrency, key_concurrency, rate_limit,
-                                         rate_period_s)
-            VALUES (%(queue)s, %(concurrency)s, %(key_concurrency)s, %(rate_limit)s,
-                    %(rate_period_s)s)
-            ON CONFLICT (name) DO UPDATE SET
-                concurrency = excluded.concurrency, key_concurrency = excluded.key_concurrency,
-                rate_limit = excluded.rate_limit, rate_period_s = excluded.rate_period_s,
-                updated_at = now()""")
+            WITH up AS (
+                INSERT INTO {s}.queues AS p (name, concurrency, key_concurrency, rate_limit,
+                                             rate_period_s, key_rate_limit, key_rate_period_s)
+                VALUES (%(queue)s, %(concurrency)s, %(key_concurrency)s, %(rate_limit)s,
+                        %(rate_period_s)s, %(key_rate_limit)s, %(key_rate_period_s)s)
+                ON CONFLICT (name) DO UPDATE SET
+                    concurrency = excluded.concurrency,
+                    key_concurrency = excluded.key_concurrency,
+                    rate_limit = excluded.rate_limit, rate_period_s = excluded.rate_period_s,
+                    key_rate_limit = excluded.key_rate_limit,
+                    key_rate_period_s = excluded.key_rate_period_s, updated_at = now()
+                RETURNING name)
+            DELETE FROM {s}.queue_starts
+             WHERE queue = %(queue)s AND %(rate_limit)s::int IS NULL
+               AND %(key_rate_limit)s::int IS NULL""")
 
         #: When the next waiting job of these queues becomes due (for sleeping until then).
         self.next_run_at = q("""
@@ -810,11 +828,13 @@ class Statements:
 
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""
-            SELECT queue, paused, waiting, scheduled, running, failed, finished_last_hour,
-                   failed_last_hour, oldest_wait_s, mean_run_time_s, concurrency,
-                   key_concurrency, rate_limit, rate_period_s, slots_in_use, rate_used,
-                   waiting_for_limit
-              FROM {s}.queue_stats ORDER BY queue""")
+            SELECT v.queue, v.paused, v.waiting, v.scheduled, v.running, v.failed,
+                   v.finished_last_hour, v.failed_last_hour, v.oldest_wait_s,
+                   v.mean_run_time_s, v.concurrency, v.key_concurrency, v.rate_limit,
+                   v.rate_period_s, v.slots_in_use, v.rate_used, v.waiting_for_limit,
+                   p.key_rate_limit, p.key_rate_period_s
+              FROM {s}.queue_stats v LEFT JOIN {s}.queues p ON p.name = v.queue
+             ORDER BY v.queue""")
         #: Dead row versions in ``jobs`` (claims and completions leave one each) as the
         #: statistics see them; they decide when a worker vacuums (see ``vacuum_jobs``).
         self.jobs_dead_tuples = sql.SQL("""
