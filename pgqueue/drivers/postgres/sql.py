@@ -68,6 +68,14 @@ class Statements:
             "(p.paused OR p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL"
             " OR p.rate_limit IS NOT NULL)")
 
+        #: Whether this transaction holds the queue row ``p``: step 1 locked it (``FOR UPDATE``
+        #: makes our transaction id its ``xmax``; nobody else can lock it meanwhile, and there
+        #: are no foreign keys to share the lock) or inserted it. A row that step 1 skipped
+        #: fails this test, so step 2 claims nothing from it: no claim ever counts without the
+        #: lock.
+        f["owned"] = sql.SQL(
+            "xid(pg_current_xact_id_if_assigned()) IN (p.xmax, p.xmin)")
+
         #: The limited claims' free slots (``n``): at most ``limit``, the queue's free
         #: concurrency slots (its running rows counted), and the starts its rate allows in the
         #: window that ends at ``qq.ts``. NULL limits do not bound (``least`` ignores NULLs).
@@ -211,24 +219,28 @@ class Statements:
              WHERE l.limited OR l.keyed""")
 
         #: Step 1 of the limited claim (in a READ COMMITTED transaction): lock the ``queues``
-        #: rows of the limited queues, in name order (so two claimers never deadlock), creating
-        #: missing ones (a queue whose only limit is the per-key default). Every claim of a
-        #: limited queue takes this row lock first and holds it until its commit: limited
-        #: claims of one queue run one after the other. Rows this statement inserts are not
-        #: visible to its own SELECT, but they are ours until commit (a concurrent insert of the
-        #: same name waits for it), so they are serialised all the same.
+        #: rows of the limited queues, creating missing ones (a queue whose only limit is the
+        #: per-key default). Every claim of a limited queue takes this row lock first and holds
+        #: it until its commit: limited claims of one queue run one after the other. A row that
+        #: another claimer holds is skipped, not waited for (``SKIP LOCKED``): that claimer is
+        #: taking what the queue allows right now, and many idle workers polling a queue whose
+        #: limit binds must not queue up behind one another. Rows this statement inserts are
+        #: not visible to its own SELECT, but they are ours until commit (a concurrent insert of
+        #: the same name waits for it), so they are serialised all the same. Step 2 claims only
+        #: from rows this transaction locked or inserted (``{owned}``).
         self.lock_limited_queues = q("""
             WITH ins AS (
                 INSERT INTO {s}.queues (name)
                 SELECT n FROM unnest(%(queues)s::text[]) AS n ORDER BY n
                 ON CONFLICT (name) DO NOTHING RETURNING name)
             SELECT name FROM {s}.queues WHERE name = ANY(%(queues)s::text[])
-             ORDER BY name FOR UPDATE""")
+             ORDER BY name FOR UPDATE SKIP LOCKED""")
 
         #: Step 1 of the capped claim: lock one queue's row (which exists: the queue has a
-        #: limit), as ``lock_limited_queues`` does, without trying to insert it first.
+        #: limit), as ``lock_limited_queues`` does (skipping it while another claimer holds it),
+        #: without trying to insert it first.
         self.lock_queue = q("""
-            SELECT name FROM {s}.queues WHERE name = %(queue)s FOR UPDATE""")
+            SELECT name FROM {s}.queues WHERE name = %(queue)s FOR UPDATE SKIP LOCKED""")
 
         #: Step 2 of the claim of a queue with a concurrency limit, no rate limit and no keyed
         #: jobs waiting (the common case). The same proof as ``claim_limited`` below (it runs
@@ -243,14 +255,15 @@ class Statements:
             WITH qq AS MATERIALIZED (
                 SELECT p.concurrency, p.rate_limit, p.rate_period_s, clock_timestamp() AS ts
                   FROM {s}.queues p
-                 WHERE p.name = %(queue)s AND NOT p.paused AND p.rate_limit IS NULL),
+                 WHERE p.name = %(queue)s AND NOT p.paused AND p.rate_limit IS NULL
+                   AND {owned}),
             room AS MATERIALIZED ({room}),
             c AS (
                 SELECT id FROM {s}.jobs
                  WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
                    AND concurrency_key IS NULL
                  ORDER BY priority, run_at, id
-                 LIMIT (SELECT n FROM room)
+                 LIMIT coalesce((SELECT n FROM room), 0)  -- no row: no room (not LIMIT ALL)
                  FOR UPDATE SKIP LOCKED),
             u AS ({claim_started})
             SELECT * FROM u""")
@@ -258,7 +271,9 @@ class Statements:
         #: Step 2, one statement per limited queue, in the same transaction as step 1. Why two
         #: workers cannot both take the last slot: under READ COMMITTED each statement reads a
         #: snapshot taken when *it* starts. This statement starts after step 1 got the queue
-        #: row's lock, so after the previous holder committed; its snapshot sees every job that
+        #: row's lock (step 1 takes it only when nobody holds it, and this statement claims
+        #: nothing unless step 1 took it: ``{owned}``), so after the previous holder committed;
+        #: its snapshot sees every job that
         #: previous claims made ``running`` (and every start they logged). The slots it counts
         #: can only be fewer than it sees (a completion committing meanwhile frees one; nothing
         #: but a claim holding this same lock can take one), so it never hands out more than
@@ -287,7 +302,7 @@ class Statements:
                                 CASE WHEN p.key_rate_limit IS NULL THEN 1 END) AS per_key,
                        -- how long a logged start matters (NULL: starts are not logged)
                        greatest(p.rate_period_s, p.key_rate_period_s) AS keep_s
-                  FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused),
+                  FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused AND {owned}),
             room AS MATERIALIZED ({room}),
             keyrun AS (
                 SELECT r.concurrency_key AS k, count(*) AS n FROM {s}.jobs r
