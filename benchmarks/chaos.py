@@ -3,7 +3,7 @@
 ::
 
     python -m benchmarks.chaos [--quick] [--dsn URL] [--jobs N] [--workers 4] [--lease 5]
-                               [--killers 2] [--no-poison]
+                               [--killers 2] [--no-poison] [--limit 3]
 
 What it does:
 
@@ -15,7 +15,9 @@ What it does:
 2. Enqueues N jobs (default 50,000; ``--quick``: 3,000), half ``tx`` jobs (the execution row
    is written inside the job's completion transaction: duplicates must be zero) and half
    ``plain`` jobs (the row is written by its own autocommit statement before the completion:
-   a worker killed in between yields a duplicate). In the **poison-job mode** (on unless
+   a worker killed in between yields a duplicate). One job in ten is a ``limited`` job instead
+   (recorded like ``tx``) on the queue ``chaos-limited``, whose global concurrency the app
+   limits to ``--limit`` (default 3). In the **poison-job mode** (on unless
    ``--no-poison``) it also enqueues, spread through the backlog, ``--killers`` jobs that kill
    their worker process (``os._exit``), one job returning a result PostgreSQL cannot store and
    one raising an error message it cannot store (NUL, lone surrogate): see
@@ -47,7 +49,9 @@ What it does:
    the time from a kill to the rescue of each job that the killed worker held (the rescue's
    timestamp is in the job's ``errors``: ``worker died while running``). The app's periodic
    schedule (every second, catch-up ``all``) must have fired every second between its first
-   and last tick exactly once (``periodic_duplicates``, ``periodic_missing``).
+   and last tick exactly once (``periodic_duplicates``, ``periodic_missing``). The limited
+   queue's jobs never ran more than ``--limit`` at once, as measured from their claim and
+   completion times in ``job_history`` (``limited_max_running``, ``limited_overshoot``).
    Poison mode adds:
    no good (``tx``/``plain``) job archived (``good_archived``), every killer quarantined in
    ``failed_jobs`` with the quarantine reason, the unstorable result stored (the job
@@ -55,7 +59,8 @@ What it does:
    jobs only, and a killer's deaths explain them like kills do.
 
 Progress lines go to stdout; the last line is one JSON object. The exit status is 0 only if
-``lost == 0``, ``stuck == 0``, ``duplicates_tx == 0``, every duplicate is explained, and the
+``lost == 0``, ``stuck == 0``, ``duplicates_tx == 0`` (and ``duplicates_limited``),
+``limited_overshoot == 0``, every duplicate is explained, and the
 other consistency checks listed in ``failures`` pass. Children (workers, the embedded server)
 are cleaned up on exit, on error and on Ctrl-C/SIGTERM. ``--keep`` keeps the database (and the
 embedded data directory) and the worker logs for inspection; the logs are also kept when a
@@ -93,6 +98,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from benchmarks.chaos_app import (
     KILLER_EXIT,
     KILLER_TASK,
+    LIMITED_QUEUE,
+    LIMITED_TASK,
     PLAIN_TASK,
     POISON_RUNS_TABLE,
     QUEUE,
@@ -110,7 +117,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "pgqueue"
 RESCUE_ERROR = "worker died while running"
 #: the kinds of chaos_enqueued that are good jobs (the others are poison)
-GOOD_KINDS = ("tx", "plain")
+GOOD_KINDS = ("tx", "plain", "limited")
 Row = tuple[Any, ...]
 
 
@@ -137,6 +144,7 @@ class Options:
     max_attempts: int
     killers: int
     poison: bool
+    limit: int
     timeout: float
     dsn: str | None
     keep: bool
@@ -181,6 +189,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="poison mode: jobs that kill their worker process (default 2)")
     p.add_argument("--no-poison", action="store_true",
                    help="no poison jobs (killers, unstorable result and error)")
+    p.add_argument("--limit", type=int, default=3,
+                   help="global concurrency limit of the queue chaos-limited, which gets one "
+                   "job in ten (default 3; 0: no limited queue)")
     p.add_argument("--timeout", type=float,
                    help="overall seconds before giving up (default 1800; --quick 300)")
     p.add_argument("--seed", type=int, help="random seed of the kill schedule")
@@ -197,7 +208,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         terminate_at=a.terminate_at, restart_at=a.restart_at, outage_s=max(0.0, a.outage),
         freeze_s=max(0.0, a.freeze),
         sleep_ms=(float(lo), float(hi or lo)), max_attempts=a.max_attempts,
-        killers=max(0, a.killers), poison=not a.no_poison,
+        killers=max(0, a.killers), poison=not a.no_poison, limit=max(0, a.limit),
         timeout=a.timeout if a.timeout is not None else (300.0 if a.quick else 1800.0),
         dsn=a.dsn, keep=a.keep, quick=a.quick, seed=a.seed)
     if opts.jobs < 2 or opts.workers < 2 or opts.concurrency < 1 or opts.lease_s <= 0:
@@ -569,6 +580,7 @@ class Suite:
             "CHAOS_SLEEP_MS": f"{o.sleep_ms[0]},{o.sleep_ms[1]}",
             "CHAOS_PARENT_PID": str(os.getpid()),
             "CHAOS_SHUTDOWN_TIMEOUT": "10",
+            "CHAOS_LIMIT": str(max(1, o.limit)),
             "PYTHONUNBUFFERED": "1",
         })
         return env
@@ -582,7 +594,8 @@ class Suite:
         app = make_app(self.dsn, environ=self.env)
         n = self.opts.jobs
         planned: list[tuple[str, Any]] = [
-            ("tx", app.build(TX_TASK, {"n": i})) if i % 2 == 0 else
+            ("limited", app.build(LIMITED_TASK, {"n": i})) if self.opts.limit and i % 10 == 5
+            else ("tx", app.build(TX_TASK, {"n": i})) if i % 2 == 0 else
             ("plain", app.build(PLAIN_TASK, {"n": i})) for i in range(n)]
         if self.opts.poison:
             poison: list[tuple[str, Any]] = [("killer", app.build(KILLER_TASK, {"n": i}))
@@ -605,8 +618,10 @@ class Suite:
                     conn.commit()
         finally:
             app.close()
-        self.say(f"enqueued {n} jobs ({n - n // 2} tx, {n // 2} plain) on queue {QUEUE!r} in "
-                 f"{time.monotonic() - t:.1f} s"
+        kinds = {k: sum(1 for kind, _ in planned if kind == k) for k in GOOD_KINDS}
+        self.say(f"enqueued {n} jobs ({kinds['tx']} tx, {kinds['plain']} plain on queue "
+                 f"{QUEUE!r}, {kinds['limited']} on {LIMITED_QUEUE!r} limited to "
+                 f"{self.opts.limit} at once) in {time.monotonic() - t:.1f} s"
                  + (f"; poison: {self.opts.killers} killers, 1 unstorable result, 1 "
                     "unstorable error" if self.opts.poison else ""))
 
@@ -864,6 +879,12 @@ class Suite:
         tick_gaps = (int((ticks[-1] - ticks[0]).total_seconds()) + 1 - len(set(ticks))
                      if ticks else 0)
         stuck = sum(stuck_by_state.values())
+        # The limited queue: its jobs' running periods as the database recorded them (claim to
+        # completion; a killed run is not recorded, it held its slot until rescued) never
+        # overlapped more than the limit.
+        overlap = _max_overlap(q(
+            "SELECT started_at, finished_at FROM pgqueue.job_history "
+            "WHERE queue = %s AND state = 'succeeded'", (LIMITED_QUEUE,)))
         (lost,) = self.monitor.one("""
             SELECT count(*) FROM chaos_enqueued e
              WHERE NOT EXISTS (SELECT 1 FROM pgqueue.jobs j WHERE j.id = e.job_id)
@@ -878,7 +899,7 @@ class Suite:
         dup_rows = q(f"""
             WITH c AS (SELECT e.job_id, e.kind, count(r.seq) AS n
                          FROM chaos_enqueued e LEFT JOIN {RESULTS_TABLE} r USING (job_id)
-                        WHERE e.kind IN ('tx', 'plain') GROUP BY 1, 2),
+                        WHERE e.kind IN ('tx', 'plain', 'limited') GROUP BY 1, 2),
                  k AS (SELECT job_id, count(DISTINCT kill_no) AS kills
                          FROM chaos_killed_jobs GROUP BY 1)
             SELECT c.kind, coalesce(sum(c.n), 0),
@@ -892,7 +913,7 @@ class Suite:
         explained = sum(explained_by_kind.values())
         unexplained = {int(r[0]): int(r[1]) for r in q(f"""
             WITH c AS (SELECT job_id, count(*) AS n FROM {RESULTS_TABLE}
-                        WHERE kind IN ('tx', 'plain') GROUP BY 1),
+                        WHERE kind IN ('tx', 'plain', 'limited') GROUP BY 1),
                  k AS (SELECT job_id, count(DISTINCT kill_no) AS kills
                          FROM chaos_killed_jobs GROUP BY 1)
             SELECT c.job_id, c.n - 1 - coalesce(k.kills, 0) FROM c LEFT JOIN k USING (job_id)
@@ -962,8 +983,12 @@ class Suite:
             failures.append(f"{lost} jobs lost")
         if stuck:
             failures.append(f"{stuck} jobs stuck {stuck_by_state}")
-        if dups.get("tx", 0):
-            failures.append(f"{dups['tx']} duplicate executions of in-transaction jobs")
+        if dups.get("tx", 0) or dups.get("limited", 0):
+            failures.append(f"{dups.get('tx', 0) + dups.get('limited', 0)} duplicate executions "
+                            "of in-transaction jobs")
+        if overlap > o.limit:
+            failures.append(f"{overlap} jobs of {LIMITED_QUEUE!r} ran at once, over its limit "
+                            f"of {o.limit}")
         if duplicates != explained:
             failures.append(f"{duplicates - explained} duplicates not explained by a kill ("
                             f"{lease_lost_dups} of them of jobs rescued from a live worker whose "
@@ -1015,6 +1040,10 @@ class Suite:
             "duplicates": duplicates,
             "duplicates_tx": dups.get("tx", 0),
             "duplicates_plain": dups.get("plain", 0),
+            "duplicates_limited": dups.get("limited", 0),
+            "limit": o.limit,
+            "limited_max_running": overlap,
+            "limited_overshoot": max(0, overlap - o.limit),
             "duplicates_explained": explained,
             "duplicates_unexplained": duplicates - explained,
             "duplicates_lease_lost": int(lease_lost_dups),
@@ -1039,6 +1068,7 @@ class Suite:
             "rescues_of_live_workers": len(live_rescues),
             "executions_tx": execs.get("tx", 0),
             "executions_plain": execs.get("plain", 0),
+            "executions_limited": execs.get("limited", 0),
             "attempt_errors": attempt_errors,
             "failed_reasons": failed_reasons,
             "worker_crashes": len(self.workers.crashes),
@@ -1116,6 +1146,16 @@ class Suite:
                      + (f"; database {self.db_name} kept" if self.opts.keep else ""))
         else:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _max_overlap(intervals: Sequence[Sequence[Any]]) -> int:
+    """The most intervals (start, end) open at one instant; an end before a start at a tie."""
+    events = sorted([(r[0], 1) for r in intervals] + [(r[1], -1) for r in intervals])
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:

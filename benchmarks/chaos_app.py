@@ -5,7 +5,8 @@ A periodic schedule, ``chaos.tick``: every second, ``catch_up="all"``, onto the 
 ``pgqueue.jobs`` (its time in ``meta``) and checks that each second fired exactly once.
 
 Two tasks on the queue ``chaos``, each recording every execution as one row of the results table
-``chaos_results`` (created by the suite), and the poison jobs of the poison-job mode:
+``chaos_results`` (created by the suite), a third on a queue with a global concurrency limit,
+and the poison jobs of the poison-job mode:
 
 - ``chaos.tx``: the row is inserted **inside the job's own completion transaction**
   (:meth:`pgqueue.App.complete`), so a killed worker's row rolls back with its completion:
@@ -13,6 +14,9 @@ Two tasks on the queue ``chaos``, each recording every execution as one row of t
 - ``chaos.plain``: the row is inserted by **its own autocommit statement**, before pgqueue
   records the completion; a worker killed between the two leaves a row for a job that runs
   again: a duplicate, which the suite must be able to explain;
+- ``chaos.limited``: like ``chaos.tx``, on the queue ``chaos-limited`` whose concurrency the
+  app limits to ``CHAOS_LIMIT`` (default 3) across every worker: the suite checks from
+  ``job_history`` that no more ever ran at once (no overshoot, whatever was killed);
 - ``chaos.killer`` (poison): records its pid in ``chaos_poison_runs`` and kills its process
   with ``os._exit(KILLER_EXIT)``, stranding every job the process held; it must end
   quarantined in ``failed_jobs`` while the jobs claimed alongside it run on;
@@ -38,6 +42,7 @@ or with the ordinary CLI (default 30 s lease)::
 Environment: ``PGQUEUE_DATABASE_URL`` (required), ``CHAOS_CONCURRENCY`` (8), ``CHAOS_LEASE_S``
 (5), ``CHAOS_RESCUE_INTERVAL`` (1), ``CHAOS_POLL_INTERVAL`` (0.5), ``CHAOS_SHUTDOWN_TIMEOUT``
 (10), ``CHAOS_MAX_ATTEMPTS`` (10), ``CHAOS_SLEEP_MS`` ("2,10"), ``CHAOS_POOL_SIZE`` (5),
+``CHAOS_LIMIT`` (3),
 ``CHAOS_PARENT_PID`` (exit when that process is gone).
 """
 
@@ -59,11 +64,13 @@ import psycopg
 
 import pgqueue
 
-__all__ = ["KILLER_EXIT", "KILLER_TASK", "PLAIN_TASK", "POISON_RUNS_TABLE", "QUEUE",
-           "RESULTS_TABLE", "TICK_QUEUE", "TICK_SCHEDULE", "TX_TASK", "UNSTORABLE_TASK",
-           "UNSTORABLE_TEXT", "app", "main", "make_app"]
+__all__ = ["KILLER_EXIT", "KILLER_TASK", "LIMITED_QUEUE", "LIMITED_TASK", "PLAIN_TASK",
+           "POISON_RUNS_TABLE", "QUEUE", "RESULTS_TABLE", "TICK_QUEUE", "TICK_SCHEDULE",
+           "TX_TASK", "UNSTORABLE_TASK", "UNSTORABLE_TEXT", "app", "main", "make_app"]
 
 QUEUE = "chaos"
+LIMITED_QUEUE = "chaos-limited"
+LIMITED_TASK = "chaos.limited"
 TICK_SCHEDULE = "chaos.tick"
 TICK_QUEUE = "chaos-ticks"
 TX_TASK = "chaos.tx"
@@ -149,18 +156,28 @@ def make_app(database_url: str | None = None, *, environ: Mapping[str, str] | No
         ctx = pgqueue.current_context()
         conn.execute(_INSERT, (ctx.job.id, kind, ctx.job.attempt, ctx.worker_id, os.getpid()))
 
-    @app.task(name=TX_TASK, queue=QUEUE, max_attempts=max_attempts, retry=retry)
-    def chaos_tx(n: int = 0) -> None:
-        """Record the execution and complete the job in one transaction."""
+    def in_transaction(kind: str) -> None:
         conn = conns.get()
         try:
             with conn.transaction():
-                record(conn, "tx")
+                record(conn, kind)
                 time.sleep(random.uniform(low, high))  # a kill here rolls the row back
                 app.complete(conn)
         except (psycopg.OperationalError, pgqueue.DatabaseUnavailableError):
             conns.discard()
             raise
+
+    @app.task(name=TX_TASK, queue=QUEUE, max_attempts=max_attempts, retry=retry)
+    def chaos_tx(n: int = 0) -> None:
+        """Record the execution and complete the job in one transaction."""
+        in_transaction("tx")
+
+    app.queue(LIMITED_QUEUE, concurrency=int(_env_float(env, "CHAOS_LIMIT", 3)))
+
+    @app.task(name=LIMITED_TASK, queue=LIMITED_QUEUE, max_attempts=max_attempts, retry=retry)
+    def chaos_limited(n: int = 0) -> None:
+        """As ``chaos.tx``, on the limited queue."""
+        in_transaction("limited")
 
     @app.task(name=PLAIN_TASK, queue=QUEUE, max_attempts=max_attempts, retry=retry)
     def chaos_plain(n: int = 0) -> None:
@@ -231,7 +248,7 @@ def main() -> int:
     root.setLevel(env.get("CHAOS_LOG_LEVEL", "INFO").upper())
     root.propagate = False
     worker = app.worker(
-        queues=[QUEUE],
+        queues=[QUEUE, LIMITED_QUEUE],
         concurrency=int(_env_float(env, "CHAOS_CONCURRENCY", 8)),
         lease_s=_env_float(env, "CHAOS_LEASE_S", 5.0),
         rescue_interval=_env_float(env, "CHAOS_RESCUE_INTERVAL", 1.0),

@@ -370,14 +370,18 @@ class App:
     # ---- flow control ------------------------------------------------------------------------
     def queue(self, name: str, *, concurrency: int | None = None,
               key_concurrency: int | None = None, rate_limit: int | None = None,
-              rate_period: float | dt.timedelta | None = None) -> QueueLimits:
+              rate_period: float | dt.timedelta | None = None,
+              key_rate_limit: int | None = None,
+              key_rate_period: float | dt.timedelta | None = None) -> QueueLimits:
         """Declare a queue's flow-control limits, enforced in the database across every worker
         process and host (see :class:`pgqueue.QueueLimits`):
 
         - ``concurrency``: at most this many jobs of the queue run at once;
         - ``key_concurrency``: at most this many per ``concurrency_key`` (an enqueue option;
-          default 1 per key);
-        - ``rate_limit`` starts per ``rate_period`` (seconds or a timedelta, default 1 s).
+          default 1 per key, unless only ``key_rate_limit`` is set: then not capped);
+        - ``rate_limit`` starts per ``rate_period`` (seconds or a timedelta, default 1 s);
+        - ``key_rate_limit`` starts per ``key_rate_period`` (default 1 s) for each
+          ``concurrency_key``.
 
         A held-back job waits (it is not failed, its attempt is not counted). The limits are
         written to the ``queues`` table when a worker of this app starts (replacing what
@@ -389,10 +393,12 @@ class App:
             app.queue("emails", concurrency=10)
             app.queue("api", rate_limit=50, rate_period=1)       # 50 starts a second
             app.queue("tenants", key_concurrency=2)              # 2 per concurrency_key
+            app.queue("per_customer", key_rate_limit=5)          # 5 starts a second per key
         """
         limits = QueueLimits.checked(validate_name(name, "queue"), concurrency=concurrency,
                                      key_concurrency=key_concurrency, rate_limit=rate_limit,
-                                     rate_period=rate_period)
+                                     rate_period=rate_period, key_rate_limit=key_rate_limit,
+                                     key_rate_period=key_rate_period)
         if self._driver is not None:
             self._require("flow_control")
         self.queue_limits[name] = limits
@@ -400,14 +406,17 @@ class App:
 
     def set_queue_limits(self, name: str, *, concurrency: int | None = None,
                          key_concurrency: int | None = None, rate_limit: int | None = None,
-                         rate_period: float | dt.timedelta | None = None) -> QueueLimits:
+                         rate_period: float | dt.timedelta | None = None,
+                         key_rate_limit: int | None = None,
+                         key_rate_period: float | dt.timedelta | None = None) -> QueueLimits:
         """Store a queue's limits in the database now (replacing its old ones; no argument:
         no limit). Every worker applies them at its next claim (within about a second). The
         options are those of :meth:`queue`. Example: ``app.set_queue_limits("emails",
         concurrency=5)``."""
         limits = QueueLimits.checked(validate_name(name, "queue"), concurrency=concurrency,
                                      key_concurrency=key_concurrency, rate_limit=rate_limit,
-                                     rate_period=rate_period)
+                                     rate_period=rate_period, key_rate_limit=key_rate_limit,
+                                     key_rate_period=key_rate_period)
         self._require("flow_control").set_queue_limits_sync(name, limits)
         return limits
 

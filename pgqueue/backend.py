@@ -66,6 +66,8 @@ class QueueStats:
     key_concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_s: float | None = None
+    key_rate_limit: int | None = None
+    key_rate_period_s: float | None = None
     #: running jobs counted against ``concurrency`` (None without that limit)
     slots_in_use: int | None = None
     #: starts within the current rate period (0 without a rate limit)
@@ -106,9 +108,13 @@ class QueueLimits:
 
     - ``concurrency``: at most this many running jobs of the queue at once.
     - ``key_concurrency``: at most this many running jobs per ``concurrency_key`` (an enqueue
-      option); jobs with a key are capped at 1 per key when this is not set.
+      option); jobs with a key are capped at 1 per key when neither this nor
+      ``key_rate_limit`` is set (with only ``key_rate_limit``, a key's running jobs are not
+      capped).
     - ``rate_limit`` / ``rate_period_s``: at most ``rate_limit`` job starts in any window of
       ``rate_period_s`` seconds. A held-back job waits; it is not failed, its attempt not counted.
+    - ``key_rate_limit`` / ``key_rate_period_s``: the same per ``concurrency_key`` (jobs without
+      a key are not bound by it).
 
     Example: ``QueueLimits(concurrency=10, rate_limit=50, rate_period_s=1.0)``. Build checked
     ones with :meth:`checked`.
@@ -118,19 +124,22 @@ class QueueLimits:
     key_concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_s: float | None = None
+    key_rate_limit: int | None = None
+    key_rate_period_s: float | None = None
 
     @property
     def any(self) -> bool:
         """Whether any limit is set."""
         return any(v is not None for v in (self.concurrency, self.key_concurrency,
-                                           self.rate_limit))
+                                           self.rate_limit, self.key_rate_limit))
 
     @classmethod
     def checked(cls, queue: str, *, concurrency: object = None, key_concurrency: object = None,
-                rate_limit: object = None, rate_period: object = None) -> QueueLimits:
-        """Validated limits of ``queue``: each limit a positive integer or None, ``rate_period``
-        positive seconds (a number or ``timedelta``; default 1 second when ``rate_limit`` is
-        set). Raises :class:`pgqueue.ValidationError` naming the queue otherwise."""
+                rate_limit: object = None, rate_period: object = None,
+                key_rate_limit: object = None, key_rate_period: object = None) -> QueueLimits:
+        """Validated limits of ``queue``: each limit a positive integer or None, each period
+        positive seconds (a number or ``timedelta``; default 1 second when its limit is set).
+        Raises :class:`pgqueue.ValidationError` naming the queue otherwise."""
         def count(name: str, value: object) -> int | None:
             if value is None:
                 return None
@@ -139,18 +148,22 @@ class QueueLimits:
                                       f"(or None for no limit), got {value!r}")
             return value
 
-        period: float | None = None
-        if rate_period is not None:
-            if isinstance(rate_period, dt.timedelta):
-                rate_period = rate_period.total_seconds()
-            if (isinstance(rate_period, bool) or not isinstance(rate_period, int | float)
-                    or not rate_period > 0 or rate_period == float("inf")):
-                raise ValidationError(f"queue {queue!r}: rate_period must be a positive number "
-                                      f"of seconds or a timedelta, got {rate_period!r}")
-            period = float(rate_period)
-        rate = count("rate_limit", rate_limit)
-        if rate is None and period is not None:
-            raise ValidationError(f"queue {queue!r}: rate_period needs rate_limit (starts per "
-                                  "period)")
+        def rate(name: str, limit: object, value: object) -> tuple[int | None, float | None]:
+            n = count(f"{name}_limit", limit)
+            if value is None:
+                return n, (1.0 if n is not None else None)
+            if isinstance(value, dt.timedelta):
+                value = value.total_seconds()
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not value > 0 or value == float("inf")):
+                raise ValidationError(f"queue {queue!r}: {name}_period must be a positive "
+                                      f"number of seconds or a timedelta, got {value!r}")
+            if n is None:
+                raise ValidationError(f"queue {queue!r}: {name}_period needs {name}_limit "
+                                      "(starts per period)")
+            return n, float(value)
+
+        per_queue = rate("rate", rate_limit, rate_period)
+        per_key = rate("key_rate", key_rate_limit, key_rate_period)
         return cls(count("concurrency", concurrency), count("key_concurrency", key_concurrency),
-                   rate, period if period is not None else (1.0 if rate is not None else None))
+                   *per_queue, *per_key)

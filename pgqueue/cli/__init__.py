@@ -249,18 +249,21 @@ line in `pgqueue status` once it has no jobs. Jobs are not touched.""")
     sp = command("limit", "show or set a queue's flow-control limits", """\
 Show or set a queue's limits, enforced in the database across every worker: at most
 --concurrency running jobs, at most --key-concurrency running jobs per concurrency key
-(default 1 for keyed jobs), at most --rate starts per period. A held-back job waits (it is
-not failed). Each option replaces that limit (none removes it); the others stay. A worker of an
+(default 1 for keyed jobs unless only --key-rate is set), at most --rate starts per period, at
+most --key-rate starts per period for each concurrency key. A held-back job waits (it is not
+failed). Each option replaces that limit (none removes it); the others stay. A worker of an
 app that declares the queue's limits with app.queue(...) writes them again when it starts.
 
   pgqueue limit emails --concurrency 10
   pgqueue limit api --rate 50/s          (also 1000/h, 10/30s)
+  pgqueue limit crm --key-rate 5/s       (5 starts a second per concurrency key)
   pgqueue limit emails --none            (remove every limit)""")
     common(sp)
     sp.add_argument("queue")
     sp.add_argument("--concurrency", help="running jobs at most (N, or none)")
     sp.add_argument("--key-concurrency", help="running jobs per concurrency key (N, or none)")
     sp.add_argument("--rate", help="starts per period: 50/s, 1000/h, 10/30s (or none)")
+    sp.add_argument("--key-rate", help="starts per period per concurrency key: 5/s (or none)")
     sp.add_argument("--none", action="store_true", help="remove every limit of the queue")
     sp.set_defaults(func=cmd_limit)
     _periodic.add_parser(command, common)

@@ -115,6 +115,8 @@ def _limits_text(s: QueueStats) -> str:
         parts.append(f"{s.key_concurrency}/key")
     if s.rate_limit is not None and s.rate_period_s is not None:
         parts.append(f"{s.rate_limit}/{s.rate_period_s:g}s")
+    if s.key_rate_limit is not None and s.key_rate_period_s is not None:
+        parts.append(f"{s.key_rate_limit}/{s.key_rate_period_s:g}s/key")
     return ", ".join(parts) or "-"
 
 
@@ -129,13 +131,16 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smhd])\s*$")
 
 def _limit_with(app: App, args: argparse.Namespace) -> int:
     """``limit QUEUE [--concurrency N|none] [--key-concurrency N|none] [--rate N/PERIOD|none]
-    [--none]``: set a queue's flow-control limits at run time (each option given replaces that
-    limit, the others stay; ``--none`` removes them all). Without options, print them."""
+    [--key-rate N/PERIOD|none] [--none]``: set a queue's flow-control limits at run time (each
+    option given replaces that limit, the others stay; ``--none`` removes them all). Without
+    options, print them."""
     current = next((s for s in app.stats() if s.queue == args.queue), None)
     limits: dict[str, Any] = {} if current is None or args.none else {
         "concurrency": current.concurrency, "key_concurrency": current.key_concurrency,
-        "rate_limit": current.rate_limit, "rate_period": current.rate_period_s}
-    given = [o for o in ("concurrency", "key_concurrency", "rate") if getattr(args, o)]
+        "rate_limit": current.rate_limit, "rate_period": current.rate_period_s,
+        "key_rate_limit": current.key_rate_limit, "key_rate_period": current.key_rate_period_s}
+    given = [o for o in ("concurrency", "key_concurrency", "rate", "key_rate")
+             if getattr(args, o)]
     if not given and not args.none:
         shown = _limits_text(current) if current is not None else "-"
         print(f"queue {args.queue!r}: {'no limits' if shown == '-' else shown}"
@@ -146,21 +151,26 @@ def _limit_with(app: App, args: argparse.Namespace) -> int:
         text = getattr(args, option)
         if text is not None:
             limits[option] = None if text.strip().lower() == "none" else _count(option, text)
-    if args.rate is not None:
-        if args.rate.strip().lower() == "none":
-            limits["rate_limit"] = limits["rate_period"] = None
-        else:
-            m = _RATE.match(args.rate)
-            if m is None:
-                raise ValidationError(f"--rate {args.rate!r}: write starts per period, e.g. "
-                                      "50/s, 1000/h, 10/30s (or none)")
-            limits["rate_limit"] = int(m[1])
-            limits["rate_period"] = float(m[2] or 1) * _UNITS[m[3]]
+    for option, name in (("rate", "rate"), ("key_rate", "key-rate")):
+        text = getattr(args, option)
+        if text is None:
+            continue
+        if text.strip().lower() == "none":
+            limits[f"{option}_limit"] = limits[f"{option}_period"] = None
+            continue
+        m = _RATE.match(text)
+        if m is None:
+            raise ValidationError(f"--{name} {text!r}: write starts per period, e.g. "
+                                  "50/s, 1000/h, 10/30s (or none)")
+        limits[f"{option}_limit"] = int(m[1])
+        limits[f"{option}_period"] = float(m[2] or 1) * _UNITS[m[3]]
     done = app.set_queue_limits(args.queue, **limits)
     text = ", ".join(p for p in (
         f"{done.concurrency} running" if done.concurrency else "",
         f"{done.key_concurrency}/key" if done.key_concurrency else "",
-        f"{done.rate_limit}/{done.rate_period_s:g}s" if done.rate_limit else "") if p)
+        f"{done.rate_limit}/{done.rate_period_s:g}s" if done.rate_limit else "",
+        f"{done.key_rate_limit}/{done.key_rate_period_s:g}s/key" if done.key_rate_limit
+        else "") if p)
     print(f"queue {args.queue!r}: {text or 'no limits'} (workers apply it within a second)")
     return 0
 

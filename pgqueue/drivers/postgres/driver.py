@@ -76,7 +76,7 @@ Row = tuple[Any, ...]
 
 #: Batches at least this large, without unique keys, go through COPY.
 COPY_THRESHOLD = 200
-#: libpq can pipeline (14+): the limited claim of one queue then costs two round trips.
+#: libpq can pipeline (14+): the limited claim of one queue then costs one round trip.
 _PIPELINE = psycopg.Pipeline.is_supported()
 #: How often a worker re-reads which of its queues have limits (or keyed jobs).
 LIMITS_REFRESH_S = 1.0
@@ -338,8 +338,9 @@ class PostgresDriver:
         # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
         self._apools: dict[tuple[asyncio.AbstractEventLoop, str], AsyncConnectionPool] = {}
         self._lock = threading.Lock()
-        #: queues tuple -> (monotonic expiry, which of them need the limited claim)
-        self._limited_cache: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
+        #: queues tuple -> (monotonic expiry, which of them need a limited claim: queue ->
+        #: whether the capped claim serves it)
+        self._limited_cache: dict[tuple[str, ...], tuple[float, dict[str, bool]]] = {}
 
     # ---- pools and executors ---------------------------------------------------------------
     def _conn_kwargs(self) -> dict[str, Any]:
@@ -584,8 +585,8 @@ class PostgresDriver:
         # limited queues first: their limits bound what they take, so a busy unlimited queue
         # cannot starve them (the other way round it could)
         if len(limited) == 1 and _PIPELINE:
-            jobs = await self._claim_one_limited(next(iter(limited)), limit, worker_id,
-                                                 lease_s)
+            [(queue, capped)] = limited.items()
+            jobs = await self._claim_one_limited(queue, capped, limit, worker_id, lease_s)
         else:
             jobs = await self._arun(self._limited_plan(
                 sorted(limited), limit, worker_id, lease_s), kind="claim")
@@ -595,36 +596,41 @@ class PostgresDriver:
                                                       lease_s)
         return jobs
 
-    async def _limited_queues(self, queues: Sequence[str]) -> frozenset[str]:
-        """Which of ``queues`` need the limited claim (re-read at most every
-        :data:`LIMITS_REFRESH_S` seconds: a new limit applies within that time; meanwhile the
-        unlimited claim already leaves a limited queue alone, so nothing overshoots)."""
+    async def _limited_queues(self, queues: Sequence[str]) -> dict[str, bool]:
+        """Which of ``queues`` need a limited claim, each with whether the capped claim serves
+        it (re-read at most every :data:`LIMITS_REFRESH_S` seconds: a new limit applies within
+        that time; meanwhile the unlimited claim already leaves a limited queue alone, and the
+        capped claim leaves keyed jobs and rate-limited queues alone, so nothing overshoots)."""
         key = tuple(queues)
         now = time.monotonic()
         cached = self._limited_cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found: frozenset[str] = frozenset(await self._arun(_Op(
+        found: dict[str, bool] = await self._arun(_Op(
             self.sql.limited_queues, {"queues": list(queues)},
-            lambda rows: [r[0] for r in rows]), kind="claim"))
+            lambda rows: {str(r[0]): bool(r[1]) for r in rows}), kind="claim")
         self._limited_cache[key] = (now + LIMITS_REFRESH_S, found)
         return found
 
-    async def _claim_one_limited(self, queue: str, limit: int, worker_id: str,
+    async def _claim_one_limited(self, queue: str, capped: bool, limit: int, worker_id: str,
                                  lease_s: float) -> list[Job]:
         """The limited claim of one queue in pipeline mode: BEGIN, the queue-row lock, the
-        claim and COMMIT go out together (two round trips instead of four). Still two
-        statements in one READ COMMITTED transaction, the claim after the lock: the server runs
-        them in order, so the claim's snapshot is taken after the lock is granted."""
+        claim and COMMIT go out together and come back in one round trip. Still two statements
+        in one READ COMMITTED transaction, the claim after the lock: the server runs them in
+        order, so the claim's snapshot is taken after the lock is granted. A queue with only
+        concurrency limits and no keyed jobs waiting takes the small ``claim_capped``."""
         params = {"queue": queue, "limit": limit, "worker": worker_id, "lease": lease_s}
+        lock_params: dict[str, Any] = {"queue": queue, "queues": [queue]}
+        lock, claim = ((self.sql.lock_queue, self.sql.claim_capped) if capped else
+                       (self.sql.lock_limited_queues, self.sql.claim_limited))
 
         async def run(c: psycopg.AsyncConnection[Any]) -> list[Job]:
-            async with c.pipeline(), c.transaction(), \
-                    c.cursor(row_factory=tuple_row) as cur:
+            async with c.cursor(row_factory=tuple_row) as cur:
                 cur.adapters.register_loader("jsonb", _JsonText)
-                await cur.execute(_rendered(self.sql.lock_limited_queues, cur),
-                                  {"queues": [queue]})
-                await cur.execute(_rendered(self.sql.claim_limited, cur), params)
+                # one round trip: leaving the pipeline sends everything, COMMIT included
+                async with c.pipeline(), c.transaction():
+                    await c.execute(_rendered(lock, cur), lock_params)
+                    await cur.execute(_rendered(claim, cur), params)
                 rows = await cur.fetchall()
             return _jobs(rows)
 
@@ -660,7 +666,8 @@ class PostgresDriver:
         return _Op(self.sql.set_limits, {
             "queue": queue, "concurrency": limits.concurrency,
             "key_concurrency": limits.key_concurrency, "rate_limit": limits.rate_limit,
-            "rate_period_s": limits.rate_period_s}, _none, retry_safe=True)
+            "rate_period_s": limits.rate_period_s, "key_rate_limit": limits.key_rate_limit,
+            "key_rate_period_s": limits.key_rate_period_s}, _none, retry_safe=True)
 
     async def _claim_unlimited(self, queues: Sequence[str], limit: int, worker_id: str,
                                lease_s: float) -> list[Job]:
@@ -723,7 +730,7 @@ class PostgresDriver:
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         value: dt.datetime | None = await self._arun(
             _Op(self.sql.next_run_at, {"queues": list(queues)}, _scalar))
-        if value is not None and self._limited_cache.get(tuple(queues), (0, ()))[1]:
+        if value is not None and self._limited_cache.get(tuple(queues), (0, {}))[1]:
             # due jobs of a limited queue wait for a slot (freed by another worker's
             # completion, or by the rate window moving on): look again shortly, not at once
             soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LIMITED_RECHECK_S)
@@ -1064,7 +1071,8 @@ class PostgresDriver:
             QueueStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
                        concurrency=r[10], key_concurrency=r[11], rate_limit=r[12],
                        rate_period_s=r[13], slots_in_use=r[14], rate_used=int(r[15] or 0),
-                       waiting_for_limit=int(r[16] or 0)) for r in rows])
+                       waiting_for_limit=int(r[16] or 0), key_rate_limit=r[17],
+                       key_rate_period_s=r[18]) for r in rows])
 
     def stats(self) -> list[QueueStats]:
         return self._run(self._stats_op())

@@ -17,8 +17,9 @@ Shapes and why:
   ``DROP TABLE`` of a partition, not a ``DELETE`` that bloats.
 - ``failed_jobs`` is the dead-letter archive: everything needed to inspect and re-drive a job.
 - ``queues`` is per-queue state shared by every worker (``paused``, and the flow-control limits
-  ``concurrency``, ``key_concurrency``, ``rate_limit``/``rate_period_s`` that the limited claim
-  enforces); ``queue_starts`` logs the starts of rate-limited queues within their period.
+  ``concurrency``, ``key_concurrency``, ``rate_limit``/``rate_period_s``,
+  ``key_rate_limit``/``key_rate_period_s`` that the limited claim enforces); ``queue_starts``
+  logs the starts (with their concurrency key) of rate-limited queues within their period.
 - ``workers`` is the registry of live worker processes (heartbeats).
 - ``schedules`` is the state of each periodic job (:mod:`pgqueue.periodic`): its last claimed
   tick (the compare-and-set that makes each tick fire once), pause flag, and the job template
@@ -178,6 +179,12 @@ queues = sa.Table(
     sa.CheckConstraint("key_concurrency > 0", name="queues_key_concurrency_check"),
     sa.CheckConstraint("(rate_limit IS NULL AND rate_period_s IS NULL) "
                        "OR (rate_limit > 0 AND rate_period_s > 0)", name="queues_rate_check"),
+    # revision 0007: at most key_rate_limit starts per key in key_rate_period_s seconds
+    sa.Column("key_rate_limit", sa.Integer, nullable=True),
+    sa.Column("key_rate_period_s", sa.Float, nullable=True),
+    sa.CheckConstraint("(key_rate_limit IS NULL AND key_rate_period_s IS NULL) "
+                       "OR (key_rate_limit > 0 AND key_rate_period_s > 0)",
+                       name="queues_key_rate_check"),
 )
 
 #: revision 0006: the starts of rate-limited queues within their period (pruned by the claim)
@@ -187,6 +194,10 @@ queue_starts = sa.Table(
     sa.Column("queue", sa.Text, nullable=False),
     sa.Column("started_at", TS, nullable=False),
     sa.Index("queue_starts_queue_idx", "queue", "started_at"),
+    # revision 0007: the started job's key (per-key rate limits count a key's starts)
+    sa.Column("concurrency_key", sa.Text, nullable=True),
+    sa.Index("queue_starts_key_idx", "queue", "concurrency_key", "started_at",
+             postgresql_where=sa.text("concurrency_key IS NOT NULL")),
 )
 
 workers = sa.Table(

@@ -68,6 +68,38 @@ class Statements:
             "(p.paused OR p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL"
             " OR p.rate_limit IS NOT NULL)")
 
+        #: Whether this transaction holds the queue row ``p``: step 1 locked it (``FOR UPDATE``
+        #: makes our transaction id its ``xmax``; nobody else can lock it meanwhile, and there
+        #: are no foreign keys to share the lock) or inserted it. A row that step 1 skipped
+        #: fails this test, so step 2 claims nothing from it: no claim ever counts without the
+        #: lock.
+        f["owned"] = sql.SQL(
+            "xid(pg_current_xact_id_if_assigned()) IN (p.xmax, p.xmin)")
+
+        #: The limited claims' free slots (``n``): at most ``limit``, the queue's free
+        #: concurrency slots (its running rows counted), and the starts its rate allows in the
+        #: window that ends at ``qq.ts``. NULL limits do not bound (``least`` ignores NULLs).
+        f["room"] = sql.SQL("""
+                SELECT qq.*, greatest(0, least(
+                    %(limit)s::int,
+                    qq.concurrency - (SELECT count(*) FROM {s}.jobs r
+                                       WHERE r.queue = %(queue)s AND r.state = 'running'),
+                    qq.rate_limit - (SELECT count(*) FROM {s}.queue_starts st
+                                      WHERE st.queue = %(queue)s
+                                        AND st.started_at > qq.ts
+                                            - make_interval(secs => qq.rate_period_s))))
+                    AS n
+                  FROM qq""").format(s=s)
+        #: The limited claims' end: the rows of ``c`` become running, started at ``qq.ts``
+        #: (``c`` never holds more than ``limit`` rows; saying so keeps the planner from
+        #: joining it to ``jobs`` with a hash over the whole table).
+        f["claim_started"] = sql.SQL("""
+                UPDATE {s}.jobs j
+                   SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
+                       started_at = (SELECT ts FROM qq),
+                       lease_expires_at = now() + make_interval(secs => %(lease)s)
+                  FROM (SELECT id FROM c LIMIT %(limit)s) c WHERE j.id = c.id
+                RETURNING {claimcols}""").format(s=s, claimcols=f["claimcols"])
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(**{k: v for k, v in f.items() if "{" + k + "}" in text})
 
@@ -172,35 +204,76 @@ class Statements:
         #: Which of these queues the limited claim serves: those with a limit in ``queues``
         #: and those with ready keyed jobs (a key is capped at 1 running job by default). A
         #: plain read; a worker refreshes it about once a second.
+        #: Also says which of them may take the capped claim (``capped``: no rate limit, no
+        #: keyed jobs waiting); the others take ``claim_limited``.
         self.limited_queues = q("""
-            SELECT qn.name FROM unnest(%(queues)s::text[]) AS qn(name)
-             WHERE EXISTS (SELECT 1 FROM {s}.queues p
-                            WHERE p.name = qn.name AND NOT p.paused
-                              AND (p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL
-                                   OR p.rate_limit IS NOT NULL))
-                OR EXISTS (SELECT 1 FROM {s}.jobs j
-                            WHERE j.queue = qn.name AND j.state = 'waiting'
-                              AND j.concurrency_key IS NOT NULL)""")
+            SELECT l.name, l.limited AND l.rate_limit IS NULL AND NOT l.keyed FROM (
+                SELECT qn.name, p.rate_limit,
+                       p.concurrency IS NOT NULL OR p.key_concurrency IS NOT NULL
+                       OR p.rate_limit IS NOT NULL AS limited,
+                       EXISTS (SELECT 1 FROM {s}.jobs j
+                                WHERE j.queue = qn.name AND j.state = 'waiting'
+                                  AND j.concurrency_key IS NOT NULL) AS keyed
+                  FROM unnest(%(queues)s::text[]) AS qn(name)
+                  LEFT JOIN {s}.queues p ON p.name = qn.name AND NOT p.paused) l
+             WHERE l.limited OR l.keyed""")
 
         #: Step 1 of the limited claim (in a READ COMMITTED transaction): lock the ``queues``
-        #: rows of the limited queues, in name order (so two claimers never deadlock), creating
-        #: missing ones (a queue whose only limit is the per-key default). Every claim of a
-        #: limited queue takes this row lock first and holds it until its commit: limited
-        #: claims of one queue run one after the other. Rows this statement inserts are not
-        #: visible to its own SELECT, but they are ours until commit (a concurrent insert of the
-        #: same name waits for it), so they are serialised all the same.
+        #: rows of the limited queues, creating missing ones (a queue whose only limit is the
+        #: per-key default). Every claim of a limited queue takes this row lock first and holds
+        #: it until its commit: limited claims of one queue run one after the other. A row that
+        #: another claimer holds is skipped, not waited for (``SKIP LOCKED``): that claimer is
+        #: taking what the queue allows right now, and many idle workers polling a queue whose
+        #: limit binds must not queue up behind one another. Rows this statement inserts are
+        #: not visible to its own SELECT, but they are ours until commit (a concurrent insert of
+        #: the same name waits for it), so they are serialised all the same. Step 2 claims only
+        #: from rows this transaction locked or inserted (``{owned}``).
         self.lock_limited_queues = q("""
             WITH ins AS (
                 INSERT INTO {s}.queues (name)
                 SELECT n FROM unnest(%(queues)s::text[]) AS n ORDER BY n
                 ON CONFLICT (name) DO NOTHING RETURNING name)
             SELECT name FROM {s}.queues WHERE name = ANY(%(queues)s::text[])
-             ORDER BY name FOR UPDATE""")
+             ORDER BY name FOR UPDATE SKIP LOCKED""")
+
+        #: Step 1 of the capped claim: lock one queue's row (which exists: the queue has a
+        #: limit), as ``lock_limited_queues`` does (skipping it while another claimer holds it),
+        #: without trying to insert it first.
+        self.lock_queue = q("""
+            SELECT name FROM {s}.queues WHERE name = %(queue)s FOR UPDATE SKIP LOCKED""")
+
+        #: Step 2 of the claim of a queue with a concurrency limit, no rate limit and no keyed
+        #: jobs waiting (the common case). The same proof as ``claim_limited`` below (it runs
+        #: after step 1, so its snapshot sees every earlier claim's running rows), but the jobs
+        #: are read like the unlimited claim reads them, in one scan of ``jobs_claim_idx``, and
+        #: nothing is logged: a small statement, cheap to plan and to run, so that a limit that
+        #: does not bind costs little. Keyed jobs that arrived since the worker last looked wait
+        #: for ``claim_limited`` (running ones count all the same), and a queue that gained a
+        #: rate limit meanwhile yields nothing here (``qq`` is empty) until the worker looks
+        #: again. Locks the claimed rows ``FOR UPDATE SKIP LOCKED``.
+        self.claim_capped = q("""
+            WITH qq AS MATERIALIZED (
+                SELECT p.concurrency, p.rate_limit, p.rate_period_s, clock_timestamp() AS ts
+                  FROM {s}.queues p
+                 WHERE p.name = %(queue)s AND NOT p.paused AND p.rate_limit IS NULL
+                   AND {owned}),
+            room AS MATERIALIZED ({room}),
+            c AS (
+                SELECT id FROM {s}.jobs
+                 WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
+                   AND concurrency_key IS NULL
+                 ORDER BY priority, run_at, id
+                 LIMIT coalesce((SELECT n FROM room), 0)  -- no row: no room (not LIMIT ALL)
+                 FOR UPDATE SKIP LOCKED),
+            u AS ({claim_started})
+            SELECT * FROM u""")
 
         #: Step 2, one statement per limited queue, in the same transaction as step 1. Why two
         #: workers cannot both take the last slot: under READ COMMITTED each statement reads a
         #: snapshot taken when *it* starts. This statement starts after step 1 got the queue
-        #: row's lock, so after the previous holder committed; its snapshot sees every job that
+        #: row's lock (step 1 takes it only when nobody holds it, and this statement claims
+        #: nothing unless step 1 took it: ``{owned}``), so after the previous holder committed;
+        #: its snapshot sees every job that
         #: previous claims made ``running`` (and every start they logged). The slots it counts
         #: can only be fewer than it sees (a completion committing meanwhile frees one; nothing
         #: but a claim holding this same lock can take one), so it never hands out more than
@@ -222,20 +295,15 @@ class Statements:
         #: A limited job waits: it is simply not claimed, its attempt untouched.
         self.claim_limited = q("""
             WITH RECURSIVE qq AS MATERIALIZED (
-                SELECT p.concurrency, coalesce(p.key_concurrency, 1) AS per_key, p.rate_limit,
-                       p.rate_period_s, clock_timestamp() AS ts
-                  FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused),
-            room AS MATERIALIZED (
-                SELECT qq.*, greatest(0, least(
-                    %(limit)s::int,
-                    qq.concurrency - (SELECT count(*) FROM {s}.jobs r
-                                       WHERE r.queue = %(queue)s AND r.state = 'running'),
-                    qq.rate_limit - (SELECT count(*) FROM {s}.queue_starts st
-                                      WHERE st.queue = %(queue)s
-                                        AND st.started_at > qq.ts
-                                            - make_interval(secs => qq.rate_period_s))))
-                    AS n
-                  FROM qq),
+                SELECT p.concurrency, p.rate_limit, p.rate_period_s, p.key_rate_limit,
+                       p.key_rate_period_s, clock_timestamp() AS ts,
+                       -- NULL: a key's running jobs are not capped (only its rate is)
+                       coalesce(p.key_concurrency,
+                                CASE WHEN p.key_rate_limit IS NULL THEN 1 END) AS per_key,
+                       -- how long a logged start matters (NULL: starts are not logged)
+                       greatest(p.rate_period_s, p.key_rate_period_s) AS keep_s
+                  FROM {s}.queues p WHERE p.name = %(queue)s AND NOT p.paused AND {owned}),
+            room AS MATERIALIZED ({room}),
             keyrun AS (
                 SELECT r.concurrency_key AS k, count(*) AS n FROM {s}.jobs r
                  WHERE r.queue = %(queue)s AND r.state = 'running'
@@ -256,12 +324,20 @@ class Statements:
                 SELECT x.id, x.priority, x.run_at, ks.k FROM ks
                   LEFT JOIN keyrun ON keyrun.k = ks.k
                  CROSS JOIN room
+                 CROSS JOIN LATERAL (  -- the key's starts in its rate window, if it has one
+                    SELECT count(*) AS n FROM {s}.queue_starts st
+                     WHERE room.key_rate_limit IS NOT NULL
+                       AND st.queue = %(queue)s AND st.concurrency_key = ks.k
+                       AND st.started_at > room.ts
+                                           - make_interval(secs => room.key_rate_period_s)) kst
                  CROSS JOIN LATERAL (
                     SELECT j.id, j.priority, j.run_at FROM {s}.jobs j
                      WHERE j.queue = %(queue)s AND j.state = 'waiting'
                        AND j.concurrency_key = ks.k AND j.run_at <= now()
                      ORDER BY j.priority, j.run_at, j.id
-                     LIMIT greatest(0, room.per_key - coalesce(keyrun.n, 0))) x
+                     LIMIT greatest(0, least(%(limit)s::int,
+                                             room.per_key - coalesce(keyrun.n, 0),
+                                             room.key_rate_limit - kst.n))) x
                  WHERE ks.k IS NOT NULL),
             cand AS (
                 SELECT keyed.id, keyed.priority, keyed.run_at,
@@ -281,37 +357,41 @@ class Statements:
                  WHERE p.pos <= coalesce((SELECT n FROM room), 0)
                  ORDER BY p.pos LIMIT %(limit)s),
             c AS (
-                SELECT j.id FROM {s}.jobs j
+                SELECT j.id, j.concurrency_key FROM {s}.jobs j
                  WHERE j.id IN (SELECT id FROM pick) AND j.state = 'waiting'
                    FOR UPDATE SKIP LOCKED),
-            u AS (
-                UPDATE {s}.jobs j
-                   SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
-                       started_at = (SELECT ts FROM qq),
-                       lease_expires_at = now() + make_interval(secs => %(lease)s)
-                  FROM c WHERE j.id = c.id
-                RETURNING {claimcols}),
-            logged AS (
-                INSERT INTO {s}.queue_starts (queue, started_at)
-                SELECT %(queue)s, qq.ts FROM u, qq WHERE qq.rate_limit IS NOT NULL),
-            pruned AS (
+            u AS ({claim_started}),
+            logged AS (  -- each start of a rate-limited queue, with its key
+                INSERT INTO {s}.queue_starts (queue, started_at, concurrency_key)
+                SELECT %(queue)s, qq.ts, c.concurrency_key FROM u JOIN c ON c.id = u.id, qq
+                 WHERE qq.keep_s IS NOT NULL),
+            pruned AS (  -- and the starts that left every window (all: no rate limit)
                 DELETE FROM {s}.queue_starts st USING qq
                  WHERE st.queue = %(queue)s
-                   AND (qq.rate_limit IS NULL
-                        OR st.started_at <= qq.ts - make_interval(secs => qq.rate_period_s)))
+                   AND (qq.keep_s IS NULL
+                        OR st.started_at <= qq.ts - make_interval(secs => qq.keep_s)))
             SELECT * FROM u""")
 
         #: Set a queue's limits (NULL: none), creating its row. Locks that row: a running
         #: limited claim finishes first. Takes effect at the next claim.
+        #: Without any rate limit left, the queue's logged starts are deleted (no claim would
+        #: prune them: the capped claim logs nothing).
         self.set_limits = q("""
-            INSERT INTO {s}.queues AS p (name, concurrency, key_concurrency, rate_limit,
-                                         rate_period_s)
-            VALUES (%(queue)s, %(concurrency)s, %(key_concurrency)s, %(rate_limit)s,
-                    %(rate_period_s)s)
-            ON CONFLICT (name) DO UPDATE SET
-                concurrency = excluded.concurrency, key_concurrency = excluded.key_concurrency,
-                rate_limit = excluded.rate_limit, rate_period_s = excluded.rate_period_s,
-                updated_at = now()""")
+            WITH up AS (
+                INSERT INTO {s}.queues AS p (name, concurrency, key_concurrency, rate_limit,
+                                             rate_period_s, key_rate_limit, key_rate_period_s)
+                VALUES (%(queue)s, %(concurrency)s, %(key_concurrency)s, %(rate_limit)s,
+                        %(rate_period_s)s, %(key_rate_limit)s, %(key_rate_period_s)s)
+                ON CONFLICT (name) DO UPDATE SET
+                    concurrency = excluded.concurrency,
+                    key_concurrency = excluded.key_concurrency,
+                    rate_limit = excluded.rate_limit, rate_period_s = excluded.rate_period_s,
+                    key_rate_limit = excluded.key_rate_limit,
+                    key_rate_period_s = excluded.key_rate_period_s, updated_at = now()
+                RETURNING name)
+            DELETE FROM {s}.queue_starts
+             WHERE queue = %(queue)s AND %(rate_limit)s::int IS NULL
+               AND %(key_rate_limit)s::int IS NULL""")
 
         #: When the next waiting job of these queues becomes due (for sleeping until then).
         self.next_run_at = q("""
@@ -763,11 +843,13 @@ class Statements:
 
         # ---- inspection and maintenance ---------------------------------------------------
         self.queue_stats = q("""
-            SELECT queue, paused, waiting, scheduled, running, failed, finished_last_hour,
-                   failed_last_hour, oldest_wait_s, mean_run_time_s, concurrency,
-                   key_concurrency, rate_limit, rate_period_s, slots_in_use, rate_used,
-                   waiting_for_limit
-              FROM {s}.queue_stats ORDER BY queue""")
+            SELECT v.queue, v.paused, v.waiting, v.scheduled, v.running, v.failed,
+                   v.finished_last_hour, v.failed_last_hour, v.oldest_wait_s,
+                   v.mean_run_time_s, v.concurrency, v.key_concurrency, v.rate_limit,
+                   v.rate_period_s, v.slots_in_use, v.rate_used, v.waiting_for_limit,
+                   p.key_rate_limit, p.key_rate_period_s
+              FROM {s}.queue_stats v LEFT JOIN {s}.queues p ON p.name = v.queue
+             ORDER BY v.queue""")
         #: Dead row versions in ``jobs`` (claims and completions leave one each) as the
         #: statistics see them; they decide when a worker vacuums (see ``vacuum_jobs``).
         self.jobs_dead_tuples = sql.SQL("""
