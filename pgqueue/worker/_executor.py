@@ -204,7 +204,8 @@ class Executor:
 
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
-        ctx = JobContext(job=job, worker_id=self.worker_id, driver=self.completer.driver)
+        ctx = JobContext(job=job, worker_id=self.worker_id,
+                         driver=getattr(self.completer, "driver", None))
         self.contexts[job.id] = ctx
         try:
             with _tracing.consume(job):
