@@ -53,3 +53,48 @@ def child(i: int) -> int:
 def fanin(parts: list[int]) -> int:
     _record("fanin")
     return sum(parts)
+
+
+def _ran(c: psycopg.Connection[object] | None, job_id: int, step: str) -> None:
+    """Record one execution of a step function (in ``c``'s transaction when given)."""
+    query = "INSERT INTO wf_step_runs (job_id, step) VALUES (%s, %s)"
+    if c is not None:
+        c.execute(query, (job_id, step))
+        return
+    with psycopg.connect(os.environ["PGQUEUE_DATABASE_URL"], autocommit=True) as own:
+        own.execute(query, (job_id, step))
+
+
+def reserve(job_id: int) -> int:
+    _ran(None, job_id, "reserve")
+    return 1
+
+
+def charge(c: psycopg.Connection[object], job_id: int) -> int:
+    _ran(c, job_id, "charge")
+    c.execute("INSERT INTO wf_business (job_id) VALUES (%s)", (job_id,))
+    return 2
+
+
+def notify(job_id: int) -> int:
+    _ran(None, job_id, "notify")
+    return 3
+
+
+@app.task(name="wf.steps", queue="wf")
+def steps(pause: float) -> int:
+    """Three durable steps, the middle one writing a business row in its step's transaction;
+    short pauses between them give a SIGKILL places to land."""
+    import time
+
+    ctx = pgqueue.current_context()
+    job_id = ctx.job.id
+    total = ctx.step("reserve", reserve, job_id)
+    time.sleep(pause)
+    with psycopg.connect(os.environ["PGQUEUE_DATABASE_URL"]) as c, c.transaction():
+        total += ctx.step("charge", charge, c, job_id, conn=c)
+        time.sleep(pause)
+    time.sleep(pause)
+    total += ctx.step("notify", notify, job_id)
+    time.sleep(pause)
+    return total
