@@ -21,7 +21,10 @@ What it does:
    ``--no-poison``) it also enqueues, spread through the backlog, ``--killers`` jobs that kill
    their worker process (``os._exit``), one job returning a result PostgreSQL cannot store and
    one raising an error message it cannot store (NUL, lone surrogate): see
-   :mod:`benchmarks.chaos_app`.
+   :mod:`benchmarks.chaos_app`. The **workflow scenario** adds one fan-in per 500 jobs
+   (``group`` of 20 ``tx`` children ``.then`` a ``tx`` fan-in, enqueued whole in one
+   transaction): every workflow must finish whole (``workflows_unfinished``), and a dependent
+   left blocked forever counts as ``stuck``.
 3. Runs ``--workers`` worker processes (``python -m benchmarks.chaos_app``, concurrency 8, a
    ``--lease`` second lease) and, while jobs remain:
 
@@ -110,6 +113,7 @@ from benchmarks.chaos_app import (
     UNSTORABLE_TASK,
     make_app,
 )
+from pgqueue import group
 
 __all__ = ["ChaosError", "Options", "main"]
 
@@ -118,6 +122,8 @@ SCHEMA = "pgqueue"
 RESCUE_ERROR = "worker died while running"
 #: the kinds of chaos_enqueued that are good jobs (the others are poison)
 GOOD_KINDS = ("tx", "plain", "limited")
+#: children of each fan-in of the workflow scenario (one workflow per 500 jobs)
+WORKFLOW_WIDTH = 20
 Row = tuple[Any, ...]
 
 
@@ -539,6 +545,7 @@ class Suite:
         self.keep_logs = opts.keep
         #: jobs enqueued (good and poison)
         self.total = opts.jobs
+        self.workflows = 0
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -616,12 +623,26 @@ class Suite:
                                  "SELECT * FROM unnest(%s::bigint[], %s::text[])",
                                  (ids, [kind for kind, _ in part]))
                     conn.commit()
+                # the workflow scenario: fan-ins of WORKFLOW_WIDTH tx children (blocked until
+                # every child finished, released in the completing transaction), each enqueued
+                # whole in the suite's transaction; their jobs count as tx jobs
+                tx = app.get_task(TX_TASK)
+                assert tx is not None
+                for _ in range(max(1, n // 500)):
+                    run = app.enqueue_workflow(group(*(tx.s(n=-1) for _ in range(
+                        WORKFLOW_WIDTH))).then(tx.s(n=-2)), conn=conn)
+                    conn.execute("INSERT INTO chaos_enqueued (job_id, kind) "
+                                 "SELECT unnest(%s::bigint[]), 'tx'", (run.job_ids,))
+                    self.total += len(run.job_ids)
+                    self.workflows += 1
+                conn.commit()
         finally:
             app.close()
         kinds = {k: sum(1 for kind, _ in planned if kind == k) for k in GOOD_KINDS}
         self.say(f"enqueued {n} jobs ({kinds['tx']} tx, {kinds['plain']} plain on queue "
                  f"{QUEUE!r}, {kinds['limited']} on {LIMITED_QUEUE!r} limited to "
-                 f"{self.opts.limit} at once) in {time.monotonic() - t:.1f} s"
+                 f"{self.opts.limit} at once) and {self.workflows} workflows of "
+                 f"{WORKFLOW_WIDTH + 1} tx jobs in {time.monotonic() - t:.1f} s"
                  + (f"; poison: {self.opts.killers} killers, 1 unstorable result, 1 "
                     "unstorable error" if self.opts.poison else ""))
 
@@ -885,6 +906,9 @@ class Suite:
         overlap = _max_overlap(q(
             "SELECT started_at, finished_at FROM pgqueue.job_history "
             "WHERE queue = %s AND state = 'succeeded'", (LIMITED_QUEUE,)))
+        (wf_unfinished,) = self.monitor.one(
+            "SELECT count(*) FROM pgqueue.workflows WHERE finished_at IS NULL OR failed > 0 "
+            "OR cancelled > 0")
         (lost,) = self.monitor.one("""
             SELECT count(*) FROM chaos_enqueued e
              WHERE NOT EXISTS (SELECT 1 FROM pgqueue.jobs j WHERE j.id = e.job_id)
@@ -983,6 +1007,8 @@ class Suite:
             failures.append(f"{lost} jobs lost")
         if stuck:
             failures.append(f"{stuck} jobs stuck {stuck_by_state}")
+        if wf_unfinished:
+            failures.append(f"{wf_unfinished} workflows did not finish whole")
         if dups.get("tx", 0) or dups.get("limited", 0):
             failures.append(f"{dups.get('tx', 0) + dups.get('limited', 0)} duplicate executions "
                             "of in-transaction jobs")
@@ -1034,6 +1060,8 @@ class Suite:
             "failed": failed,
             "lost": lost,
             "stuck": stuck,
+            "workflows": self.workflows,
+            "workflows_unfinished": int(wf_unfinished),
             "periodic_ticks": len(ticks),
             "periodic_duplicates": tick_dups,
             "periodic_missing": tick_gaps,

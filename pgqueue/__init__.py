@@ -13,8 +13,12 @@ and not covered by semantic versioning) are internal.
 
 - the client and runtime: :class:`App`, :class:`Task`, :class:`Worker`;
 - jobs and outcomes: :class:`Job`, :class:`NewJob`, :class:`JobState`, :class:`AttemptError`,
-  :class:`Snooze`, :class:`Cancel`, :class:`Fail`, :class:`RetryPolicy`; inside a handler
-  :func:`current_job` and :func:`current_context` (a :class:`JobContext`);
+  :class:`Snooze`, :class:`Cancel`, :class:`Fail`, :class:`Await`, :class:`RetryPolicy`;
+  inside a handler :func:`current_job` and :func:`current_context` (a :class:`JobContext`,
+  with durable steps: ``current_context().step(...)``);
+- workflows: :func:`chain`, :func:`group` (:class:`Chain`, :class:`Group`) of task
+  signatures (:class:`Signature`, from ``task.s(...)``), enqueued as a :class:`WorkflowRun`;
+  :meth:`App.result`, :meth:`App.workflow` (:class:`WorkflowJob`);
 - what the admin calls return: :class:`QueueStats`, :class:`FailedJob`, :class:`Capabilities`,
   :class:`ScheduleInfo`;
 - configuration: :class:`Settings`, :func:`load_settings`;
@@ -31,41 +35,62 @@ from pgqueue.errors import (
     ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
+    DependencyError,
     DriverError,
     EmbeddedServerError,
     JobError,
+    JobFailedError,
     JobNotFoundError,
     MigrationError,
     NotMigratedError,
     PgQueueError,
+    ResultTimeoutError,
     TransientDatabaseError,
     UnknownTaskError,
     ValidationError,
+    WorkflowError,
 )
-from pgqueue.job import AttemptError, Cancel, Fail, FailedJob, Job, JobState, NewJob, Snooze
+from pgqueue.job import (
+    AttemptError,
+    Await,
+    Cancel,
+    Fail,
+    FailedJob,
+    Job,
+    JobState,
+    NewJob,
+    Snooze,
+    WorkflowJob,
+)
 from pgqueue.retry import RetryPolicy
-from pgqueue.task import Task
+from pgqueue.task import Signature, Task
 from pgqueue.worker import JobContext, Worker, current_context, current_job
+from pgqueue.workflow import Chain, Group, WorkflowRun, chain, group
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "AttemptError",
+    "Await",
     "Cancel",
     "CannotConnectError",
     "Capabilities",
     "CapabilityError",
+    "Chain",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailableError",
+    "DependencyError",
     "DriverError",
     "EmbeddedServerError",
     "Fail",
     "FailedJob",
+    "Group",
     "Job",
     "JobContext",
     "JobError",
+    "JobFailedError",
     "JobNotFoundError",
     "JobState",
     "MigrationError",
@@ -73,17 +98,24 @@ __all__ = [
     "NotMigratedError",
     "PgQueueError",
     "QueueStats",
+    "ResultTimeoutError",
     "RetryPolicy",
     "ScheduleInfo",
     "Settings",
+    "Signature",
     "Snooze",
     "Task",
     "TransientDatabaseError",
     "UnknownTaskError",
     "ValidationError",
     "Worker",
+    "WorkflowError",
+    "WorkflowJob",
+    "WorkflowRun",
     "__version__",
+    "chain",
     "current_context",
     "current_job",
+    "group",
     "load_settings",
 ]

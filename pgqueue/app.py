@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import typing
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, Unpack, overload
 
@@ -44,17 +45,27 @@ from pgqueue.config import Settings, find_settings
 from pgqueue.config._settings import needs_database_url
 from pgqueue.config._values import parse_driver
 from pgqueue.drivers import get_driver
-from pgqueue.drivers.base import Driver, FailedJob, QueueLimits, QueueStats, ScheduleInfo
+from pgqueue.drivers.base import (
+    Driver,
+    FailedJob,
+    FinalOutcome,
+    QueueLimits,
+    QueueStats,
+    ScheduleInfo,
+)
 from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.errors import (
     CapabilityError,
     ConfigurationError,
     JobError,
+    JobFailedError,
     JobNotFoundError,
+    ResultTimeoutError,
     UnknownTaskError,
     ValidationError,
+    WorkflowError,
 )
-from pgqueue.job import FinishedJob, Job, NewJob
+from pgqueue.job import Dependency, FinishedJob, Job, NewJob, WorkflowJob
 from pgqueue.periodic import CatchUp, Schedule, make_schedule
 from pgqueue.retry import Backoff
 from pgqueue.task import (
@@ -63,6 +74,7 @@ from pgqueue.task import (
     TaskDecorator,
     check_concurrency_key,
     check_delay,
+    check_dependencies,
     check_max_attempts,
     check_new_jobs,
     check_priority,
@@ -76,6 +88,7 @@ from pgqueue.task import (
 from pgqueue.worker import Worker
 from pgqueue.worker._registry import DeadLetterHandler
 from pgqueue.worker.context import Completion, current_completion
+from pgqueue.workflow import Flow, WorkflowRun, plan, planned_ids
 
 if TYPE_CHECKING:
     from pgqueue._conn import AsyncConn, SyncConn
@@ -90,7 +103,8 @@ R = TypeVar("R")
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
 
 #: a capability :meth:`App._require` checks, and what the refusal says
-_Capability = Literal["transactional_enqueue", "transactional_completion", "flow_control"]
+_Capability = Literal["transactional_enqueue", "transactional_completion", "flow_control",
+                      "workflows"]
 _REFUSALS: dict[_Capability, str] = {
     "transactional_enqueue": "the {driver} driver cannot enqueue inside your transaction; drop "
                              "conn= or use the postgres driver",
@@ -98,6 +112,8 @@ _REFUSALS: dict[_Capability, str] = {
                                 "return from the handler instead, or use the postgres driver",
     "flow_control": "the {driver} driver has no flow control (queue limits, concurrency keys: "
                     "they are enforced in a table every worker shares); use the postgres driver",
+    "workflows": "the {driver} driver has no workflows (depends_on, chain/group, Await, "
+                 "App.result, durable steps); use the postgres driver",
 }
 
 
@@ -241,9 +257,12 @@ class App:
 
     def _enqueuer(self, conn: object, jobs: Sequence[NewJob] = ()) -> Driver:
         """The driver to insert with: with a caller's ``conn``, only one that can join it;
-        for ``jobs`` with a concurrency key, only one with flow control."""
+        for ``jobs`` with a concurrency key, only one with flow control; with dependencies,
+        only one with workflows."""
         if any(getattr(j, "concurrency_key", None) is not None for j in jobs):
             self._require("flow_control")
+        if any(getattr(j, "depends_on", ()) or getattr(j, "workflow_id", None) for j in jobs):
+            self._require("workflows")
         return self.driver if conn is None else self._require("transactional_enqueue")
 
     def use_database(self, database_url: str, *, source: str = "argument",
@@ -535,7 +554,8 @@ class App:
               run_at: dt.datetime | None = None, max_attempts: int | None = None,
               unique_key: str | None = None, timeout: float | None = None,
               meta: Mapping[str, Any] | None = None,
-              concurrency_key: str | None = None) -> NewJob:
+              concurrency_key: str | None = None, depends_on: Sequence[int] | None = None,
+              on_dependency_failure: str | None = None) -> NewJob:
         """Validate one job and return it ready to insert (raises :class:`ValidationError`).
 
         The options and their defaults are those of :meth:`enqueue`
@@ -547,7 +567,8 @@ class App:
         template = self._template(registered, task_name, queue=queue, priority=priority,
                                   delay=delay, run_at=run_at, max_attempts=max_attempts,
                                   unique_key=unique_key, timeout=timeout, meta=meta,
-                                  concurrency_key=concurrency_key)
+                                  concurrency_key=concurrency_key, depends_on=depends_on,
+                                  on_dependency_failure=on_dependency_failure)
         return self._keyed(registered, _with_args(template, _serialiser(registered)(args)))
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
@@ -573,11 +594,17 @@ class App:
                   run_at: dt.datetime | None = None, max_attempts: int | None = None,
                   unique_key: str | None = None, timeout: float | None = None,
                   meta: Mapping[str, Any] | None = None,
-                  concurrency_key: str | None = None) -> NewJob:
+                  concurrency_key: str | None = None, depends_on: Sequence[int] | None = None,
+                  on_dependency_failure: str | None = None) -> NewJob:
         """A job with these options validated and defaulted, and empty args (the part of
         :meth:`build` that a batch of one task shares)."""
         if check_concurrency_key(concurrency_key) is not None:
             self._require("flow_control")
+        deps, policy = check_dependencies(depends_on, on_dependency_failure)
+        if deps:
+            self._require("workflows")
+            if unique_key is not None:
+                raise ValidationError("a job with depends_on cannot have a unique_key")
         delay_s: float | None = None
         if delay is not None:
             if run_at is not None:
@@ -606,6 +633,8 @@ class App:
             meta_json="{}" if meta is None else dumps_args(to_json_object(meta, "meta"),
                                                            "meta"),
             concurrency_key=concurrency_key,
+            depends_on=deps,
+            on_dependency_failure=policy,
         )
 
     def enqueue(self, task: str | object, args: Any = None, *, conn: SyncConn | None = None,
@@ -735,6 +764,87 @@ class App:
                 attempt=done.job.attempt):
             raise _lost_lease(done.job.id)
         done.mark_completed()
+
+    # ---- workflows ---------------------------------------------------------------------------
+    def build_workflow(self, flow: Flow) -> tuple[list[NewJob], list[int]]:
+        """Validate a workflow (:func:`pgqueue.chain`, :func:`pgqueue.group`) and return its
+        jobs ready to insert, with a new workflow id, and the indexes of its final stage.
+        Raises :class:`pgqueue.WorkflowError` / :class:`ValidationError` before anything is
+        written."""
+        self._require("workflows")
+        planned, final = plan(flow)
+        flow_id = uuid.uuid4().hex
+        jobs = []
+        for n, p in enumerate(planned):
+            sig = p.signature
+            if not isinstance(sig.task, Task) or self.tasks.get(sig.task.name) is not sig.task:
+                raise WorkflowError(f"workflow job {n}: task {sig.task.name!r} is not "
+                                    "registered with this app")
+            opts = _check_options(sig.options)
+            if opts.get("depends_on") or opts.get("unique_key"):
+                raise WorkflowError(f"workflow job {n} ({sig.task.name}): depends_on and "
+                                    "unique_key are not options of a workflow member (the "
+                                    "workflow sets the dependencies)")
+            args = dict(sig.kwargs)
+            if p.arg is not None:
+                args[p.arg] = None  # filled with the results when its dependencies finish
+            try:
+                job = self.build(sig.task.name, args, **opts)
+            except ValidationError as exc:
+                raise type(exc)(f"workflow job {n} ({sig.task.name}): {exc}") from exc
+            deps = tuple(Dependency(index=i, arg=p.arg, pos=pos) for i, pos in p.deps)
+            jobs.append(dataclasses.replace(job, depends_on=deps, workflow_id=flow_id))
+        return jobs, final
+
+    def enqueue_workflow(self, flow: Flow, *, conn: SyncConn | None = None) -> WorkflowRun:
+        """Enqueue a whole workflow in one transaction (``conn``: yours, as for
+        :meth:`enqueue`: a rollback leaves none of its jobs); returns a
+        :class:`pgqueue.WorkflowRun` (its id and job ids)::
+
+            run = app.enqueue_workflow(group(b.s(), c.s()).then(d.s()))
+            app.result(run.last[0], timeout=60)
+        """
+        jobs, final = self.build_workflow(flow)
+        with _traced(jobs) as (stamped, _):
+            ids = self._enqueuer(conn, stamped).insert_many(stamped, conn=conn)
+        return WorkflowRun(jobs[0].workflow_id or "", ids, planned_ids(ids, final))
+
+    async def enqueue_workflow_async(self, flow: Flow, *,
+                                     conn: AsyncConn | None = None) -> WorkflowRun:
+        """Async twin of :meth:`enqueue_workflow`."""
+        jobs, final = self.build_workflow(flow)
+        with _traced(jobs) as (stamped, _):
+            ids = await self._enqueuer(conn, stamped).insert_many_async(stamped, conn=conn)
+        return WorkflowRun(jobs[0].workflow_id or "", ids, planned_ids(ids, final))
+
+    def result(self, job_id: int, *, timeout: float | None = None) -> Any:
+        """Wait until job ``job_id`` has finished and return its result (the handler's return
+        value, as stored JSON). Waits on a NOTIFY sent when the job completes (not by polling;
+        it looks again every few seconds in case a notification was lost). ``timeout``:
+        seconds (default None: wait as long as it takes).
+
+        Raises :class:`pgqueue.JobFailedError` if the job failed for good or was cancelled,
+        :class:`pgqueue.ResultTimeoutError` at the timeout, :class:`pgqueue.JobNotFoundError`
+        for an unknown id (or one whose history was dropped).
+        """
+        driver = self._require("workflows")
+        return _result_of(job_id, driver.wait_result(_check_id(job_id), _timeout(timeout)),
+                          timeout)
+
+    async def result_async(self, job_id: int, *, timeout: float | None = None) -> Any:
+        """Async twin of :meth:`result`."""
+        driver = self._require("workflows")
+        return _result_of(job_id, await driver.wait_result_async(_check_id(job_id),
+                                                                 _timeout(timeout)), timeout)
+
+    def workflow(self, workflow_id: str) -> list[WorkflowJob]:
+        """Every job of the workflow ``workflow_id`` with its state, in workflow order (empty
+        for an unknown id). The ``workflows`` view sums them up in SQL."""
+        return self._require("workflows").workflow(_workflow_id(workflow_id))
+
+    async def workflow_async(self, workflow_id: str) -> list[WorkflowJob]:
+        """Async twin of :meth:`workflow`."""
+        return await self._require("workflows").workflow_async(_workflow_id(workflow_id))
 
     # ---- queue control -------------------------------------------------------------------------
     def pause(self, queue: str) -> None:
@@ -967,16 +1077,15 @@ def _traced(jobs: Sequence[NewJob]) -> Iterator[tuple[Sequence[NewJob], Publishi
             meta = stamped.get(j.meta_json)
             if meta is None:
                 meta = stamped[j.meta_json] = _tracing.stamp_meta(j.meta_json, carrier)
-            out.append(NewJob(j.queue, j.task, j.args_json, j.priority, j.max_attempts,
-                              j.run_at, j.delay_s, j.unique_key, j.timeout_s, meta,
-                              j.concurrency_key))
+            out.append(dataclasses.replace(j, meta_json=meta))
         yield out, span
 
 
 def _with_args(t: NewJob, args_json: str) -> NewJob:
     """``t`` with these arguments (positional: cheaper than ``dataclasses.replace`` per row)."""
     return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at, t.delay_s,
-                  t.unique_key, t.timeout_s, t.meta_json, t.concurrency_key)
+                  t.unique_key, t.timeout_s, t.meta_json, t.concurrency_key, t.depends_on,
+                  t.on_dependency_failure, t.workflow_id)
 
 
 def _serialiser(registered: Task | None) -> Callable[[Any], str]:
@@ -1002,6 +1111,29 @@ def _failed_filter(queue: str | None, before: dt.datetime | None, ids: Sequence[
     return {"queue": _opt_queue(queue), "before": _check_before(before),
             "ids": None if ids is None else [_check_id(i) for i in ids],
             "task": None if task is None else validate_name(task, "task")}
+
+
+def _timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ValidationError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+def _result_of(job_id: int, outcome: FinalOutcome | None, timeout: float | None) -> Any:
+    """What :meth:`App.result` returns or raises for a job's outcome."""
+    if outcome is None:
+        raise ResultTimeoutError(f"job {job_id} did not finish within {timeout} s")
+    if outcome.state != "succeeded":
+        raise JobFailedError(job_id, outcome.state, outcome.error)
+    return outcome.result
+
+
+def _workflow_id(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise ValidationError(f"a workflow id is a string (WorkflowRun.id), not {value!r:.60}")
+    return value
 
 
 def _check_id(job_id: object) -> int:

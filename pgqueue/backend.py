@@ -43,6 +43,9 @@ class Capabilities:
     #: flow control (:meth:`pgqueue.App.queue` limits and ``concurrency_key``) enforced across
     #: every worker (default False: the App refuses limits and concurrency keys)
     flow_control: bool = False
+    #: workflows: ``depends_on``, ``chain``/``group``, :class:`pgqueue.Await`, ``App.result``,
+    #: durable steps (default False: the App refuses them with :class:`pgqueue.CapabilityError`)
+    workflows: bool = False
 
 
 @dataclass(frozen=True, slots=True)

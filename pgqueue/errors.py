@@ -98,6 +98,33 @@ class JobNotFoundError(JobError, LookupError):
     """No job (or failed job) with that id."""
 
 
+class DependencyError(ValidationError):
+    """``depends_on`` names a job that does not exist (or is no longer in the history), or one
+    that already failed or was cancelled while the policy is not ``run``; nothing was
+    written."""
+
+
+class WorkflowError(ValidationError):
+    """A workflow (``chain``/``group``) or a durable step is built wrongly: a member that is
+    not a task signature, a step name reused with another function, a step result that is not
+    JSON; nothing was written."""
+
+
+class JobFailedError(JobError):
+    """``App.result``: the job failed for good (``state`` ``failed``) or was cancelled
+    (``cancelled``); ``error`` is its last error or archive reason."""
+
+    def __init__(self, job_id: int, state: str, error: str | None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.error = error
+        super().__init__(f"job {job_id} {state}: {error or 'no error recorded'}")
+
+
+class ResultTimeoutError(JobError, TimeoutError):
+    """``App.result``: the job did not finish within the timeout (it may still finish)."""
+
+
 class DriverError(PgQueueError):
     """The selected driver cannot do what was asked, or does not exist."""
 
@@ -116,14 +143,18 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailableError",
+    "DependencyError",
     "DriverError",
     "EmbeddedServerError",
     "JobError",
+    "JobFailedError",
     "JobNotFoundError",
     "MigrationError",
     "NotMigratedError",
     "PgQueueError",
+    "ResultTimeoutError",
     "TransientDatabaseError",
     "UnknownTaskError",
     "ValidationError",
+    "WorkflowError",
 ]

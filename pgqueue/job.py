@@ -5,10 +5,10 @@ attempt (:class:`AttemptError`), the outcome table (:data:`OUTCOMES`: which outc
 state, table and attempt count), the rescue rule (:func:`rescue_counts`,
 :func:`rescue_quarantines`, :data:`QUARANTINE_AFTER`, :data:`RESCUE_SPREAD_S`) and its reasons
 (:data:`RESCUE_REASON`, :data:`QUARANTINE_REASON`), the typed outcomes a handler can return or
-raise (:class:`Snooze`, :class:`Cancel`, :class:`Fail`), and the job rows the drivers return
-(:class:`Job`, :class:`FailedJob`, :class:`FinishedJob`). Drivers take the policy as parameters
-(the rescue reasons and limits are bound SQL parameters and Lua ``ARGV``) instead of writing it
-again.
+raise (:class:`Snooze`, :class:`Cancel`, :class:`Fail`, :class:`Await`), and the job rows the
+drivers return (:class:`Job`, :class:`FailedJob`, :class:`FinishedJob`). Drivers take the policy
+as parameters (the rescue reasons and limits are bound SQL parameters and Lua ``ARGV``) instead of
+writing it again.
 
 State diagram (a job row lives in ``jobs`` until it is finished)::
 
@@ -41,6 +41,7 @@ from typing import Any, Literal
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 
 __all__ = [
+    "DEP_POLICIES",
     "MAX_JSON_DEPTH",
     "OUTCOMES",
     "QUARANTINE_AFTER",
@@ -48,7 +49,9 @@ __all__ = [
     "RESCUE_REASON",
     "RESCUE_SPREAD_S",
     "AttemptError",
+    "Await",
     "Cancel",
+    "Dependency",
     "Fail",
     "FailedJob",
     "FinishedJob",
@@ -58,6 +61,7 @@ __all__ = [
     "Outcome",
     "OutcomeRule",
     "Snooze",
+    "WorkflowJob",
     "attempt_errors",
     "decode_stored",
     "quarantine_reason_for",
@@ -80,6 +84,9 @@ class JobState(StrEnum):
     WAITING = "waiting"
     #: in ``jobs``, claimed by a worker under a lease
     RUNNING = "running"
+    #: in ``jobs``, waiting for the jobs it depends on (``depends_on``, a workflow) or awaits
+    #: (:class:`Await`); never claimed until they finish
+    BLOCKED = "blocked"
     #: in ``job_history``: the handler returned
     SUCCEEDED = "succeeded"
     #: in ``job_history``: cancelled while waiting, or by the handler / a cancel request
@@ -307,6 +314,8 @@ OUTCOMES: Mapping[str, OutcomeRule] = {
     #: ``Snooze(s)``: waiting again in ``s`` seconds, ``snoozes`` + 1 (past the task's
     #: ``max_snoozes`` the snooze is a ``failed`` outcome instead)
     "snoozed": OutcomeRule(JobState.WAITING, "jobs", False, False),
+    #: ``Await(ids)``: blocked until those jobs finish, then waiting again (attempt not counted)
+    "awaiting": OutcomeRule(JobState.BLOCKED, "jobs", False, False),
     #: the worker shut down before the handler finished: waiting again at once
     "released": OutcomeRule(JobState.WAITING, "jobs", False, False),
     #: an error with attempts left: waiting again after the retry policy's backoff
@@ -362,6 +371,26 @@ class Job:
     def payload(self) -> dict[str, Any]:
         """The job's arguments (``args``), under the Backstage seed's name for them."""
         return self.args
+
+    @property
+    def awaited(self) -> dict[int, Any] | None:
+        """After an :class:`Await`: each awaited job's result by id (None for one that failed
+        or was cancelled); None when the job has not awaited anything."""
+        found = self.meta.get("awaited")
+        if not isinstance(found, dict):
+            return None
+        return {int(k): (v.get("result") if isinstance(v, dict) else None)
+                for k, v in found.items()}
+
+    @property
+    def awaited_states(self) -> dict[int, str] | None:
+        """After an :class:`Await`: each awaited job's final state (``succeeded``,
+        ``cancelled``, ``failed``) by id; None when the job has not awaited anything."""
+        found = self.meta.get("awaited")
+        if not isinstance(found, dict):
+            return None
+        return {int(k): str(v.get("state")) if isinstance(v, dict) else "unknown"
+                for k, v in found.items()}
 
     @property
     def is_last_attempt(self) -> bool:
@@ -434,6 +463,46 @@ class NewJob:
     meta_json: str = "{}"
     #: at most the queue's ``key_concurrency`` (default 1) jobs with this key run at once
     concurrency_key: str | None = None
+    #: the jobs this one waits for (it is ``blocked`` until they finish)
+    depends_on: tuple[Dependency, ...] = ()
+    #: what it does when a dependency fails for good or is cancelled (:data:`DEP_POLICIES`)
+    on_dependency_failure: str = "cancel"
+    #: the workflow this job belongs to (:func:`pgqueue.chain`, :func:`pgqueue.group`)
+    workflow_id: str | None = None
+
+
+#: What a dependent job does when one of its dependencies fails for good or is cancelled:
+#: ``cancel`` it (the default: it ends in history as cancelled), ``run`` it anyway (the failed
+#: dependency's result is None), or ``fail`` it (to ``failed_jobs``). Its own dependents then
+#: follow their policies in turn, in the same transaction.
+DEP_POLICIES = ("cancel", "run", "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """One job a new job waits for: an existing job (``job_id``) or the job at ``index`` in the
+    same insert batch (a workflow). When it succeeds, its result goes into the new job's
+    argument ``arg`` (at position ``pos`` of a list argument when set); ``arg`` None: not
+    passed."""
+
+    job_id: int | None = None
+    index: int | None = None
+    arg: str | None = None
+    pos: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowJob:
+    """One job of a workflow as :meth:`pgqueue.App.workflow` reports it: its id, task, state
+    (``blocked``, ``waiting``, ``running``, ``succeeded``, ``cancelled``, ``failed``), when it
+    started and finished, and its last error (or archive reason)."""
+
+    id: int
+    task: str
+    state: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
 
 
 class Outcome(Exception):
@@ -468,6 +537,31 @@ class Cancel(Outcome):
     def __init__(self, reason: str = "cancelled by handler") -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class Await(Outcome):
+    """Park the job until the jobs ``job_ids`` have finished, then run it again (a handler
+    returns or raises it). While parked the job is ``blocked``: it holds no worker slot, and
+    the attempt is not counted. When it runs again, ``pgqueue.current_job().awaited`` maps each
+    awaited id to its result (None for a job that failed or was cancelled; see
+    :attr:`Job.awaited_states`). Example::
+
+        @app.task
+        def total(n: int) -> int:
+            done = pgqueue.current_job().awaited
+            if done is None:
+                raise pgqueue.Await([part.enqueue(i=i) for i in range(n)])
+            return sum(done.values())
+
+    Needs a driver with the ``workflows`` capability.
+    """
+
+    def __init__(self, job_ids: Sequence[int]) -> None:
+        ids = list(job_ids)
+        if not ids or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in ids):
+            raise ValueError("Await needs a non-empty list of job ids (positive integers)")
+        self.job_ids = list(dict.fromkeys(ids))
+        super().__init__(f"awaiting {len(self.job_ids)} job(s)")
 
 
 class Fail(Outcome):

@@ -38,14 +38,15 @@ from typing_extensions import ParamSpec, TypeVar
 from pgqueue._defaults import DEFAULT_MAX_SNOOZES, DEFAULT_PRIORITY
 from pgqueue._names import validate_name
 from pgqueue.errors import ValidationError
-from pgqueue.job import MAX_JSON_DEPTH, Job, NewJob
+from pgqueue.job import DEP_POLICIES, MAX_JSON_DEPTH, Dependency, Job, NewJob
 from pgqueue.retry import Backoff, RetryPolicy
 
 if TYPE_CHECKING:
     from pgqueue._conn import AsyncConn, SyncConn
 
 __all__ = ["EARLIEST_RUN_AT", "LATEST_RUN_AT", "MAX_JSON_DEPTH", "ConfiguredTask",
-           "EnqueueOptions", "Enqueuer", "Task", "TaskDecorator", "check_concurrency_key",
+           "EnqueueOptions", "Enqueuer", "Signature", "Task", "TaskDecorator",
+           "check_concurrency_key", "check_dependencies",
            "check_json_text",
            "check_new_jobs", "check_run_time", "check_text", "check_unique_key",
            "derive_concurrency_key", "dumps_args",
@@ -84,7 +85,13 @@ class EnqueueOptions(TypedDict, total=False):
     - ``meta``: a JSON object stored with the job, not passed to the handler;
     - ``concurrency_key``: a string (a tenant, a customer id): at most the queue's
       ``key_concurrency`` jobs with the same key run at once, across every worker (default 1;
-      see :meth:`pgqueue.App.queue`). Needs a driver with ``flow_control`` (postgres).
+      see :meth:`pgqueue.App.queue`). Needs a driver with ``flow_control`` (postgres);
+    - ``depends_on``: ids of jobs this one waits for: it is ``blocked`` (never claimed) until
+      every one has succeeded. Needs a driver with ``workflows`` (postgres). An unknown id, or
+      one that already failed or was cancelled (unless the policy is ``run``), is refused with
+      :class:`pgqueue.DependencyError`;
+    - ``on_dependency_failure``: what the job does when a dependency fails for good or is
+      cancelled: ``"cancel"`` (default), ``"run"`` anyway, or ``"fail"``.
 
     Text that cannot be stored (a NUL character, a lone surrogate) in args, keys, ``meta`` or
     ``unique_key``, and args or ``meta`` nested more than :data:`MAX_JSON_DEPTH` levels, are
@@ -100,6 +107,8 @@ class EnqueueOptions(TypedDict, total=False):
     timeout: float | None
     meta: Mapping[str, Any] | None
     concurrency_key: str | None
+    depends_on: Sequence[int] | None
+    on_dependency_failure: str | None
 
 
 class Enqueuer(Protocol):
@@ -423,6 +432,14 @@ class Task(Generic[P, R]):
         """
         return ConfiguredTask(self, opts)
 
+    def s(self, **kwargs: Any) -> Signature:
+        """This task with these keyword arguments, as a workflow member (a
+        :class:`Signature`; see :func:`pgqueue.chain`)::
+
+            chain(fetch.s(url="https://..."), parse.s(), store.s())
+        """
+        return Signature(self, dict(kwargs))
+
     def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The job arguments: keyword arguments, or one dataclass/pydantic instance."""
         if args:
@@ -431,6 +448,32 @@ class Task(Generic[P, R]):
                                       "dataclass/pydantic instance")
             return args[0]
         return kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """A task with its arguments and options, not enqueued yet: a member of a workflow
+    (:func:`pgqueue.chain`, :func:`pgqueue.group`). Made by :meth:`Task.s` (or
+    ``task.options(...).s(...)``). In a workflow, the result of what runs before goes to the
+    handler's first parameter that ``kwargs`` leaves unset (a list of results, in order, after a
+    group); a handler without such a parameter does not receive it."""
+
+    task: Task[..., Any]
+    kwargs: Mapping[str, Any]
+    options: EnqueueOptions = dataclasses.field(default_factory=lambda: EnqueueOptions())
+
+    def result_param(self) -> str | None:
+        """The parameter that receives the previous result: the first one of the handler
+        that ``kwargs`` leaves unset (None for class-based and model tasks, or when every
+        parameter is given)."""
+        sig = self.task._signature
+        if sig is None or self.task.model is not None:
+            return None
+        for p in sig.parameters.values():
+            if p.name not in self.kwargs and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                         p.KEYWORD_ONLY):
+                return p.name
+        return None
 
 
 class TaskDecorator(Protocol):
@@ -463,6 +506,11 @@ class ConfiguredTask(Generic[P, R]):
         conn: SyncConn | None = kwargs.pop("conn", None)
         payload = self.task._payload(args, kwargs)
         return self.task.app.enqueue(self.task.name, payload, conn=conn, **self.opts)
+
+    def s(self, **kwargs: Any) -> Signature:
+        """The task with these options and keyword arguments as a workflow member (see
+        :meth:`Task.s`)."""
+        return Signature(self.task, dict(kwargs), self.opts)
 
     @overload
     async def enqueue_async(self, *args: Any, conn: AsyncConn, **kwargs: Any) -> int: ...
@@ -589,6 +637,31 @@ def _check_new_job(job: object) -> None:
         raise ValidationError("run_at must be a timezone-aware datetime")
     check_run_time(delay_s=None if job.delay_s is None else check_delay(job.delay_s),
                    run_at=job.run_at)
+    check_dependencies([d.job_id for d in job.depends_on if d.job_id is not None] or None,
+                       job.on_dependency_failure)
+
+
+def check_dependencies(depends_on: object, policy: object) -> tuple[tuple[Dependency, ...], str]:
+    """The validated ``depends_on`` (distinct positive job ids, at most 10,000) and
+    ``on_dependency_failure`` (one of :data:`pgqueue.job.DEP_POLICIES`, default ``cancel``)."""
+    if policy is None:
+        policy = "cancel"
+    if policy not in DEP_POLICIES:
+        raise ValidationError(f"on_dependency_failure must be one of {', '.join(DEP_POLICIES)}, "
+                              f"not {policy!r}")
+    if depends_on is None:
+        return (), str(policy)
+    if isinstance(depends_on, (str, bytes, int)) or not isinstance(depends_on, Iterable):
+        raise ValidationError("depends_on must be a list of job ids, e.g. depends_on=[a, b]")
+    ids = list(depends_on)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or i < 1:
+            raise ValidationError(f"depends_on: job ids are positive integers, not {i!r}")
+    if len(set(ids)) != len(ids):
+        raise ValidationError("depends_on lists a job id twice")
+    if len(ids) > 10_000:
+        raise ValidationError("depends_on: at most 10,000 job ids (group them in a workflow)")
+    return tuple(Dependency(job_id=i) for i in ids), str(policy)
 
 
 def check_concurrency_key(value: object, *, required: bool = False) -> str | None:

@@ -276,7 +276,7 @@ def documented_columns(table: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("table", "states"), [
-    ("jobs", {"waiting", "running"}),
+    ("jobs", {"waiting", "running", "blocked"}),
     ("failed_jobs", set()),
     ("job_history", {"succeeded", "cancelled"}),
 ])

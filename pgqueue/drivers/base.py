@@ -46,12 +46,18 @@ from pgqueue.job import (
     FinishedJob,
     Job,
     NewJob,
+    WorkflowJob,
 )
 
 __all__ = [
+    "DEP_CANCEL_REASON",
+    "DEP_FAIL_REASON",
+    "FINAL_STATES",
+    "RESULT_POLL_S",
     "Capabilities",
     "Driver",
     "FailedJob",
+    "FinalOutcome",
     "Finish",
     "FinishedJob",
     "NoDatabaseMixin",
@@ -62,6 +68,7 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleState",
     "WakeCallback",
+    "WorkflowJob",
     "async_twin",
     "mean_run_time",
 ]
@@ -79,6 +86,29 @@ class Finish:
     result_json: str | None = None
     #: the claimed attempt this outcome belongs to (None: do not check)
     attempt: int | None = None
+
+
+#: The error recorded on a dependent cancelled because a dependency failed or was cancelled
+#: (policy ``cancel``), and the archive reason of one failed for it (policy ``fail``).
+DEP_CANCEL_REASON = "cancelled: a job it depends on failed or was cancelled"
+DEP_FAIL_REASON = "failed: a job it depends on failed or was cancelled"
+
+#: The states in which a job has finished for good.
+FINAL_STATES = frozenset({"succeeded", "cancelled", "failed"})
+
+#: ``App.result`` waits for a NOTIFY, and looks again at least this often (seconds) in case
+#: a notification was lost (a dropped connection).
+RESULT_POLL_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class FinalOutcome:
+    """How a job ended (for ``App.result``): its final state, its result (succeeded), and its
+    last error or archive reason (failed, cancelled)."""
+
+    state: str
+    result: Any = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +257,25 @@ class Driver(Protocol):
     async def set_schedule_paused_async(self, name: str, paused: bool) -> bool: ...
     def run_schedule_now(self, name: str) -> int | None: ...
     async def run_schedule_now_async(self, name: str) -> int | None: ...
+
+    # -- workflows (capability ``workflows``; the App refuses them otherwise) --------------------
+    async def park(self, job_id: int, *, worker_id: str, attempt: int | None,
+                   awaited: Sequence[int]) -> tuple[bool, list[int]]:
+        """Park a running job until the jobs ``awaited`` have finished (``Await``): blocked,
+        attempt given back. Returns (parked, the awaited ids that do not exist: then nothing
+        changed)."""
+    def wait_result(self, job_id: int, timeout_s: float | None) -> FinalOutcome | None:
+        """Wait until the job has finished; its outcome, or None at the timeout. Raises
+        :class:`pgqueue.JobNotFoundError` for an unknown id."""
+    async def wait_result_async(self, job_id: int,
+                                timeout_s: float | None) -> FinalOutcome | None: ...
+    def workflow(self, workflow_id: str) -> list[WorkflowJob]: ...
+    async def workflow_async(self, workflow_id: str) -> list[WorkflowJob]: ...
+    def get_step(self, job_id: int, name: str, *, conn: Any = None) -> tuple[str, Any] | None:
+        """A durable step's checkpoint (function name, result), or None."""
+    def put_step(self, job_id: int, name: str, fn: str, result_json: str, *,
+                 conn: Any = None) -> None:
+        """Write a durable step's checkpoint (in ``conn``'s transaction when given)."""
 
     # -- queue control (sync and async) ---------------------------------------------------------
     def set_paused(self, queue: str, paused: bool) -> None: ...
@@ -398,6 +447,43 @@ class NoDatabaseMixin:
     async def drop_history(self, *, older_than_s: float) -> int:
         """Nothing to drop: the history is a capped list."""
         return 0
+
+    # -- workflows: not offered (``workflows=False``; the App refuses them first)
+    def _no_workflows(self) -> CapabilityError:
+        return CapabilityError(f"the {self.name} driver has no workflows (dependencies, "
+                               "chains and groups, Await, App.result, durable steps); use the "
+                               "postgres driver")
+
+    async def park(self, job_id: int, *, worker_id: str, attempt: int | None,
+                   awaited: Sequence[int]) -> tuple[bool, list[int]]:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
+
+    def wait_result(self, job_id: int, timeout_s: float | None) -> FinalOutcome | None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
+
+    async def wait_result_async(self, job_id: int,
+                                timeout_s: float | None) -> FinalOutcome | None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
+
+    def workflow(self, workflow_id: str) -> list[WorkflowJob]:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
+
+    async def workflow_async(self, workflow_id: str) -> list[WorkflowJob]:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
+
+    def get_step(self, job_id: int, name: str, *, conn: Any = None) -> tuple[str, Any] | None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
+
+    def put_step(self, job_id: int, name: str, fn: str, result_json: str, *,
+                 conn: Any = None) -> None:
+        """Not offered: raises :class:`pgqueue.CapabilityError`."""
+        raise self._no_workflows()
 
     # -- flow control: not offered (``flow_control=False``; the App refuses limits and
     #    concurrency keys before reaching these)

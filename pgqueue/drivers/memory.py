@@ -50,18 +50,22 @@ from typing import Any, TypeVar
 
 from pgqueue._service import Service
 from pgqueue.drivers.base import (
+    DEP_CANCEL_REASON,
+    DEP_FAIL_REASON,
     Capabilities,
     FailedJob,
+    FinalOutcome,
     Finish,
     FinishedJob,
     NoDatabaseMixin,
     QueueStats,
     Requeue,
     WakeCallback,
+    WorkflowJob,
     async_twin,
     mean_run_time,
 )
-from pgqueue.errors import JobError
+from pgqueue.errors import CapabilityError, DependencyError, JobError, JobNotFoundError
 from pgqueue.job import (
     QUARANTINE_AFTER,
     QUARANTINE_REASON,
@@ -121,6 +125,23 @@ class _Rec:
     failed_at: float | None = None
     #: bumped whenever the job (re)enters waiting; heap entries with an older seq are stale
     seq: int = 0
+    #: dependencies not finished yet (a ``blocked`` job)
+    deps_left: int = 0
+
+
+@dataclass(slots=True)
+class _Edge:
+    """A dependency: ``job_id`` waits for ``dep_id`` (see ``job_deps`` in the postgres
+    schema)."""
+
+    job_id: int
+    dep_id: int
+    policy: str
+    arg: str | None = None
+    pos: int | None = None
+    awaited: bool = False
+    outcome: str | None = None
+    result_json: str | None = None
 
 
 @dataclass(slots=True)
@@ -200,6 +221,7 @@ class MemoryDriver(NoDatabaseMixin):
         history=True,
         priorities=True,
         delays=True,
+        workflows=True,
     )
 
     def __init__(self, *, history_limit: int = 10_000) -> None:
@@ -217,6 +239,13 @@ class MemoryDriver(NoDatabaseMixin):
         self._history: deque[FinishedJob] = deque(maxlen=history_limit)
         self._workers: dict[str, _WorkerInfo] = {}
         self._listeners: list[MemoryListener] = []
+        #: workflows: edges by dependency and by dependent, workflow members, step checkpoints,
+        #: and a condition signalled when a job finishes for good (App.result)
+        self._deps: dict[int, list[_Edge]] = {}
+        self._edges_of: dict[int, list[_Edge]] = {}
+        self._flows: dict[str, list[int]] = {}
+        self._steps: dict[tuple[int, str], tuple[str, str]] = {}
+        self._finished = threading.Condition(self._lock)
 
     def __repr__(self) -> str:
         return f"<pgqueue.MemoryDriver jobs={len(self._jobs)} failed={len(self._failed)}>"
@@ -397,6 +426,8 @@ class MemoryDriver(NoDatabaseMixin):
         given: :class:`pgqueue.App` refuses it for this driver.)"""
         if not jobs:
             return []
+        if any(j.depends_on or j.workflow_id for j in jobs):
+            return self._insert_flow(jobs)
         now = time.time()
         ids: list[int] = []
         queues: dict[str, None] = {}
@@ -418,6 +449,238 @@ class MemoryDriver(NoDatabaseMixin):
         return ids
 
     insert_many_async = async_twin(insert_many)
+
+    # ---- workflows (the semantics of the postgres driver's, see docs/workflows.md) ----------
+    def _outcome(self, job_id: int) -> tuple[str, str | None, str | None] | None:
+        """(state, result JSON, error) of a job that finished for good, or None."""
+        rec = self._failed.get(job_id)
+        if rec is not None:
+            return "failed", None, rec.reason
+        for f in reversed(self._history):
+            if f.id == job_id:
+                error = f.errors[-1].error if f.errors else None
+                return f.state, None if f.result is None else json.dumps(f.result), error
+        return None
+
+    def _insert_flow(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert a batch with dependencies (or a workflow): all or nothing."""
+        now = time.time()
+        with self._lock:
+            ext = {d.job_id for j in jobs for d in j.depends_on if d.job_id is not None}
+            known: dict[int, tuple[str, str | None, str | None] | None] = {}
+            for i in sorted(ext):
+                known[i] = None if i in self._jobs else self._outcome(i)
+                if i not in self._jobs and known[i] is None:
+                    raise DependencyError(
+                        f"depends_on: no job {i} (not live, not in the history nor the "
+                        "archive); pass the id of an existing job")
+            for j in jobs:
+                for d in j.depends_on:
+                    found = known.get(d.job_id) if d.job_id is not None else None
+                    if (found is not None and found[0] != "succeeded"
+                            and j.on_dependency_failure != "run"):
+                        raise DependencyError(
+                            f"depends_on: job {d.job_id} already {found[0]}; a job cannot wait "
+                            f"for it (on_dependency_failure={j.on_dependency_failure!r}). "
+                            "Re-drive it first, or enqueue with on_dependency_failure='run'")
+            ids = list(range(self._next_id, self._next_id + len(jobs)))
+            self._next_id += len(jobs)
+            queues: dict[str, None] = {}
+            settled: list[_Rec] = []
+            for i, j in zip(ids, jobs, strict=True):
+                run_at = _ts(j.run_at) if j.run_at is not None else now + (j.delay_s or 0.0)
+                rec = _Rec(id=i, queue=j.queue, task=j.task, args_json=j.args_json,
+                           priority=j.priority, max_attempts=j.max_attempts, run_at=run_at,
+                           created_at=now, unique_key=None, timeout_s=j.timeout_s,
+                           meta_json=j.meta_json)
+                if j.workflow_id is not None:
+                    self._flows.setdefault(j.workflow_id, []).append(i)
+                if not j.depends_on:
+                    self._add_live(rec, now)
+                    queues[j.queue] = None
+                    continue
+                rec.state = JobState.BLOCKED
+                self._jobs[i] = rec
+                for d in j.depends_on:
+                    dep = d.job_id if d.job_id is not None else ids[d.index or 0]
+                    found = known.get(dep) if d.job_id is not None else None
+                    edge = _Edge(i, dep, j.on_dependency_failure, d.arg, d.pos, False,
+                                 found[0] if found else None, found[1] if found else None)
+                    self._add_edge(edge)
+                    rec.deps_left += edge.outcome is None
+                if not rec.deps_left:
+                    settled.append(rec)
+            for rec in settled:
+                self._unblock(rec, now)
+                queues[rec.queue] = None
+        self._notify(("job", q) for q in queues)
+        return ids
+
+    def _add_edge(self, edge: _Edge) -> None:
+        self._deps.setdefault(edge.dep_id, []).append(edge)
+        self._edges_of.setdefault(edge.job_id, []).append(edge)
+
+    def _unblock(self, rec: _Rec, now: float) -> None:
+        """A blocked job whose dependencies all finished: waiting, with their results in its
+        arguments and the awaited jobs' outcomes in ``meta.awaited``."""
+        edges = self._edges_of.get(rec.id, [])
+        args = json.loads(rec.args_json)
+        lists: dict[str, list[tuple[int, Any]]] = {}
+        for e in edges:
+            if e.awaited or e.arg is None:
+                continue
+            value = None if e.result_json is None else json.loads(e.result_json)
+            if e.pos is None:
+                args[e.arg] = value
+            else:
+                lists.setdefault(e.arg, []).append((e.pos, value))
+        for arg, items in lists.items():
+            args[arg] = [v for _, v in sorted(items, key=lambda t: t[0])]
+        rec.args_json = json.dumps(args)
+        awaited = {str(e.dep_id): {"state": e.outcome, "result": None if e.result_json is None
+                                   else json.loads(e.result_json)}
+                   for e in edges if e.awaited}
+        if awaited:
+            meta = json.loads(rec.meta_json)
+            meta["awaited"] = awaited
+            rec.meta_json = json.dumps(meta)
+        rec.run_at = max(rec.run_at, now)
+        self._add_live(rec, now)
+
+    def _release(self, finished: Iterable[tuple[int, str, str | None]], now: float) -> set[str]:
+        """Release the dependents of jobs that finished for good (with the lock held), down the
+        graph; returns the queues that got ready jobs."""
+        work = deque(finished)
+        queues: set[str] = set()
+        while work:
+            dep_id, state, result_json = work.popleft()
+            for e in self._deps.get(dep_id, []):
+                if e.outcome is not None:
+                    continue
+                e.outcome, e.result_json = state, result_json
+                rec = self._jobs.get(e.job_id)
+                if rec is None or rec.state != JobState.BLOCKED:
+                    continue
+                if state == "succeeded" or e.policy == "run":
+                    rec.deps_left -= 1
+                    if rec.deps_left <= 0:
+                        self._unblock(rec, now)
+                        queues.add(rec.queue)
+                elif e.policy == "cancel":
+                    self._remove_live(rec)
+                    rec.errors.append(AttemptError(rec.attempt, DEP_CANCEL_REASON, None,
+                                                   _dt(now)))
+                    self._to_history(rec, "cancelled", None, now)
+                    work.append((rec.id, "cancelled", None))
+                else:
+                    self._archive(rec, AttemptError(rec.attempt, DEP_FAIL_REASON, None,
+                                                    _dt(now)), DEP_FAIL_REASON, now)
+                    work.append((rec.id, "failed", None))
+        self._finished.notify_all()
+        return queues
+
+    async def park(self, job_id: int, *, worker_id: str, attempt: int | None,
+                   awaited: Sequence[int]) -> tuple[bool, list[int]]:
+        """Park a running job until ``awaited`` finish (see the driver seam)."""
+        now = time.time()
+        with self._lock:
+            known = {i: None if i in self._jobs else self._outcome(i) for i in awaited}
+            missing = [i for i in awaited if i not in self._jobs and known[i] is None]
+            if missing:
+                return False, missing
+            rec = self._jobs.get(job_id)
+            if not _held(rec, worker_id, attempt):
+                return False, []
+            assert rec is not None
+            q = self._queue(rec.queue)
+            q.running.discard(rec.id)
+            q.live.discard(rec.id)
+            old = [e for e in self._edges_of.get(job_id, []) if e.awaited]
+            for e in old:
+                self._edges_of[job_id].remove(e)
+                self._deps[e.dep_id].remove(e)
+            meta = json.loads(rec.meta_json)
+            meta.pop("awaited", None)
+            rec.meta_json = json.dumps(meta)
+            rec.state = JobState.BLOCKED
+            rec.attempt -= 1
+            rec.worker_id = None
+            rec.lease_expires = None
+            rec.deps_left = 0
+            for i in awaited:
+                found = known[i]
+                self._add_edge(_Edge(job_id, i, "run", None, None, True,
+                                     found[0] if found else None, found[1] if found else None))
+                rec.deps_left += found is None
+            ready = rec.deps_left == 0
+            if ready:
+                self._unblock(rec, now)
+        if ready:
+            self._notify([("job", rec.queue)])
+        return True, []
+
+    def wait_result(self, job_id: int, timeout_s: float | None) -> FinalOutcome | None:
+        """Wait until the job has finished for good (a condition signalled by every final
+        outcome); its outcome, or None at the timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                found = self._outcome(job_id)
+                if found is not None:
+                    state, result_json, error = found
+                    return FinalOutcome(state, None if result_json is None
+                                        else json.loads(result_json), error)
+                if job_id not in self._jobs:
+                    raise JobNotFoundError(f"no job {job_id} (live, in history or failed)")
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                self._finished.wait(wait)
+
+    async def wait_result_async(self, job_id: int,
+                                timeout_s: float | None) -> FinalOutcome | None:
+        """Async twin of :meth:`wait_result` (waits in a thread: the worker may be on this
+        loop)."""
+        return await asyncio.to_thread(self.wait_result, job_id, timeout_s)
+
+    def workflow(self, workflow_id: str) -> list[WorkflowJob]:
+        """Every job of a workflow with its state, in workflow order."""
+        out = []
+        with self._lock:
+            for i in self._flows.get(workflow_id, []):
+                rec = self._jobs.get(i) or self._failed.get(i)
+                if rec is not None:
+                    out.append(WorkflowJob(
+                        i, rec.task, str(rec.state),
+                        None if rec.started_at is None else _dt(rec.started_at),
+                        None if rec.failed_at is None else _dt(rec.failed_at),
+                        rec.reason or rec.last_error))
+                    continue
+                f = next((h for h in reversed(self._history) if h.id == i), None)
+                if f is not None:
+                    out.append(WorkflowJob(i, f.task, f.state, f.started_at, f.finished_at,
+                                           f.errors[-1].error if f.errors else None))
+        return out
+
+    workflow_async = async_twin(workflow)
+
+    def get_step(self, job_id: int, name: str, *, conn: Any = None) -> tuple[str, Any] | None:
+        """A durable step's checkpoint (function name, result), or None."""
+        if conn is not None:
+            raise CapabilityError("the memory driver cannot checkpoint a step in your "
+                                  "transaction; drop conn= or use the postgres driver")
+        with self._lock:
+            found = self._steps.get((job_id, name))
+        return None if found is None else (found[0], json.loads(found[1]))
+
+    def put_step(self, job_id: int, name: str, fn: str, result_json: str, *,
+                 conn: Any = None) -> None:
+        """Write a durable step's checkpoint (the first one written stays)."""
+        if conn is not None:
+            raise CapabilityError("the memory driver cannot checkpoint a step in your "
+                                  "transaction; drop conn= or use the postgres driver")
+        with self._lock:
+            self._steps.setdefault((job_id, name), (fn, result_json))
 
     def advance_waiting(self, by_s: float | None, queues: Sequence[str],
                         kind: str = "all") -> int:
@@ -495,6 +758,9 @@ class MemoryDriver(NoDatabaseMixin):
                 self._remove_live(rec)
                 self._to_history(rec, item.state, item.result_json, now)
                 done.append(rec.id)
+            queues = self._release(((i.job_id, i.state, i.result_json) for i in items
+                                    if i.job_id in set(done)), now)
+        self._notify(("job", q) for q in queues)
         return done
 
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
@@ -525,7 +791,9 @@ class MemoryDriver(NoDatabaseMixin):
                 return False
             assert rec is not None
             self._archive(rec, error, reason, now)
-            return True
+            queues = self._release([(job_id, "failed", None)], now)
+        self._notify(("job", q) for q in queues)
+        return True
 
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         """When the next waiting job of the unpaused ``queues`` is due. With ready jobs this is
@@ -622,6 +890,8 @@ class MemoryDriver(NoDatabaseMixin):
                     self._archive(rec, error, quarantine_reason_for(rec.rescues + 1,
                                                                     quarantine_reason), now)
                     failed.append(rec.id)
+                    queues.update(dict.fromkeys(
+                        self._release([(rec.id, "failed", None)], now)))
                 else:
                     rec.rescues += int(died)
                     self._requeue(rec, ranks.get(rec.id, 0) * spread, True, error, now)
@@ -745,18 +1015,22 @@ class MemoryDriver(NoDatabaseMixin):
         is told); False when no live job has that id."""
         now = time.time()
         note: Note | None = None
+        notes: list[Note] = []
         with self._lock:
             rec = self._jobs.get(job_id)
             if rec is None:
                 return False
-            if rec.state == "waiting":
+            if rec.state in ("waiting", JobState.BLOCKED):
                 self._remove_live(rec)
                 self._to_history(rec, "cancelled", None, now)
+                for q in self._release([(job_id, "cancelled", None)], now):
+                    notes.append(("job", q))
             else:
                 rec.cancel_requested = True
                 note = ("control", {"op": "cancel", "id": rec.id, "worker": rec.worker_id})
         if note is not None:
-            self._notify([note])
+            notes.append(note)
+        self._notify(notes)
         return True
 
     cancel_async = async_twin(cancel)

@@ -185,6 +185,12 @@ class _RecordingCompleter:
         self.decisions[job_id] = ("failed", error)
         return True
 
+    async def park(self, job_id: int, awaited: list[int],
+                   attempt: int | None = None) -> tuple[bool, list[int]]:
+        """Inline runs have no store to park a job in: the executor fails the job saying so."""
+        raise CapabilityError("pgqueue.testing runs a job inline: it cannot park it for "
+                              "Await; drain it with a database or memory app instead")
+
 
 class _WritingCompleter(Completer):
     """The worker's completer (outcomes written to the driver, batched as usual), which also

@@ -100,6 +100,13 @@ class Completer(Service):
         return await self._retry(lambda: self.driver.archive(
             job_id, worker_id=self.worker_id, error=error, reason=reason, attempt=attempt))
 
+    async def park(self, job_id: int, awaited: list[int],
+                   attempt: int | None = None) -> tuple[bool, list[int]]:
+        """Park a job until ``awaited`` finish (:class:`pgqueue.Await`), now (retrying on
+        connection errors): (parked, awaited ids that do not exist)."""
+        return await self._retry(lambda: self.driver.park(
+            job_id, worker_id=self.worker_id, attempt=attempt, awaited=awaited))
+
     async def drain(self) -> None:
         """Wait until everything buffered so far is written (including a flush in flight)."""
         while self.pending or self._flushing:

@@ -14,6 +14,8 @@ returns/raises ``Snooze(s)``       back to waiting in ``s`` seconds, attempt not
                                    ``snoozes`` + 1 (past the task's ``max_snoozes``: failed)
 returns/raises ``Cancel``          ``job_history`` as cancelled
 returns/raises ``Fail``            ``failed_jobs`` now, no retry
+returns/raises ``Await(ids)``      blocked until those jobs finish, then run again (attempt not
+                                   counted; their results in ``current_job().awaited``)
 raises anything else               retry after backoff, or ``failed_jobs`` on the last attempt
 =================================  =====================================================
 """
@@ -38,7 +40,8 @@ from typing import Any
 from pgqueue import _tracing
 from pgqueue._codec import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, cap_text, result_json
 from pgqueue.drivers.base import Finish, Requeue
-from pgqueue.job import AttemptError, Cancel, Fail, Job, Snooze
+from pgqueue.errors import CapabilityError
+from pgqueue.job import AttemptError, Await, Cancel, Fail, Job, Snooze
 from pgqueue.worker._completer import Completer
 from pgqueue.worker._registry import RunnableTask, TaskRegistry
 from pgqueue.worker.context import JobContext, reset_context, set_context
@@ -215,7 +218,8 @@ class Executor:
 
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
-        ctx = JobContext(job=job, worker_id=self.worker_id)
+        ctx = JobContext(job=job, worker_id=self.worker_id,
+                         driver=getattr(self.completer, "driver", None))
         self.contexts[job.id] = ctx
         traced = _tracing.start_consume(job)
         if traced is not None:
@@ -271,6 +275,9 @@ class Executor:
         except Fail as f:
             await self._fail(job, f, f.reason, final=True, failed_hook=failed_hook)
             return
+        except Await as a:
+            await self._await(job, a, failed_hook)
+            return
         except Exception as exc:
             await self._error(job, task, exc, failed_hook)
             return
@@ -285,6 +292,8 @@ class Executor:
             await self._finish(job, "cancelled", None)
         elif isinstance(result, Fail):
             await self._fail(job, result, result.reason, final=True, failed_hook=failed_hook)
+        elif isinstance(result, Await):
+            await self._await(job, result, failed_hook)
         elif ctx.completed_in_tx:
             self._emit("succeeded", job)
         else:
@@ -316,6 +325,23 @@ class Executor:
     async def _finish(self, job: Job, state: str, result: str | None) -> None:
         await self.completer.finish(Finish(job.id, state, result, attempt=job.attempt))
         self._emit(state, job)
+
+    async def _await(self, job: Job, wait: Await, failed_hook: Any = None) -> None:
+        """Park the job until the awaited jobs finish (its slot is free at once), or fail it
+        if one of them does not exist (or the driver has no workflows)."""
+        try:
+            parked, missing = await self.completer.park(job.id, wait.job_ids,
+                                                        attempt=job.attempt)
+        except CapabilityError as exc:
+            await self._fail(job, exc, str(exc), final=True, failed_hook=failed_hook)
+            return
+        if missing:
+            await self._fail(job, wait, f"Await: no job {missing[0]} (not live, not in the "
+                                        "history nor the archive)", final=True,
+                             failed_hook=failed_hook)
+            return
+        if parked:
+            self._emit("awaiting", job)
 
     async def _snooze(self, job: Job, task: RunnableTask, snooze: Snooze,
                       failed_hook: Any = None) -> None:

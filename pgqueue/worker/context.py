@@ -9,12 +9,17 @@ whether it was asked to stop, and complete itself inside its own transaction
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from pgqueue.errors import JobError
+from pgqueue.drivers.base import Driver
+from pgqueue.errors import JobError, WorkflowError
 from pgqueue.job import Job
+
+T = TypeVar("T")
 
 __all__ = ["Completion", "JobContext", "current_completion", "current_context", "current_job"]
 
@@ -23,9 +28,53 @@ __all__ = ["Completion", "JobContext", "current_completion", "current_context", 
 class JobContext:
     job: Job
     worker_id: str
+    #: the driver of the worker running it (durable steps write their checkpoints there)
+    driver: Driver | None = None
     #: set by App.complete(): the job was finished in the handler's own transaction
     completed_in_tx: bool = False
     _cancelled: threading.Event | None = None
+    #: the durable steps this run went through: name -> function name
+    _steps: dict[str, str] = field(default_factory=dict)
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any, conn: Any = None) -> T:
+        """Run ``fn(*args)`` once per job, durably: its result is checkpointed in the
+        ``job_steps`` table, and a later run of this job (a retry after an error in a later
+        step, or after a crash) returns the stored result instead of calling ``fn`` again.
+
+        With ``conn`` (your psycopg or SQLAlchemy connection, inside your transaction) the
+        checkpoint is written in that transaction: ``fn``'s business writes through ``conn``
+        and the checkpoint commit together -- exactly one effect per step. Without it, the
+        checkpoint is written right after ``fn`` returns (a crash in between runs ``fn``
+        again).
+
+        The result must be JSON (it is returned as read back: tuples become lists). A name
+        belongs to one function per job: reusing it with another function raises
+        :class:`pgqueue.WorkflowError`, as does a result that is not JSON. Needs a driver with
+        ``workflows`` (postgres).
+        """
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise WorkflowError(f"a step name is a string of 1-200 characters, not {name!r:.60}")
+        if self.driver is None or not self.driver.capabilities.workflows:
+            raise WorkflowError("durable steps need a driver with workflows (postgres)")
+        fn_name = _fn_name(fn)
+        seen = self._steps.setdefault(name, fn_name)
+        if seen != fn_name:
+            raise WorkflowError(f"step {name!r} is used with two functions in one job ({seen} "
+                                f"and {fn_name}); give each step its own name")
+        found = self.driver.get_step(self.job.id, name, conn=conn)
+        if found is not None:
+            if found[0] != fn_name:
+                raise WorkflowError(f"step {name!r} of job {self.job.id} was checkpointed for "
+                                    f"{found[0]}, not {fn_name}; give each step its own name")
+            return found[1]  # type: ignore[no-any-return]
+        result = fn(*args)
+        try:
+            text = json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise WorkflowError(f"step {name!r}: its result must be JSON (dict, list, str, "
+                                f"number, bool, None): {exc}") from exc
+        self.driver.put_step(self.job.id, name, fn_name, text, conn=conn)
+        return json.loads(text)  # type: ignore[no-any-return]
 
     @property
     def cancelled(self) -> threading.Event:
@@ -40,6 +89,11 @@ class JobContext:
 
 
 _EVENT_LOCK = threading.Lock()
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    """A function's stable name for a step checkpoint (module and qualified name)."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

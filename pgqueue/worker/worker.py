@@ -95,7 +95,8 @@ class Worker:
             at least 0.5).
         summary_interval: seconds between INFO summary lines (default 60).
         on_event: ``(event, job)`` callback for ``started``, ``succeeded``, ``retried``,
-            ``failed``, ``cancelled``, ``snoozed`` (runs on the event loop; keep it quick).
+            ``failed``, ``cancelled``, ``snoozed``, ``awaiting`` (runs on the event loop; keep it
+            quick).
         clock: the services' clock (default: the system clock; tests inject a
             :class:`pgqueue._service.ManualClock`).
         duties: build the maintenance duties from a :class:`~.maintenance.DutyInputs`

@@ -35,8 +35,13 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pgqueue._defaults import DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT
 from pgqueue._names import SCHEMA_HEAD
 from pgqueue.drivers.base import (
+    DEP_CANCEL_REASON,
+    DEP_FAIL_REASON,
+    FINAL_STATES,
+    RESULT_POLL_S,
     Capabilities,
     FailedJob,
+    FinalOutcome,
     Finish,
     QueueLimits,
     QueueStats,
@@ -45,6 +50,7 @@ from pgqueue.drivers.base import (
     ScheduleInfo,
     ScheduleState,
     WakeCallback,
+    WorkflowJob,
 )
 from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.listener import PgListener
@@ -52,7 +58,9 @@ from pgqueue.drivers.postgres.sql import Statements, statements
 from pgqueue.errors import (
     DatabaseError,
     DatabaseUnavailableError,
+    DependencyError,
     JobError,
+    JobNotFoundError,
     NotMigratedError,
     PgQueueError,
 )
@@ -193,6 +201,22 @@ def _ids(rows: list[Row]) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+def _rows(rows: list[Row]) -> list[Row]:
+    return rows
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _final(row: Row) -> FinalOutcome | None:
+    """A ``watch_result`` row as an outcome; None while the job is live."""
+    state, result_text, error = row
+    if state not in FINAL_STATES:
+        return None
+    return FinalOutcome(str(state), _loads(result_text), error)
+
+
 def _scalar(rows: list[Row]) -> Any:
     return rows[0][0] if rows else None
 
@@ -320,6 +344,7 @@ class PostgresDriver:
         history=True,
         periodic=True,
         flow_control=True,
+        workflows=True,
     )
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
@@ -529,6 +554,8 @@ class PostgresDriver:
         """One job: one ``INSERT``. Several: reserve their ids, then ``COPY`` (a large batch
         without unique keys) or one ``INSERT ... SELECT FROM unnest``, one ``NOTIFY`` per queue,
         and the holder's id for each unique key that was already held."""
+        if any(j.depends_on or j.workflow_id for j in jobs):
+            return _Plan(lambda: self._insert_flow_steps(jobs), retry_safe=False, atomic=True)
         if len(jobs) == 1:
             return _Plan(lambda: self._insert_one_steps(jobs[0]), retry_safe=False)
         return _Plan(lambda: self._insert_bulk_steps(jobs), retry_safe=False, atomic=True)
@@ -572,6 +599,226 @@ class PostgresDriver:
             else:  # cannot happen: only unique-key conflicts skip rows
                 raise JobError(f"job {i} was not inserted")
         return out
+
+    # ---- workflows -----------------------------------------------------------------------
+    def _resolve_deps_steps(self, ids: Sequence[int]) -> Generator[
+            _Step, Any, tuple[set[int], dict[int, tuple[str, str | None]]]]:
+        """Watch the live jobs among ``ids`` (their completion then releases the edges about to
+        be written) and read the outcome of the others: (live ids, {id: (outcome, result)} of
+        those no longer live); an id in neither does not exist. ``watch_live`` in sql.py says
+        why no completion slips between the two."""
+        if not ids:
+            return set(), {}
+        live = set((yield _Op(self.sql.watch_live, {"ids": list(ids)}, _ids)))
+        rest = [i for i in ids if i not in live]
+        finished: dict[int, tuple[str, str | None]] = {}
+        if rest:
+            rows = yield _Op(self.sql.lookup_finished, {"ids": rest}, _rows)
+            for r in rows:
+                finished.setdefault(int(r[0]), (str(r[1]), r[2]))
+        return live, finished
+
+    def _insert_flow_steps(self, jobs: Sequence[NewJob]) -> Generator[_Step, Any, list[int]]:
+        """A batch with dependencies (or a workflow), in one transaction: reserve ids, resolve
+        the existing jobs depended on, insert the jobs (``blocked`` while they have
+        dependencies), their edges and workflow membership, release those whose dependencies
+        all finished already, and wake the queues of the ready ones."""
+        now, ids = yield _Op(self.sql.reserve_ids, {"n": len(jobs)}, lambda rows: rows[0])
+        ext = sorted({d.job_id for j in jobs for d in j.depends_on if d.job_id is not None})
+        live, finished = yield from self._resolve_deps_steps(ext)
+        unknown = [i for i in ext if i not in live and i not in finished]
+        if unknown:
+            raise DependencyError(
+                f"depends_on: no job {unknown[0]} (not live, not in the history nor the "
+                "archive); pass the id of an existing job")
+        watched = {d.index for j in jobs for d in j.depends_on if d.index is not None}
+        cols: dict[str, list[Any]] = {k: [] for k in (
+            "ids", "queues", "tasks", "args", "priorities", "max_attempts", "run_ats",
+            "timeouts", "metas", "concurrency_keys", "states", "deps_left", "watched")}
+        edges: dict[str, list[Any]] = {k: [] for k in (
+            "job_ids", "dep_ids", "policies", "args", "positions", "awaited", "outcomes",
+            "results")}
+        settled = []
+        for n, (i, j) in enumerate(zip(ids, jobs, strict=True)):
+            left = 0
+            for d in j.depends_on:
+                dep_id = d.job_id if d.job_id is not None else ids[d.index or 0]
+                outcome, result = finished.get(dep_id, (None, None)) if d.job_id else (
+                    None, None)
+                if outcome is None:
+                    left += 1
+                elif outcome != "succeeded" and j.on_dependency_failure != "run":
+                    raise DependencyError(
+                        f"depends_on: job {dep_id} already {outcome}; a job cannot wait for it "
+                        f"(on_dependency_failure={j.on_dependency_failure!r}). Re-drive it "
+                        "first, or enqueue with on_dependency_failure='run'")
+                for k, v in zip(edges, (i, dep_id, j.on_dependency_failure, d.arg, d.pos,
+                                        False, outcome, result), strict=True):
+                    edges[k].append(v)
+            if j.depends_on and not left:
+                settled.append(i)
+            run_at = j.run_at or (now + dt.timedelta(seconds=j.delay_s or 0.0))
+            for k, v in zip(cols, (i, j.queue, j.task, j.args_json, j.priority, j.max_attempts,
+                                   run_at, j.timeout_s, j.meta_json, j.concurrency_key,
+                                   "blocked" if j.depends_on else "waiting", left,
+                                   n in watched), strict=True):
+                cols[k].append(v)
+        yield _Op(self.sql.insert_flow_jobs, cols, _none)
+        if edges["job_ids"]:
+            yield _Op(self.sql.insert_edges, edges, _none)
+        flows: dict[str, list[int]] = {}
+        for i, j in zip(ids, jobs, strict=True):
+            if j.workflow_id is not None:
+                flows.setdefault(j.workflow_id, []).append(i)
+        for flow, members in flows.items():
+            yield _Op(self.sql.insert_workflow_jobs, {"workflow": flow, "ids": members}, _none)
+        if settled:
+            yield _Op(self.sql.release_ready, {"ids": settled}, _none)
+        ready = sorted({j.queue for j in jobs if not j.depends_on})
+        if ready:
+            yield _Op(self.sql.notify_queues, {"queues": ready}, _none)
+        return list(ids)
+
+    def _release_steps(self, ids: list[int], states: list[str],
+                       results: list[str | None]) -> Generator[_Step, Any, None]:
+        """Release the dependents of jobs that just finished (``states``), in the caller's
+        transaction: record the outcomes on the edges, unblock the dependents whose
+        dependencies all finished, and cancel or fail those whose policy says so -- then the
+        same for the dependents of those, until nothing is left (a cascade down the graph)."""
+        while ids:
+            rows = yield _Op(self.sql.release_mark, {"ids": ids, "states": states,
+                                                     "results": results}, _rows)
+            rows = [r for r in rows if r[0] is not None]
+            ready = [int(r[0]) for r in rows if not r[2] and r[1] <= 0]
+            cancel = [int(r[0]) for r in rows if r[2] and r[3] == "cancel"]
+            fail = [int(r[0]) for r in rows if r[2] and r[3] == "fail"]
+            if ready:
+                yield _Op(self.sql.release_ready, {"ids": ready}, _none)
+            ids, states = [], []
+            if cancel:
+                ids += (yield _Op(self.sql.release_cancel,
+                                  {"ids": cancel, "reason": DEP_CANCEL_REASON}, _ids))
+                states += ["cancelled"] * (len(ids) - len(states))
+            if fail:
+                ids += (yield _Op(self.sql.release_fail,
+                                  {"ids": fail, "reason": DEP_FAIL_REASON}, _ids))
+                states += ["failed"] * (len(ids) - len(states))
+            results = [None] * len(ids)
+
+    def _finish_watched_plan(self, items: Sequence[Finish],
+                             worker_id: str) -> _Plan[list[int]]:
+        """Finish watched jobs (left alone by ``finish_many``) and release their dependents,
+        in one transaction."""
+        def steps() -> Generator[_Step, Any, list[int]]:
+            rows = yield _Op(self.sql.finish_watched, self._finish_op(items, worker_id).params,
+                             _rows)
+            if rows:
+                yield from self._release_steps([int(r[0]) for r in rows],
+                                               [str(r[1]) for r in rows], [r[2] for r in rows])
+            return [int(r[0]) for r in rows]
+        return _Plan(steps, atomic=True)
+
+    async def park(self, job_id: int, *, worker_id: str, attempt: int | None,
+                   awaited: Sequence[int]) -> tuple[bool, list[int]]:
+        """Park a running job until ``awaited`` finish (:class:`pgqueue.Await`): (parked, the
+        awaited ids that do not exist -- then nothing is parked)."""
+        def steps() -> Generator[_Step, Any, tuple[bool, list[int]]]:
+            live, finished = yield from self._resolve_deps_steps(awaited)
+            missing = [i for i in awaited if i not in live and i not in finished]
+            if missing:
+                return False, missing
+            parked = yield _Op(self.sql.park, {"id": job_id, "worker": worker_id,
+                                               "attempt": attempt, "deps_left": len(live)},
+                               _ids)
+            if not parked:
+                return False, []
+            yield _Op(self.sql.insert_edges, {
+                "job_ids": [job_id] * len(awaited), "dep_ids": list(awaited),
+                "policies": ["run"] * len(awaited), "args": [None] * len(awaited),
+                "positions": [None] * len(awaited), "awaited": [True] * len(awaited),
+                "outcomes": [finished.get(i, (None, None))[0] for i in awaited],
+                "results": [finished.get(i, (None, None))[1] for i in awaited]}, _none)
+            if not live:
+                yield _Op(self.sql.release_ready, {"ids": [job_id]}, _none)
+            return True, []
+        return await self._arun(_Plan(steps, retry_safe=False, atomic=True))
+
+    def _wait_check(self, c: psycopg.Connection[Any], job_id: int) -> FinalOutcome | None:
+        # twice: a job that finishes while the first look waits for its row reads as gone
+        # (its history row is newer than that statement's snapshot)
+        for _ in range(2):
+            row = c.execute(self.sql.watch_result, {"id": job_id}).fetchone()
+            if row is not None:
+                return _final(row)
+        raise JobNotFoundError(f"no job {job_id} (live, in history or failed)")
+
+    def wait_result(self, job_id: int, timeout_s: float | None) -> FinalOutcome | None:
+        """Wait until job ``job_id`` has finished (NOTIFY on its completion; a poll every
+        :data:`~pgqueue.drivers.base.RESULT_POLL_S` seconds as a fallback); its outcome, or
+        None at the timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with _translate(), psycopg.connect(self.dsn, **self._conn_kwargs()) as c:
+            c.execute(self.sql.listen_done)
+            while True:
+                found = self._wait_check(c, job_id)
+                if found is not None:
+                    return found
+                wait = RESULT_POLL_S if deadline is None else min(
+                    RESULT_POLL_S, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+                for _ in c.notifies(timeout=wait, stop_after=1):
+                    pass
+
+    async def wait_result_async(self, job_id: int,
+                                timeout_s: float | None) -> FinalOutcome | None:
+        """Async twin of :meth:`wait_result`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with _translate():
+            c = await psycopg.AsyncConnection.connect(self.dsn, **self._conn_kwargs())
+            async with c:
+                await c.execute(self.sql.listen_done)
+                while True:
+                    row = None
+                    for _ in range(2):  # see _wait_check
+                        cur = await c.execute(self.sql.watch_result, {"id": job_id})
+                        row = await cur.fetchone()
+                        if row is not None:
+                            break
+                    if row is None:
+                        raise JobNotFoundError(f"no job {job_id} (live, in history or failed)")
+                    found = _final(row)
+                    if found is not None:
+                        return found
+                    wait = RESULT_POLL_S if deadline is None else min(
+                        RESULT_POLL_S, deadline - time.monotonic())
+                    if wait <= 0:
+                        return None
+                    async for _ in c.notifies(timeout=wait, stop_after=1):
+                        pass
+
+    def _workflow_op(self, workflow_id: str) -> _Op[list[WorkflowJob]]:
+        return _Op(self.sql.workflow_state, {"workflow": workflow_id},
+                   lambda rows: [WorkflowJob(*r) for r in rows])
+
+    def workflow(self, workflow_id: str) -> list[WorkflowJob]:
+        """Every job of a workflow with its state, in workflow order."""
+        return self._run(self._workflow_op(workflow_id))
+
+    async def workflow_async(self, workflow_id: str) -> list[WorkflowJob]:
+        return await self._arun(self._workflow_op(workflow_id))
+
+    def get_step(self, job_id: int, name: str, *, conn: Any = None) -> tuple[str, Any] | None:
+        """A durable step's checkpoint: (function name, decoded result), or None."""
+        row = self._run(_Op(self.sql.get_step, {"id": job_id, "name": name}, _rows), conn)
+        return None if not row else (row[0][0], _loads(row[0][1]))
+
+    def put_step(self, job_id: int, name: str, fn: str, result_json: str, *,
+                 conn: Any = None) -> None:
+        """Write a durable step's checkpoint (in ``conn``'s transaction when given)."""
+        self._run(_Op(self.sql.put_step, {"id": job_id, "name": name, "fn": fn,
+                                          "result": result_json}, _none, retry_safe=False),
+                  conn)
 
     # ---- worker --------------------------------------------------------------------------
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
@@ -681,7 +928,15 @@ class PostgresDriver:
                                     json_as_text=True), kind="claim")
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
-        return await self._arun(self._finish_op(items, worker_id))
+        """Finish jobs in one statement; watched ones (with dependents or result waiters),
+        which that statement leaves alone, then in a transaction that also releases their
+        dependents."""
+        done = await self._arun(self._finish_op(items, worker_id))
+        if len(done) < len(items):
+            got = set(done)
+            rest = [i for i in items if i.job_id not in got]
+            done = done + await self._arun(self._finish_watched_plan(rest, worker_id))
+        return done
 
     def _finish_op(self, items: Sequence[Finish], worker_id: str) -> _Op[list[int]]:
         return _Op(self.sql.finish_many, {
@@ -695,21 +950,30 @@ class PostgresDriver:
             "id": job_id, "worker": worker_id, "state": "succeeded", "result": result_json,
             "attempt": attempt}, _ids)
 
+    def _finish_in_tx_plan(self, job_id: int, worker_id: str, result_json: str | None,
+                           attempt: int | None) -> _Plan[bool]:
+        """Finish one job in the caller's transaction, and release its dependents there."""
+        def steps() -> Generator[_Step, Any, bool]:
+            done = yield self._finish_one_op(job_id, worker_id, result_json, attempt)
+            if done:
+                yield from self._release_steps([job_id], ["succeeded"], [result_json])
+            return bool(done)
+        return _Plan(steps, retry_safe=False)
+
     def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
                               result_json: str | None = None,
                               attempt: int | None = None) -> bool:
         """Mark a running job succeeded inside the caller's transaction (sync); False if the
         job is no longer held by ``worker_id`` at ``attempt``."""
-        return bool(self._run(self._finish_one_op(job_id, worker_id, result_json, attempt),
-                              conn))
+        return self._run(self._finish_in_tx_plan(job_id, worker_id, result_json, attempt),
+                         conn)
 
     async def finish_in_transaction_async(self, conn: Any, job_id: int, *, worker_id: str,
                                           result_json: str | None = None,
                                           attempt: int | None = None) -> bool:
         """Async twin of :meth:`finish_in_transaction`."""
-        done = await self._arun(self._finish_one_op(job_id, worker_id, result_json, attempt),
-                                conn)
-        return bool(done)
+        return await self._arun(
+            self._finish_in_tx_plan(job_id, worker_id, result_json, attempt), conn)
 
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]:
         return await self._arun(_Op(self.sql.requeue_many, {
@@ -723,9 +987,15 @@ class PostgresDriver:
 
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
                       reason: str, attempt: int | None = None) -> bool:
-        return bool(await self._arun(_Op(self.sql.archive, {
-            "id": job_id, "worker": worker_id, "error": _error_json(error),
-            "reason": reason, "attempt": attempt}, _ids)))
+        """Archive a running job and release its dependents, in one transaction."""
+        def steps() -> Generator[_Step, Any, bool]:
+            done = yield _Op(self.sql.archive, {
+                "id": job_id, "worker": worker_id, "error": _error_json(error),
+                "reason": reason, "attempt": attempt}, _ids)
+            if done:
+                yield from self._release_steps([job_id], ["failed"], [None])
+            return bool(done)
+        return await self._arun(_Plan(steps, atomic=True))
 
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
         value: dt.datetime | None = await self._arun(
@@ -767,7 +1037,14 @@ class PostgresDriver:
                     [r[1] for r in rows if r[0] == "failed"])
         params = {"limit": limit, "reason": reason, "after": max(1, int(quarantine_after)),
                   "qreason": quarantine_reason, "spread": max(0.0, float(spread_s))}
-        return await self._arun(_Op(self.sql.rescue_expired, params, read))
+
+        def steps() -> Generator[_Step, Any, tuple[list[int], list[int]]]:
+            back, failed = yield _Op(self.sql.rescue_expired, params, read)
+            if failed:  # quarantined jobs failed for good: release their dependents
+                yield from self._release_steps(failed, ["failed"] * len(failed),
+                                               [None] * len(failed))
+            return back, failed
+        return await self._arun(_Plan(steps, atomic=True))
 
     async def prune_workers(self, *, older_than_s: float) -> None:
         await self._arun(_Op(self.sql.prune_workers, {"older_than": older_than_s}, _none))
@@ -976,9 +1253,10 @@ class PostgresDriver:
     def _cancel_plan(self, job_id: int) -> _Plan[bool]:
         def steps() -> Generator[_Step, Any, bool]:
             if (yield _Op(self.sql.cancel_waiting, {"id": job_id}, _ids)):
+                yield from self._release_steps([job_id], ["cancelled"], [None])
                 return True
             return bool((yield _Op(self.sql.cancel_running, {"id": job_id}, _ids)))
-        return _Plan(steps)
+        return _Plan(steps, atomic=True)
 
     def cancel(self, job_id: int) -> bool:
         return self._run(self._cancel_plan(job_id))

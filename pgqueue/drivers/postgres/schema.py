@@ -24,6 +24,9 @@ Shapes and why:
 - ``schedules`` is the state of each periodic job (:mod:`pgqueue.periodic`): its last claimed
   tick (the compare-and-set that makes each tick fire once), pause flag, and the job template
   ``pgqueue periodic run-now`` enqueues. Rows are written by the workers that declare them.
+- ``job_deps``, ``workflow_jobs`` and ``job_steps`` (revision 0008) hold workflows: dependency
+  edges (a ``blocked`` job in ``jobs`` waits for its ``deps_left`` dependencies), which jobs a
+  workflow enqueued, and the checkpoints of durable steps. See ``docs/workflows.md``.
 - ``leases`` holds named leases with an expiry (the cluster leader's): a row, not a session
   advisory lock, so that it works behind PgBouncer in transaction mode.
 """
@@ -48,7 +51,7 @@ NOW = sa.func.now()
 
 #: States of a row in ``jobs`` and in ``job_history`` (from :class:`pgqueue.job.JobState` and the
 #: outcome table :data:`pgqueue.job.OUTCOMES`).
-JOB_STATES = (JobState.WAITING.value, JobState.RUNNING.value)
+JOB_STATES = (JobState.WAITING.value, JobState.RUNNING.value, JobState.BLOCKED.value)
 HISTORY_STATES = tuple(dict.fromkeys(
     r.state.value for r in OUTCOMES.values() if r.where == "job_history"))
 
@@ -89,6 +92,10 @@ jobs = sa.Table(
     sa.Column("rescues", sa.Integer, nullable=False, server_default=sa.text("0")),
     # revision 0006: at most ``queues.key_concurrency`` (default 1) running jobs per key
     sa.Column("concurrency_key", sa.Text, nullable=True),
+    # revision 0008: dependencies not finished yet (a ``blocked`` job), and whether the job has
+    # dependents or result waiters (its completion then takes the workflow path)
+    sa.Column("deps_left", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("watched", sa.Boolean, nullable=False, server_default=sa.false()),
     _state_check(JOB_STATES, "jobs_state_check"),
     sa.CheckConstraint("priority BETWEEN 0 AND 1000", name="jobs_priority_check"),
     sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
@@ -249,5 +256,52 @@ leases = sa.Table(
     sa.Column("acquired_at", TS, nullable=False, server_default=NOW),
 )
 
+#: revision 0008: dependency edges. ``job_id`` waits for ``dep_id``; ``policy`` says what the
+#: dependent does when the dependency fails for good or is cancelled; the dependency's result
+#: goes into the dependent's argument ``arg`` (at index ``pos`` of a list when set); ``awaited``
+#: edges come from :class:`pgqueue.Await`. ``outcome``/``result`` are set when it finishes.
+job_deps = sa.Table(
+    "job_deps",
+    metadata,
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("dep_id", sa.BigInteger, nullable=False),
+    sa.Column("policy", sa.Text, nullable=False, server_default="cancel"),
+    sa.Column("arg", sa.Text, nullable=True),
+    sa.Column("pos", sa.Integer, nullable=True),
+    sa.Column("awaited", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("result", pg.JSONB, nullable=True),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.PrimaryKeyConstraint("dep_id", "job_id", name="job_deps_pkey"),
+    sa.CheckConstraint("policy IN ('cancel', 'run', 'fail')", name="job_deps_policy_check"),
+    sa.Index("job_deps_job_idx", "job_id"),
+)
+
+#: revision 0008: the jobs each workflow enqueued (``pos``: their order in the workflow)
+workflow_jobs = sa.Table(
+    "workflow_jobs",
+    metadata,
+    sa.Column("workflow_id", sa.Text, nullable=False),
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("pos", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.PrimaryKeyConstraint("workflow_id", "job_id", name="workflow_jobs_pkey"),
+    sa.Index("workflow_jobs_job_idx", "job_id"),
+)
+
+#: revision 0008: checkpoints of durable steps (``ctx.step(name, fn)``): one row per job and
+#: step name, written when the step's function returned (with ``conn=``, in its transaction)
+job_steps = sa.Table(
+    "job_steps",
+    metadata,
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("fn", sa.Text, nullable=False),
+    sa.Column("result", pg.JSONB, nullable=True),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.PrimaryKeyConstraint("job_id", "name", name="job_steps_pkey"),
+)
+
 #: Views for SQL inspection (created by the migrations; names only, for reference and tests).
-VIEWS = ("queue_stats", "all_jobs", "periodic_schedules")
+VIEWS = ("queue_stats", "all_jobs", "periodic_schedules", "job_dependencies",
+         "workflow_jobs_state", "workflows")

@@ -50,6 +50,8 @@ class Statements:
         s = sql.Identifier(schema)
         jobs_chan, ctl_chan = channel_names(schema)
         f = {"s": s, "chan": sql.Literal(jobs_chan), "ctl": sql.Literal(ctl_chan),
+             "done": sql.Literal(f"{schema}.done"),
+             "done_ident": sql.Identifier(f"{schema}.done"),
              "cols": _cols(),
              # a claimed job's past errors are not sent back: the handler does not need them
              # and decoding them for every job costs the worker time
@@ -106,6 +108,7 @@ class Statements:
         self.schema = schema
         self.jobs_channel = jobs_chan
         self.control_channel = ctl_chan
+        self.done_channel = f"{schema}.done"
 
         # ---- enqueue ----------------------------------------------------------------------
         #: Insert one job and wake the workers of its queue at commit. Locks nothing but the new
@@ -399,6 +402,182 @@ class Statements:
             WHERE state = 'waiting' AND queue = ANY(%(queues)s::text[])
               AND NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = j.queue AND p.paused)""")
 
+        # ---- workflows: dependencies, awaited jobs, results ---------------------------------
+        #: Why completions see every edge: an enqueue that adds a dependent to a live job first
+        #: sets that job's ``watched`` flag (``watch_live``, a row lock held to its commit). A
+        #: completion of that job either ran first (the enqueue's UPDATE waits, finds the row
+        #: gone, and its next statement reads the outcome in history: ``lookup_finished``) or
+        #: waits for the enqueue's commit and re-checks ``NOT watched`` on the new row version,
+        #: so the job finishes through ``finish_watched``, whose following statements
+        #: (``release_mark``...) take fresh snapshots that see the new edges and dependents.
+        #:
+        #: Mark ``ids`` (live jobs) watched; returns those that are live. Locks their rows until
+        #: commit (a completion of one of them waits).
+        self.watch_live = q("""
+            UPDATE {s}.jobs SET watched = true
+             WHERE id = ANY(%(ids)s::bigint[]) RETURNING id""")
+        #: The final outcome of jobs no longer live: ``succeeded``/``cancelled`` (with the
+        #: result) from history, ``failed`` from the archive. A plain read.
+        self.lookup_finished = q("""
+            SELECT id, state, result::text FROM {s}.job_history
+             WHERE id = ANY(%(ids)s::bigint[])
+            UNION ALL
+            SELECT id, 'failed', NULL FROM {s}.failed_jobs WHERE id = ANY(%(ids)s::bigint[])""")
+        #: Insert the jobs of a workflow batch (ids reserved by ``reserve_ids``) with their state
+        #: (``blocked`` while ``deps_left`` > 0 or their results are still to be gathered) and
+        #: ``watched`` (others in the batch depend on them). Locks nothing but the new rows.
+        self.insert_flow_jobs = q("""
+            INSERT INTO {s}.jobs (id, queue, task, args, priority, max_attempts, run_at,
+                                  timeout_s, meta, concurrency_key, state, deps_left, watched)
+            SELECT * FROM unnest(%(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[],
+                                 %(args)s::jsonb[], %(priorities)s::smallint[],
+                                 %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
+                                 %(timeouts)s::float8[], %(metas)s::jsonb[],
+                                 %(concurrency_keys)s::text[], %(states)s::text[],
+                                 %(deps_left)s::int[], %(watched)s::bool[])""")
+        #: Insert dependency edges (an edge to an already finished job carries its outcome).
+        self.insert_edges = q("""
+            INSERT INTO {s}.job_deps (job_id, dep_id, policy, arg, pos, awaited, outcome, result)
+            SELECT * FROM unnest(%(job_ids)s::bigint[], %(dep_ids)s::bigint[],
+                                 %(policies)s::text[], %(args)s::text[], %(positions)s::int[],
+                                 %(awaited)s::bool[], %(outcomes)s::text[],
+                                 %(results)s::jsonb[])""")
+        #: Record which jobs a workflow enqueued.
+        self.insert_workflow_jobs = q("""
+            INSERT INTO {s}.workflow_jobs (workflow_id, job_id, pos)
+            SELECT %(workflow)s, id, pos
+              FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS t(id, pos)""")
+        #: Release step 1: these jobs finished (``states``: succeeded/cancelled/failed, with
+        #: their results). Their edges record the outcome; each blocked dependent's
+        #: ``deps_left`` goes down by the edges that count as done (a success, or any outcome
+        #: under policy ``run``), under the dependent's row lock -- two dependencies finishing
+        #: at once decrement one after the other, on the newest row version. Returns each
+        #: dependent touched: (id, deps_left now, whether a dependency failed against its
+        #: policy, the policy). Also wakes ``app.result`` waiters (``{done}`` channel).
+        self.release_mark = q("""
+            WITH r AS (
+                SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[],
+                                     %(results)s::jsonb[]) AS r(id, state, result)),
+            n AS (SELECT pg_notify({done}, r.id::text) FROM r),
+            e AS (
+                UPDATE {s}.job_deps e SET outcome = r.state, result = r.result
+                  FROM r WHERE e.dep_id = r.id AND e.outcome IS NULL
+                RETURNING e.job_id, e.policy, e.outcome),
+            a AS (
+                SELECT job_id, min(policy) AS policy,
+                       count(*) FILTER (WHERE outcome = 'succeeded' OR policy = 'run') AS ok,
+                       bool_or(outcome <> 'succeeded' AND policy <> 'run') AS bad
+                  FROM e GROUP BY job_id),
+            u AS (
+                UPDATE {s}.jobs j SET deps_left = j.deps_left - a.ok
+                  FROM a WHERE j.id = a.job_id AND j.state = 'blocked'
+                RETURNING j.id, j.deps_left, a.bad, a.policy)
+            SELECT id, deps_left, bad, policy FROM u
+            UNION ALL SELECT NULL, NULL, NULL, NULL FROM n""")
+        #: Release step 2: blocked jobs whose dependencies all finished become waiting. Their
+        #: arguments receive the dependencies' results (``arg``, in ``pos`` order for a list),
+        #: awaited jobs' outcomes go into ``meta.awaited``. This statement's snapshot is taken
+        #: after step 1 got the row locks, so it sees every edge other completions recorded.
+        self.release_ready = q("""
+            WITH u AS (
+                UPDATE {s}.jobs j
+                   SET state = 'waiting', run_at = greatest(j.run_at, now()),
+                       args = j.args || coalesce(x.args, '{{}}'::jsonb),
+                       meta = CASE WHEN x.awaited IS NULL THEN j.meta
+                                   ELSE j.meta || jsonb_build_object('awaited', x.awaited) END
+                  FROM unnest(%(ids)s::bigint[]) AS r(id)
+                  CROSS JOIN LATERAL (
+                      SELECT (SELECT jsonb_object_agg(g.arg, g.v) FROM (
+                                  SELECT e.arg,
+                                         CASE WHEN bool_and(e.pos IS NULL)
+                                              THEN (array_agg(e.result))[1]
+                                              ELSE jsonb_agg(e.result ORDER BY e.pos) END AS v
+                                    FROM {s}.job_deps e
+                                   WHERE e.job_id = r.id AND e.arg IS NOT NULL
+                                     AND NOT e.awaited
+                                   GROUP BY e.arg) g) AS args,
+                             (SELECT jsonb_object_agg(e.dep_id::text, jsonb_build_object(
+                                         'state', e.outcome, 'result', e.result))
+                                FROM {s}.job_deps e
+                               WHERE e.job_id = r.id AND e.awaited) AS awaited) x
+                 WHERE j.id = r.id AND j.state = 'blocked' AND j.deps_left <= 0
+                RETURNING j.id, j.queue)
+            SELECT id, pg_notify({chan}, queue) FROM u""")
+        #: Release step 3a: dependents whose dependency failed or was cancelled, under policy
+        #: ``cancel``: to history as cancelled (with an error record saying why). Returns their
+        #: ids: their own dependents are released next, in the same transaction.
+        self.release_cancel = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s::bigint[]) AND state = 'blocked'
+                RETURNING *)
+            INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
+                                         max_attempts, errors, enqueued_at, started_at)
+            SELECT id, queue, task, args, priority, 'cancelled', attempt, max_attempts,
+                   errors || jsonb_build_array(jsonb_build_object(
+                       'attempt', attempt, 'error', %(reason)s::text, 'traceback', NULL,
+                       'at', now())),
+                   created_at, started_at FROM d
+            RETURNING id""")
+        #: Release step 3b: the same under policy ``fail``: to the archive with ``reason``.
+        self.release_fail = q("""
+            WITH d AS (
+                DELETE FROM {s}.jobs WHERE id = ANY(%(ids)s::bigint[]) AND state = 'blocked'
+                RETURNING *)
+            INSERT INTO {s}.failed_jobs (id, queue, task, args, priority, attempt, max_attempts,
+                                         unique_key, timeout_s, meta, errors, reason,
+                                         enqueued_at, started_at)
+            SELECT id, queue, task, args, priority, attempt, max_attempts, unique_key,
+                   timeout_s, meta, errors || jsonb_build_array(jsonb_build_object(
+                       'attempt', attempt, 'error', %(reason)s::text, 'traceback', NULL,
+                       'at', now())),
+                   %(reason)s, created_at, started_at FROM d
+            ON CONFLICT (id) DO UPDATE SET errors = excluded.errors, reason = excluded.reason,
+                                           failed_at = now()
+            RETURNING id""")
+        #: Park a running job that awaits others (:class:`pgqueue.Await`): blocked, its attempt
+        #: given back, its lease dropped, ``deps_left`` jobs to wait for; its earlier await
+        #: edges are dropped (``meta.awaited`` shows the newest round). Same ownership guard as
+        #: every outcome. Locks its row.
+        self.park = q("""
+            WITH old AS (
+                DELETE FROM {s}.job_deps WHERE job_id = %(id)s AND awaited),
+            u AS (
+                UPDATE {s}.jobs
+                   SET state = 'blocked', attempt = attempt - 1, worker_id = NULL,
+                       lease_expires_at = NULL, deps_left = %(deps_left)s,
+                       meta = meta - 'awaited'
+                 WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s
+                   AND attempt = coalesce(%(attempt)s::int, attempt)
+                RETURNING id)
+            SELECT id FROM u""")
+        #: Where a job is now, for ``app.result``: mark it watched if live (its completion then
+        #: notifies ``{done}``), else read its final outcome. One row: (state, result, error).
+        self.watch_result = q("""
+            WITH w AS (
+                UPDATE {s}.jobs SET watched = true WHERE id = %(id)s RETURNING state)
+            SELECT state, NULL, NULL FROM w
+            UNION ALL
+            (SELECT state, result::text, errors -> -1 ->> 'error' FROM {s}.job_history
+              WHERE id = %(id)s AND NOT EXISTS (SELECT 1 FROM w)
+              ORDER BY finished_at DESC LIMIT 1)
+            UNION ALL
+            SELECT 'failed', NULL, reason FROM {s}.failed_jobs
+             WHERE id = %(id)s AND NOT EXISTS (SELECT 1 FROM w)""")
+        #: Listen for completions of watched jobs (payload: the job id).
+        self.listen_done = q("LISTEN {done_ident}")
+        #: Every job of a workflow with its state, in workflow order (a plain read).
+        self.workflow_state = q("""
+            SELECT job_id, task, state, started_at, finished_at, last_error
+              FROM {s}.workflow_jobs_state WHERE workflow_id = %(workflow)s ORDER BY pos""")
+        #: A durable step's checkpoint (a plain read), and its write: a second writer of the
+        #: same (job, name) inserts nothing and reads the first one's row.
+        self.get_step = q("""
+            SELECT fn, result::text FROM {s}.job_steps WHERE job_id = %(id)s AND name = %(name)s""")
+        self.put_step = q("""
+            INSERT INTO {s}.job_steps (job_id, name, fn, result)
+            VALUES (%(id)s, %(name)s, %(fn)s, %(result)s::jsonb)
+            ON CONFLICT (job_id, name) DO NOTHING""")
+
         # ---- worker: outcomes -------------------------------------------------------------
         #: Move finished jobs (succeeded or cancelled) into history in one statement. Rows no
         #: longer owned by this worker (rescued meanwhile) are left alone.
@@ -411,6 +590,7 @@ class Statements:
                 WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = r.id
                   AND j.state = 'running' AND j.worker_id = %(worker)s
                   AND j.attempt = coalesce(r.attempt, j.attempt)
+                  AND NOT j.watched
                 RETURNING j.*, r.state AS final_state, r.result)
             INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
                                          max_attempts, errors, result, worker_id, enqueued_at,
@@ -418,6 +598,28 @@ class Statements:
             SELECT id, queue, task, args, priority, final_state, attempt, max_attempts, errors,
                    result, worker_id, created_at, started_at FROM d
             RETURNING id""")
+        #: ``finish_many`` leaves *watched* jobs alone (``NOT j.watched``, re-checked on the
+        #: newest row version when an enqueue of a dependent or a result waiter updated the
+        #: row meanwhile): a job with dependents or waiters finishes here instead, in a
+        #: transaction whose next statements (``release_*``) release its dependents. Returns
+        #: each finished job's outcome and result for them.
+        self.finish_watched = q("""
+            WITH r AS (
+                SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[],
+                                     %(results)s::jsonb[]) AS r(id, attempt, state, result)),
+            d AS (
+                DELETE FROM {s}.jobs j USING r
+                WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = r.id
+                  AND j.state = 'running' AND j.worker_id = %(worker)s
+                  AND j.attempt = coalesce(r.attempt, j.attempt)
+                RETURNING j.*, r.state AS final_state, r.result),
+            h AS (
+                INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
+                                             max_attempts, errors, result, worker_id,
+                                             enqueued_at, started_at)
+                SELECT id, queue, task, args, priority, final_state, attempt, max_attempts,
+                       errors, result, worker_id, created_at, started_at FROM d)
+            SELECT id, final_state, result::text FROM d""")
 
         #: Finish one job inside the caller's transaction (completion joins the handler's
         #: business writes). Same guard as ``finish_many``.
@@ -650,7 +852,8 @@ class Statements:
         #: ``cancel_requested`` flag set and its worker is told through the control channel.
         self.cancel_waiting = q("""
             WITH d AS (
-                DELETE FROM {s}.jobs WHERE id = %(id)s AND state = 'waiting' RETURNING *)
+                DELETE FROM {s}.jobs WHERE id = %(id)s AND state IN ('waiting', 'blocked')
+                RETURNING *)
             INSERT INTO {s}.job_history (id, queue, task, args, priority, state, attempt,
                                          max_attempts, errors, enqueued_at, started_at)
             SELECT id, queue, task, args, priority, 'cancelled', attempt, max_attempts, errors,
