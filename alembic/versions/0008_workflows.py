@@ -1,7 +1,7 @@
 """workflows: job dependencies, workflow membership, awaited jobs, durable steps
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-29
 
 - ``jobs.state`` gains ``blocked``: a job waiting for its dependencies (or for the jobs it
