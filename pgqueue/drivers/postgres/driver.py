@@ -47,7 +47,7 @@ from pgqueue.drivers.base import (
 )
 from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.listener import PgListener
-from pgqueue.drivers.postgres.sql import Statements, statements
+from pgqueue.drivers.postgres.sql import Statements, dashboard_statements, statements
 from pgqueue.errors import (
     DatabaseError,
     DatabaseUnavailableError,
@@ -1026,6 +1026,14 @@ class PostgresDriver:
 
     async def stats_async(self) -> list[QueueStats]:
         return await self._arun(self._stats_op())
+
+    async def inspect_async(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run the dashboard's read statement ``name`` (one of
+        :data:`pgqueue.drivers.postgres.sql.DASHBOARD_READS`) with ``params``; the rows as
+        tuples, ``jsonb`` columns as their JSON text. The inspection surface of
+        :mod:`pgqueue.dashboard` (plain reads: nothing is locked or written)."""
+        query = dashboard_statements(self.schema).get(name)
+        return await self._arun(_Op(query, params, list, json_as_text=True))
 
 
 async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
