@@ -162,12 +162,15 @@ class Dashboard:
         return endpoint
 
     def _action(self, handler: Handler) -> Handler:
-        """A POST action: authenticated (401), the CSRF token checked (403), refused in
-        read-only mode (403); then done, or first confirmed where the handler asks for it."""
+        """A POST action: authenticated (401), refused in read-only mode (403), the CSRF token
+        checked (403); then done, or first confirmed where the handler asks for it."""
         async def endpoint(request: Request) -> Response:
             if not await self.guard.allowed(request):
                 return security_headers(Response("not authenticated: sign in with the access "
                                                  "token", 401, media_type="text/plain"))
+            if self.read_only:
+                return self.problem(request, 403, "this dashboard is read-only: actions are "
+                                    "turned off")
             try:
                 form = await request.form()
             except Exception:  # a body that is no form at all
@@ -175,9 +178,6 @@ class Dashboard:
             if not self.guard.csrf_ok(request, _str(form.get("csrf"))):
                 return self.problem(request, 403, "the form's security token is missing or "
                                     "stale (CSRF check): reload the page and try again")
-            if self.read_only:
-                return self.problem(request, 403, "this dashboard is read-only: actions are "
-                                    "turned off")
             request.state.form = form
             return await self._safely(request, handler)
         return endpoint
