@@ -217,7 +217,12 @@ def test_user_data_renders_as_text_and_never_runs(page: Any, server: Served,
                                                   dash_app: pgqueue.App, clean: str,
                                                   tmp_path: Path) -> None:
     events: list[str] = []
-    page.on("dialog", lambda d: (events.append(f"dialog: {d.message}"), d.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        events.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     page.on("console", lambda m: events.append(f"console {m.type}: {m.text}"))
     page.on("pageerror", lambda e: events.append(f"pageerror: {e}"))
     live_id = dash_app.enqueue("bad_task", {"note": "later", **XSS_ARGS}, queue="dash-later",

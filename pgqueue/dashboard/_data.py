@@ -116,6 +116,7 @@ class Reader:
             return None
         job = rows[0]
         job["errors"] = errors_of(job["errors"])
+        job["timeline"] = _timeline(job)
         return job
 
     async def workers(self, stale_after_s: float) -> list[dict[str, Any]]:
@@ -127,3 +128,16 @@ class Reader:
 
     async def schedules(self) -> list[ScheduleInfo]:
         return await self.app.periodic_schedules_async()
+
+
+def _timeline(job: dict[str, Any]) -> list[tuple[str, dt.datetime, str]]:
+    """A job's events, oldest first: (label, when, css class)."""
+    end = "Failed" if job["where"] == "failed" else str(job["state"]).capitalize()
+    events = [("Enqueued", job["enqueued_at"], ""), ("Runs at", job["run_at"], ""),
+              ("Started" + (" (last attempt)" if job["errors"] else ""), job["started_at"], ""),
+              *[(f"Attempt {e['attempt']} failed", e["at"], "bad") for e in job["errors"]],
+              (end, job["finished_at"], "bad" if job["where"] == "failed" else "ok")]
+    if job["where"] == "live" and job["run_at"] == job["enqueued_at"]:
+        events.pop(1)
+    return sorted(((label, at, css) for label, at, css in events if at is not None),
+                  key=lambda e: e[1])

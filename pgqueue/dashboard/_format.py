@@ -45,8 +45,19 @@ def errors_of(text: str | None) -> list[dict[str, Any]]:
         return []
     return [{"attempt": e.get("attempt"), "error": str(e.get("error") or ""),
              "traceback": e.get("traceback") if isinstance(e.get("traceback"), str) else None,
-             "at": e.get("at"), "worker": e.get("worker")}
+             "at": _when(e.get("at")), "worker": e.get("worker")}
             for e in value if isinstance(e, dict)]
+
+
+def _when(text: object) -> dt.datetime | None:
+    """A stored ISO time (None when missing or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.utcoffset() is not None else value.replace(tzinfo=dt.UTC)
 
 
 def timestamp(value: dt.datetime | None) -> str:
