@@ -252,3 +252,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_keyset_pages_follow_each_other(app: pgqueue.App) -> None:
+    ids = app.enqueue_many("mail.send", [{"n": i} for i in range(60)], queue="emails")
+    with _client(app) as c:
+        first = c.get("/jobs?queue=emails")
+        assert first.status_code == 200
+        shown = [int(i) for i in re.findall(r'data-job="(\d+)"', first.text)]
+        assert shown == sorted(ids, reverse=True)[:50]
+        found = re.search(r'rel="next" href="([^"]+)"', first.text)
+        assert found and "queue=emails" in found[1]
+        second = c.get(found[1].replace("&amp;", "&"))
+        shown2 = [int(i) for i in re.findall(r'data-job="(\d+)"', second.text)]
+        assert shown2 == sorted(ids, reverse=True)[50:]
+        assert 'rel="next"' not in second.text and "First page" in second.text

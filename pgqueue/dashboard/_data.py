@@ -54,6 +54,8 @@ _FAILED = "id queue task args attempt max_attempts reason enqueued_at started_at
           "last_error"
 _DETAIL = "where id queue task args state attempt max_attempts errors result worker_id " \
           "enqueued_at run_at started_at finished_at reason options"
+_LIMITS = "queue concurrency key_concurrency rate_limit rate_period_s slots_in_use rate_used " \
+          "waiting_for_limit"
 _WORKERS = "id host pid queues concurrency started_at heartbeat_at age_s running running_ids"
 
 
@@ -68,7 +70,14 @@ class Reader:
         return await self.driver.inspect_async(name, params)
 
     async def stats(self) -> list[QueueStats]:
-        return await self.app.stats_async()
+        """The overview's per-queue numbers (the ``queue_stats`` columns it shows)."""
+        return [QueueStats(r[0], bool(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
+                           int(r[6]), int(r[7]), r[8], r[9])
+                for r in await self._rows("overview")]
+
+    async def limited(self) -> list[dict[str, Any]]:
+        """The flow-control figures of the queues that have a limit."""
+        return _dicts(_LIMITS, await self._rows("limited_stats"))
 
     async def throughput(self) -> list[tuple[dt.datetime, int, int]]:
         return [(r[0], int(r[1]), int(r[2])) for r in await self._rows("throughput")]

@@ -308,9 +308,8 @@ class Dashboard:
                            schedules=await self.reader.schedules())
 
     async def limits(self, request: Request) -> Response:
-        limited = [s for s in await self.reader.stats()
-                   if s.concurrency or s.key_concurrency or s.rate_limit]
-        return self.render(request, "limits.html", nav="limits", limited=limited)
+        return self.render(request, "limits.html", nav="limits",
+                           limited=await self.reader.limited())
 
     # ---- actions ---------------------------------------------------------------------------
     def confirm(self, request: Request, title: str, message: str, action: str,

@@ -18,8 +18,9 @@ from functools import cache
 
 from psycopg import sql
 
-__all__ = ["DASHBOARD_READS", "JOB_COLUMNS", "SET_SESSION_SETTING", "DashboardStatements",
-           "Statements", "channel_names", "dashboard_statements", "statements"]
+__all__ = ["DASHBOARD_READS", "JOB_COLUMNS", "SET_LOCAL_JIT_OFF", "SET_SESSION_SETTING",
+           "DashboardStatements", "Statements", "channel_names", "dashboard_statements",
+           "statements"]
 
 #: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
 #: once on each new connection of pgqueue's pools. Locks nothing.
@@ -795,9 +796,14 @@ def statements(schema: str) -> Statements:
 
 
 # ---- the dashboard's reads (pgqueue.dashboard) ----------------------------------------------
+#: JIT off for the rest of the transaction (the dashboard's reads: planned costs far above
+#: ``jit_above_cost``, compile times far above run times). Locks nothing.
+SET_LOCAL_JIT_OFF = sql.SQL("SELECT set_config('jit', 'off', true)")
+
 #: The names of :class:`DashboardStatements` (what ``PostgresDriver.inspect_async`` may run).
-DASHBOARD_READS = ("throughput", "estimates", "queue_known", "live_jobs", "history_jobs",
-                   "failed_jobs", "failed_ids", "job_detail", "workers")
+DASHBOARD_READS = ("overview", "limited_stats", "throughput", "estimates", "queue_known",
+                   "live_jobs", "history_jobs", "failed_jobs", "failed_ids", "job_detail",
+                   "workers")
 
 
 class DashboardStatements:
@@ -819,6 +825,47 @@ class DashboardStatements:
                (%(queue)s::text IS NULL OR queue = %(queue)s)
            AND (%(task)s::text IS NULL OR task = %(task)s)
            AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)"""
+
+        #: The columns of the ``queue_stats`` view that the overview shows, with the same
+        #: meaning, read in one pass over ``jobs`` (the view counts each state with a scan per
+        #: queue), over the archive, and over the last hour of ``job_history``.
+        self.overview = q("""
+            WITH j AS (
+                SELECT queue,
+                       count(*) FILTER (WHERE state = 'waiting' AND run_at <= now()) AS waiting,
+                       count(*) FILTER (WHERE state = 'waiting' AND run_at > now()) AS scheduled,
+                       count(*) FILTER (WHERE state = 'running') AS running,
+                       extract(epoch FROM now() - min(run_at) FILTER (
+                           WHERE state = 'waiting' AND run_at <= now()))::float8 AS oldest
+                  FROM {s}.jobs GROUP BY queue),
+            f AS (
+                SELECT queue, count(*) AS failed,
+                       count(*) FILTER (WHERE failed_at > now() - interval '1 hour') AS hour
+                  FROM {s}.failed_jobs GROUP BY queue),
+            h AS (
+                SELECT queue, count(*) AS finished,
+                       avg(extract(epoch FROM finished_at - started_at))::float8 AS mean_run
+                  FROM {s}.job_history WHERE finished_at > now() - interval '1 hour'
+                 GROUP BY queue),
+            n AS (
+                SELECT queue FROM j UNION SELECT name FROM {s}.queues
+                UNION SELECT queue FROM f UNION SELECT queue FROM h)
+            SELECT n.queue, coalesce(q.paused, false), coalesce(j.waiting, 0),
+                   coalesce(j.scheduled, 0), coalesce(j.running, 0), coalesce(f.failed, 0),
+                   coalesce(h.finished, 0), coalesce(f.hour, 0), j.oldest, h.mean_run
+              FROM n LEFT JOIN j USING (queue) LEFT JOIN f USING (queue)
+              LEFT JOIN h USING (queue) LEFT JOIN {s}.queues q ON q.name = n.queue
+             ORDER BY n.queue""")
+
+        #: The ``queue_stats`` rows of the queues that have a flow-control limit.
+        self.limited_stats = q("""
+            SELECT queue, concurrency, key_concurrency, rate_limit, rate_period_s,
+                   slots_in_use, rate_used, waiting_for_limit
+              FROM {s}.queue_stats
+             WHERE queue IN (SELECT name FROM {s}.queues
+                              WHERE concurrency IS NOT NULL OR key_concurrency IS NOT NULL
+                                 OR rate_limit IS NOT NULL)
+             ORDER BY queue""")
 
         #: Finished (succeeded or cancelled) and failed jobs per minute over the last hour, one
         #: row per minute (zeros included), oldest first. Reads the last hour of ``job_history``
