@@ -42,7 +42,8 @@ INSERT INTO {s}.jobs (queue, task, args, priority, run_at, state, attempt, worke
                       started_at, created_at, lease_expires_at)
 SELECT 'q' || (i % 10), 't' || (i % 20),
        jsonb_build_object('n', i, 'user', i % 1000, 'note', 'some text for the job'),
-       20, now() + CASE WHEN i % 20 = 1 THEN interval '1 hour' ELSE -(i % 3600) * interval '1 s' END,
+       20, now() + CASE WHEN i % 20 = 1 THEN interval '1 hour'
+                        ELSE -(i % 3600) * interval '1 s' END,
        CASE WHEN i % 20 = 2 THEN 'running' ELSE 'waiting' END,
        CASE WHEN i % 20 = 2 THEN 1 ELSE 0 END,
        CASE WHEN i % 20 = 2 THEN 'worker-' || (i % 20) END,
