@@ -267,3 +267,29 @@ def test_keyset_pages_follow_each_other(app: pgqueue.App) -> None:
         shown2 = [int(i) for i in re.findall(r'data-job="(\d+)"', second.text)]
         assert shown2 == sorted(ids, reverse=True)[50:]
         assert 'rel="next"' not in second.text and "First page" in second.text
+
+
+def test_schedule_actions_and_limits(seeded: pgqueue.App, clean: str) -> None:
+    seeded.set_queue_limits("emails", concurrency=3, rate_limit=50, rate_period=1.0)
+    with psycopg.connect(clean, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgqueue.schedules (name, spec, task, queue, next_tick) "
+                     "VALUES ('nightly', '0 3 * * *', 'mail.send', 'emails', now())")
+    with _client(seeded) as c:
+        limits = c.get("/limits").text
+        assert 'data-queue="emails"' in limits and "3" in limits
+        page = c.get("/schedules").text
+        assert 'data-schedule="nightly"' in page and "0 3 * * *" in page
+        csrf = _csrf(c, "/schedules")
+        assert c.post("/schedules/pause", data={"name": "nightly", "csrf": csrf}
+                      ).status_code == 303
+        with psycopg.connect(clean, autocommit=True) as conn:
+            assert scalar(conn, "SELECT paused FROM pgqueue.schedules WHERE name = 'nightly'")
+        assert c.post("/schedules/resume", data={"name": "nightly", "csrf": csrf}
+                      ).status_code == 303
+        r = c.post("/schedules/run-now", data={"name": "nightly", "csrf": csrf})
+        assert r.status_code == 303 and "done=schedule-ran" in r.headers["location"]
+        with psycopg.connect(clean, autocommit=True) as conn:
+            assert scalar(conn, "SELECT paused FROM pgqueue.schedules WHERE name = 'nightly'"
+                          ) is False
+            assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs "
+                                "WHERE meta ->> 'periodic' = 'nightly'") == 1
