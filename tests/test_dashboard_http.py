@@ -67,7 +67,7 @@ def _csrf(c: TestClient, path: str = "/") -> str:
     ("/history?since=yesterday", 400, "is not a date/time"),
     ("/failed?since=2026-02-01&until=2026-01-01", 400, "the time range is empty"),
     ("/jobs?after=abc", 400, "the page cursor must be a positive whole number"),
-    ("/history?after=2026-01-01", 400, "the page cursor"),
+    ("/history?after=2026-01-01", 400, "the page cursor must be a positive whole number"),
     ("/failed?after=notatime~5", 400, "is not a date/time"),
     ("/jobs?queue=" + "q" * 10_000, 400, "the queue filter is too long"),
     ("/jobs?args=" + "x" * 10_000, 400, "the args filter is too long"),

@@ -99,11 +99,11 @@ class Reader:
 
     async def history(self, filters: Filters, cursor: Cursor | None) -> Page:
         rows = _dicts(_HISTORY, await self._rows(
-            "history_jobs", **filters.params(), before_at=cursor.at if cursor else None,
-            before_id=cursor.id if cursor else None, limit=PAGE_SIZE + 1))
+            "history_jobs", **filters.params(), before_id=cursor.id if cursor else None,
+            limit=PAGE_SIZE + 1))
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        nxt = Cursor(rows[-1]["finished_at"], rows[-1]["id"]).text() if more else None
+        nxt = Cursor(None, rows[-1]["id"]).text() if more else None
         return Page(rows, nxt, (await self.estimates()).get("job_history"))
 
     async def failed(self, filters: Filters, cursor: Cursor | None) -> Page:

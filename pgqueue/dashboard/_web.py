@@ -283,7 +283,7 @@ class Dashboard:
                                    self.reader.live_jobs)
 
     async def history(self, request: Request) -> Response:
-        return await self._listing(request, "history.html", "history", HISTORY_STATES, True,
+        return await self._listing(request, "history.html", "history", HISTORY_STATES, False,
                                    self.reader.history)
 
     async def failed(self, request: Request) -> Response:

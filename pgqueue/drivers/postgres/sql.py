@@ -927,7 +927,10 @@ class DashboardStatements:
                AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
              ORDER BY id DESC LIMIT %(limit)s""", common=sql.SQL(common))
 
-        #: A page of finished jobs, newest first, after the cursor (``before_at``, ``before_id``).
+        #: A page of finished jobs, newest id first, after the cursor ``before_id``. By id, not
+        #: by ``finished_at``: each daily partition's primary key (id, finished_at) then serves
+        #: the order (a merge of backward index scans that stops after ``limit`` rows), where
+        #: no index leads with ``finished_at`` (ordering by it sorts the whole history).
         self.history_jobs = q("""
             SELECT id, queue, task, args, state, attempt, max_attempts, enqueued_at,
                    started_at, finished_at, worker_id,
@@ -938,9 +941,8 @@ class DashboardStatements:
                AND (%(state)s::text IS NULL OR state = %(state)s)
                AND (%(since)s::timestamptz IS NULL OR finished_at >= %(since)s)
                AND (%(until)s::timestamptz IS NULL OR finished_at < %(until)s)
-               AND (%(before_at)s::timestamptz IS NULL
-                    OR (finished_at, id) < (%(before_at)s, %(before_id)s::bigint))
-             ORDER BY finished_at DESC, id DESC LIMIT %(limit)s""", common=sql.SQL(common))
+               AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+             ORDER BY id DESC LIMIT %(limit)s""", common=sql.SQL(common))
 
         failed_filter = common + """
            AND (%(since)s::timestamptz IS NULL OR failed_at >= %(since)s)
