@@ -798,7 +798,7 @@ def statements(schema: str) -> Statements:
 # ---- the dashboard's reads (pgqueue.dashboard) ----------------------------------------------
 #: JIT off for the rest of the transaction (the dashboard's reads: planned costs far above
 #: ``jit_above_cost``, compile times far above run times). Locks nothing.
-SET_LOCAL_JIT_OFF = sql.SQL("SELECT set_config('jit', 'off', true)")
+SET_LOCAL_JIT_OFF = sql.Composed([sql.SQL("SELECT set_config('jit', 'off', true)")])
 
 #: The names of :class:`DashboardStatements` (what ``PostgresDriver.inspect_async`` may run).
 DASHBOARD_READS = ("overview", "limited_stats", "throughput", "estimates", "queue_known",
