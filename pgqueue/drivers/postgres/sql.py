@@ -828,16 +828,30 @@ class DashboardStatements:
 
         #: The columns of the ``queue_stats`` view that the overview shows, with the same
         #: meaning, read in one pass over ``jobs`` (the view counts each state with a scan per
-        #: queue), over the archive, and over the last hour of ``job_history``.
+        #: queue), over the archive, and over the last hour of ``job_history``. The waiting
+        #: jobs are counted from the claim indexes (index-only scans of their small entries,
+        #: not the heap with its args), the running ones through ``jobs_running_lease_idx``.
         self.overview = q("""
-            WITH j AS (
-                SELECT queue,
-                       count(*) FILTER (WHERE state = 'waiting' AND run_at <= now()) AS waiting,
-                       count(*) FILTER (WHERE state = 'waiting' AND run_at > now()) AS scheduled,
-                       count(*) FILTER (WHERE state = 'running') AS running,
+            WITH w AS (
+                SELECT queue, run_at FROM {s}.jobs
+                 WHERE state = 'waiting' AND concurrency_key IS NULL
+                UNION ALL
+                SELECT queue, run_at FROM {s}.jobs
+                 WHERE state = 'waiting' AND concurrency_key IS NOT NULL),
+            wq AS (
+                SELECT queue, count(*) FILTER (WHERE run_at <= now()) AS waiting,
+                       count(*) FILTER (WHERE run_at > now()) AS scheduled,
                        extract(epoch FROM now() - min(run_at) FILTER (
-                           WHERE state = 'waiting' AND run_at <= now()))::float8 AS oldest
-                  FROM {s}.jobs GROUP BY queue),
+                           WHERE run_at <= now()))::float8 AS oldest
+                  FROM w GROUP BY queue),
+            rq AS (
+                SELECT queue, count(*) AS running FROM {s}.jobs
+                 WHERE state = 'running' GROUP BY queue),
+            j AS (
+                SELECT queue, coalesce(wq.waiting, 0) AS waiting,
+                       coalesce(wq.scheduled, 0) AS scheduled,
+                       coalesce(rq.running, 0) AS running, wq.oldest
+                  FROM wq FULL JOIN rq USING (queue)),
             f AS (
                 SELECT queue, count(*) AS failed,
                        count(*) FILTER (WHERE failed_at > now() - interval '1 hour') AS hour
@@ -990,15 +1004,15 @@ class DashboardStatements:
               FROM {s}.failed_jobs WHERE id = %(id)s""")
 
         #: The registered workers with their heartbeat age and the jobs each is running (count
-        #: and the first 20 ids; ``jobs_running_lease_idx`` covers the running rows).
+        #: and the first 20 ids), the running jobs grouped once (``jobs_running_lease_idx``
+        #: covers them), not looked up per worker.
         self.workers = q("""
+            WITH r AS (
+                SELECT worker_id, count(*) AS n, (array_agg(id ORDER BY id))[1:20] AS ids
+                  FROM {s}.jobs WHERE state = 'running' GROUP BY worker_id)
             SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at,
                    extract(epoch FROM now() - w.heartbeat_at)::float8, r.n, r.ids
-              FROM {s}.workers w
-              LEFT JOIN LATERAL (
-                  SELECT count(*) AS n, (array_agg(j.id ORDER BY j.id))[1:20] AS ids
-                    FROM {s}.jobs j
-                   WHERE j.state = 'running' AND j.worker_id = w.id) r ON true
+              FROM {s}.workers w LEFT JOIN r ON r.worker_id = w.id
              ORDER BY w.heartbeat_at DESC, w.id""")
 
     def get(self, name: str) -> sql.Composed:
