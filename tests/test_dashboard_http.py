@@ -293,3 +293,18 @@ def test_schedule_actions_and_limits(seeded: pgqueue.App, clean: str) -> None:
                           ) is False
             assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs "
                                 "WHERE meta ->> 'periodic' = 'nightly'") == 1
+
+
+def test_workers_show_their_jobs_and_stale_ones(seeded: pgqueue.App, clean: str) -> None:
+    with psycopg.connect(clean, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency, "
+                     "heartbeat_at) VALUES ('w-live', 'h1', 1, '{emails}', 4, now()), "
+                     "('w-gone', 'h2', 2, '{emails}', 4, now() - interval '10 minutes')")
+        job_id = scalar(conn, "UPDATE pgqueue.jobs SET state = 'running', worker_id = 'w-live',"
+                              " started_at = now() RETURNING id")
+    with _client(seeded) as c:
+        page = c.get("/workers").text
+    live = page[page.index('data-worker="w-live"'):page.index('data-worker="w-gone"')]
+    assert f'href="/jobs/{job_id}"' in live and "1/4" in live and "stale" not in live
+    gone = page[page.index('data-worker="w-gone"'):]
+    assert 'class="stale"' in page and "stale</span>" in gone
