@@ -13,6 +13,7 @@
     pgqueue pause QUEUE [--create] / resume QUEUE / forget QUEUE
     pgqueue periodic list|pause NAME|resume NAME|run-now NAME
     pgqueue config                                # settings and their sources
+    pgqueue dashboard [--host H] [--port 8765] [--read-only] [--no-auth]   # the web dashboard
 
 The database comes from ``--database-url``, else the settings, resolved as ``pgqueue.App()``
 resolves them (:func:`pgqueue.config.find_settings`: ``PGQUEUE_DATABASE_URL``, ``QUEUE_CONFIG``,
@@ -26,7 +27,8 @@ or job); 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| h
 The package: this module holds the parser (every subcommand and its flags, in one place) and
 :func:`main`; the commands live by group in ``_schema`` (migrate, config), ``_jobs`` (enqueue,
 status, failed, pause, resume, forget), ``_run`` (worker, demo), ``_periodic``
-(periodic) and ``_observe`` (metrics, the worker's observability flags, status --check);
+(periodic), ``_observe`` (metrics, the worker's observability flags, status --check) and
+``_dashboard`` (the web dashboard, :mod:`pgqueue.dashboard`);
 ``_context`` finds the settings, the database and the App; ``_format`` prints tables;
 :mod:`pgqueue.cli.demo` is the demo, written with the public API only. Nothing outside
 this package imports it.
@@ -41,7 +43,7 @@ from collections.abc import Callable, Sequence
 
 from pgqueue import __version__, _logging
 from pgqueue._defaults import DEFAULT_SCHEMA
-from pgqueue.cli import _observe, _periodic
+from pgqueue.cli import _dashboard, _observe, _periodic
 from pgqueue.cli._jobs import (
     cmd_enqueue,
     cmd_failed,
@@ -268,6 +270,7 @@ app that declares the queue's limits with app.queue(...) writes them again when 
     sp.set_defaults(func=cmd_limit)
     _periodic.add_parser(command, common)
     _observe.add_parser(command, common)
+    _dashboard.add_parser(command, common)
     return p
 
 

@@ -54,7 +54,12 @@ from pgqueue.drivers.base import (
 )
 from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.listener import PgListener
-from pgqueue.drivers.postgres.sql import Statements, statements
+from pgqueue.drivers.postgres.sql import (
+    SET_LOCAL_JIT_OFF,
+    Statements,
+    dashboard_statements,
+    statements,
+)
 from pgqueue.errors import (
     DatabaseError,
     DatabaseUnavailableError,
@@ -191,6 +196,19 @@ def _one(op: _Op[T]) -> _Plan[T]:
         result: T = yield op
         return result
     return _Plan(steps, op.retry_safe)
+
+
+def _without_jit(op: _Op[T]) -> _Plan[T]:
+    """``op`` in a transaction of its own with ``jit`` off (``SET LOCAL``: it ends with the
+    transaction, so it also holds behind PgBouncer). The planner's cost of the correlated
+    subqueries of ``queue_stats`` is far above ``jit_above_cost``, and compiling them takes
+    longer than running them (seconds on a busy machine, for a read of milliseconds); the
+    dashboard's reads never gain from it."""
+    def steps() -> Generator[_Step, Any, T]:
+        yield _Op(SET_LOCAL_JIT_OFF, {}, _none)
+        result: T = yield op
+        return result
+    return _Plan(steps, op.retry_safe, atomic=True)
 
 
 def _none(rows: list[Row]) -> None:
@@ -1363,6 +1381,14 @@ class PostgresDriver:
 
     async def stats_async(self) -> list[QueueStats]:
         return await self._arun(self._stats_op())
+
+    async def inspect_async(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run the dashboard's read statement ``name`` (one of
+        :data:`pgqueue.drivers.postgres.sql.DASHBOARD_READS`) with ``params``; the rows as
+        tuples, ``jsonb`` columns as their JSON text. The inspection surface of
+        :mod:`pgqueue.dashboard` (plain reads: nothing is locked or written)."""
+        query = dashboard_statements(self.schema).get(name)
+        return await self._arun(_without_jit(_Op(query, params, list, json_as_text=True)))
 
 
 async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -18,7 +18,9 @@ from functools import cache
 
 from psycopg import sql
 
-__all__ = ["JOB_COLUMNS", "SET_SESSION_SETTING", "Statements", "channel_names", "statements"]
+__all__ = ["DASHBOARD_READS", "JOB_COLUMNS", "SET_LOCAL_JIT_OFF", "SET_SESSION_SETTING",
+           "DashboardStatements", "Statements", "channel_names", "dashboard_statements",
+           "statements"]
 
 #: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
 #: once on each new connection of pgqueue's pools. Locks nothing.
@@ -1076,3 +1078,237 @@ class Statements:
 def statements(schema: str) -> Statements:
     """The cached statements of a schema."""
     return Statements(schema)
+
+
+# ---- the dashboard's reads (pgqueue.dashboard) ----------------------------------------------
+#: JIT off for the rest of the transaction (the dashboard's reads: planned costs far above
+#: ``jit_above_cost``, compile times far above run times). Locks nothing.
+SET_LOCAL_JIT_OFF = sql.Composed([sql.SQL("SELECT set_config('jit', 'off', true)")])
+
+#: The names of :class:`DashboardStatements` (what ``PostgresDriver.inspect_async`` may run).
+DASHBOARD_READS = ("overview", "limited_stats", "throughput", "estimates", "queue_known",
+                   "live_jobs", "history_jobs", "failed_jobs", "failed_ids", "job_detail",
+                   "workers")
+
+
+class DashboardStatements:
+    """The web dashboard's read statements for one schema (build with
+    :func:`dashboard_statements`). All are plain reads under READ COMMITTED: they lock nothing
+    and wait for nothing. None counts a big table: listings are keyset-paginated (``LIMIT``
+    after a ``(time, id)`` or ``id`` cursor) and table sizes are the planner's estimates.
+
+    Every filter applies when its parameter is not NULL; ``args`` is JSON containment
+    (``args @> %(args)s``)."""
+
+    def __init__(self, schema: str) -> None:
+        s = sql.Identifier(schema)
+
+        def q(text: str, **parts: sql.Composable) -> sql.Composed:
+            return sql.SQL(text).format(s=s, **parts)
+
+        common = """
+               (%(queue)s::text IS NULL OR queue = %(queue)s)
+           AND (%(task)s::text IS NULL OR task = %(task)s)
+           AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)"""
+
+        #: The columns of the ``queue_stats`` view that the overview shows, with the same
+        #: meaning, read in one pass over ``jobs`` (the view counts each state with a scan per
+        #: queue), over the archive, and over the last hour of ``job_history``. The waiting
+        #: jobs are counted from the claim indexes (index-only scans of their small entries,
+        #: not the heap with its args), the running ones through ``jobs_running_lease_idx``.
+        self.overview = q("""
+            WITH w AS (
+                SELECT queue, run_at FROM {s}.jobs
+                 WHERE state = 'waiting' AND concurrency_key IS NULL
+                UNION ALL
+                SELECT queue, run_at FROM {s}.jobs
+                 WHERE state = 'waiting' AND concurrency_key IS NOT NULL),
+            wq AS (
+                SELECT queue, count(*) FILTER (WHERE run_at <= now()) AS waiting,
+                       count(*) FILTER (WHERE run_at > now()) AS scheduled,
+                       extract(epoch FROM now() - min(run_at) FILTER (
+                           WHERE run_at <= now()))::float8 AS oldest
+                  FROM w GROUP BY queue),
+            rq AS (
+                SELECT queue, count(*) AS running FROM {s}.jobs
+                 WHERE state = 'running' GROUP BY queue),
+            j AS (
+                SELECT queue, coalesce(wq.waiting, 0) AS waiting,
+                       coalesce(wq.scheduled, 0) AS scheduled,
+                       coalesce(rq.running, 0) AS running, wq.oldest
+                  FROM wq FULL JOIN rq USING (queue)),
+            f AS (
+                SELECT queue, count(*) AS failed,
+                       count(*) FILTER (WHERE failed_at > now() - interval '1 hour') AS hour
+                  FROM {s}.failed_jobs GROUP BY queue),
+            h AS (
+                SELECT queue, count(*) AS finished,
+                       avg(extract(epoch FROM finished_at - started_at))::float8 AS mean_run
+                  FROM {s}.job_history WHERE finished_at > now() - interval '1 hour'
+                 GROUP BY queue),
+            n AS (
+                SELECT queue FROM j UNION SELECT name FROM {s}.queues
+                UNION SELECT queue FROM f UNION SELECT queue FROM h)
+            SELECT n.queue, coalesce(q.paused, false), coalesce(j.waiting, 0),
+                   coalesce(j.scheduled, 0), coalesce(j.running, 0), coalesce(f.failed, 0),
+                   coalesce(h.finished, 0), coalesce(f.hour, 0), j.oldest, h.mean_run
+              FROM n LEFT JOIN j USING (queue) LEFT JOIN f USING (queue)
+              LEFT JOIN h USING (queue) LEFT JOIN {s}.queues q ON q.name = n.queue
+             ORDER BY n.queue""")
+
+        #: The ``queue_stats`` rows of the queues that have a flow-control limit.
+        self.limited_stats = q("""
+            SELECT queue, concurrency, key_concurrency, rate_limit, rate_period_s,
+                   slots_in_use, rate_used, waiting_for_limit
+              FROM {s}.queue_stats
+             WHERE queue IN (SELECT name FROM {s}.queues
+                              WHERE concurrency IS NOT NULL OR key_concurrency IS NOT NULL
+                                 OR rate_limit IS NOT NULL)
+             ORDER BY queue""")
+
+        #: Finished (succeeded or cancelled) and failed jobs per minute over the last hour, one
+        #: row per minute (zeros included), oldest first. Reads the last hour of ``job_history``
+        #: (today's partitions only) and of ``failed_jobs``.
+        self.throughput = q("""
+            WITH m AS (
+                SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                                       date_trunc('minute', now()), interval '1 minute') AS minute),
+            h AS (
+                SELECT date_trunc('minute', finished_at) AS minute, count(*) AS n
+                  FROM {s}.job_history
+                 WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+                 GROUP BY 1),
+            f AS (
+                SELECT date_trunc('minute', failed_at) AS minute, count(*) AS n
+                  FROM {s}.failed_jobs
+                 WHERE failed_at >= date_trunc('minute', now()) - interval '59 minutes'
+                 GROUP BY 1)
+            SELECT m.minute, coalesce(h.n, 0), coalesce(f.n, 0)
+              FROM m LEFT JOIN h USING (minute) LEFT JOIN f USING (minute)
+             ORDER BY m.minute""")
+
+        #: The planner's row estimates of the three job tables (``pg_class.reltuples``; the
+        #: partitions of ``job_history`` summed). Reads the catalog only.
+        self.estimates = sql.SQL("""
+            SELECT c.relname, greatest(c.reltuples, 0)::bigint
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = {name} AND c.relname IN ('jobs', 'failed_jobs')
+            UNION ALL
+            SELECT 'job_history', coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint
+              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = to_regclass({history})""").format(
+            name=sql.Literal(schema), history=sql.Literal(f"{schema}.job_history"))
+
+        #: Whether pgqueue knows a queue (a row in ``queues``, a live, archived or finished job):
+        #: each probe stops at the first row found (indexes on ``queue`` serve the last three).
+        self.queue_known = q("""
+            SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE name = %(queue)s)
+                OR EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = %(queue)s)
+                OR EXISTS (SELECT 1 FROM {s}.failed_jobs WHERE queue = %(queue)s)
+                OR EXISTS (SELECT 1 FROM {s}.job_history WHERE queue = %(queue)s)""")
+
+        #: A page of live jobs, newest id first, after the cursor ``before_id``; ``state`` is
+        #: waiting (ready now), scheduled (waiting, later) or running.
+        self.live_jobs = q("""
+            SELECT id, queue, task, args,
+                   CASE WHEN state = 'waiting' AND run_at > now() THEN 'scheduled'
+                        ELSE state END,
+                   attempt, max_attempts, created_at, run_at, started_at, worker_id,
+                   last_error, priority
+              FROM {s}.jobs
+             WHERE {common}
+               AND (%(state)s::text IS NULL
+                    OR (%(state)s = 'waiting' AND state = 'waiting' AND run_at <= now())
+                    OR (%(state)s = 'scheduled' AND state = 'waiting' AND run_at > now())
+                    OR (%(state)s = 'running' AND state = 'running'))
+               AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+               AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+               AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+             ORDER BY id DESC LIMIT %(limit)s""", common=sql.SQL(common))
+
+        #: A page of finished jobs, newest id first, after the cursor ``before_id``. By id, not
+        #: by ``finished_at``: each daily partition's primary key (id, finished_at) then serves
+        #: the order (a merge of backward index scans that stops after ``limit`` rows), where
+        #: no index leads with ``finished_at`` (ordering by it sorts the whole history).
+        self.history_jobs = q("""
+            SELECT id, queue, task, args, state, attempt, max_attempts, enqueued_at,
+                   started_at, finished_at, worker_id,
+                   extract(epoch FROM finished_at - started_at)::float8,
+                   extract(epoch FROM coalesce(started_at, finished_at) - enqueued_at)::float8
+              FROM {s}.job_history
+             WHERE {common}
+               AND (%(state)s::text IS NULL OR state = %(state)s)
+               AND (%(since)s::timestamptz IS NULL OR finished_at >= %(since)s)
+               AND (%(until)s::timestamptz IS NULL OR finished_at < %(until)s)
+               AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+             ORDER BY id DESC LIMIT %(limit)s""", common=sql.SQL(common))
+
+        failed_filter = common + """
+           AND (%(since)s::timestamptz IS NULL OR failed_at >= %(since)s)
+           AND (%(until)s::timestamptz IS NULL OR failed_at < %(until)s)"""
+        #: A page of archived jobs, newest first, after the cursor (``before_at``, ``before_id``).
+        self.failed_jobs = q("""
+            SELECT id, queue, task, args, attempt, max_attempts, reason, enqueued_at,
+                   started_at, failed_at, errors -> -1 ->> 'error'
+              FROM {s}.failed_jobs
+             WHERE {filter}
+               AND (%(before_at)s::timestamptz IS NULL
+                    OR (failed_at, id) < (%(before_at)s, %(before_id)s::bigint))
+             ORDER BY failed_at DESC, id DESC LIMIT %(limit)s""", filter=sql.SQL(failed_filter))
+        #: The ids of the archived jobs that match a filter (at most ``limit``): what "retry all
+        #: matching" re-drives.
+        self.failed_ids = q("""
+            SELECT id FROM {s}.failed_jobs WHERE {filter}
+             ORDER BY id LIMIT %(limit)s""", filter=sql.SQL(failed_filter))
+
+        #: One job by id wherever it is (live, finished or archived), as one row: where, the
+        #: job, its options as a JSON object and its timeline. Probes each table by primary key.
+        self.job_detail = q("""
+            SELECT 'live', id, queue, task, args,
+                   CASE WHEN state = 'waiting' AND run_at > now() THEN 'scheduled'
+                        ELSE state END,
+                   attempt, max_attempts, errors, NULL::jsonb, worker_id, created_at, run_at,
+                   started_at, NULL::timestamptz, NULL::text,
+                   jsonb_build_object('priority', priority, 'unique_key', unique_key,
+                                      'timeout_s', timeout_s, 'meta', meta,
+                                      'concurrency_key', concurrency_key,
+                                      'cancel_requested', cancel_requested,
+                                      'lease_expires_at', lease_expires_at,
+                                      'snoozes', snoozes, 'rescues', rescues)
+              FROM {s}.jobs WHERE id = %(id)s
+            UNION ALL
+            (SELECT 'history', id, queue, task, args, state, attempt, max_attempts, errors,
+                    result, worker_id, enqueued_at, NULL, started_at, finished_at, NULL,
+                    jsonb_build_object('priority', priority)
+               FROM {s}.job_history WHERE id = %(id)s ORDER BY finished_at DESC LIMIT 1)
+            UNION ALL
+            SELECT 'failed', id, queue, task, args, 'failed', attempt, max_attempts, errors,
+                   NULL, NULL, enqueued_at, NULL, started_at, failed_at, reason,
+                   jsonb_build_object('priority', priority, 'unique_key', unique_key,
+                                      'timeout_s', timeout_s, 'meta', meta)
+              FROM {s}.failed_jobs WHERE id = %(id)s""")
+
+        #: The registered workers with their heartbeat age and the jobs each is running (count
+        #: and the first 20 ids), the running jobs grouped once (``jobs_running_lease_idx``
+        #: covers them), not looked up per worker.
+        self.workers = q("""
+            WITH r AS (
+                SELECT worker_id, count(*) AS n, (array_agg(id ORDER BY id))[1:20] AS ids
+                  FROM {s}.jobs WHERE state = 'running' GROUP BY worker_id)
+            SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at,
+                   extract(epoch FROM now() - w.heartbeat_at)::float8, r.n, r.ids
+              FROM {s}.workers w LEFT JOIN r ON r.worker_id = w.id
+             ORDER BY w.heartbeat_at DESC, w.id""")
+
+    def get(self, name: str) -> sql.Composed:
+        """The statement called ``name`` (one of :data:`DASHBOARD_READS`)."""
+        if name not in DASHBOARD_READS:
+            raise KeyError(f"no dashboard statement {name!r}")
+        found: sql.Composed = getattr(self, name)
+        return found
+
+
+@cache
+def dashboard_statements(schema: str) -> DashboardStatements:
+    """The cached dashboard statements of a schema."""
+    return DashboardStatements(schema)
