@@ -16,6 +16,7 @@ list every host with ``target_session_attrs=read-write``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -128,6 +129,30 @@ def test_a_pooled_connection_to_a_read_only_server_is_replaced(fresh_dsn: str) -
     finally:
         _read_only(fresh_dsn, False)
         driver.close()
+
+
+async def test_a_retry_written_late_still_runs_at_its_time(app: pgqueue.App, clean: str) -> None:
+    """The producer looks for the next run_at before the completer has written the retry (or
+    while a failover delays that write): the write wakes it, so the retry does not wait for a
+    poll (60 s here). Without LISTEN, as while the listener reconnects: the retry's NOTIFY
+    cannot wake the worker."""
+    attempts: list[int] = []
+    done = asyncio.Event()
+
+    @app.task(name="flaky", queue="q", retry=pgqueue.RetryPolicy(base=0.3, jitter=0))
+    def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+
+    w = app.worker(queues=["q"], poll_interval=60, flush_interval=0.2, listen=False,
+                   on_event=lambda e, j: done.set() if e == "succeeded" else None)
+    run = asyncio.create_task(w.run())
+    app.enqueue("flaky")
+    await asyncio.wait_for(done.wait(), 20)
+    w.stop()
+    await run
+    assert len(attempts) == 2
 
 
 @pytest.mark.slow
