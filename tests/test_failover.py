@@ -51,7 +51,11 @@ def pair() -> Iterator[ReplicatedPair]:
     if bindir is None:
         pytest.skip("no PostgreSQL binaries with initdb, postgres and pg_basebackup "
                     "(apt-get install postgresql-15, or set PGQUEUE_PG_BINDIR)")
-    p = ReplicatedPair(bindir)
+    try:
+        p = ReplicatedPair(bindir)
+    except KeyError:  # root without a `postgres` user to run the servers as
+        pytest.skip("running as root needs a 'postgres' user (or PGQUEUE_EMBEDDED_USER) to "
+                    "run the servers as")
     try:
         p.start()
         yield p
