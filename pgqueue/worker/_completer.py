@@ -66,6 +66,11 @@ class Completer(Service):
         self._inflight: list[Finish | Requeue] = []
         self.flushes = 0
         self.written = 0
+        #: called on the loop after requeues (retries, snoozes, releases) were written: the
+        #: producer's wake-up, so that it looks again for the earliest ``run_at`` -- a requeue
+        #: written after the producer last looked (late, e.g. while the database was failing
+        #: over) would otherwise wait for the next poll
+        self.on_requeued: Callable[[], None] | None = None
 
     async def stop(self) -> None:
         """Flush everything buffered, then stop."""
@@ -147,6 +152,8 @@ class Completer(Service):
                 await self._write(finishes[i:i + self.batch_size], self.driver.finish_many)
             for i in range(0, len(requeues), self.batch_size):
                 await self._write(requeues[i:i + self.batch_size], self.driver.requeue_many)
+            if requeues and self.on_requeued is not None:
+                self.on_requeued()
             self.flushes += 1
             self.written += len(finishes) + len(requeues)
         finally:

@@ -32,6 +32,9 @@ log = logging.getLogger("pgqueue.worker")
 
 __all__ = ["Producer"]
 
+#: seconds before the producer tries again after the database failed a claim or a look-up
+UNAVAILABLE_RETRY_S = 2.0
+
 
 class Producer(Service):
     """Claims jobs of ``queues`` for ``worker_id`` while there are free slots."""
@@ -59,6 +62,8 @@ class Producer(Service):
         self.last_claim: float | None = None
         # outcomes not yet written keep their jobs claimed: past this backlog, claim no more
         self.max_backlog = 3 * max(concurrency, completer.batch_size)
+        # a retry written to the database changes the earliest run_at: look again
+        completer.on_requeued = self.wake
 
     # ---- wake-ups (callbacks on the loop) ---------------------------------------------------
     def wake(self) -> None:
@@ -114,7 +119,7 @@ class Producer(Service):
             except PgQueueError as exc:  # unavailable, or a transient conflict
                 log.warning("cannot claim jobs: %s; retrying", exc,
                             extra={"event": "db_unavailable"})
-                await self.sleep(min(self.poll_interval, 2.0))
+                await self.sleep(min(self.poll_interval, UNAVAILABLE_RETRY_S))
                 continue
             self.last_claim = time.time()
             for job in claimed:
@@ -142,8 +147,9 @@ class Producer(Service):
         timeout = self.poll_interval
         try:
             nxt = await self.driver.next_run_at(self.queues)
-        except PgQueueError:
+        except PgQueueError:  # unavailable (failing over?): look again soon, not after a poll
             nxt = None
+            timeout = min(timeout, UNAVAILABLE_RETRY_S)
         if nxt is not None:
             timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
         elif self.burst and not self.running and not claimed:

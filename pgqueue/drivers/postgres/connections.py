@@ -5,7 +5,8 @@
 - :func:`translate` turns a psycopg error into pgqueue's hierarchy: a connection the server
   refuses for good (unknown host, database or role, failed authentication) is
   :class:`~pgqueue.CannotConnectError`, never retried; a refused or lost connection, a server
-  starting or shutting down, ``too many connections`` are
+  starting or shutting down, ``too many connections``, a write refused by a read-only server
+  (a standby: after a failover, a connection that reached the demoted primary) are
   :class:`~pgqueue.DatabaseUnavailableError`; a statement cancelled (``57014``: a
   ``statement_timeout``, ``pg_cancel_backend``) or out of ``lock_timeout`` (``55P03``), a
   deadlock or a serialization failure are :class:`~pgqueue.TransientDatabaseError`. Each
@@ -76,6 +77,10 @@ _PERMANENT_TEXT = re.compile(
 #: the server ended the session or refused it for now: admin/crash shutdown, cannot connect
 #: now (starting up, shutting down, in recovery), idle-session timeout, too many connections
 _UNAVAILABLE_STATES = ("08", "57P", "53300", "25P03")
+#: a write refused by a read-only server (25006: a standby, a demoted primary after failover)
+_READ_ONLY = "25006"
+_READ_ONLY_HINT = ("; the server is read-only (a standby?): list every host in the URL with "
+                   "target_session_attrs=read-write so that pgqueue reconnects to the primary")
 #: the statement did not take effect and may be run again: deadlocks and serialization
 #: failures (class 40), lock_timeout (55P03), cancellation by statement_timeout or
 #: pg_cancel_backend (57014)
@@ -105,6 +110,9 @@ def translate(exc: psycopg.Error) -> PgQueueError:
     if state.startswith(_PERMANENT_STATES) or (no_state and _PERMANENT_TEXT.search(reason)):
         return CannotConnectError(f"cannot connect to the database: {reason}; {_URL_HELP} "
                                   "(host, port, database, user, password)")
+    if state == _READ_ONLY:
+        return DatabaseUnavailableError(f"the database refused a write ({reason})"
+                                        f"{_READ_ONLY_HINT}")
     if no_state or state.startswith(_UNAVAILABLE_STATES):
         return DatabaseUnavailableError(f"the database did not answer ({reason}); "
                                         f"{_URL_HELP} and that the server is running")

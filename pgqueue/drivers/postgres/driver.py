@@ -436,14 +436,29 @@ class PostgresDriver:
         sitting idle (``idle_session_timeout``), which proves the statement never ran.
 
         Connections are also checked when taken from the pool, so this path is only for one
-        that died in between. When no connection comes within the pool's timeout, a direct
-        connection attempt tells why (the server's own reason)."""
-        for attempt in (1, 2):
+        that died in between. A connection whose server refuses writes as read-only (``25006``:
+        a standby, e.g. a demoted primary after a failover) is closed, so that the pool
+        connects again -- to the new primary when the URL lists every host with
+        ``target_session_attrs=read-write`` -- and ``fn`` runs again (up to ``pool_size``
+        times, as each idle connection may be one): a refused write wrote nothing, so this is
+        safe even when ``retry`` is false. When no connection comes within the pool's timeout,
+        a direct connection attempt tells why (the server's own reason)."""
+        read_only = 0
+        attempt = 0
+        while attempt < 2:
+            attempt += 1
             pool = self._sync_pool()
             try:
                 with pool.connection() as c:
                     try:
                         return fn(c)
+                    except pgerrors.ReadOnlySqlTransaction:
+                        c.close()  # a standby (demoted primary): the pool drops it
+                        read_only += 1
+                        if read_only > self._pool_size:
+                            raise
+                        attempt -= 1  # every idle connection may be one: try each
+                        continue
                     except psycopg.OperationalError as e:
                         if not c.broken:
                             raise
@@ -465,12 +480,22 @@ class PostgresDriver:
     async def _apooled(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
                        kind: str = "main", retry: bool = True) -> T:
         """Async twin of :meth:`_pooled`."""
-        for attempt in (1, 2):
+        read_only = 0
+        attempt = 0
+        while attempt < 2:
+            attempt += 1
             pool = await self._async_pool(kind)
             try:
                 async with pool.connection() as c:
                     try:
                         return await fn(c)
+                    except pgerrors.ReadOnlySqlTransaction:
+                        await c.close()  # a standby (demoted primary): the pool drops it
+                        read_only += 1
+                        if read_only > self._pool_size:
+                            raise
+                        attempt -= 1  # every idle connection may be one: try each
+                        continue
                     except psycopg.OperationalError as e:
                         if not c.broken:
                             raise
