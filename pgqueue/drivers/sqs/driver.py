@@ -702,8 +702,11 @@ class SqsDriver(NoDatabaseMixin):
                 "errors": [*held.body.get("errors", []), error.to_json()],
                 "failed_at": _now_ms()}
         text = json.dumps(body, separators=(",", ":"), default=str)
-        if len(text.encode()) > self.max_message_bytes:  # a huge traceback: keep the job
-            body["errors"][-1]["traceback"] = None
+        if len(text.encode()) > self.max_message_bytes:  # a huge error: keep the job instead
+            last = body["errors"][-1]
+            last["traceback"] = None
+            last["error"] = str(last["error"])[:2000]
+            body["reason"] = str(reason)[:2000]
             text = json.dumps(body, separators=(",", ":"), default=str)
         self._send(self._need(held.body["queue"], dead=True), [(text, 0)])
         self._delete(held.url, [held.receipt])
