@@ -198,7 +198,7 @@ def render(imports: list[Import]) -> str:
         "",
         "Each block imports only the blocks below it; `lint-imports` (import-linter, run by",
         "`.ci/run`) holds the rules written in `pyproject.toml` under `[tool.importlinter]`:",
-        "layers from `cli` down to `errors`, the three drivers independent of each other,",
+        "layers from `cli` down to `errors`, the drivers independent of each other,",
         "`worker` never importing `app`, nothing importing `cli`, the demo on the public API,",
         "and no cycle between sibling modules at any depth.",
         "",

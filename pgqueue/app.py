@@ -104,7 +104,8 @@ _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
 
 #: a capability :meth:`App._require` checks, and what the refusal says
 _Capability = Literal["transactional_enqueue", "transactional_completion", "flow_control",
-                      "workflows"]
+                      "workflows", "shared_pause", "job_lookup", "history", "unique_keys",
+                      "priorities"]
 _REFUSALS: dict[_Capability, str] = {
     "transactional_enqueue": "the {driver} driver cannot enqueue inside your transaction; drop "
                              "conn= or use the postgres driver",
@@ -114,6 +115,16 @@ _REFUSALS: dict[_Capability, str] = {
                     "they are enforced in a table every worker shares); use the postgres driver",
     "workflows": "the {driver} driver has no workflows (depends_on, chain/group, Await, "
                  "App.result, durable steps); use the postgres driver",
+    "shared_pause": "the {driver} driver cannot pause a queue for every worker (it has no "
+                    "shared pause state); stop the queue's workers instead, or use the postgres "
+                    "driver",
+    "job_lookup": "the {driver} driver cannot find a live job by id (to read or cancel it); "
+                  "use the postgres driver",
+    "history": "the {driver} driver keeps no history of finished jobs; use the postgres driver",
+    "unique_keys": "the {driver} driver cannot honour unique_key (it has no index of live "
+                   "jobs); drop unique_key or use the postgres driver",
+    "priorities": "the {driver} driver has no priorities (its backend does not order jobs by "
+                  "priority); leave priority at its default 20, or use the postgres driver",
 }
 
 
@@ -198,6 +209,8 @@ class App:
             self._url_source = settings.source("database_url")
         elif settings.driver == "redis":
             self._driver = get_driver("redis", url=settings.redis_url)
+        elif settings.driver == "sqs":
+            self._driver = _sqs_driver(settings)
         elif settings.driver == "memory" and not settings.source("driver").startswith(
                 "default"):
             self._driver = get_driver("memory")
@@ -225,6 +238,8 @@ class App:
             return cls(database_url=settings.database_url, schema=settings.schema, **app_kwargs)
         if name == "memory":
             return cls(driver=get_driver("memory"), schema=settings.schema, **app_kwargs)
+        if name == "sqs":
+            return cls(driver=_sqs_driver(settings), schema=settings.schema, **app_kwargs)
         return cls(driver=get_driver("redis", url=settings.redis_url,
                                      socket_timeout=settings.redis_timeout),
                    schema=settings.schema, **app_kwargs)
@@ -258,11 +273,22 @@ class App:
     def _enqueuer(self, conn: object, jobs: Sequence[NewJob] = ()) -> Driver:
         """The driver to insert with: with a caller's ``conn``, only one that can join it;
         for ``jobs`` with a concurrency key, only one with flow control; with dependencies,
-        only one with workflows."""
+        only one with workflows; for jobs with a priority other than the default, a unique key
+        or a delay, only a driver that honours them (up to its ``max_delay_s``). Nothing is
+        written when one job is refused."""
         if any(getattr(j, "concurrency_key", None) is not None for j in jobs):
             self._require("flow_control")
         if any(getattr(j, "depends_on", ()) or getattr(j, "workflow_id", None) for j in jobs):
             self._require("workflows")
+        caps = self.driver.capabilities
+        if not caps.priorities and any(j.priority != DEFAULT_PRIORITY for j in jobs):
+            bad = next(j.priority for j in jobs if j.priority != DEFAULT_PRIORITY)
+            raise CapabilityError(f"priority {bad}: " + _REFUSALS["priorities"].format(
+                driver=self.driver.name))
+        if not caps.unique_keys and any(j.unique_key is not None for j in jobs):
+            self._require("unique_keys")
+        if caps.max_delay_s is not None:
+            _check_max_delay(jobs, caps.max_delay_s, self.driver.name)
         return self.driver if conn is None else self._require("transactional_enqueue")
 
     def use_database(self, database_url: str, *, source: str = "argument",
@@ -653,7 +679,7 @@ class App:
         """
         job = self.build(task, args, **_check_options(options))
         with _traced([job]) as (jobs, span):
-            ids = self._enqueuer(conn).insert_many(jobs, conn=conn)
+            ids = self._enqueuer(conn, jobs).insert_many(jobs, conn=conn)
             if span is not None:
                 span.set_ids(ids)
         return ids[0]
@@ -665,7 +691,7 @@ class App:
         ``AsyncConnection``/``AsyncSession``)."""
         job = self.build(task, args, **_check_options(options))
         with _traced([job]) as (jobs, span):
-            ids = await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
+            ids = await self._enqueuer(conn, jobs).insert_many_async(jobs, conn=conn)
             if span is not None:
                 span.set_ids(ids)
         return ids[0]
@@ -679,14 +705,14 @@ class App:
             app.enqueue_many("resize", [{"id": i} for i in range(1000)], queue="images")
         """
         with _traced(self._build_many(task, args_list, options)) as (jobs, _):
-            return self._enqueuer(conn).insert_many(jobs, conn=conn)
+            return self._enqueuer(conn, jobs).insert_many(jobs, conn=conn)
 
     async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *,
                                  conn: AsyncConn | None = None,
                                  **options: Unpack[EnqueueOptions]) -> list[int]:
         """Async twin of :meth:`enqueue_many` (``conn``: an async connection or session)."""
         with _traced(self._build_many(task, args_list, options)) as (jobs, _):
-            return await self._enqueuer(conn).insert_many_async(jobs, conn=conn)
+            return await self._enqueuer(conn, jobs).insert_many_async(jobs, conn=conn)
 
     def _build_many(self, task: str, args_list: Iterable[Any],
                     options: EnqueueOptions) -> list[NewJob]:
@@ -850,19 +876,19 @@ class App:
     def pause(self, queue: str) -> None:
         """Pause a queue: no worker claims its jobs until :meth:`resume` (running jobs finish).
         The pause is stored with the queue (postgres: for every worker, across restarts)."""
-        self.driver.set_paused(_queue(queue), True)
+        self._require("shared_pause").set_paused(_queue(queue), True)
 
     async def pause_async(self, queue: str) -> None:
         """Async twin of :meth:`pause`."""
-        await self.driver.set_paused_async(_queue(queue), True)
+        await self._require("shared_pause").set_paused_async(_queue(queue), True)
 
     def resume(self, queue: str) -> None:
         """Let workers claim a paused queue's jobs again (no-op if it is not paused)."""
-        self.driver.set_paused(_queue(queue), False)
+        self._require("shared_pause").set_paused(_queue(queue), False)
 
     async def resume_async(self, queue: str) -> None:
         """Async twin of :meth:`resume`."""
-        await self.driver.set_paused_async(_queue(queue), False)
+        await self._require("shared_pause").set_paused_async(_queue(queue), False)
 
     def forget_queue(self, queue: str) -> bool:
         """Drop what is stored about a queue: its pause state (a paused queue's jobs can be
@@ -873,11 +899,11 @@ class App:
             app.pause("emials")
             app.forget_queue("emials")
         """
-        return self.driver.forget_queue(_queue(queue))
+        return self._require("shared_pause").forget_queue(_queue(queue))
 
     async def forget_queue_async(self, queue: str) -> bool:
         """Async twin of :meth:`forget_queue`."""
-        return await self.driver.forget_queue_async(_queue(queue))
+        return await self._require("shared_pause").forget_queue_async(_queue(queue))
 
     def count(self, queue: str) -> int:
         """Waiting (including scheduled) + running jobs of a queue."""
@@ -914,19 +940,19 @@ class App:
     def cancel(self, job_id: int) -> bool:
         """Cancel a waiting job (moved to history as cancelled) or ask a running one to stop.
         Returns False if no live job has that id."""
-        return self.driver.cancel(_check_id(job_id))
+        return self._require("job_lookup").cancel(_check_id(job_id))
 
     async def cancel_async(self, job_id: int) -> bool:
         """Async twin of :meth:`cancel`."""
-        return await self.driver.cancel_async(_check_id(job_id))
+        return await self._require("job_lookup").cancel_async(_check_id(job_id))
 
     def get_job(self, job_id: int) -> Job | None:
         """The live (waiting, scheduled or running) job with this id, or None."""
-        return self.driver.get_job(_check_id(job_id))
+        return self._require("job_lookup").get_job(_check_id(job_id))
 
     async def get_job_async(self, job_id: int) -> Job | None:
         """Async twin of :meth:`get_job`."""
-        return await self.driver.get_job_async(_check_id(job_id))
+        return await self._require("job_lookup").get_job_async(_check_id(job_id))
 
     def get_finished(self, job_id: int) -> FinishedJob | None:
         """The finished (``succeeded`` or ``cancelled``) job with this id, with its ``result``,
@@ -937,11 +963,11 @@ class App:
             if done is not None and done.state == "succeeded":
                 print(done.result)
         """
-        return self.driver.get_finished(_check_id(job_id))
+        return self._require("history").get_finished(_check_id(job_id))
 
     async def get_finished_async(self, job_id: int) -> FinishedJob | None:
         """Async twin of :meth:`get_finished`."""
-        return await self.driver.get_finished_async(_check_id(job_id))
+        return await self._require("history").get_finished_async(_check_id(job_id))
 
     def failed(self, queue: str | None = None, limit: int = 100) -> list[FailedJob]:
         """Archived (dead-letter) jobs, newest first: of ``queue`` (default: every queue), at
@@ -1046,6 +1072,11 @@ def _lost_lease(job_id: int) -> JobError:
         "or it was cancelled); roll back this transaction: another attempt will run the job")
 
 
+def _sqs_driver(settings: Settings) -> Driver:
+    """The sqs driver of ``settings`` (``sqs_region``, ``sqs_endpoint``)."""
+    return get_driver("sqs", region=settings.sqs_region, endpoint_url=settings.sqs_endpoint)
+
+
 def _driver_by_name(name: str, app: App) -> Driver:
     return get_driver(name, schema=app.schema)
 
@@ -1134,6 +1165,19 @@ def _workflow_id(value: object) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise ValidationError(f"a workflow id is a string (WorkflowRun.id), not {value!r:.60}")
     return value
+
+
+def _check_max_delay(jobs: Sequence[NewJob], limit: float, driver: str) -> None:
+    """CapabilityError for the first job whose delay (or ``run_at``) is beyond ``limit``
+    seconds from now."""
+    now = dt.datetime.now(dt.UTC)
+    for j in jobs:
+        wait = (j.run_at - now).total_seconds() if j.run_at is not None else (j.delay_s or 0.0)
+        if wait > limit:
+            raise CapabilityError(
+                f"delay of {wait:.0f} s: the {driver} driver delays jobs by at most "
+                f"{limit:.0f} s ({limit / 60:g} minutes, its backend's limit); enqueue it "
+                "later, or use the postgres driver")
 
 
 def _check_id(job_id: object) -> int:

@@ -46,6 +46,29 @@ class Capabilities:
     #: workflows: ``depends_on``, ``chain``/``group``, :class:`pgqueue.Await`, ``App.result``,
     #: durable steps (default False: the App refuses them with :class:`pgqueue.CapabilityError`)
     workflows: bool = False
+    #: the longest delay (``delay``/``run_at``, seconds) honoured; None: no limit. The App
+    #: refuses a longer one (SQS: 900)
+    max_delay_s: float | None = None
+    #: a pause is stored for every worker (:meth:`pgqueue.App.pause`; default True)
+    shared_pause: bool = True
+    #: a live job can be read and cancelled by id (``get_job``, ``cancel``; default True)
+    job_lookup: bool = True
+    #: ``unique_key`` is honoured (default True; else the App refuses it)
+    unique_keys: bool = True
+    #: counts and sizes are exact (default True; SQS's are approximate)
+    exact_counts: bool = True
+    #: every attempt's error is kept with the job (default True; else only the error that
+    #: archived it, and those recorded before a snooze or a re-drive)
+    attempt_errors: bool = True
+    #: expired leases are rescued by pgqueue (``rescue_expired``, with the reason recorded;
+    #: default True); False: the backend makes the job claimable again by itself (SQS's
+    #: visibility timeout)
+    rescue: bool = True
+    #: ``clear`` leaves running jobs alone (default True; SQS's PurgeQueue deletes them too)
+    clear_spares_running: bool = True
+    #: jobs of one priority are claimed in the order they were enqueued (default True; SQS
+    #: standard queues: roughly, not guaranteed)
+    fifo: bool = True
 
 
 @dataclass(frozen=True, slots=True)

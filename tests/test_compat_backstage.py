@@ -206,8 +206,8 @@ def test_process_errors(settings: Settings) -> None:
 def test_stores(settings: Settings) -> None:
     mixed = backstage.get_queue("mixed", settings=settings, store="memory")
     assert mixed.store == "memory"
-    with pytest.raises(pgqueue.DriverError, match="not provided"):
-        backstage.get_queue("sqs-queue", settings=settings, store="sqs")
+    with pytest.raises(pgqueue.ConfigurationError, match=r"backend\.queue\.sqs\.region"):
+        backstage.get_queue("sqs-queue", settings=settings, store="sqs")  # not configured
     with pytest.raises(pgqueue.DriverError, match="not provided"):
         backstage.get_queue("kafka-queue", settings=settings, store="kafka")
     with pytest.raises(pgqueue.DriverError, match="unknown driver"):

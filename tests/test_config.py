@@ -317,7 +317,7 @@ def test_settings_is_frozen_and_checked() -> None:
 ENV_ERRORS = [
     ({"QUEUE_DRIVER": "rabbitmq"}, "driver", "env QUEUE_DRIVER", "postgres"),
     ({"VELA_QUEUE_DRIVER": "kafka"}, "driver", "env VELA_QUEUE_DRIVER", "not provided"),
-    ({"QUEUE_DRIVER": "sqs"}, "driver", "env QUEUE_DRIVER", "use 'postgres'"),
+    ({"QUEUE_DRIVER": "kafka"}, "driver", "env QUEUE_DRIVER", "use 'postgres'"),
     ({"QUEUE_DRIVER": "postgres"}, "driver", "env QUEUE_DRIVER", "needs a database URL"),
     ({"QUEUE_CONFIG": "postgresql://u@h:port/db"}, "database_url", "env QUEUE_CONFIG",
      "postgresql://user@host:5432/dbname"),
@@ -384,7 +384,7 @@ YAML_ERRORS = [
      "integer"),
     ("backend:\n  queue:\n    defaultStore: [memory]\n", "driver",
      "backend.queue.defaultStore", "must be a string"),
-    ("backend:\n  queue:\n    defaultStore: sqs\n", "driver", "backend.queue.defaultStore",
+    ("backend:\n  queue:\n    defaultStore: kafka\n", "driver", "backend.queue.defaultStore",
      "not provided"),
     ("backend:\n  queue:\n    defaultConcurency: 5\n", "backend.queue.defaultConcurency",
      "line 3: backend.queue.defaultConcurency", "allowed: defaultStore"),

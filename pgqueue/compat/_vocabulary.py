@@ -38,7 +38,8 @@ variables (least specific first)           setting
         redis:    {connection: redis://localhost:6379}
         postgres: {connection: postgresql://u@h/db, schema: backstage__queue_service}
         # pgqueue extensions: routes: [a, b], pollInterval: 0.5, cluster: [h1:5432, h2:5432]
-        # sqs: / kafka: sections are accepted and ignored (those stores are not provided)
+        sqs:      {region: us-east-1, endpoint: http://localhost:4566}   # sqs_region/endpoint
+        # a kafka: section is accepted and ignored (that store is not provided)
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ _QUEUE_KEYS = ("defaultStore", "defaultConcurrency", "maxAttempts", "pollInterva
                "cluster", "redis", "postgres", "sqs", "kafka")
 #: setting, key, accepted YAML types, what the message calls them
 _SIMPLE_KEYS: tuple[tuple[str, str, type | tuple[type, ...], str], ...] = (
-    ("driver", "defaultStore", str, "a string (memory, redis or postgres)"),
+    ("driver", "defaultStore", str, "a string (memory, redis, postgres or sqs)"),
     ("concurrency", "defaultConcurrency", int, "an integer from 1 to 1000"),
     ("max_attempts", "maxAttempts", int, "an integer from 1 to 1000"),
     ("poll_interval", "pollInterval", (int, float), "a number of seconds"),
@@ -152,7 +153,13 @@ _SIMPLE_KEYS: tuple[tuple[str, str, type | tuple[type, ...], str], ...] = (
 #: store section -> its keys (None: accepted and ignored, the store is not provided)
 _STORES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("redis", ("connection",)), ("postgres", ("connection", "schema")),
-    ("sqs", None), ("kafka", None))
+    ("sqs", ("region", "endpoint")), ("kafka", None))
+#: (store, key) -> the setting it sets (and what the message calls a bad value)
+_STORE_KEYS = {("redis", "connection"): ("redis_url", "a connection string"),
+               ("postgres", "connection"): ("database_url", "a connection string"),
+               ("postgres", "schema"): ("schema", "a schema name"),
+               ("sqs", "region"): ("sqs_region", "an AWS region name"),
+               ("sqs", "endpoint"): ("sqs_endpoint", "a URL (http://host:port)")}
 
 
 def _backstage_yaml(doc: YamlDocument) -> list[Found]:
@@ -200,17 +207,16 @@ def _backstage_yaml(doc: YamlDocument) -> list[Found]:
                                      key=f"backend.queue.{store}",
                                      source=doc.source(*base, store))
         if keys is None:
-            continue  # sqs/kafka: accepted, not provided (selecting them is an error)
+            continue  # kafka: accepted, not provided (selecting it is an error)
         for key in section:
             if key not in keys:
                 raise ConfigurationError(f"unknown key {key!r}; allowed: {', '.join(keys)}",
                                          key=f"backend.queue.{store}.{key}",
                                          source=doc.source(*base, store, str(key)))
-        if section.get("connection") is not None:
-            name = "redis_url" if store == "redis" else "database_url"
-            put(name, (store, "connection"), section["connection"], str, "a connection string")
-        if store == "postgres" and section.get("schema") is not None:
-            put("schema", (store, "schema"), section["schema"], str, "a schema name")
+        for key in keys:
+            if section.get(key) is not None:
+                name, text = _STORE_KEYS[(store, key)]
+                put(name, (store, key), section[key], str, text)
     return out
 
 

@@ -29,9 +29,14 @@ Mapping to pgqueue:
 - the handler gets a :class:`pgqueue.Job`: ``job.id``, ``job.payload``, ``job.attempt`` (1 for
   the first run); it may be a plain function or ``async def``;
 - ``store``: ``"memory"`` (default when no database is configured), ``"postgres"``,
-  ``"redis"`` -- each must be configured (:mod:`pgqueue.config`: ``postgres.connection``,
-  ``redis.connection``), else :class:`pgqueue.ConfigurationError` (no silent default server);
-  ``"sqs"`` and ``"kafka"`` raise :class:`pgqueue.DriverError` (not provided);
+  ``"redis"``, ``"sqs"`` -- each must be configured (:mod:`pgqueue.config`:
+  ``postgres.connection``, ``redis.connection``, ``sqs.region`` with an optional
+  ``sqs.endpoint``), else :class:`pgqueue.ConfigurationError` (no silent default server);
+  ``"kafka"`` raises :class:`pgqueue.DriverError` (not provided);
+- on ``sqs``, as the seed documents, priorities are not supported (a priority other than 20
+  raises :class:`pgqueue.CapabilityError`) and delays are at most 15 minutes (900,000 ms);
+  ``pause()`` raises :class:`pgqueue.CapabilityError` too (SQS has no pause shared by the
+  workers: ``disconnect()`` stops this process's worker);
 - ``pause()`` is stored with the queue (postgres: in the ``queues`` table, so it holds for every
   worker process and across restarts) until ``resume()``.
 
@@ -265,6 +270,11 @@ def _app_for(settings: Settings, store: str) -> App:
                 "store 'postgres' is not configured: set backend.queue.postgres.connection "
                 "(or QUEUE_CONFIG / PGQUEUE_DATABASE_URL)", key="database_url",
                 source=settings.sources["database_url"])
+        if store == "sqs" and settings.sqs_region is None:
+            raise ConfigurationError(
+                "store 'sqs' is not configured: set backend.queue.sqs.region (and, for "
+                "LocalStack or another emulator, backend.queue.sqs.endpoint)",
+                key="sqs_region", source=settings.sources["sqs_region"])
         if store == "redis" and settings.sources["redis_url"] == "default":
             # as in Backstage: a requested store must be configured; never a silent default
             raise ConfigurationError(
@@ -285,9 +295,10 @@ def get_queue(name: str, *, store: str | None = None,
 
     Args:
         name: the queue name (letters, digits, ``_ . : - /``).
-        store: ``"memory"``, ``"postgres"`` or ``"redis"``; default: the configured driver
-            (``defaultStore``; memory when no database is configured). ``postgres`` and
-            ``redis`` must have a connection configured, else :class:`ConfigurationError`.
+        store: ``"memory"``, ``"postgres"``, ``"redis"`` or ``"sqs"``; default: the
+            configured driver (``defaultStore``; memory when no database is configured).
+            ``postgres`` and ``redis`` must have a connection configured, ``sqs`` a region,
+            else :class:`ConfigurationError`.
         dlq_handler: ``(job, error)`` run after the last failed attempt.
         app: use this :class:`pgqueue.App` (its driver) instead of building one.
         settings: configuration (default: :func:`pgqueue.compat.default_settings`:

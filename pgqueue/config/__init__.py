@@ -38,7 +38,7 @@ Layers, later wins:
    variable                   setting
    =========================  =======================================================
    ``PGQUEUE_QUEUE_DRIVER``   ``driver``: postgres (aliases postgresql, database, pg),
-                              memory, redis
+                              memory, redis, sqs
    ``PGQUEUE_QUEUE_CONFIG``   the connection string of the selected driver (database
                               URL for postgres, Redis URL for redis)
    ``PGQUEUE_DATABASE_URL``,  ``database_url`` (postgres only; ``PGQUEUE_DATABASE_URL``
@@ -48,6 +48,8 @@ Layers, later wins:
    ``PGQUEUE_QUEUE_ROUTES``   ``routes``: comma list of the queues a worker consumes
    ``PGQUEUE_REDIS_URL``      ``redis_url``
    ``PGQUEUE_REDIS_TIMEOUT``  ``redis_timeout`` (seconds a command may take; default 5)
+   ``PGQUEUE_SQS_REGION``     ``sqs_region`` (the sqs driver's AWS region)
+   ``PGQUEUE_SQS_ENDPOINT``   ``sqs_endpoint`` (another SQS endpoint: LocalStack, moto)
    ``PGQUEUE_SCHEMA``         ``schema``
    ``PGQUEUE_CONCURRENCY``    ``concurrency``
    ``PGQUEUE_POLL_INTERVAL``  ``poll_interval`` (seconds; ``500ms`` also ok)

@@ -31,7 +31,8 @@ __all__ = ["FIELDS", "Settings", "needs_database_url"]
 
 #: the settings, in the order :meth:`Settings.describe` lists them
 FIELDS = ("driver", "database_url", "schema", "cluster", "routes", "concurrency",
-          "max_attempts", "poll_interval", "redis_url", "redis_timeout")
+          "max_attempts", "poll_interval", "redis_url", "redis_timeout", "sqs_region",
+          "sqs_endpoint")
 
 
 def needs_database_url(names: tuple[str, ...]) -> str:
@@ -49,7 +50,8 @@ class Settings:
     where its value came from (:meth:`source`, :meth:`describe`).
 
     Attributes:
-        driver: canonical driver name: ``"postgres"``, ``"memory"`` (default) or ``"redis"``.
+        driver: canonical driver name: ``"postgres"``, ``"memory"`` (default), ``"redis"`` or
+            ``"sqs"``.
         database_url: libpq connection string for postgres (with ``cluster`` applied), or None.
         schema: PostgreSQL schema of pgqueue's tables (default ``pgqueue``).
         cluster: the hosts of a multi-host postgres connection (``"host:port"``), or ``()``.
@@ -60,6 +62,8 @@ class Settings:
         redis_url: Redis URL for the redis driver (default ``redis://127.0.0.1:6379/0``).
         redis_timeout: seconds Redis may take to answer a command before the call fails
             with :class:`pgqueue.DatabaseUnavailableError` (default 5).
+        sqs_region: the AWS region of the sqs driver (default None: boto3's own configuration).
+        sqs_endpoint: another SQS endpoint for the sqs driver (LocalStack, moto), or None.
         sources: field name -> where the value came from (``"default"``, ``"env ..."``, ...).
     """
 
@@ -73,6 +77,8 @@ class Settings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     redis_url: str = DEFAULT_REDIS_URL
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT
+    sqs_region: str | None = None
+    sqs_endpoint: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ MAX_CONCURRENCY = 1000
 MAX_ATTEMPTS = 1000
 MAX_POLL_INTERVAL = 3600.0
 
-_DRIVERS_ALLOWED = "postgres (or postgresql, database, pg), memory, redis"
+_DRIVERS_ALLOWED = "postgres (or postgresql, database, pg), memory, redis, sqs"
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -154,6 +154,8 @@ PARSERS: Mapping[str, Callable[[Any, str, str], Any]] = {
     "max_attempts": lambda v, k, s: parse_int(v, k, s, 1, MAX_ATTEMPTS),
     "poll_interval": parse_seconds,
     "redis_timeout": parse_seconds,
+    "sqs_region": parse_text,
+    "sqs_endpoint": parse_text,
 }
 
 

@@ -113,6 +113,8 @@ PGQUEUE = Vocabulary(
         "PGQUEUE_MAX_ATTEMPTS": ("max_attempts", 10),
         "PGQUEUE_REDIS_URL": ("redis_url", 10),
         "PGQUEUE_REDIS_TIMEOUT": ("redis_timeout", 10),
+        "PGQUEUE_SQS_REGION": ("sqs_region", 10),
+        "PGQUEUE_SQS_ENDPOINT": ("sqs_endpoint", 10),
     },
     database_url_names=("PGQUEUE_DATABASE_URL", "DATABASE_URL"),
 )

@@ -15,14 +15,20 @@ DRIVER_NAMES = {
     "postgres": "postgres", "postgresql": "postgres", "database": "postgres", "pg": "postgres",
     "memory": "memory",
     "redis": "redis",
+    "sqs": "sqs",
 }
 
 _NOT_PROVIDED = {
-    "sqs": "Amazon SQS is not provided by pgqueue (no priorities, delays capped at 15 min, and "
-           "no server here to test against); use 'postgres' (or 'redis')",
     "kafka": "Kafka is not provided by pgqueue (no priorities, no delays, no per-job retries "
              "in place); use 'postgres' (or 'redis')",
 }
+
+
+#: the options of get_driver("sqs", ...) passed on to SqsDriver (others, such as the App's
+#: ``schema``, are ignored as for the other drivers)
+_SQS_OPTIONS = ("region", "endpoint_url", "queue_prefix", "create_queues", "aws_access_key_id",
+                "aws_secret_access_key", "aws_session_token", "wait_time_s",
+                "max_message_bytes", "scan_hold_s", "connect_timeout", "read_timeout")
 
 
 def canonical_name(name: str) -> str:
@@ -39,7 +45,9 @@ def get_driver(name: str, **options: Any) -> Driver:
     """Build a driver by name. Options: ``dsn``, ``schema``, ``pool_size``,
     ``connect_timeout``, ``lock_timeout`` and ``statement_timeout`` (postgres, see
     :class:`~pgqueue.drivers.postgres.driver.PostgresDriver`); ``url``, ``prefix`` and
-    ``socket_timeout`` (redis, seconds per command; default 5). Example::
+    ``socket_timeout`` (redis, seconds per command; default 5); ``region``, ``endpoint_url``,
+    ``queue_prefix`` and the other keyword arguments of
+    :class:`~pgqueue.drivers.sqs.SqsDriver` (sqs). Example::
 
         app = pgqueue.App(driver=get_driver("postgres", dsn=url, lock_timeout=2.0))
     """
@@ -57,6 +65,11 @@ def get_driver(name: str, **options: Any) -> Driver:
         from pgqueue.drivers.memory import MemoryDriver
 
         return MemoryDriver()
+    if canonical == "sqs":
+        from pgqueue.drivers.sqs import SqsDriver
+
+        sqs_options = {k: v for k, v in options.items() if k in _SQS_OPTIONS}
+        return SqsDriver(**sqs_options)
     from pgqueue.drivers.redis import RedisDriver
 
     return RedisDriver(options.get("url", "redis://127.0.0.1:6379/0"),

@@ -354,6 +354,13 @@ class Executor:
                       f"None for no limit)")
             await self._fail(job, snooze, reason, final=True, failed_hook=failed_hook)
             return
+        longest = self.completer.driver.capabilities.max_delay_s
+        if longest is not None and snooze.seconds > longest:
+            reason = (f"snoozed for {snooze.seconds:.0f} s, longer than the "
+                      f"{self.completer.driver.name} driver's {longest:.0f} s delay limit "
+                      "(snooze for less, or use the postgres driver)")
+            await self._fail(job, snooze, reason, final=True, failed_hook=failed_hook)
+            return
         await self.completer.requeue(Requeue(job.id, snooze.seconds, count_attempt=False,
                                                 attempt=job.attempt, snooze=True))
         self._emit("snoozed", job)

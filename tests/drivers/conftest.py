@@ -5,11 +5,16 @@ driver, with clean storage.
 - memory: a new :class:`~pgqueue.drivers.memory.MemoryDriver`;
 - redis: ``PGQUEUE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) with a unique key
   prefix per test, whose keys are deleted afterwards. Skipped only when Redis is unreachable.
+- sqs: an SQS emulator (moto in server mode, one per test process, on 127.0.0.1 and a free
+  port; fake credentials, no AWS) with a unique queue prefix per test. Skipped only when boto3
+  or moto[server] is not installed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,7 +22,10 @@ import pytest
 
 import pgqueue
 
-DRIVERS = ("postgres", "memory", "redis")
+DRIVERS = ("postgres", "memory", "redis", "sqs")
+#: the emulator's fake account: never real credentials, never AWS
+SQS_CREDENTIALS = {"region": "us-east-1", "aws_access_key_id": "testing",
+                   "aws_secret_access_key": "testing"}
 REDIS_URL = os.environ.get("PGQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -60,6 +68,43 @@ def redis_prefix(redis_url: tuple[str | None, str]) -> Iterator[tuple[str, str]]
     delete_prefix(url, prefix)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[tuple[str | None, str]]:
+    """(the URL of an SQS emulator this test process started, "") or (None, why not)."""
+    try:
+        import boto3  # noqa: F401
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        yield None, (f"the sqs driver's tests need boto3 and moto[server] ({exc}); "
+                     "pip install -e '.[dev]'")
+        return
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", ""
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sqs_options(sqs_endpoint: tuple[str | None, str]) -> dict[str, str]:
+    """Keyword arguments of an SqsDriver on the emulator with a queue prefix of its own."""
+    url, why = sqs_endpoint
+    if url is None:
+        pytest.skip(why)
+    return {**SQS_CREDENTIALS, "endpoint_url": url,
+            "queue_prefix": f"t{uuid.uuid4().hex[:10]}-"}
+
+
 def make_app(kind: str, request: pytest.FixtureRequest) -> pgqueue.App:
     if kind == "postgres":
         return pgqueue.App(database_url=request.getfixturevalue("clean"))
@@ -67,6 +112,10 @@ def make_app(kind: str, request: pytest.FixtureRequest) -> pgqueue.App:
         from pgqueue.drivers.memory import MemoryDriver
 
         return pgqueue.App(driver=MemoryDriver())
+    if kind == "sqs":
+        from pgqueue.drivers.sqs import SqsDriver
+
+        return pgqueue.App(driver=SqsDriver(**request.getfixturevalue("sqs_options")))
     from pgqueue.drivers.redis import RedisDriver
 
     url, prefix = request.getfixturevalue("redis_prefix")
@@ -81,7 +130,7 @@ def driver_kind_app(request: pytest.FixtureRequest) -> pgqueue.App:
 
 @pytest.fixture
 async def driver_app(driver_kind_app: pgqueue.App) -> AsyncIterator[pgqueue.App]:
-    """A fresh App on each driver (postgres, memory, redis), with empty storage; its pools are
+    """A fresh App on each driver (postgres, memory, redis, sqs), with empty storage; its pools are
     closed afterwards."""
     yield driver_kind_app
     await driver_kind_app.aclose()

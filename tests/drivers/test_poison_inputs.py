@@ -15,7 +15,7 @@ import pytest
 import pgqueue
 from pgqueue.job import MAX_JSON_DEPTH, NewJob
 from pgqueue.task import EARLIEST_RUN_AT, LATEST_RUN_AT
-from tests.drivers.test_behaviour import claim, drain
+from tests.drivers.test_behaviour import claim, drain, needs, needs_delay
 
 SURROGATE = "\ud800"
 
@@ -112,10 +112,11 @@ async def test_unstorable_text_is_refused(driver_app: pgqueue.App, args: dict[st
 async def test_escaped_backslash_u0000_is_text_not_nul(driver_app: pgqueue.App) -> None:
     app = driver_app
     text = {"path": "C:\\u0000", "\\u0000": "\\\\u0000"}  # backslashes, not NULs
-    job_id = app.enqueue("t", text, queue="q", meta={"m": "\\u0000"}, unique_key="k\\u0000")
+    key = "k\\u0000" if app.driver.capabilities.unique_keys else None
+    job_id = app.enqueue("t", text, queue="q", meta={"m": "\\u0000"}, unique_key=key)
     [job] = await claim(app)
     assert (job.id, job.args, job.meta, job.unique_key) == (job_id, text, {"m": "\\u0000"},
-                                                            "k\\u0000")
+                                                            key)
 
 
 # ---- 4. times past the representable range ---------------------------------------------------
@@ -142,6 +143,8 @@ async def test_times_past_the_representable_range_are_refused(
 
 async def test_the_latest_accepted_times_read_back(driver_app: pgqueue.App) -> None:
     app = driver_app
+    needs(app, "job_lookup", "no lookup of a job by id")
+    needs_delay(app, (LATEST_RUN_AT - dt.datetime.now(dt.UTC)).total_seconds())
     at = app.enqueue("t", queue="q", run_at=LATEST_RUN_AT)
     west = app.enqueue("t", queue="q", run_at=LATEST_RUN_AT.astimezone(WEST))
     far = (LATEST_RUN_AT - dt.datetime.now(dt.UTC)).total_seconds() - 86_400
@@ -228,8 +231,14 @@ async def test_insert_checks_every_row_first(driver_app: pgqueue.App, bad: NewJo
 
 async def test_a_large_batch_is_inserted_whole_in_order(driver_app: pgqueue.App) -> None:
     app = driver_app
-    ids = app.enqueue_many("t", [{"i": i} for i in range(2_500)], queue="q")
-    assert len(set(ids)) == 2_500 and ids == sorted(ids)
-    assert app.count("q") == 2_500
+    # the SQS emulator (moto) takes time in proportion to the queue's length per message sent:
+    # 250 jobs (25 calls of 10) keep the test short there
+    n = 250 if app.driver.name == "sqs" else 2_500
+    ids = app.enqueue_many("t", [{"i": i} for i in range(n)], queue="q")
+    assert len(set(ids)) == n and ids == sorted(ids)
+    assert app.count("q") == n
     jobs = await claim(app, limit=3)
-    assert [j.args for j in jobs] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    if app.driver.capabilities.fifo:
+        assert [j.args for j in jobs] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    else:
+        assert len(jobs) == 3 and {j.id for j in jobs} <= set(ids)

@@ -12,7 +12,7 @@ import datetime as dt
 
 import pgqueue
 from pgqueue.job import QUARANTINE_AFTER, RESCUE_REASON, quarantine_reason_for
-from tests.drivers.test_behaviour import claim
+from tests.drivers.test_behaviour import claim, needs
 from tests.helpers import eventually
 
 LEASE = 0.05
@@ -34,6 +34,7 @@ async def _rescue_all(app: pgqueue.App, ids: set[int], **rule: float) -> tuple[s
 
 
 async def test_a_killer_is_quarantined_and_its_neighbours_flow(driver_app: pgqueue.App) -> None:
+    needs(driver_app, "rescue", "the backend makes expired jobs claimable by itself")
     app = driver_app
     killer = app.enqueue("poison", {}, queue="p")
     sticky = app.enqueue("good", {}, queue="s")  # claimed with the killer at every death
@@ -62,6 +63,7 @@ async def test_a_killer_is_quarantined_and_its_neighbours_flow(driver_app: pgque
 
 
 async def test_alone_on_its_dead_worker_quarantine_after_deaths(driver_app: pgqueue.App) -> None:
+    needs(driver_app, "rescue", "the backend makes expired jobs claimable by itself")
     app = driver_app
     job_id = app.enqueue("poison", {}, queue="q", max_attempts=1)
     for death in range(1, QUARANTINE_AFTER + 1):
@@ -75,6 +77,7 @@ async def test_alone_on_its_dead_worker_quarantine_after_deaths(driver_app: pgqu
 async def test_a_live_workers_expired_lease_is_not_blamed(driver_app: pgqueue.App) -> None:
     """The worker heartbeats after the job's lease ran out without listing it (a claim whose
     answer it never got): the job was not running there, the rescue does not count."""
+    needs(driver_app, "rescue", "the backend makes expired jobs claimable by itself")
     app, driver = driver_app, driver_app.driver
     job_id = app.enqueue("t", {}, queue="q")
     await driver.register_worker(worker_id="live", queues=["q"], concurrency=1)
@@ -92,6 +95,7 @@ async def test_a_live_workers_expired_lease_is_not_blamed(driver_app: pgqueue.Ap
 
 
 async def test_a_dead_workers_jobs_come_back_spread_apart(driver_app: pgqueue.App) -> None:
+    needs(driver_app, "rescue", "the backend makes expired jobs claimable by itself")
     app = driver_app
     ids = app.enqueue_many("t", [{} for _ in range(4)], queue="q")
     await claim(app, limit=4, worker="dead", lease_s=LEASE)

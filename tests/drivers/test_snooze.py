@@ -42,8 +42,9 @@ async def test_requeue_as_snooze_counts_on_the_job(driver_app: pgqueue.App) -> N
     # a snooze: attempt given back, snoozes + 1
     assert await driver.requeue_many([Requeue(job_id, 0.0, count_attempt=False,
                                               attempt=1, snooze=True)], worker_id=W) == [job_id]
-    live = app.get_job(job_id)
-    assert live is not None and (live.snoozes, live.attempt) == (1, 0)
+    if driver.capabilities.job_lookup:
+        live = app.get_job(job_id)
+        assert live is not None and (live.snoozes, live.attempt) == (1, 0)
 
     # a shutdown release gives the attempt back but is not a snooze
     job = await claim(app)
@@ -128,8 +129,12 @@ async def test_redrive_starts_the_snooze_count_again(driver_app: pgqueue.App) ->
     job_id = app.enqueue("forever")
     await drain(app, queues=["q"])
     assert app.retry_failed(job_id) == job_id
-    job = app.get_job(job_id)
-    assert job is not None and (job.snoozes, job.attempt) == (0, 0)
+    if app.driver.capabilities.job_lookup:
+        job = app.get_job(job_id)
+        assert job is not None and (job.snoozes, job.attempt) == (0, 0)
+    else:
+        job = await claim(app)
+        assert (job.id, job.snoozes, job.attempt) == (job_id, 0, 1)
 
 
 def test_max_snoozes_is_checked_and_documented() -> None:
