@@ -350,10 +350,10 @@ class Dashboard:
             shown = ", ".join(map(str, ids[:20])) + (" …" if len(ids) > 20 else "")
             if not confirmed:
                 verb = "Retry" if action == "retry" else "Purge"
-                what = ("moved back to waiting with attempt 0" if action == "retry" else
-                        "deleted from the archive for good")
+                what = ("go back to waiting, attempts counted from 0 again" if action == "retry"
+                        else "be deleted from the archive for good")
                 return self.confirm(request, f"{verb} {len(ids)} failed job(s)",
-                                    f"{len(ids)} archived job(s) will be {what}: {shown}.",
+                                    f"Archived job(s) {shown} will {what}.",
                                     f"/failed/{action}", fields, danger=action == "purge",
                                     back="/failed")
             if action == "retry":
