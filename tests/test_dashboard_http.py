@@ -113,6 +113,7 @@ def test_token_auth(seeded: pgqueue.App, clean: str) -> None:
     with _client(seeded, auth=TOKEN) as c:
         r = c.get("/")
         assert r.status_code == 401 and "Sign in" in r.text
+        assert "schema" not in r.text and 'href="/failed"' not in r.text  # nothing before it
         assert c.get("/?token=wrong-token-wrong-token").status_code == 401
         assert c.get("/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         # a POST without the access token is refused and changes nothing

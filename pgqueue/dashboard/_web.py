@@ -203,13 +203,15 @@ class Dashboard:
 
     def _unauthorised(self, request: Request) -> Response:
         if self.guard.uses_token:
-            return self.render(request, "login.html", 401, next=request.url.path)
-        return self.problem(request, 401, "you are not allowed to see this dashboard")
+            return self.render(request, "login.html", 401, next=request.url.path,
+                               signed_out=True)
+        return self.render(request, "problem.html", 401, title="Not allowed", signed_out=True,
+                           message="you are not allowed to see this dashboard")
 
     def _sign_in(self, request: Request, token: str, next_path: str | None = None) -> Response:
         if not self.guard.token_matches(token):
             return self.render(request, "login.html", 401, next=next_path or request.url.path,
-                               wrong=True)
+                               wrong=True, signed_out=True)
         base = self.base(request)
         target = next_path or request.url.path
         if not target.startswith(base + "/") or target.startswith("//"):
@@ -350,10 +352,10 @@ class Dashboard:
             shown = ", ".join(map(str, ids[:20])) + (" …" if len(ids) > 20 else "")
             if not confirmed:
                 verb = "Retry" if action == "retry" else "Purge"
-                what = ("moved back to waiting with attempt 0" if action == "retry" else
-                        "deleted from the archive for good")
+                what = ("go back to waiting, attempts counted from 0 again" if action == "retry"
+                        else "be deleted from the archive for good")
                 return self.confirm(request, f"{verb} {len(ids)} failed job(s)",
-                                    f"{len(ids)} archived job(s) will be {what}: {shown}.",
+                                    f"Archived job(s) {shown} will {what}.",
                                     f"/failed/{action}", fields, danger=action == "purge",
                                     back="/failed")
             if action == "retry":
