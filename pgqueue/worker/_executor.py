@@ -169,8 +169,11 @@ class Executor:
     """
 
     def __init__(self, registry: TaskRegistry, completer: Completer, *, worker_id: str,
-                 concurrency: int, on_event: Callable[[str, Job], None] | None = None) -> None:
+                 concurrency: int, on_event: Callable[[str, Job], None] | None = None,
+                 max_delay_s: float | None = None) -> None:
         self.registry = registry
+        #: the driver's longest delay (``Capabilities.max_delay_s``): a longer Snooze fails
+        self.max_delay_s = max_delay_s
         self.completer = completer
         self.worker_id = worker_id
         self.pool = _DaemonThreadPool(concurrency, "pgqueue-job")
@@ -354,11 +357,11 @@ class Executor:
                       f"None for no limit)")
             await self._fail(job, snooze, reason, final=True, failed_hook=failed_hook)
             return
-        longest = self.completer.driver.capabilities.max_delay_s
+        longest = self.max_delay_s
         if longest is not None and snooze.seconds > longest:
-            reason = (f"snoozed for {snooze.seconds:.0f} s, longer than the "
-                      f"{self.completer.driver.name} driver's {longest:.0f} s delay limit "
-                      "(snooze for less, or use the postgres driver)")
+            reason = (f"snoozed for {snooze.seconds:.0f} s, longer than the driver's "
+                      f"{longest:.0f} s delay limit (snooze for less, or use the postgres "
+                      "driver)")
             await self._fail(job, snooze, reason, final=True, failed_hook=failed_hook)
             return
         await self.completer.requeue(Requeue(job.id, snooze.seconds, count_attempt=False,

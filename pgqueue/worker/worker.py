@@ -231,7 +231,8 @@ class Worker:
         completer = Completer(driver, worker_id=self.id, clock=self.clock,
                               **self._completer_opts)  # type: ignore[arg-type]
         executor = Executor(self.app, completer, worker_id=self.id,
-                            concurrency=self.concurrency, on_event=self._event)
+                            concurrency=self.concurrency, on_event=self._event,
+                            max_delay_s=driver.capabilities.max_delay_s)
         producer = Producer(driver, executor, completer, worker_id=self.id,
                             queues=self.queues, concurrency=self.concurrency,
                             poll_interval=self.poll_interval, lease_s=self.lease_s,

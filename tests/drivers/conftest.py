@@ -5,22 +5,24 @@ driver, with clean storage.
 - memory: a new :class:`~pgqueue.drivers.memory.MemoryDriver`;
 - redis: ``PGQUEUE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) with a unique key
   prefix per test, whose keys are deleted afterwards. Skipped only when Redis is unreachable.
-- sqs: an SQS emulator (moto in server mode, one per test process, on 127.0.0.1 and a free
-  port; fake credentials, no AWS) with a unique queue prefix per test. Skipped only when boto3
+- sqs: an SQS emulator (moto in server mode, a process per test process, on 127.0.0.1 and a
+  free port; fake credentials, no AWS) with a unique queue prefix per test. Skipped only when boto3
   or moto[server] is not installed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 import pgqueue
+from tests.helpers import wait_for
 
 DRIVERS = ("postgres", "memory", "redis", "sqs")
 #: the emulator's fake account: never real credentials, never AWS
@@ -75,24 +77,42 @@ def free_port() -> int:
         return port
 
 
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[tuple[str | None, str]]:
-    """(the URL of an SQS emulator this test process started, "") or (None, why not)."""
+    """(the URL of an SQS emulator this test process started, "") or (None, why not).
+
+    moto's server runs as a process of its own (``python -m moto.server``), not as a thread of
+    the tests: its work then never holds the GIL of the workers under test."""
     try:
         import boto3  # noqa: F401
-        from moto.server import ThreadedMotoServer
+        import flask  # noqa: F401
+        import moto.server  # noqa: F401
     except ImportError as exc:
-        yield None, (f"the sqs driver's tests need boto3 and moto[server] ({exc}); "
+        yield None, (f"the sqs driver's tests need boto3, moto and flask ({exc}); "
                      "pip install -e '.[dev]'")
         return
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
+        wait_for(lambda: _answers(port) or server.poll() is not None, 60,
+                 "the SQS emulator to listen")
+        if server.poll() is not None:
+            yield None, f"the SQS emulator (python -m moto.server) exited with {server.returncode}"
+            return
         yield f"http://127.0.0.1:{port}", ""
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(10)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """A worker process for the SIGKILL test of the sqs driver (not a test module).
 
 ``python tests/drivers/sqs_worker.py ENDPOINT PREFIX MARKERS`` runs the jobs of task ``t``
-(queue ``k``) on the SQS emulator at ENDPOINT with concurrency 2 and a 2 s lease (the
+(queue ``k``) on the SQS emulator at ENDPOINT with concurrency 2 and a 2 s lease (3 s of
 visibility timeout, kept alive by the heartbeat). Each job creates the file ``MARKERS/<job id>``
 and then blocks until the process is killed.
 """

@@ -59,7 +59,7 @@ def test_queue_names_map_to_sqs_names_and_back() -> None:
 @pytest.mark.processes
 async def test_sigkilled_worker_job_is_visible_again_and_runs_then_dlq_after_max_attempts(
         sqs_app: pgqueue.App, sqs_options: dict[str, Any], tmp_path: Path) -> None:
-    """SIGKILL a worker inside two jobs: when their visibility timeout (the 2 s lease) ends,
+    """SIGKILL a worker inside two jobs: when their visibility timeout (3 s: the 2 s lease) ends,
     SQS shows them again; the one with attempts left runs at attempt 2, the one whose only
     attempt the dead worker used goes to the dead-letter queue with the lost lease as its
     error."""

@@ -17,9 +17,10 @@ queue is then a :class:`pgqueue.ConfigurationError` naming it).
 
 - enqueue: ``SendMessageBatch`` (10 per call), ``DelaySeconds`` for ``delay``/``run_at``
   (rounded up to whole seconds, at most 900);
-- claim: ``ReceiveMessage`` with the lease as the visibility timeout (whole seconds, at least
-  1); the attempt is the message's ``ApproximateReceiveCount`` plus the attempts counted before
-  this copy of the job was sent (stored in the body);
+- claim: ``ReceiveMessage`` with the lease as the visibility timeout (1.5 times the lease,
+  as the other drivers rescue within 1.5 leases; whole seconds, at least 1); the attempt is
+  the message's ``ApproximateReceiveCount`` plus the attempts counted before this copy of the
+  job was sent (stored in the body);
 - heartbeat: ``ChangeMessageVisibility`` to a fresh lease;
 - complete: ``DeleteMessage``;
 - retry: ``ChangeMessageVisibility`` to the backoff (SQS allows up to 12 h from the receive; a
@@ -173,6 +174,14 @@ def parse_sqs_name(prefix: str, name: str) -> tuple[str, bool] | None:
         out.append(_UNESCAPES[code])
         i += 2
     return ("".join(out), False) if out else None
+
+
+def _visibility(lease_s: float) -> int:
+    """The visibility timeout of a lease: the lease and half of it again (whole seconds, 1 s to
+    12 h). The other drivers' rescuer runs every half lease, so an expired lease is rescued
+    within 1.5 leases there too; a stalled heartbeat then does not put a running job back at
+    once."""
+    return max(1, min(MAX_VISIBILITY_S, math.ceil(lease_s * 1.5)))
 
 
 def _now_ms() -> int:
@@ -480,12 +489,16 @@ class SqsDriver(NoDatabaseMixin):
 
     def _delete(self, url: str, receipts: Sequence[str]) -> int:
         """``DeleteMessage`` of ``receipts``, 10 per call; how many were deleted."""
-        done = 0
+        return len(self._deleted(url, receipts))
+
+    def _deleted(self, url: str, receipts: Sequence[str]) -> set[int]:
+        """``DeleteMessage`` of ``receipts``, 10 per call; the indexes of those deleted."""
+        done: set[int] = set()
         for start in range(0, len(receipts), BATCH):
             chunk = receipts[start:start + BATCH]
             answer = self._call("delete_message_batch", QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(chunk)])
-            done += len(answer.get("Successful") or [])
+                {"Id": str(start + i), "ReceiptHandle": r} for i, r in enumerate(chunk)])
+            done.update(int(e["Id"]) for e in answer.get("Successful") or [])
         return done
 
     def _receive(self, url: str, n: int, visibility: int) -> list[dict[str, Any]]:
@@ -574,7 +587,7 @@ class SqsDriver(NoDatabaseMixin):
         names = list(dict.fromkeys(queues))
         self._rotate = (self._rotate + 1) % len(names)
         names = names[self._rotate:] + names[:self._rotate]  # no queue starves the others
-        visibility = max(1, min(MAX_VISIBILITY_S, math.ceil(lease_s)))
+        visibility = _visibility(lease_s)
         out: list[Job] = []
         for queue in names:
             if len(out) >= limit:
@@ -611,7 +624,7 @@ class SqsDriver(NoDatabaseMixin):
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
                     lease_s: float) -> list[Job]:
         """Receive up to ``limit`` messages of ``queues`` (no priority order: SQS's own),
-        invisible to others for ``lease_s`` (whole seconds, at least 1)."""
+        invisible to others for 1.5 ``lease_s`` (whole seconds, at least 1)."""
         if limit < 1 or not queues:
             return []
         return await self._offload(self._claim, queues, limit, worker_id, lease_s)
@@ -627,11 +640,15 @@ class SqsDriver(NoDatabaseMixin):
             return self._held.pop(job_id)
 
     def _finish(self, items: Sequence[Finish], worker_id: str) -> list[int]:
-        out = []
+        by_url: dict[str, list[tuple[int, str]]] = {}
         for item in items:
             held = self._mine(item.job_id, worker_id, item.attempt)
-            if held is not None and self._delete(held.url, [held.receipt]):
-                out.append(item.job_id)
+            if held is not None:
+                by_url.setdefault(held.url, []).append((item.job_id, held.receipt))
+        out = []
+        for url, pairs in by_url.items():  # a batch call per 10 jobs of a queue
+            done = self._deleted(url, [receipt for _, receipt in pairs])
+            out += [job_id for i, (job_id, _) in enumerate(pairs) if i in done]
         return out
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
@@ -759,7 +776,7 @@ class SqsDriver(NoDatabaseMixin):
                 del self._held[job_id]
 
     def _heartbeat(self, worker_id: str, lease_s: float, job_ids: Sequence[int] | None) -> None:
-        seconds = max(1, min(MAX_VISIBILITY_S, math.ceil(lease_s)))
+        seconds = _visibility(lease_s)
         wanted = None if job_ids is None else set(job_ids)
         by_url: dict[str, list[tuple[str, int]]] = {}
         with self._lock:
