@@ -52,7 +52,7 @@ def run_workers(dsn: str, n: int, concurrency: int) -> None:
     procs = [start_worker(dsn, "--concurrency", str(concurrency)) for _ in range(n)]
     try:
         for p in procs:
-            out, _ = p.communicate(timeout=180)
+            out, _ = p.communicate(timeout=270)  # under the full-size tests' 300 s
             assert p.returncode == 0, out
     finally:  # none outlives a failed test (it would run jobs of the next one)
         for p in procs:

@@ -66,6 +66,9 @@ class Completer(Service):
         self._inflight: list[Finish | Requeue] = []
         self.flushes = 0
         self.written = 0
+        #: called (on the loop) after each flush that wrote something: the slots of a limited
+        #: queue that those jobs held are free in the database from then on
+        self.on_flushed: list[Callable[[], None]] = []
 
     async def stop(self) -> None:
         """Flush everything buffered, then stop."""
@@ -142,6 +145,9 @@ class Completer(Service):
                 await self._write(requeues[i:i + self.batch_size], self.driver.requeue_many)
             self.flushes += 1
             self.written += len(finishes) + len(requeues)
+            if finishes or requeues:
+                for callback in self.on_flushed:
+                    callback()
         finally:
             self._flushing = False
             self._inflight = []

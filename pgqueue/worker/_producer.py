@@ -59,6 +59,10 @@ class Producer(Service):
         self.last_claim: float | None = None
         # outcomes not yet written keep their jobs claimed: past this backlog, claim no more
         self.max_backlog = 3 * max(concurrency, completer.batch_size)
+        #: whether the last claim took fewer jobs than it asked for (a limit may have held
+        #: jobs back: the next written outcomes free slots, so claim again then)
+        self._short = False
+        completer.on_flushed.append(self._after_flush)
 
     # ---- wake-ups (callbacks on the loop) ---------------------------------------------------
     def wake(self) -> None:
@@ -78,6 +82,12 @@ class Producer(Service):
             elif op == "cancel" and payload.get("worker") == self.worker_id:
                 self.cancel_local(int(payload["id"]))
         elif kind == "reconnected":
+            self.wake()
+
+    def _after_flush(self) -> None:
+        """Outcomes were written: slots of a limited queue may be free now. Only a producer
+        whose last claim came back short looks again (a full one claims when a job ends)."""
+        if self._short:
             self.wake()
 
     def cancel_local(self, job_id: int) -> None:
@@ -117,6 +127,7 @@ class Producer(Service):
                 await self.sleep(min(self.poll_interval, 2.0))
                 continue
             self.last_claim = time.time()
+            self._short = len(claimed) < free
             for job in claimed:
                 self._start(job)
             if len(claimed) == free:
