@@ -71,6 +71,9 @@ class Completer(Service):
         #: written after the producer last looked (late, e.g. while the database was failing
         #: over) would otherwise wait for the next poll
         self.on_requeued: Callable[[], None] | None = None
+        #: called (on the loop) after each flush that wrote something: the slots of a limited
+        #: queue that those jobs held are free in the database from then on
+        self.on_flushed: list[Callable[[], None]] = []
 
     async def stop(self) -> None:
         """Flush everything buffered, then stop."""
@@ -156,6 +159,9 @@ class Completer(Service):
                 self.on_requeued()
             self.flushes += 1
             self.written += len(finishes) + len(requeues)
+            if finishes or requeues:
+                for callback in self.on_flushed:
+                    callback()
         finally:
             self._flushing = False
             self._inflight = []

@@ -64,6 +64,10 @@ class Producer(Service):
         self.max_backlog = 3 * max(concurrency, completer.batch_size)
         # a retry written to the database changes the earliest run_at: look again
         completer.on_requeued = self.wake
+        #: whether the last claim took fewer jobs than it asked for (a limit may have held
+        #: jobs back: the next written outcomes free slots, so claim again then)
+        self._short = False
+        completer.on_flushed.append(self._after_flush)
 
     # ---- wake-ups (callbacks on the loop) ---------------------------------------------------
     def wake(self) -> None:
@@ -83,6 +87,12 @@ class Producer(Service):
             elif op == "cancel" and payload.get("worker") == self.worker_id:
                 self.cancel_local(int(payload["id"]))
         elif kind == "reconnected":
+            self.wake()
+
+    def _after_flush(self) -> None:
+        """Outcomes were written: slots of a limited queue may be free now. Only a producer
+        whose last claim came back short looks again (a full one claims when a job ends)."""
+        if self._short:
             self.wake()
 
     def cancel_local(self, job_id: int) -> None:
@@ -122,6 +132,7 @@ class Producer(Service):
                 await self.sleep(min(self.poll_interval, UNAVAILABLE_RETRY_S))
                 continue
             self.last_claim = time.time()
+            self._short = len(claimed) < free
             for job in claimed:
                 self._start(job)
             if len(claimed) == free:

@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -93,6 +94,9 @@ COPY_THRESHOLD = 200
 _PIPELINE = psycopg.Pipeline.is_supported()
 #: How often a worker re-reads which of its queues have limits (or keyed jobs).
 LIMITS_REFRESH_S = 1.0
+#: How many times one claim of a limited queue tries to lock the queue's row while other
+#: claimers hold it (a few milliseconds apart), before it gives up until the next claim.
+LIMITED_LOCK_TRIES = 3
 #: How soon an idle worker looks again at a limited queue whose ready jobs wait for a slot.
 LIMITED_RECHECK_S = 0.05
 
@@ -914,18 +918,28 @@ class PostgresDriver:
         lock, claim = ((self.sql.lock_queue, self.sql.claim_capped) if capped else
                        (self.sql.lock_limited_queues, self.sql.claim_limited))
 
-        async def run(c: psycopg.AsyncConnection[Any]) -> list[Job]:
-            async with c.cursor(row_factory=tuple_row) as cur:
+        async def run(c: psycopg.AsyncConnection[Any]) -> list[Job] | None:
+            async with c.cursor(row_factory=tuple_row) as cur, \
+                    c.cursor(row_factory=tuple_row) as locked:
                 cur.adapters.register_loader("jsonb", _JsonText)
                 # one round trip: leaving the pipeline sends everything, COMMIT included
                 async with c.pipeline(), c.transaction():
-                    await c.execute(_rendered(lock, cur), lock_params)
+                    await locked.execute(_rendered(lock, cur), lock_params)
                     await cur.execute(_rendered(claim, cur), params)
                 rows = await cur.fetchall()
+                if not rows and not await locked.fetchall():
+                    return None  # another claimer held the queue's row: nothing was claimed
             return _jobs(rows)
 
         with _translate():
-            return await self._apooled(run, "claim", retry=True)
+            for _ in range(LIMITED_LOCK_TRIES - 1):
+                jobs = await self._apooled(run, "claim", retry=True)
+                if jobs is not None:
+                    return jobs
+                # the other claim takes a few milliseconds: look again soon, not after the
+                # producer's idle recheck (a slot freed by our own jobs would sit unused)
+                await asyncio.sleep(random.uniform(0.002, 0.01))
+            return await self._apooled(run, "claim", retry=True) or []
 
     def _limited_plan(self, queues: list[str], limit: int, worker_id: str,
                       lease_s: float) -> _Plan[list[Job]]:

@@ -233,13 +233,16 @@ class Statements:
         #: not visible to its own SELECT, but they are ours until commit (a concurrent insert of
         #: the same name waits for it), so they are serialised all the same. Step 2 claims only
         #: from rows this transaction locked or inserted (``{owned}``).
+        #: Returns the names it locked or inserted.
         self.lock_limited_queues = q("""
             WITH ins AS (
                 INSERT INTO {s}.queues (name)
                 SELECT n FROM unnest(%(queues)s::text[]) AS n ORDER BY n
-                ON CONFLICT (name) DO NOTHING RETURNING name)
-            SELECT name FROM {s}.queues WHERE name = ANY(%(queues)s::text[])
-             ORDER BY name FOR UPDATE SKIP LOCKED""")
+                ON CONFLICT (name) DO NOTHING RETURNING name),
+            l AS (
+                SELECT name FROM {s}.queues WHERE name = ANY(%(queues)s::text[])
+                 ORDER BY name FOR UPDATE SKIP LOCKED)
+            SELECT name FROM ins UNION ALL SELECT name FROM l""")
 
         #: Step 1 of the capped claim: lock one queue's row (which exists: the queue has a
         #: limit), as ``lock_limited_queues`` does (skipping it while another claimer holds it),
