@@ -21,6 +21,9 @@ import pgqueue
 from tests.drivers import test_behaviour, test_outcome, test_rescue_rule, test_snooze
 from tests.pgbouncer import PgBouncer
 
+# one xdist worker runs the PgBouncer tests, beside the other tests that start servers
+pytestmark = pytest.mark.xdist_group("embedded")
+
 
 def _scenarios() -> dict[str, Callable[..., Any]]:
     found: dict[str, Callable[..., Any]] = {}
