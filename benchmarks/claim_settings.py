@@ -41,6 +41,25 @@ def _claims(conn: psycopg.Connection[Any], claim: Any, params: dict[str, Any], n
     return got
 
 
+_PROBES = 100
+
+
+def _unflushed_after_claims(conn: psycopg.Connection[Any], claim: Any,
+                            params: dict[str, Any]) -> int:
+    """How many of ``_PROBES`` claims (of one job, put back in between) returned while the WAL
+    they wrote was not yet flushed: with ``synchronous_commit = off`` for the claim's own
+    transaction nearly all, with it on none (the commit waits for the flush)."""
+    count = 0
+    for _ in range(_PROBES):
+        ids = [r[0] for r in conn.execute(claim, {**params, "limit": 1}).fetchall()]
+        lagging = conn.execute(
+            "SELECT pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()").fetchone()
+        count += bool(lagging and lagging[0])
+        conn.execute("UPDATE pgqueue.jobs SET state = 'waiting', attempt = 0, worker_id = NULL,"
+                     " lease_expires_at = NULL WHERE id = ANY(%s)", (ids,))
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn")
@@ -75,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
                     ratios.append(rates["new"] / rates["old"])
                     print(f"round {r + 1}: old {rates['old']:8.0f} claims/s   "
                           f"new {rates['new']:8.0f} claims/s   new/old {ratios[-1]:.3f}")
+                unflushed = _unflushed_after_claims(new, st.claim_one_queue, params)
+                setting = new.execute("SHOW synchronous_commit").fetchone()
             print(f"batch {args.batch}: median new/old = {statistics.median(ratios):.3f} "
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+            print(f"new: {unflushed}/{_PROBES} claims returned before their WAL was flushed "
+                  f"(asynchronous commit in effect); the session still says "
+                  f"synchronous_commit = {setting[0] if setting else '?'}")
     finally:
         server.stop()
     return 0
