@@ -19,8 +19,11 @@ __all__ = [
            "DEFAULT_REDIS_URL",
            "DEFAULT_SCHEMA",
            "DEFAULT_STATEMENT_TIMEOUT",
+           "DEFAULT_UNKNOWN_TASK_GRACE",
            "FAILED_JOBS_TABLE",
            "JOBS_TABLE",
+           "POOLERS",
+           "pooler_value",
 ]
 
 #: the PostgreSQL schema of pgqueue's tables unless configured otherwise
@@ -57,6 +60,28 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 
 #: ``statement_timeout`` of pgqueue's own PostgreSQL sessions; ``None`` keeps the server's
 DEFAULT_STATEMENT_TIMEOUT: float | None = None
+
+#: what may stand between pgqueue and PostgreSQL (the ``pooler`` setting; None: nothing)
+POOLERS = ("transaction", "session")
+
+#: seconds a job of a task this worker does not know is put back (another worker, or the next
+#: deploy, may know it) before it is archived
+DEFAULT_UNKNOWN_TASK_GRACE = 300.0
+
+
+def pooler_value(value: object) -> str | None:
+    """``value`` as a ``pooler`` setting: None (also ``"none"``, ``""``), ``"transaction"``
+    or ``"session"``, case-insensitive; ``ValueError`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "none"):
+            return None
+        if text in POOLERS:
+            return text
+    raise ValueError(f"pooler must be one of none, {', '.join(POOLERS)}, not {value!r}")
+
 
 #: live jobs (waiting and running), in the configured schema
 JOBS_TABLE = "jobs"

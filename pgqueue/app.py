@@ -43,7 +43,7 @@ from pgqueue._names import validate_name, validate_schema
 from pgqueue._tracing import Publishing
 from pgqueue.config import Settings, find_settings
 from pgqueue.config._settings import needs_database_url
-from pgqueue.config._values import parse_driver
+from pgqueue.config._values import parse_driver, parse_pooler
 from pgqueue.drivers import get_driver
 from pgqueue.drivers.base import (
     Driver,
@@ -157,6 +157,13 @@ class App:
             some tasks and also enqueues tasks of other services).
         default_queue: queue of tasks registered without one (default ``"default"``).
         pool_size: size of pgqueue's own connection pools (default 10).
+        pooler: what stands between pgqueue and PostgreSQL: ``None`` (default: the configured
+            one, ``PGQUEUE_POOLER``, else nothing), ``"transaction"`` (PgBouncer's transaction
+            mode, most cloud poolers: no prepared statements, no session state, no LISTEN
+            through it) or ``"session"``. See ``docs/deploy.md``.
+        listen_url: a direct PostgreSQL URL for the workers' LISTEN connection when
+            ``database_url`` is a transaction pooler (default: the configured one,
+            ``PGQUEUE_LISTEN_URL``, else none: such workers poll).
         environ: the environment the configuration is read from (default ``os.environ``, only
             read; ``.env`` and ``app-config.yaml`` of the current directory count as well).
 
@@ -175,6 +182,7 @@ class App:
     def __init__(self, database_url: str | None = None, *, schema: str | None = None,
                  driver: Driver | str | None = None, strict: bool | None = None,
                  default_queue: str = DEFAULT_QUEUE, pool_size: int = 10,
+                 pooler: str | None = None, listen_url: str | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         self.strict = strict
         self.default_queue = validate_name(default_queue, "queue")
@@ -183,6 +191,9 @@ class App:
         self.schedules: dict[str, Schedule] = {}
         self.queue_limits: dict[str, QueueLimits] = {}
         self._pool_size = pool_size
+        self.pooler = parse_pooler(pooler, "pooler", "argument")
+        self.listen_url = (None if listen_url is None
+                           else to_libpq(listen_url, source="listen_url argument"))
         self._driver: Driver | None = None
         self.database_url: str | None = None
         self._url_source = "database_url argument"
@@ -192,6 +203,9 @@ class App:
             settings = find_settings(environ=environ, database_url=database_url)
         self.schema = validate_schema(
             schema if schema is not None else settings.schema if settings else DEFAULT_SCHEMA)
+        if settings is not None:  # the deployment's pooler, unless given here
+            self.pooler = self.pooler or settings.pooler
+            self.listen_url = self.listen_url or settings.listen_url
         if isinstance(driver, str):
             driver = _driver_by_name(driver, self)
         if driver is not None:
@@ -235,6 +249,8 @@ class App:
                 raise ConfigurationError(
                     needs_database_url(("database_url", "PGQUEUE_DATABASE_URL", "DATABASE_URL")),
                     key="database_url", source=settings.sources["database_url"])
+            app_kwargs.setdefault("pooler", settings.pooler)
+            app_kwargs.setdefault("listen_url", settings.listen_url)
             return cls(database_url=settings.database_url, schema=settings.schema, **app_kwargs)
         if name == "memory":
             return cls(driver=get_driver("memory"), schema=settings.schema, **app_kwargs)
@@ -259,7 +275,8 @@ class App:
                     "PGQUEUE_DATABASE_URL (or DATABASE_URL) to postgresql://user@host/dbname",
                     key="database_url")
             self._driver = PostgresDriver(self.database_url, schema=self.schema,
-                                          pool_size=self._pool_size)
+                                          pool_size=self._pool_size, pooler=self.pooler,
+                                          listen_url=self.listen_url)
         return self._driver
 
     def _require(self, capability: _Capability) -> Driver:

@@ -49,6 +49,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import pgqueue
 from pgqueue import migrations
 from tests.helpers import scalar, truncate, wait_for
+from tests.pgbouncer import PgBouncer, pgbouncer_binary
 
 if TYPE_CHECKING:
     from pgqueue._embedded import EmbeddedPostgres
@@ -326,6 +327,19 @@ def clean(dsn: str) -> str:
     """``dsn`` with the pgqueue tables emptied before the test; returns the DSN."""
     truncate(dsn)
     return dsn
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(admin_dsn: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer (``pool_mode = transaction``, ``default_pool_size = 4``) in front of
+    the test server, one per xdist worker (see :mod:`tests.pgbouncer`); ``.url(dsn)`` reaches
+    a test database through it. Skips only when the pgbouncer binary is missing."""
+    binary, why = pgbouncer_binary()
+    if binary is None:
+        pytest.skip(why)
+    bouncer = PgBouncer(admin_dsn).start()
+    yield bouncer
+    bouncer.stop()
 
 
 @pytest.fixture

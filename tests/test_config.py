@@ -482,3 +482,20 @@ def test_make_app_redis_and_store_choice() -> None:
         pgqueue.App.from_settings(s, driver="postgres")
     with raises_config("driver", "argument", "not provided"):
         pgqueue.App.from_settings(s, driver="kafka")
+
+
+def test_pooler_and_listen_url_from_the_environment() -> None:
+    env = {"PGQUEUE_DATABASE_URL": "postgresql://app@pgbouncer:6432/shop",
+           "PGQUEUE_POOLER": "Transaction", "PGQUEUE_LISTEN_URL": "postgresql://app:pw@db/shop"}
+    s = load_settings(environ=env)
+    assert s.pooler == "transaction" and s.source("pooler") == "env PGQUEUE_POOLER"
+    assert conninfo_to_dict(s.listen_url or "")["host"] == "db"
+    assert "pw" not in dict((k, v) for k, v, _ in s.describe())["listen_url"]
+    app = pgqueue.App(environ=env)
+    assert app.pooler == "transaction" and app.listen_url == s.listen_url
+    assert load_settings(environ={**env, "PGQUEUE_POOLER": "none"}).pooler is None
+    with pytest.raises(pgqueue.ConfigurationError,
+                       match=r"pooler \(from env PGQUEUE_POOLER\).*transaction, session"):
+        load_settings(environ={**env, "PGQUEUE_POOLER": "statement"})
+    with pytest.raises(pgqueue.ConfigurationError, match="pooler"):
+        pgqueue.App("postgresql://app@db/shop", pooler="yes")

@@ -30,13 +30,14 @@ async def test_vacuum_when_dead_rows_pile_up_one_worker_at_a_time(
     wait_for(lambda: scalar(conn, "SELECT n_dead_tup FROM pg_stat_user_tables "
                                   "WHERE relid = 'pgqueue.jobs'::regclass") >= 500, 20,
              "the statistics to count the dead rows")
-    # another worker holds the vacuum lock: this one skips
-    with psycopg.connect(app.database_url or "", autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(hashtext('pgqueue.vacuum.pgqueue'))")
-        assert await driver.vacuum_if_needed(min_dead=100, dead_ratio=0) is False
-        other.execute("SELECT pg_advisory_unlock(hashtext('pgqueue.vacuum.pgqueue'))")
+    # another worker holds the vacuum lease: this one skips
+    assert await driver.acquire_lease("vacuum", holder="other", ttl_s=60)
+    assert await driver.vacuum_if_needed(min_dead=100, dead_ratio=0) is False
+    await driver.release_lease("vacuum", holder="other")
     assert await driver.vacuum_if_needed(min_dead=100, dead_ratio=0) is True
     wait_for(lambda: vacuum_count(conn) > before, 20, "vacuum_count to grow")
+    # the lease is given back (a row, not a session lock: safe behind a pooler)
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.leases WHERE name = 'vacuum'") == 0
 
 
 def test_history_partitions_and_cheap_retention(app: pgqueue.App,

@@ -42,7 +42,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pgqueue import __version__, _logging
-from pgqueue._defaults import DEFAULT_SCHEMA
+from pgqueue._defaults import DEFAULT_SCHEMA, DEFAULT_UNKNOWN_TASK_GRACE
 from pgqueue.cli import _dashboard, _observe, _periodic
 from pgqueue.cli._jobs import (
     cmd_enqueue,
@@ -175,6 +175,10 @@ says what is left (paused queues, jobs under another worker's lease, later jobs)
                     help="seconds running jobs get to finish at shutdown (default 30)")
     sp.add_argument("--no-periodic", dest="periodic", action="store_false",
                     help="do not fire the app's periodic jobs on this worker")
+    sp.add_argument("--unknown-task-grace", type=float, default=DEFAULT_UNKNOWN_TASK_GRACE,
+                    help="seconds after its enqueue a job of a task this worker does not know "
+                         "is put back for a worker that knows it (rolling deploys) before it "
+                         "is archived (default 300)")
     _observe.add_worker_flags(sp)
     sp.set_defaults(func=cmd_worker)
 

@@ -46,6 +46,10 @@ Layers, later wins:
    ``PGQUEUE_QUEUE_CLUSTER``  ``cluster``: ``host1:5432,host2:5432`` (or ``true``: the
                               hosts of the URL)
    ``PGQUEUE_QUEUE_ROUTES``   ``routes``: comma list of the queues a worker consumes
+   ``PGQUEUE_POOLER``         ``pooler``: ``transaction`` (PgBouncer's transaction mode,
+                              cloud poolers), ``session`` or ``none`` (docs/deploy.md)
+   ``PGQUEUE_LISTEN_URL``     ``listen_url``: a direct PostgreSQL URL for the workers'
+                              LISTEN connection behind a transaction pooler
    ``PGQUEUE_REDIS_URL``      ``redis_url``
    ``PGQUEUE_REDIS_TIMEOUT``  ``redis_timeout`` (seconds a command may take; default 5)
    ``PGQUEUE_SQS_REGION``     ``sqs_region`` (the sqs driver's AWS region)

@@ -21,6 +21,7 @@ from pgqueue.config._values import (
     MAX_CONCURRENCY,
     parse_driver,
     parse_int,
+    parse_pooler,
     parse_routes,
     parse_schema,
     parse_seconds,
@@ -30,9 +31,9 @@ from pgqueue.errors import ConfigurationError
 __all__ = ["FIELDS", "Settings", "needs_database_url"]
 
 #: the settings, in the order :meth:`Settings.describe` lists them
-FIELDS = ("driver", "database_url", "schema", "cluster", "routes", "concurrency",
-          "max_attempts", "poll_interval", "redis_url", "redis_timeout", "sqs_region",
-          "sqs_endpoint")
+FIELDS = ("driver", "database_url", "schema", "cluster", "pooler", "listen_url", "routes",
+          "concurrency", "max_attempts", "poll_interval", "redis_url", "redis_timeout",
+          "sqs_region", "sqs_endpoint")
 
 
 def needs_database_url(names: tuple[str, ...]) -> str:
@@ -55,6 +56,12 @@ class Settings:
         database_url: libpq connection string for postgres (with ``cluster`` applied), or None.
         schema: PostgreSQL schema of pgqueue's tables (default ``pgqueue``).
         cluster: the hosts of a multi-host postgres connection (``"host:port"``), or ``()``.
+        pooler: what stands between pgqueue and PostgreSQL: None (default), ``"transaction"``
+            (PgBouncer's transaction mode and most cloud poolers) or ``"session"``; see
+            :class:`~pgqueue.drivers.postgres.driver.PostgresDriver`.
+        listen_url: a direct PostgreSQL URL for the worker's LISTEN connection when
+            ``database_url`` is a transaction pooler (default None: the database URL, or
+            polling behind a transaction pooler).
         routes: the queues a worker consumes (``()`` = the queues of the app's tasks).
         concurrency: jobs a worker runs at once (default 1).
         max_attempts: attempts of a job before it is archived as failed (default 5).
@@ -71,6 +78,8 @@ class Settings:
     database_url: str | None = None
     schema: str = DEFAULT_SCHEMA
     cluster: tuple[str, ...] = ()
+    pooler: str | None = None
+    listen_url: str | None = None
     routes: tuple[str, ...] = ()
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -98,6 +107,12 @@ class Settings:
         object.__setattr__(self, "redis_timeout", parse_seconds(
             self.redis_timeout, "redis_timeout", src("redis_timeout")))
         object.__setattr__(self, "cluster", tuple(self.cluster))
+        if self.pooler is not None:
+            object.__setattr__(self, "pooler", parse_pooler(self.pooler, "pooler",
+                                                            src("pooler")))
+        if self.listen_url is not None:
+            object.__setattr__(self, "listen_url", to_libpq(
+                self.listen_url, source=src("listen_url")))
         if self.database_url is not None:
             object.__setattr__(self, "database_url", to_libpq(
                 self.database_url, source=src("database_url")))
@@ -115,7 +130,7 @@ class Settings:
         parts = []
         for name in FIELDS:
             value = getattr(self, name)
-            if name in ("database_url", "redis_url") and value is not None:
+            if name in ("database_url", "redis_url", "listen_url") and value is not None:
                 value = redact(value)
             parts.append(f"{name}={value!r}")
         return f"Settings({', '.join(parts)})"
@@ -132,8 +147,10 @@ class Settings:
         rows: list[tuple[str, str, str]] = []
         for name in FIELDS:
             value: Any = getattr(self, name)
-            if name in ("database_url", "redis_url"):
+            if name in ("database_url", "redis_url", "listen_url"):
                 text = redact(value) if value else "(not set)"
+            elif name == "pooler":
+                text = value or "none"
             elif name in ("routes", "cluster"):
                 text = ",".join(value) if value else (
                     "(all queues of the app's tasks)" if name == "routes" else "(not set)")

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from pgqueue._defaults import POOLERS, pooler_value
 from pgqueue._dsn import parse_hosts
 from pgqueue._names import validate_name, validate_schema
 from pgqueue.drivers import canonical_name
@@ -140,6 +141,15 @@ def parse_text(value: object, key: str, source: str) -> str:
     return value.strip()
 
 
+def parse_pooler(value: object, key: str, source: str) -> str | None:
+    """``none``, ``transaction`` or ``session`` (what stands between pgqueue and PostgreSQL)."""
+    try:
+        return pooler_value(value)
+    except ValueError:
+        raise ConfigurationError(f"{value!r} is not valid; allowed: none, "
+                                 f"{', '.join(POOLERS)}", key=key, source=source) from None
+
+
 #: setting -> its parser. ``config`` is a connection string for whichever driver is finally
 #: selected (the database URL for postgres, the Redis URL for redis).
 PARSERS: Mapping[str, Callable[[Any, str, str], Any]] = {
@@ -149,6 +159,8 @@ PARSERS: Mapping[str, Callable[[Any, str, str], Any]] = {
     "redis_url": parse_text,
     "schema": parse_schema,
     "cluster": parse_cluster,
+    "pooler": parse_pooler,
+    "listen_url": parse_text,
     "routes": parse_routes,
     "concurrency": lambda v, k, s: parse_int(v, k, s, 1, MAX_CONCURRENCY),
     "max_attempts": lambda v, k, s: parse_int(v, k, s, 1, MAX_ATTEMPTS),

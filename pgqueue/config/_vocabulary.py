@@ -108,6 +108,8 @@ PGQUEUE = Vocabulary(
         "PGQUEUE_QUEUE_CLUSTER": ("cluster", 2),
         "PGQUEUE_QUEUE_ROUTES": ("routes", 2),
         "PGQUEUE_SCHEMA": ("schema", 10),
+        "PGQUEUE_POOLER": ("pooler", 10),
+        "PGQUEUE_LISTEN_URL": ("listen_url", 10),
         "PGQUEUE_CONCURRENCY": ("concurrency", 10),
         "PGQUEUE_POLL_INTERVAL": ("poll_interval", 10),
         "PGQUEUE_MAX_ATTEMPTS": ("max_attempts", 10),

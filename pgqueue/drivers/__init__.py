@@ -43,7 +43,8 @@ def canonical_name(name: str) -> str:
 
 def get_driver(name: str, **options: Any) -> Driver:
     """Build a driver by name. Options: ``dsn``, ``schema``, ``pool_size``,
-    ``connect_timeout``, ``lock_timeout`` and ``statement_timeout`` (postgres, see
+    ``connect_timeout``, ``lock_timeout``, ``statement_timeout``, ``prepare_threshold``,
+    ``pooler`` and ``listen_url`` (postgres, see
     :class:`~pgqueue.drivers.postgres.driver.PostgresDriver`); ``url``, ``prefix`` and
     ``socket_timeout`` (redis, seconds per command; default 5); ``region``, ``endpoint_url``,
     ``queue_prefix`` and the other keyword arguments of
@@ -58,7 +59,8 @@ def get_driver(name: str, **options: Any) -> Driver:
         if not options.get("dsn"):
             raise DriverError("the postgres driver needs a database URL (dsn=...)")
         extra = {k: options[k] for k in ("lock_timeout", "statement_timeout", "pool_size",
-                                          "connect_timeout") if k in options}
+                                          "connect_timeout", "prepare_threshold", "pooler",
+                                          "listen_url") if k in options}
         return PostgresDriver(options["dsn"], schema=options.get("schema", DEFAULT_SCHEMA),
                               **extra)
     if canonical == "memory":

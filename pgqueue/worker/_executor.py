@@ -18,12 +18,19 @@ returns/raises ``Await(ids)``      blocked until those jobs finish, then run aga
                                    counted; their results in ``current_job().awaited``)
 raises anything else               retry after backoff, or ``failed_jobs`` on the last attempt
 =================================  =====================================================
+
+A job whose task this worker does not know (a rolling deploy: a newer producer enqueued a task
+that only the newer workers have) is not run and not failed while it is younger than
+``unknown_task_grace`` seconds (from its enqueue): it is put back, its attempt not counted, a
+warning logged, to be claimed again after :func:`unknown_task_delay` -- by a worker that knows
+it, once one runs. Past the grace it is archived, saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import inspect
 import logging
 import queue
@@ -39,6 +46,7 @@ from typing import Any
 
 from pgqueue import _tracing
 from pgqueue._codec import ERROR_TEXT_LIMIT, TRACEBACK_LIMIT, cap_text, result_json
+from pgqueue._defaults import DEFAULT_UNKNOWN_TASK_GRACE
 from pgqueue.drivers.base import Finish, Requeue
 from pgqueue.errors import CapabilityError
 from pgqueue.job import AttemptError, Await, Cancel, Fail, Job, Snooze
@@ -48,7 +56,15 @@ from pgqueue.worker.context import JobContext, reset_context, set_context
 
 log = logging.getLogger("pgqueue.worker")
 
-__all__ = ["Executor", "attempt_error"]
+__all__ = ["Executor", "attempt_error", "unknown_task_delay"]
+
+
+def unknown_task_delay(grace: float) -> float:
+    """How long a job of an unknown task waits before it is claimed again: a fiftieth of the
+    grace, between 0.05 and 30 s (300 s of grace: every 6 s), so that an old worker does not
+    spin on it, and a new worker, which wakes on the put-back's NOTIFY anyway, is not kept
+    waiting long."""
+    return min(30.0, max(0.05, grace / 50))
 
 
 def _describe(exc: BaseException) -> str:
@@ -170,10 +186,12 @@ class Executor:
 
     def __init__(self, registry: TaskRegistry, completer: Completer, *, worker_id: str,
                  concurrency: int, on_event: Callable[[str, Job], None] | None = None,
-                 max_delay_s: float | None = None) -> None:
+                 max_delay_s: float | None = None,
+                 unknown_task_grace: float = DEFAULT_UNKNOWN_TASK_GRACE) -> None:
         self.registry = registry
         #: the driver's longest delay (``Capabilities.max_delay_s``): a longer Snooze fails
         self.max_delay_s = max_delay_s
+        self.unknown_task_grace = unknown_task_grace
         self.completer = completer
         self.worker_id = worker_id
         self.pool = _DaemonThreadPool(concurrency, "pgqueue-job")
@@ -243,10 +261,7 @@ class Executor:
             return
         task = self.registry.tasks.get(job.task)
         if task is None:
-            known = ", ".join(sorted(self.registry.tasks)) or "none"
-            await self._fail(job, None, f"unknown task {job.task!r}: no handler is registered "
-                                        f"for it in this worker (registered: {known})",
-                             final=True)
+            await self._unknown(job)
             return
         self._emit("started", job)
         timeout = job.timeout_s if job.timeout_s is not None else task.timeout
@@ -324,6 +339,29 @@ class Executor:
             return result
         finally:
             reset_context(token)
+
+    async def _unknown(self, job: Job) -> None:
+        """A job of a task this worker does not know: put back within the grace (see the
+        module docstring), archived after it."""
+        known = ", ".join(sorted(self.registry.tasks)) or "none"
+        created = job.created_at or dt.datetime.now(dt.UTC)  # (always set by the drivers)
+        age = (dt.datetime.now(dt.UTC) - created).total_seconds()
+        fields = {"event": "unknown_task", "worker": self.worker_id, "job_id": job.id,
+                  "queue": job.queue, "task": job.task}
+        if age < self.unknown_task_grace:
+            delay = unknown_task_delay(self.unknown_task_grace)
+            log.warning("job %s: task %r is unknown to this worker (registered: %s); put back "
+                        "for %.1f s -- a worker that knows it may be on its way (rolling "
+                        "deploy); archived %.0f s after its enqueue if none runs it",
+                        job.id, job.task, known, delay, self.unknown_task_grace, extra=fields)
+            await self.completer.requeue(Requeue(job.id, delay, count_attempt=False,
+                                                    attempt=job.attempt))
+            self._emit("deferred", job)
+            return
+        await self._fail(job, None, f"unknown task {job.task!r}: no worker that knows it ran "
+                                    f"it within unknown_task_grace ({self.unknown_task_grace:g}"
+                                    f" s after its enqueue); this worker registers: {known}",
+                         final=True)
 
     async def _finish(self, job: Job, state: str, result: str | None) -> None:
         await self.completer.finish(Finish(job.id, state, result, attempt=job.attempt))

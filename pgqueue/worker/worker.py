@@ -37,7 +37,11 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
 
-from pgqueue._defaults import DEFAULT_CONCURRENCY, DEFAULT_POLL_INTERVAL
+from pgqueue._defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_UNKNOWN_TASK_GRACE,
+)
 from pgqueue._names import validate_name
 from pgqueue._service import Clock, PeriodicService, Service
 from pgqueue.drivers.base import Listener, Requeue
@@ -95,8 +99,12 @@ class Worker:
             at least 0.5).
         summary_interval: seconds between INFO summary lines (default 60).
         on_event: ``(event, job)`` callback for ``started``, ``succeeded``, ``retried``,
-            ``failed``, ``cancelled``, ``snoozed``, ``awaiting`` (runs on the event loop; keep it
-            quick).
+            ``failed``, ``cancelled``, ``snoozed``, ``awaiting``, ``deferred`` (a job of an
+            unknown task put back) (runs on the event loop; keep it quick).
+        unknown_task_grace: seconds after its enqueue during which a job of a task this worker
+            does not know is put back (attempt not counted, a warning logged) instead of
+            archived: during a rolling deploy, a newer worker that knows it runs it (default
+            300; 0 archives at once).
         clock: the services' clock (default: the system clock; tests inject a
             :class:`pgqueue._service.ManualClock`).
         duties: build the maintenance duties from a :class:`~.maintenance.DutyInputs`
@@ -133,6 +141,7 @@ class Worker:
                  completer_batch: int = 200, flush_interval: float = 0.005,
                  rescue_interval: float | None = None, summary_interval: float = 60.0,
                  on_event: Callable[[str, Job], None] | None = None,
+                 unknown_task_grace: float = DEFAULT_UNKNOWN_TASK_GRACE,
                  clock: Clock | None = None,
                  duties: Callable[[DutyInputs], list[PeriodicService]] = default_duties,
                  periodic: bool = True, leader_lease_s: float | None = None,
@@ -173,6 +182,11 @@ class Worker:
         self.shutdown_timeout = float(shutdown_timeout)
         self.burst = burst
         self.listen = listen
+        if (isinstance(unknown_task_grace, bool)
+                or not isinstance(unknown_task_grace, int | float) or unknown_task_grace < 0):
+            raise ValidationError("unknown_task_grace must be a number of seconds >= 0, not "
+                                  f"{unknown_task_grace!r}")
+        self.unknown_task_grace = float(unknown_task_grace)
         self.rescue_interval = rescue_interval or max(0.5, self.lease_s / 2)
         self.summary_interval = float(summary_interval)
         self.on_event = on_event
@@ -231,6 +245,7 @@ class Worker:
         completer = Completer(driver, worker_id=self.id, clock=self.clock,
                               **self._completer_opts)  # type: ignore[arg-type]
         executor = Executor(self.app, completer, worker_id=self.id,
+                            unknown_task_grace=self.unknown_task_grace,
                             concurrency=self.concurrency, on_event=self._event,
                             max_delay_s=driver.capabilities.max_delay_s)
         producer = Producer(driver, executor, completer, worker_id=self.id,

@@ -20,6 +20,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -33,7 +34,12 @@ from psycopg.adapt import Loader
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgqueue._defaults import DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT
+from pgqueue._defaults import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_SCHEMA,
+    DEFAULT_STATEMENT_TIMEOUT,
+    pooler_value,
+)
 from pgqueue._names import SCHEMA_HEAD
 from pgqueue.drivers.base import (
     DEP_CANCEL_REASON,
@@ -57,11 +63,13 @@ from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.listener import PgListener
 from pgqueue.drivers.postgres.sql import (
     SET_LOCAL_JIT_OFF,
+    SET_LOCAL_SETTINGS,
     Statements,
     dashboard_statements,
     statements,
 )
 from pgqueue.errors import (
+    ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
     DependencyError,
@@ -99,6 +107,10 @@ LIMITS_REFRESH_S = 1.0
 LIMITED_LOCK_TRIES = 3
 #: How soon an idle worker looks again at a limited queue whose ready jobs wait for a slot.
 LIMITED_RECHECK_S = 0.05
+#: The lease one vacuuming worker holds (a row in ``leases``: safe behind any pooler); it
+#: expires by itself if that worker dies mid-vacuum.
+VACUUM_LEASE = "vacuum"
+VACUUM_LEASE_TTL_S = 600.0
 
 # psycopg's pools log every failed background connection attempt as a WARNING. With no logging
 # configured, Python would print those to stderr (its "last resort" handler): eight lines over
@@ -344,6 +356,20 @@ class PostgresDriver:
         statement_timeout: seconds any statement on pgqueue's own connections may run (default
             ``None``: the role's or database's setting applies; ``0`` disables it). A statement
             it cancels is a :class:`~pgqueue.TransientDatabaseError` too.
+        pooler: what stands between pgqueue and PostgreSQL (default ``None``: nothing).
+            ``"transaction"``: a pooler that lends a server session per transaction (PgBouncer's
+            ``pool_mode = transaction``, most cloud poolers): no server-side prepared
+            statements (``prepare_threshold`` is ``None``), no session state at all (the
+            timeouts above apply to claims only, with ``SET LOCAL``: set them on the role for
+            the rest, ``ALTER ROLE ... SET lock_timeout = '5s'``), and no LISTEN through it --
+            wake-ups come from ``listen_url`` when given, else by polling. ``"session"``: a
+            pooler that keeps one server session per client (PgBouncer's ``session`` mode):
+            everything as without one. With ``None`` (or ``"transaction"``) a LISTEN
+            connection that turns out to go through a pooler is refused with a
+            :class:`~pgqueue.ConfigurationError` that says so, never a silent loss of wake-ups.
+        listen_url: where the worker's LISTEN connection goes (default: ``dsn``; with
+            ``pooler="transaction"``: nowhere, the worker polls). Point it at PostgreSQL itself
+            (or a session pooler) when ``dsn`` is a transaction pooler.
 
     The first use of a pool connects once directly: a server that refuses us fails the call at
     once with its own reason (:class:`~pgqueue.CannotConnectError` or
@@ -372,14 +398,26 @@ class PostgresDriver:
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 10,
                  prepare_threshold: int | None = 5, connect_timeout: float = 10.0,
                  lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
-                 statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT) -> None:
+                 statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+                 pooler: str | None = None, listen_url: str | None = None) -> None:
+        try:
+            self.pooler = pooler_value(pooler)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc), key="pooler") from None
         self.dsn = dsn
+        self.listen_url = listen_url
         self.schema = schema
         self.sql: Statements = statements(schema)
         self._pool_size = pool_size
-        self._prepare_threshold = prepare_threshold
+        transaction_pooler = self.pooler == "transaction"
+        # behind a transaction pooler a prepared statement would stay on a server session
+        # that the next transaction may not get; session settings would go to other clients
+        self._prepare_threshold = None if transaction_pooler else prepare_threshold
         self._connect_timeout = connect_timeout
-        self._session = connections.session_settings(lock_timeout, statement_timeout)
+        self._session = ({} if transaction_pooler
+                         else connections.session_settings(lock_timeout, statement_timeout))
+        local = _claim_settings()
+        self._claim_local = {"names": list(local), "values": list(local.values())}
         self._pool: ConnectionPool | None = None
         # async pools per event loop (a pool's connections belong to the loop that made them):
         # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
@@ -922,8 +960,11 @@ class PostgresDriver:
             async with c.cursor(row_factory=tuple_row) as cur, \
                     c.cursor(row_factory=tuple_row) as locked:
                 cur.adapters.register_loader("jsonb", _JsonText)
-                # one round trip: leaving the pipeline sends everything, COMMIT included
+                # one round trip: leaving the pipeline sends everything, COMMIT included;
+                # the settings are the transaction's own (SET LOCAL: nothing stays on a
+                # server session a pooler lends to another client)
                 async with c.pipeline(), c.transaction():
+                    await c.execute(SET_LOCAL_SETTINGS, self._claim_local)
                     await locked.execute(_rendered(lock, cur), lock_params)
                     await cur.execute(_rendered(claim, cur), params)
                 rows = await cur.fetchall()
@@ -946,6 +987,7 @@ class PostgresDriver:
         """Lock the limited queues' rows, then claim each within its limits, in one READ
         COMMITTED transaction (the claim pool's connections are set to it)."""
         def steps() -> Generator[_Step, Any, list[Job]]:
+            yield _Op(sql.Composed([SET_LOCAL_SETTINGS]), self._claim_local, _none)
             yield _Op(self.sql.lock_limited_queues, {"queues": queues}, _none)
             out: list[Job] = []
             for q in queues:
@@ -1117,17 +1159,14 @@ class PostgresDriver:
         if dead < max(min_dead, dead_ratio * live):
             return False
 
-        async def run(c: psycopg.AsyncConnection[Any]) -> bool:
-            if not (await (await c.execute(self.sql.try_vacuum_lock)).fetchone() or [False])[0]:
-                return False  # another worker is vacuuming
-            try:
-                await c.execute(self.sql.vacuum_jobs)
-            finally:
-                await c.execute(self.sql.vacuum_unlock)
-            return True
-
-        with _translate():
-            return await self._apooled(run)
+        holder = f"vacuum-{uuid.uuid4().hex}"
+        if not await self.acquire_lease(VACUUM_LEASE, holder=holder, ttl_s=VACUUM_LEASE_TTL_S):
+            return False  # another worker is vacuuming
+        try:
+            await self._arun(_Op(self.sql.vacuum_jobs, {}, _none))
+        finally:
+            await self.release_lease(VACUUM_LEASE, holder=holder)
+        return True
 
     async def ensure_partitions(self, days: int = 7) -> None:
         await self._arun(_Op(self.sql.ensure_partitions, {"days": days}, _none))
@@ -1214,9 +1253,16 @@ class PostgresDriver:
         return int(await self._arun(_Op(self.sql.drop_history_older, {"keep": older_than_s},
                                         _scalar)) or 0)
 
-    def listener(self, callback: WakeCallback) -> PgListener:
-        """The worker's LISTEN connection (a service), calling ``callback`` for each wake-up."""
-        return PgListener(self.dsn, self.sql, callback, connect_timeout=self._connect_timeout)
+    def listener(self, callback: WakeCallback) -> PgListener | None:
+        """The worker's LISTEN connection (a service), calling ``callback`` for each wake-up;
+        None behind a transaction pooler without ``listen_url`` (the worker polls)."""
+        url = self.listen_url
+        if url is None:
+            if self.pooler == "transaction":
+                return None  # the worker polls (see pooler)
+            url = self.dsn
+        return PgListener(url, self.sql, callback, connect_timeout=self._connect_timeout,
+                          check_pooler=self.pooler != "session")
 
     # ---- queue control -------------------------------------------------------------------
     def _paused_op(self, queue: str, paused: bool) -> _Op[None]:
@@ -1430,19 +1476,28 @@ class PostgresDriver:
         return await self._arun(_without_jit(_Op(query, params, list, json_as_text=True)))
 
 
-async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Claims commit without waiting for the WAL flush (``synchronous_commit = off``).
+def _claim_settings() -> dict[str, str]:
+    """What the limited claim's transaction sets for itself first (``SET LOCAL``: gone at its
+    commit, so nothing stays on a server session that a pooler then lends to another client;
+    pipelined with the rest, so no extra round trip). The unlimited claim, one autocommit
+    statement, sets ``synchronous_commit`` inside the statement (see ``claim_rows`` in
+    :mod:`~pgqueue.drivers.postgres.sql`).
 
-    Safe because a lost claim only un-claims: if the server crashes before the claim's commit
-    reaches disk, the job is ``waiting`` again after recovery and runs again -- which is what a
-    crash of the worker would have caused anyway (execution is at-least-once). Completions,
-    archives and enqueues stay fully durable.
+    - ``synchronous_commit = off``: a claim commits without waiting for the WAL flush. Safe
+      because a lost claim only un-claims: if the server crashes before the claim's commit
+      reaches disk, the job is ``waiting`` again after recovery and runs again -- which is what
+      a crash of the worker would have caused anyway (execution is at-least-once).
+      Completions, archives and enqueues stay fully durable.
+    - ``jit = off``: a claim is a few index probes; JIT compilation (triggered by the cost
+      estimates of the limited claim's CTEs) would cost far more than it saves.
     """
-    await conn.execute("SET synchronous_commit TO off")
-    # a claim is a few index probes: JIT compilation (triggered by the cost estimates of the
-    # limited claim's CTEs) would cost far more than it saves
-    await conn.execute("SET jit TO off")
-    # the limited claim's proof needs a fresh snapshot per statement (see claim_limited)
+    return {"synchronous_commit": "off", "jit": "off"}
+
+
+async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
+    """A new connection of the claim pool: READ COMMITTED, which psycopg states in each
+    ``BEGIN`` (not a session setting): the limited claim's proof needs a fresh snapshot per
+    statement (see ``claim_limited``)."""
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
 

@@ -7,6 +7,15 @@ without traffic it runs ``SELECT 1`` so that a dead or half-open connection is n
 connection error it reconnects with exponential backoff (tenacity), re-LISTENs and reports
 ``("reconnected", None)`` so the worker re-checks the database for anything it missed.
 NOTIFY is a hint: the worker's polling fallback covers lost notifications.
+
+LISTEN needs one server session for as long as it listens. Through a transaction pooler
+(PgBouncer's ``pool_mode = transaction``) the LISTEN lands on whichever server session the
+pooler lends for that statement, and the notifications go there, not here: wake-ups would be
+lost without a trace. So, unless told that the pooler keeps one server session per client
+(``pooler="session"``), each connection is checked: a pooler announces a made-up process id at
+startup, which ``pg_backend_pid()`` then contradicts. Found at start, that is a
+:class:`~pgqueue.ConfigurationError` (the worker does not start); found on a reconnect, one
+error line and the worker goes on by polling.
 """
 
 from __future__ import annotations
@@ -21,9 +30,11 @@ import psycopg
 from psycopg import sql
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
+from pgqueue._dsn import redact
 from pgqueue._service import Service
 from pgqueue.drivers.base import WakeCallback
-from pgqueue.drivers.postgres.sql import Statements
+from pgqueue.drivers.postgres.sql import BACKEND_PID, Statements
+from pgqueue.errors import ConfigurationError
 
 log = logging.getLogger("pgqueue.listener")
 
@@ -39,8 +50,10 @@ class PgListener(Service):
     cancel_on_stop = True
 
     def __init__(self, dsn: str, statements: Statements, callback: WakeCallback, *,
-                 connect_timeout: float = 10.0, health_interval: float = 5.0) -> None:
+                 connect_timeout: float = 10.0, health_interval: float = 5.0,
+                 check_pooler: bool = True) -> None:
         super().__init__(logger=log)
+        self._check_pooler = check_pooler
         self._dsn = dsn
         self._sql = statements
         self._callback = callback
@@ -49,6 +62,15 @@ class PgListener(Service):
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+
+    async def start(self) -> None:
+        """Connect and LISTEN, then start the task that pumps notifications. A connection
+        through a transaction pooler is a :class:`~pgqueue.ConfigurationError` here; a server
+        that does not answer yet is not (the task keeps trying, the worker polls meanwhile)."""
+        if self._task is None and self._conn is None:
+            with contextlib.suppress(psycopg.OperationalError, OSError):
+                await self._connect()
+        await super().start()
 
     async def stop(self) -> None:
         await super().stop()
@@ -68,15 +90,38 @@ class PgListener(Service):
     async def _connect(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
             self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)))
-        for chan in (self._sql.jobs_channel, self._sql.control_channel):
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(chan)))
+        try:
+            if self._check_pooler:
+                await self._refuse_pooler(conn)
+            for chan in (self._sql.jobs_channel, self._sql.control_channel):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(chan)))
+        except BaseException:
+            await conn.close()
+            raise
         self._conn = conn
         self.connected.set()
+
+    async def _refuse_pooler(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Raise if ``conn`` goes through a pooler (see the module docstring)."""
+        row = await (await conn.execute(BACKEND_PID)).fetchone()
+        announced = conn.info.backend_pid
+        if row is not None and row[0] != announced:
+            raise ConfigurationError(
+                f"the LISTEN connection ({redact(self._dsn)}) goes through a connection pooler "
+                f"(it announced process {announced}, the server runs it as {row[0]}); "
+                "behind a transaction pooler LISTEN loses every wake-up: set listen_url "
+                "(PGQUEUE_LISTEN_URL) to PostgreSQL itself, or pooler='transaction' "
+                "(PGQUEUE_POOLER) to poll instead, or pooler='session' if the pooler keeps "
+                "one server session per client", key="listen_url")
 
     async def run(self) -> None:
         first = True
         while True:
             try:
+                if self._conn is not None:  # connected by start()
+                    first = False
+                    await self._pump()
+                    continue
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type((psycopg.OperationalError, OSError)),
                     wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
@@ -91,6 +136,10 @@ class PgListener(Service):
                 await self._pump()
             except asyncio.CancelledError:
                 raise
+            except ConfigurationError as exc:  # now behind a pooler: stop listening
+                log.error("%s; going on without wake-ups (polling)", exc,
+                          extra={"event": "listener_behind_pooler"})
+                return
             except Exception as exc:  # the connection died: log, reconnect
                 log.warning("listener connection lost: %s; reconnecting", exc,
                             extra={"event": "listener_lost"})

@@ -18,13 +18,25 @@ from functools import cache
 
 from psycopg import sql
 
-__all__ = ["DASHBOARD_READS", "JOB_COLUMNS", "SET_LOCAL_JIT_OFF", "SET_SESSION_SETTING",
-           "DashboardStatements", "Statements", "channel_names", "dashboard_statements",
-           "statements"]
+__all__ = ["BACKEND_PID", "DASHBOARD_READS", "JOB_COLUMNS", "SET_LOCAL_JIT_OFF",
+           "SET_LOCAL_SETTINGS", "SET_SESSION_SETTING", "DashboardStatements", "Statements",
+           "channel_names", "dashboard_statements", "statements"]
 
 #: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
-#: once on each new connection of pgqueue's pools. Locks nothing.
+#: once on each new connection of pgqueue's pools -- never behind a transaction pooler, where
+#: the server session is shared with other clients (see ``SET_LOCAL_SETTINGS``). Locks nothing.
 SET_SESSION_SETTING = sql.SQL("SELECT set_config(%(name)s, %(value)s, false)")
+#: Set settings for the current transaction only (``SET LOCAL``): the value ends with the
+#: transaction, so nothing stays on a server session that a pooler hands to another client.
+#: The claims run it first in their transaction (``synchronous_commit``, ``jit``; and the
+#: timeouts behind a transaction pooler). Locks nothing.
+SET_LOCAL_SETTINGS = sql.SQL(
+    "SELECT set_config(n, v, true) FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(n, v)")
+
+#: The pid of the server process this connection reaches. Behind a pooler (PgBouncer and the
+#: like) it differs from the pid the connection announced at startup (``BackendKeyData``):
+#: the pooler makes up its own, for cancel requests. Locks nothing.
+BACKEND_PID = sql.SQL("SELECT pg_backend_pid()")
 
 #: Columns returned wherever a :class:`pgqueue.job.Job` is built from a row, in this order.
 JOB_COLUMNS = (
@@ -161,12 +173,18 @@ class Statements:
 
         # ---- worker: claim ----------------------------------------------------------------
         #: Both claims end here: the rows locked in the CTE ``c`` become ``running`` under this
-        #: worker with ``attempt + 1`` and a lease of ``lease`` seconds.
+        #: worker with ``attempt + 1`` and a lease of ``lease`` seconds. The claim commits
+        #: without waiting for the WAL flush: ``synchronous_commit`` is set for this statement's
+        #: own transaction (``set_config(..., true)``, evaluated once as an InitPlan, read at its
+        #: commit, gone after it: nothing stays on the session, which a pooler may lend to
+        #: another client, and no extra round trip). See ``_claim_settings`` in the driver for
+        #: why a lost claim is safe.
         claim_rows = """
             UPDATE {s}.jobs j
                SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
                    started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
               FROM c WHERE j.id = c.id
+               AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
             RETURNING {claimcols}"""
 
         #: Claim up to ``limit`` ready jobs of one queue, in (priority, run_at, id) order. The CTE
@@ -1063,11 +1081,10 @@ class Statements:
         self.jobs_dead_tuples = sql.SQL("""
             SELECT coalesce(n_dead_tup, 0), coalesce(n_live_tup, 0) FROM pg_stat_user_tables
              WHERE relid = to_regclass({table})""").format(table=sql.Literal(f"{schema}.jobs"))
-        #: One vacuuming worker at a time per schema (a session advisory lock, released after).
-        self.try_vacuum_lock = sql.SQL("SELECT pg_try_advisory_lock(hashtext({key}))").format(
-            key=sql.Literal(f"pgqueue.vacuum.{schema}"))
-        self.vacuum_unlock = sql.SQL("SELECT pg_advisory_unlock(hashtext({key}))").format(
-            key=sql.Literal(f"pgqueue.vacuum.{schema}"))
+        # One vacuuming worker at a time per schema: the ``vacuum`` lease (``acquire_lease``),
+        # not a session advisory lock -- VACUUM cannot run in a transaction, so a
+        # transaction-scoped lock cannot cover it, and behind a transaction pooler a session
+        # lock and its unlock may land on two different server sessions (the lock then stays).
         #: Claimed and finished jobs leave dead entries at the front of the claim index; until a
         #: vacuum removes them every claim steps over them, so a large backlog drains slower and
         #: slower. Autovacuum may be off, or too slow for a queue (its naptime is a minute).

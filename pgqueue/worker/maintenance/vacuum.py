@@ -11,7 +11,7 @@ __all__ = ["Vacuum"]
 
 class Vacuum(PeriodicService):
     """Every ``interval`` seconds, ask the driver to vacuum the jobs table if it holds many dead
-    rows (the driver lets one worker at a time do it, under an advisory lock)."""
+    rows (the driver lets one worker at a time do it, under the ``vacuum`` lease)."""
 
     name = "vacuum"
 
