@@ -22,7 +22,7 @@ from typing import IO
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue._embedded.processes import free_port
+from pgqueue._embedded.processes import death_signal_setup, free_port
 from tests.helpers import wait_for
 
 __all__ = ["PgBouncer", "pgbouncer_binary"]
@@ -96,7 +96,9 @@ log_disconnections = 0
         cmd.append(str(self.dir / "pgbouncer.ini"))
         # its output to a file, never a pipe nobody reads: a full pipe would block pgbouncer
         self._out = open(self.dir / "pgbouncer.out", "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT)
+        # dies with this process even if the fixture's teardown never runs
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     preexec_fn=death_signal_setup(os.getpid()))
         probe = make_conninfo(host="127.0.0.1", port=str(self.port), user=self.user,
                               dbname="postgres", connect_timeout="2")
         wait_for(lambda: self._answers(probe), 30, "pgbouncer to accept connections")
