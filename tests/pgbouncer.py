@@ -17,11 +17,12 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue._embedded.processes import free_port
+from pgqueue._embedded.processes import death_signal_setup, free_port
 from tests.helpers import wait_for
 
 __all__ = ["PgBouncer", "pgbouncer_binary"]
@@ -55,6 +56,7 @@ class PgBouncer:
         self.port = 0
         self.dir = Path(tempfile.mkdtemp(prefix="pgqueue-pgbouncer-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
 
     def url(self, dsn: str) -> str:
         """``dsn`` (a database of the test server) reached through this pgbouncer."""
@@ -82,6 +84,8 @@ server_round_robin = 1
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits,options
 logfile = {self.dir / "pgbouncer.log"}
+log_connections = 0
+log_disconnections = 0
 """)
         cmd = [self.binary]
         if os.geteuid() == 0:  # pgbouncer refuses root: run as nobody, which owns the dir
@@ -90,7 +94,11 @@ logfile = {self.dir / "pgbouncer.log"}
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
             cmd += ["-u", "nobody"]
         cmd.append(str(self.dir / "pgbouncer.ini"))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its output to a file, never a pipe nobody reads: a full pipe would block pgbouncer
+        self._out = open(self.dir / "pgbouncer.out", "wb")  # noqa: SIM115 (closed in stop)
+        # dies with this process even if the fixture's teardown never runs
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     preexec_fn=death_signal_setup(os.getpid()))
         probe = make_conninfo(host="127.0.0.1", port=str(self.port), user=self.user,
                               dbname="postgres", connect_timeout="2")
         wait_for(lambda: self._answers(probe), 30, "pgbouncer to accept connections")
@@ -98,10 +106,8 @@ logfile = {self.dir / "pgbouncer.log"}
 
     def _answers(self, probe: str) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            log = self.dir / "pgbouncer.log"
-            raise RuntimeError(f"pgbouncer exited ({self.proc.returncode}): {err} "
-                               f"{log.read_text() if log.exists() else ''}")
+            out = (self.dir / "pgbouncer.out").read_text(errors="replace")
+            raise RuntimeError(f"pgbouncer exited ({self.proc.returncode}): {out}")
         try:
             psycopg.connect(probe, prepare_threshold=None).close()
         except psycopg.OperationalError:
@@ -116,7 +122,8 @@ logfile = {self.dir / "pgbouncer.log"}
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
