@@ -51,7 +51,8 @@ async def test_fastapi_request_transaction_carries_row_and_job(
 
     example = _load("fastapi/main.py", "pgqueue_example_fastapi")
     dsn = make_database(migrated=True)
-    app = example.create_app(dsn, run_worker=True)
+    token = "example-dashboard-token-0123"
+    app = example.create_app(dsn, run_worker=True, dashboard_token=token)
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=transport, base_url="http://shop") as client:
@@ -68,6 +69,10 @@ async def test_fastapi_request_transaction_carries_row_and_job(
                                 what="the in-process worker")
         assert done.state == "succeeded"
         assert done.result == f"welcome mail for signup {body['id']}"
+        # pgqueue's dashboard, mounted at /jobs behind the token
+        assert (await client.get("/jobs/")).status_code == 401
+        page = await client.get("/jobs/", headers={"Authorization": f"Bearer {token}"})
+        assert page.status_code == 200 and "emails" in page.text, page.text[:300]
     assert _counts(dsn) == (1, 0)
 
 

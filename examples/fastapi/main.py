@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import pgqueue
+from pgqueue.dashboard import asgi_app
 
 #: the job queue; its URL comes from PGQUEUE_DATABASE_URL / DATABASE_URL, or create_app(url)
 queue = pgqueue.App()
@@ -51,9 +52,12 @@ class SignupIn(BaseModel):
     fail: bool = False
 
 
-def create_app(database_url: str | None = None, *, run_worker: bool | None = None) -> FastAPI:
+def create_app(database_url: str | None = None, *, run_worker: bool | None = None,
+               dashboard_token: str | None = None) -> FastAPI:
     """The ASGI app on ``database_url`` (default: ``DATABASE_URL``); ``run_worker`` (default:
-    ``RUN_WORKER``, else true) runs a pgqueue worker inside the web process."""
+    ``RUN_WORKER``, else true) runs a pgqueue worker inside the web process;
+    ``dashboard_token`` (default: ``PGQUEUE_DASHBOARD_TOKEN``) mounts pgqueue's dashboard at
+    ``/jobs``, behind that token (no token: no dashboard)."""
     url = database_url or os.environ["DATABASE_URL"]
     queue.use_database(url)
     if run_worker is None:
@@ -100,4 +104,7 @@ def create_app(database_url: str | None = None, *, run_worker: bool | None = Non
         row = (await s.execute(select(Signup).where(Signup.id == signup_id))).scalar_one()
         return {"id": row.id, "email": row.email}
 
+    token = dashboard_token or os.environ.get("PGQUEUE_DASHBOARD_TOKEN")
+    if token:  # your own login would go here instead: asgi_app(queue, auth=callable)
+        app.mount("/jobs", asgi_app(queue, auth=token))
     return app
