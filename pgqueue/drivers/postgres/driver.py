@@ -1456,7 +1456,7 @@ class PostgresDriver:
                        key_rate_period_s=r[18]) for r in rows])
 
     def stats(self) -> list[QueueStats]:
-        return self._run(self._stats_op())
+        return self._run(_without_jit(self._stats_op()))
 
     def live_worker_queues(self, *, max_age_s: float = 60.0) -> set[str]:
         """The queues that workers with a heartbeat in the last ``max_age_s`` seconds serve
@@ -1465,7 +1465,7 @@ class PostgresDriver:
                              lambda rows: {str(r[0]) for r in rows}))
 
     async def stats_async(self) -> list[QueueStats]:
-        return await self._arun(self._stats_op())
+        return await self._arun(_without_jit(self._stats_op()))
 
     async def inspect_async(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run the dashboard's read statement ``name`` (one of
