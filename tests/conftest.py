@@ -404,3 +404,13 @@ def _restore_pgqueue_logger() -> Iterator[None]:
     logger.setLevel(saved[0])
     logger.handlers[:] = saved[1]
     logger.propagate = saved[2]
+
+
+@pytest.fixture
+def results(clean: str, conn: psycopg.Connection[Any]) -> str:
+    """``clean``, with an empty ``test_results`` table (job_id, attempt, pid, note, at) that the
+    worker-process test apps write to."""
+    conn.execute("CREATE TABLE IF NOT EXISTS test_results (job_id bigint, attempt int, "
+                 "pid int, note text, at timestamptz DEFAULT clock_timestamp())")
+    conn.execute("TRUNCATE test_results")
+    return clean

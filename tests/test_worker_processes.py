@@ -23,14 +23,6 @@ pytestmark = pytest.mark.processes
 
 
 @pytest.fixture
-def results(clean: str, conn: psycopg.Connection[Any]) -> str:
-    conn.execute("CREATE TABLE IF NOT EXISTS test_results (job_id bigint, attempt int, "
-                 "pid int, note text, at timestamptz DEFAULT clock_timestamp())")
-    conn.execute("TRUNCATE test_results")
-    return clean
-
-
-@pytest.fixture
 def xapp(results: str) -> Iterator[pgqueue.App]:
     app = pgqueue.App(database_url=results)
     yield app

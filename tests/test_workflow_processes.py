@@ -27,14 +27,6 @@ pytestmark = pytest.mark.processes
 
 
 @pytest.fixture
-def results(clean: str, conn: psycopg.Connection[Any]) -> str:
-    conn.execute("CREATE TABLE IF NOT EXISTS test_results (job_id bigint, attempt int, "
-                 "pid int, note text, at timestamptz DEFAULT clock_timestamp())")
-    conn.execute("TRUNCATE test_results")
-    return clean
-
-
-@pytest.fixture
 def wapp(results: str) -> Iterator[pgqueue.App]:
     wf.app.use_database(results)
     yield wf.app
