@@ -76,7 +76,7 @@ def test_fan_out_of_10000_with_one_fan_in_runs_it_once_after_the_last_child(
     assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_durable_steps_under_sigkill_each_effect_once(
         wapp: pgqueue.App, results: str, conn: psycopg.Connection[Any]) -> None:
