@@ -1167,7 +1167,8 @@ class DashboardStatements:
                         SELECT 1 FROM {s}.jobs j
                          WHERE j.queue = pq.queue AND j.priority = pq.priority
                            AND j.state = 'waiting' AND j.concurrency_key IS NULL
-                           AND j.run_at {run_at}) x
+                           AND j.run_at {run_at}
+                         ORDER BY j.run_at LIMIT %(cap)s + 1) x
                      WHERE pq.queue = n.queue LIMIT %(cap)s + 1) c""", run_at=sql.SQL(run_at))
 
         keyed_queues = distinct_queues(
@@ -1246,10 +1247,11 @@ class DashboardStatements:
               CROSS JOIN LATERAL (
                   SELECT ({waiting}) AS waiting, ({scheduled}) AS scheduled,
                          (SELECT min(o.run_at) FROM pq CROSS JOIN LATERAL (
-                              SELECT min(j.run_at) AS run_at FROM {s}.jobs j
+                              SELECT j.run_at FROM {s}.jobs j
                                WHERE j.queue = pq.queue AND j.priority = pq.priority
                                  AND j.state = 'waiting' AND j.concurrency_key IS NULL
-                                 AND j.run_at <= now()) o
+                                 AND j.run_at <= now()
+                               ORDER BY j.run_at LIMIT 1) o
                            WHERE pq.queue = n.queue) AS oldest) w
               CROSS JOIN LATERAL (
                   SELECT count(*) FILTER (WHERE x.run_at <= now()) AS waiting,
