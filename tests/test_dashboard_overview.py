@@ -158,6 +158,7 @@ def test_a_count_over_the_cap_shows_a_plus(app: pgqueue.App,
     assert _total(page, "running") == "3+"
     assert _total(page, "failed_last_hour") == "3+"
     assert "Some counts here are capped" in page
+    assert 'title="at least 3: the overview stops counting at 3 rows' in page
     assert "Each count stops at 3" in page
     # the chart counts a minute up to a quarter of the cap (here 1)
     assert re.search(r'data-hour="finished">1\+<', page)
