@@ -1,7 +1,8 @@
 """The dashboard's overview reads bounded figures (``DashboardStatements.overview``): below the
 count cap every number equals the ``queue_stats`` view's, the oldest wait comes out right
 across priorities, concurrency keys and future jobs, and a count over the cap shows as
-``N+`` (a small ``count_cap`` here, so a few rows are enough)."""
+``N+`` (a small ``count_cap`` here, so a few rows are enough); the workers page bounds its
+running counts the same way."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ CELL = re.compile(r'data-col="(\w+)">(.*?)</td>', re.S)
 TAG = re.compile(r"<[^>]+>")
 
 
-def _overview(app: pgqueue.App, **options: Any) -> str:
+def _overview(app: pgqueue.App, path: str = "/", **options: Any) -> str:
     with TestClient(pgqueue.dashboard.asgi_app(app, auth=None, **options)) as c:
-        r = c.get("/")
+        r = c.get(path)
     assert r.status_code == 200, r.text[:500]
     return str(r.text)
 
@@ -182,6 +183,18 @@ def test_the_oldest_keyed_wait_past_the_probed_groups_is_a_lower_bound(
     assert cells["tenants"]["oldest_wait"] == "1 h 00 min+"
     conn.execute("DELETE FROM pgqueue.jobs WHERE concurrency_key = 'key-00000'")
     assert _cells(_overview(app))["tenants"]["oldest_wait"] == "5 h 00 min"
+
+
+def test_the_workers_running_counts_are_bounded_too(app: pgqueue.App,
+                                                   conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency) "
+                 "VALUES ('w1', 'h', 1, '{q}', 4), ('w2', 'h', 2, '{q}', 4)")
+    _run(conn, [app.enqueue("t", queue="q") for _ in range(3)])  # all on w1
+    for cap, w1, w2 in ((2, "2+/4", "0+/4"), (3, "3/4", "0/4")):
+        page = _overview(app, "/workers", count_cap=cap)
+        rows = dict(re.findall(r'data-worker="(w\d)".*?<td class="num">\d+</td>\s*<td>[^<]*</td>'
+                               r'\s*<td class="num">([^<]+)</td>', page, re.S))
+        assert rows == {"w1": w1, "w2": w2}, cap
 
 
 @pytest.mark.parametrize("cap", [0, -1, 2.5, True, "10"])

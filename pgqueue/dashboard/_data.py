@@ -84,7 +84,8 @@ _DETAIL = "where id queue task args state attempt max_attempts errors result wor
           "enqueued_at run_at started_at finished_at reason options"
 _LIMITS = "queue concurrency key_concurrency rate_limit rate_period_s slots_in_use rate_used " \
           "waiting_for_limit"
-_WORKERS = "id host pid queues concurrency started_at heartbeat_at age_s running running_ids"
+_WORKERS = "id host pid queues concurrency started_at heartbeat_at age_s running running_ids " \
+           "running_read"
 
 
 class Reader:
@@ -174,10 +175,13 @@ class Reader:
         return job
 
     async def workers(self, stale_after_s: float) -> list[dict[str, Any]]:
-        rows = _dicts(_WORKERS, await self._rows("workers"))
+        """The registered workers; ``running`` is a :class:`Figure` (bounded as the
+        overview's running counts are)."""
+        rows = _dicts(_WORKERS, await self._rows("workers", cap=self.count_cap))
         for w in rows:
             w["stale"] = w["age_s"] is not None and w["age_s"] > stale_after_s
             w["running_ids"] = w["running_ids"] or []
+            w["running"] = _bounded(w["running"], w.pop("running_read"), self.count_cap)
         return rows
 
     async def schedules(self) -> list[ScheduleInfo]:

@@ -1436,14 +1436,20 @@ class DashboardStatements:
               FROM {s}.failed_jobs WHERE id = %(id)s""")
 
         #: The registered workers with their heartbeat age and the jobs each is running (count
-        #: and the first 20 ids), the running jobs grouped once (``jobs_running_lease_idx``
-        #: covers them), not looked up per worker.
+        #: and the first 20 ids), the running jobs grouped once, not looked up per worker: the
+        #: first ``cap + 1`` of them (``jobs_running_lease_idx`` and their heap rows, where
+        #: ``worker_id`` is), as the overview reads them; the last column is how many were
+        #: read (above ``cap``, each worker's count is a lower bound).
         self.workers = q("""
-            WITH r AS (
+            WITH rr AS MATERIALIZED (
+                SELECT worker_id, id FROM {s}.jobs WHERE state = 'running'
+                 LIMIT %(cap)s + 1),
+            r AS (
                 SELECT worker_id, count(*) AS n, (array_agg(id ORDER BY id))[1:20] AS ids
-                  FROM {s}.jobs WHERE state = 'running' GROUP BY worker_id)
+                  FROM rr GROUP BY worker_id)
             SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at,
-                   extract(epoch FROM now() - w.heartbeat_at)::float8, r.n, r.ids
+                   extract(epoch FROM now() - w.heartbeat_at)::float8, coalesce(r.n, 0), r.ids,
+                   (SELECT count(*) FROM rr)
               FROM {s}.workers w LEFT JOIN r ON r.worker_id = w.id
              ORDER BY w.heartbeat_at DESC, w.id""")
 
