@@ -26,12 +26,12 @@ import uvicorn
 from starlette.applications import Starlette
 
 from pgqueue.app import App
-from pgqueue.dashboard._data import postgres_driver
+from pgqueue.dashboard._data import COUNT_CAP, postgres_driver
 from pgqueue.dashboard._security import AuthCallable
 from pgqueue.dashboard._web import Dashboard
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "AuthCallable", "asgi_app", "new_token",
-           "postgres_check", "serve"]
+__all__ = ["COUNT_CAP", "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "AuthCallable", "asgi_app",
+           "new_token", "postgres_check", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -40,7 +40,8 @@ TOKEN_ENV = "PGQUEUE_DASHBOARD_TOKEN"
 
 
 def asgi_app(app: App, *, auth: str | AuthCallable | None, read_only: bool = False,
-             refresh_s: float = 5.0, stale_after_s: float = 60.0) -> Starlette:
+             refresh_s: float = 5.0, stale_after_s: float = 60.0,
+             count_cap: int = COUNT_CAP) -> Starlette:
     """The dashboard of ``app`` as an ASGI application (mountable at any prefix).
 
     Args:
@@ -55,9 +56,14 @@ def asgi_app(app: App, *, auth: str | AuthCallable | None, read_only: bool = Fal
         read_only: hide every action and refuse action requests (403). Default False.
         refresh_s: seconds between the overview's live refreshes (default 5).
         stale_after_s: a worker whose last heartbeat is older is flagged stale (default 60).
+        count_cap: the overview counts each figure up to this many rows (default
+            :data:`COUNT_CAP`, 10,000) and shows a bigger one as "10,000+", so that it
+            renders in the same time at any table size; the chart counts up to a quarter of
+            it per minute. The exact figures are in the ``queue_stats`` view (``pgqueue
+            status``), which counts every row.
     """
     return Dashboard(app, auth=auth, read_only=read_only, refresh_s=refresh_s,
-                     stale_after_s=stale_after_s).asgi()
+                     stale_after_s=stale_after_s, count_cap=count_cap).asgi()
 
 
 def postgres_check(app: App) -> None:

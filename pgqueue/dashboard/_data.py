@@ -8,16 +8,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgqueue.app import App
-from pgqueue.backend import QueueStats, ScheduleInfo
-from pgqueue.dashboard._format import errors_of
+from pgqueue.backend import ScheduleInfo
+from pgqueue.dashboard._format import Figure, errors_of
 from pgqueue.dashboard._input import Cursor, Filters
 from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.errors import CapabilityError
 
-__all__ = ["PAGE_SIZE", "Page", "Reader", "postgres_driver"]
+__all__ = ["COUNT_CAP", "KEY_GROUPS", "MEAN_SAMPLE", "PAGE_SIZE", "Page", "QueueRow", "Reader",
+           "postgres_driver"]
 
 #: rows per listing page
 PAGE_SIZE = 50
+#: the overview counts up to this many rows per figure (a bigger one shows as "10,000+")
+COUNT_CAP = 10_000
+#: the most (concurrency key, priority) groups of a queue probed for its oldest keyed job
+KEY_GROUPS = 1_000
+#: the mean run time is that of each queue's newest jobs finished in the last hour, this many
+MEAN_SAMPLE = 1_000
 #: the most archived jobs one "retry all matching" re-drives (the page says when more remain)
 RETRY_BATCH = 10_000
 
@@ -29,6 +36,27 @@ def postgres_driver(app: App) -> PostgresDriver:
         raise CapabilityError(f"the dashboard needs the postgres driver (it reads pgqueue's "
                               f"tables), not {driver.name}")
     return driver
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One queue on the overview, with the ``queue_stats`` columns it shows; each count is a
+    :class:`Figure`, exact below the cap (and then equal to the view's)."""
+
+    queue: str
+    paused: bool
+    waiting: Figure
+    scheduled: Figure
+    running: Figure
+    failed: Figure
+    finished_last_hour: Figure
+    failed_last_hour: Figure
+    #: seconds the oldest ready job has waited (None: none is ready)
+    oldest_wait_s: float | None
+    #: the oldest wait is a lower bound (more keyed groups than :data:`KEY_GROUPS`)
+    oldest_more: bool
+    #: mean run time of the newest :data:`MEAN_SAMPLE` jobs finished in the last hour
+    mean_run_time_s: float | None
 
 
 @dataclass
@@ -56,31 +84,49 @@ _DETAIL = "where id queue task args state attempt max_attempts errors result wor
           "enqueued_at run_at started_at finished_at reason options"
 _LIMITS = "queue concurrency key_concurrency rate_limit rate_period_s slots_in_use rate_used " \
           "waiting_for_limit"
-_WORKERS = "id host pid queues concurrency started_at heartbeat_at age_s running running_ids"
+_WORKERS = "id host pid queues concurrency started_at heartbeat_at age_s running running_ids " \
+           "running_read"
 
 
 class Reader:
     """Reads for the pages, through one App and its PostgreSQL driver."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, count_cap: int = COUNT_CAP) -> None:
         self.app = app
         self.driver = postgres_driver(app)
+        self.count_cap = count_cap
+        #: the chart's bound per minute (a quarter of the count cap: 60 minutes are read)
+        self.minute_cap = max(1, count_cap // 4)
 
     async def _rows(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
         return await self.driver.inspect_async(name, params)
 
-    async def stats(self) -> list[QueueStats]:
-        """The overview's per-queue numbers (the ``queue_stats`` columns it shows)."""
-        return [QueueStats(r[0], bool(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
-                           int(r[6]), int(r[7]), r[8], r[9])
-                for r in await self._rows("overview")]
+    async def stats(self) -> list[QueueRow]:
+        """The overview's per-queue figures (``DashboardStatements.overview``)."""
+        cap = self.count_cap
+        rows = await self._rows("overview", cap=cap, groups=KEY_GROUPS, sample=MEAN_SAMPLE)
+        return [QueueRow(
+            queue=str(queue), paused=bool(paused),
+            waiting=Figure.capped(int(waiting), cap) + _bounded(k_waiting, k_read, cap),
+            scheduled=Figure.capped(int(scheduled), cap) + _bounded(k_scheduled, k_read, cap),
+            running=_bounded(running, running_read, cap),
+            failed=Figure.capped(int(failed), cap),
+            finished_last_hour=Figure.capped(int(finished), cap),
+            failed_last_hour=Figure.capped(int(failed_hour), cap),
+            oldest_wait_s=oldest, oldest_more=groups > KEY_GROUPS, mean_run_time_s=mean_run)
+            for (queue, paused, waiting, scheduled, k_waiting, k_scheduled, k_read, running,
+                 running_read, failed, failed_hour, finished, oldest, groups, mean_run)
+            in rows]
 
     async def limited(self) -> list[dict[str, Any]]:
         """The flow-control figures of the queues that have a limit."""
         return _dicts(_LIMITS, await self._rows("limited_stats"))
 
-    async def throughput(self) -> list[tuple[dt.datetime, int, int]]:
-        return [(r[0], int(r[1]), int(r[2])) for r in await self._rows("throughput")]
+    async def throughput(self) -> list[tuple[dt.datetime, Figure, Figure]]:
+        """Finished and failed jobs per minute over the last hour, oldest minute first."""
+        cap = self.minute_cap
+        return [(r[0], Figure.capped(int(r[1]), cap), Figure.capped(int(r[2]), cap))
+                for r in await self._rows("throughput", cap=cap)]
 
     async def estimates(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in await self._rows("estimates")}
@@ -129,14 +175,22 @@ class Reader:
         return job
 
     async def workers(self, stale_after_s: float) -> list[dict[str, Any]]:
-        rows = _dicts(_WORKERS, await self._rows("workers"))
+        """The registered workers; ``running`` is a :class:`Figure` (bounded as the
+        overview's running counts are)."""
+        rows = _dicts(_WORKERS, await self._rows("workers", cap=self.count_cap))
         for w in rows:
             w["stale"] = w["age_s"] is not None and w["age_s"] > stale_after_s
             w["running_ids"] = w["running_ids"] or []
+            w["running"] = _bounded(w["running"], w.pop("running_read"), self.count_cap)
         return rows
 
     async def schedules(self) -> list[ScheduleInfo]:
         return await self.app.periodic_schedules_async()
+
+
+def _bounded(n: int, read: int, cap: int) -> Figure:
+    """``n`` rows among ``read`` read with ``LIMIT cap + 1``: exact unless the read was cut."""
+    return Figure(min(int(n), cap), int(read) > cap)
 
 
 def _timeline(job: dict[str, Any]) -> list[tuple[str, dt.datetime, str]]:

@@ -5,9 +5,31 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FILTERS", "errors_of", "pretty_json", "scrub"]
+__all__ = ["FILTERS", "Figure", "errors_of", "pretty_json", "scrub"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A count the overview read with a bound: ``n`` exactly, or at least ``n`` when ``more``
+    (the read stopped at its cap; the page shows ``10,000+``). Figures add up (a total is
+    a lower bound when any part is)."""
+
+    n: int
+    more: bool = False
+
+    @classmethod
+    def capped(cls, read: int, cap: int) -> Figure:
+        """The figure of a count that read ``read`` rows with ``LIMIT cap + 1``."""
+        return cls(min(read, cap), read > cap)
+
+    def __add__(self, other: Figure) -> Figure:
+        return Figure(self.n + other.n, self.more or other.more)
+
+    def __bool__(self) -> bool:
+        return self.n > 0
 
 #: ``user:password@`` in URLs and ``password=...`` in libpq strings
 _SECRET = re.compile(r"(?i)(\w+://[^/\s:@]*:)[^@\s/]*@|(password\s*=\s*)('[^']*'|\S+)")
@@ -87,8 +109,11 @@ def duration(seconds: float | None) -> str:
     return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h"
 
 
-def number(value: int | float | None) -> str:
-    """``1,234``; an em dash for None."""
+def number(value: Figure | int | float | None) -> str:
+    """``1,234``; ``10,000+`` for a figure known only to be at least that; an em dash for
+    None."""
+    if isinstance(value, Figure):
+        return f"{value.n:,}+" if value.more else f"{value.n:,}"
     return "—" if value is None else f"{value:,}"
 
 

@@ -20,8 +20,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pgqueue.app import App
-from pgqueue.dashboard._data import PAGE_SIZE, RETRY_BATCH, Reader
-from pgqueue.dashboard._format import FILTERS, scrub
+from pgqueue.dashboard._data import COUNT_CAP, MEAN_SAMPLE, PAGE_SIZE, RETRY_BATCH, Reader
+from pgqueue.dashboard._format import FILTERS, Figure, scrub
 from pgqueue.dashboard._input import (
     Filters,
     parse_age_or_time,
@@ -74,11 +74,15 @@ class Dashboard:
     """One dashboard over one App (see :func:`pgqueue.dashboard.asgi_app`)."""
 
     def __init__(self, app: App, *, auth: str | AuthCallable | None, read_only: bool = False,
-                 refresh_s: float = 5.0, stale_after_s: float = 60.0) -> None:
+                 refresh_s: float = 5.0, stale_after_s: float = 60.0,
+                 count_cap: int = COUNT_CAP) -> None:
         if not refresh_s > 0 or not stale_after_s > 0:
             raise ValidationError("refresh_s and stale_after_s must be positive seconds")
+        if isinstance(count_cap, bool) or not isinstance(count_cap, int) or count_cap < 1:
+            raise ValidationError(f"count_cap must be a whole number of rows, at least 1 "
+                                  f"(default {COUNT_CAP:,}), not {count_cap!r}")
         self.app = app
-        self.reader = Reader(app)
+        self.reader = Reader(app, count_cap)
         self.guard = Guard(auth)
         self.read_only = read_only
         self.refresh_s = refresh_s
@@ -241,13 +245,16 @@ class Dashboard:
     async def _overview_context(self) -> dict[str, Any]:
         stats = await self.reader.stats()
         minutes = await self.reader.throughput()
-        peak = max([f + x for _, f, x in minutes] + [1])
-        totals = {k: sum(getattr(s, k) for s in stats) for k in (
+        peak = max([f + x for _, f, x in minutes], key=lambda v: v.n, default=Figure(0))
+        totals = {k: sum((getattr(s, k) for s in stats), Figure(0)) for k in (
             "waiting", "scheduled", "running", "failed", "finished_last_hour",
             "failed_last_hour")}
-        return {"stats": stats, "minutes": minutes, "peak": peak, "totals": totals,
-                "finished_hour": sum(f for _, f, _ in minutes),
-                "failed_hour": sum(x for _, _, x in minutes),
+        return {"stats": stats, "minutes": minutes, "peak": peak, "scale": max(peak.n, 1),
+                "totals": totals, "capped": any(v.more for v in totals.values()),
+                "count_cap": self.reader.count_cap, "minute_cap": self.reader.minute_cap,
+                "mean_sample": MEAN_SAMPLE,
+                "finished_hour": sum((f for _, f, _ in minutes), Figure(0)),
+                "failed_hour": sum((x for _, _, x in minutes), Figure(0)),
                 "now": dt.datetime.now(dt.UTC)}
 
     async def overview(self, request: Request) -> Response:

@@ -1131,50 +1131,177 @@ class DashboardStatements:
            AND (%(task)s::text IS NULL OR task = %(task)s)
            AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)"""
 
-        #: The columns of the ``queue_stats`` view that the overview shows, with the same
-        #: meaning, read in one pass over ``jobs`` (the view counts each state with a scan per
-        #: queue), over the archive, and over the last hour of ``job_history``. The waiting
-        #: jobs are counted from the claim indexes (index-only scans of their small entries,
-        #: not the heap with its args), the running ones through ``jobs_running_lease_idx``.
-        self.overview = q("""
-            WITH w AS (
-                SELECT queue, run_at FROM {s}.jobs
-                 WHERE state = 'waiting' AND concurrency_key IS NULL
+        def distinct_queues(cte: str, table: str, where: str) -> sql.Composed:
+            """The body of the recursive CTE ``cte``: the distinct ``queue`` values of the rows
+            of ``table`` matching ``where``, by a loose index scan (one probe of an index
+            leading with ``queue`` per value, however many rows each has)."""
+            return q("""
+                (SELECT queue FROM {s}.{t} WHERE {w} ORDER BY queue LIMIT 1)
                 UNION ALL
-                SELECT queue, run_at FROM {s}.jobs
-                 WHERE state = 'waiting' AND concurrency_key IS NOT NULL),
-            wq AS (
-                SELECT queue, count(*) FILTER (WHERE run_at <= now()) AS waiting,
-                       count(*) FILTER (WHERE run_at > now()) AS scheduled,
-                       extract(epoch FROM now() - min(run_at) FILTER (
-                           WHERE run_at <= now()))::float8 AS oldest
-                  FROM w GROUP BY queue),
-            rq AS (
-                SELECT queue, count(*) AS running FROM {s}.jobs
-                 WHERE state = 'running' GROUP BY queue),
-            j AS (
-                SELECT queue, coalesce(wq.waiting, 0) AS waiting,
-                       coalesce(wq.scheduled, 0) AS scheduled,
-                       coalesce(rq.running, 0) AS running, wq.oldest
-                  FROM wq FULL JOIN rq USING (queue)),
-            f AS (
-                SELECT queue, count(*) AS failed,
-                       count(*) FILTER (WHERE failed_at > now() - interval '1 hour') AS hour
-                  FROM {s}.failed_jobs GROUP BY queue),
-            h AS (
-                SELECT queue, count(*) AS finished,
-                       avg(extract(epoch FROM finished_at - started_at))::float8 AS mean_run
-                  FROM {s}.job_history WHERE finished_at > now() - interval '1 hour'
-                 GROUP BY queue),
+                SELECT nx.queue FROM {cte}, LATERAL (
+                    SELECT queue FROM {s}.{t} WHERE {w} AND queue > {cte}.queue
+                     ORDER BY queue LIMIT 1) nx""", t=sql.Identifier(table),
+                     cte=sql.Identifier(cte), w=sql.SQL(where))
+
+        def per_minute(queues: str, table: str, at: str) -> sql.Composed:
+            """The rows of ``table`` whose ``at`` falls in the minute ``m.minute``, counted
+            up to ``cap + 1``: a range of the ``(queue, at)`` index per queue of the CTE
+            ``queues``, stopped once ``cap + 1`` rows are found."""
+            return q("""
+                SELECT count(*) FROM (
+                    SELECT 1 FROM {qs} CROSS JOIN LATERAL (
+                        SELECT 1 FROM {s}.{t} x
+                         WHERE x.queue = {qs}.queue AND x.{at} >= m.minute
+                           AND x.{at} < m.minute + interval '1 minute'
+                         LIMIT %(cap)s + 1) x
+                     LIMIT %(cap)s + 1) c""", qs=sql.Identifier(queues),
+                     t=sql.Identifier(table), at=sql.Identifier(at))
+
+        def unkeyed(run_at: str) -> sql.Composed:
+            """The jobs of queue ``n.queue`` without a concurrency key whose ``run_at``
+            matches ``run_at``, counted up to ``cap + 1``: per priority of the CTE ``pq``,
+            a range of ``jobs_claim_idx``, stopped once ``cap + 1`` rows are found."""
+            return q("""
+                SELECT count(*) FROM (
+                    SELECT 1 FROM pq CROSS JOIN LATERAL (
+                        SELECT 1 FROM {s}.jobs j
+                         WHERE j.queue = pq.queue AND j.priority = pq.priority
+                           AND j.state = 'waiting' AND j.concurrency_key IS NULL
+                           AND j.run_at {run_at}
+                         ORDER BY j.run_at LIMIT %(cap)s + 1) x
+                     WHERE pq.queue = n.queue LIMIT %(cap)s + 1) c""", run_at=sql.SQL(run_at))
+
+        keyed_queues = distinct_queues(
+            "kq", "jobs", "state = 'waiting' AND concurrency_key IS NOT NULL")
+        failed_queues = distinct_queues("fq", "failed_jobs", "true")
+        history_queues = distinct_queues("hq", "job_history", "true")
+
+        #: The overview's per-queue figures, each bounded so that its cost does not grow with
+        #: the tables (``queue_stats`` counts every row; ``pgqueue status`` reads it). Every
+        #: count reads at most ``cap + 1`` index entries, so a count above ``cap`` is known
+        #: only to be above it (the dashboard shows "10,000+"); below it, it is exact and
+        #: equals the view's. Index probes only, except the running jobs and the mean run time:
+        #:
+        #: - the queues: loose index scans (one probe per distinct value) of the claim
+        #:   indexes, of ``failed_jobs`` and of ``job_history`` (all of it: a time bound would
+        #:   make a probe walk the old rows of the DEFAULT partition), with ``queues`` and the
+        #:   queues of the running jobs read; a queue known only from history is listed when
+        #:   it finished a job in the last hour (as in the view). Queues holding only
+        #:   ``blocked`` jobs are not found (they are in no claim index).
+        #: - jobs without a concurrency key: a loose scan of ``jobs_claim_idx`` yields each
+        #:   (queue, priority); per priority, ``run_at <= now()`` (waiting) and ``> now()``
+        #:   (scheduled) are index ranges, counted lazily up to ``cap + 1`` per queue, and the
+        #:   first entry of the waiting range is that priority's oldest.
+        #: - keyed jobs (``jobs_key_claim_idx``, ordered by key first): waiting and scheduled
+        #:   are counted among the queue's first ``cap + 1`` entries (exact below the cap,
+        #:   lower bounds above it); the oldest wait comes from a loose scan of the queue's
+        #:   first ``groups`` (key, priority) groups, whose first entries are their oldest (one
+        #:   more group probed says whether the oldest wait is only a lower bound).
+        #: - running: the first ``cap + 1`` running rows (``jobs_running_lease_idx`` and the
+        #:   heap, where ``queue`` is), grouped; ``running_read`` above ``cap`` means the
+        #:   per-queue figures are lower bounds.
+        #: - failed (all, last hour) and finished in the last hour: ranges of the ``(queue,
+        #:   failed_at)`` and ``(queue, finished_at)`` indexes, up to ``cap + 1``; the mean
+        #:   run time is that of the queue's newest ``sample`` jobs finished in the last hour
+        #:   (their heap rows: ``started_at`` is in no index).
+        #:
+        #: Columns: queue, paused, waiting and scheduled without a key (up to cap + 1), keyed
+        #: waiting, keyed scheduled, keyed entries read, running, running rows read (all
+        #: queues), failed, failed in the last hour, finished in the last hour, oldest wait
+        #: (seconds), key groups probed, mean run time (seconds).
+        self.overview = q("""
+            WITH RECURSIVE
+            pq(queue, priority) AS (
+                (SELECT queue, priority FROM {s}.jobs
+                  WHERE state = 'waiting' AND concurrency_key IS NULL
+                  ORDER BY queue, priority LIMIT 1)
+                UNION ALL
+                SELECT nx.queue, nx.priority FROM pq, LATERAL (
+                    SELECT queue, priority FROM {s}.jobs
+                     WHERE state = 'waiting' AND concurrency_key IS NULL
+                       AND (queue, priority) > (pq.queue, pq.priority)
+                     ORDER BY queue, priority LIMIT 1) nx),
+            kq(queue) AS ({keyed_queues}),
+            fq(queue) AS ({failed_queues}),
+            hq(queue) AS ({history_queues}),
+            r AS MATERIALIZED (
+                SELECT queue FROM {s}.jobs WHERE state = 'running' LIMIT %(cap)s + 1),
+            rq AS (SELECT queue, count(*) AS running FROM r GROUP BY queue),
             n AS (
-                SELECT queue FROM j UNION SELECT name FROM {s}.queues
-                UNION SELECT queue FROM f UNION SELECT queue FROM h)
-            SELECT n.queue, coalesce(q.paused, false), coalesce(j.waiting, 0),
-                   coalesce(j.scheduled, 0), coalesce(j.running, 0), coalesce(f.failed, 0),
-                   coalesce(h.finished, 0), coalesce(f.hour, 0), j.oldest, h.mean_run
-              FROM n LEFT JOIN j USING (queue) LEFT JOIN f USING (queue)
-              LEFT JOIN h USING (queue) LEFT JOIN {s}.queues q ON q.name = n.queue
-             ORDER BY n.queue""")
+                SELECT queue, bool_or(listed) AS listed FROM (
+                    SELECT queue, true AS listed FROM pq
+                    UNION ALL SELECT queue, true FROM kq
+                    UNION ALL SELECT queue, true FROM rq
+                    UNION ALL SELECT queue, true FROM fq
+                    UNION ALL SELECT name, true FROM {s}.queues
+                    UNION ALL SELECT queue, false FROM hq) a
+                 GROUP BY queue)
+            SELECT n.queue, coalesce(q.paused, false), w.waiting, w.scheduled,
+                   k.waiting, k.scheduled, k.read, coalesce(rq.running, 0),
+                   (SELECT count(*) FROM r), f.failed, f.hour, h.finished,
+                   extract(epoch FROM now() - least(w.oldest, ko.oldest))::float8,
+                   ko.groups, h.mean_run
+              FROM n
+              LEFT JOIN {s}.queues q ON q.name = n.queue
+              LEFT JOIN rq ON rq.queue = n.queue
+              CROSS JOIN LATERAL (
+                  SELECT ({waiting}) AS waiting, ({scheduled}) AS scheduled,
+                         (SELECT min(o.run_at) FROM pq CROSS JOIN LATERAL (
+                              SELECT j.run_at FROM {s}.jobs j
+                               WHERE j.queue = pq.queue AND j.priority = pq.priority
+                                 AND j.state = 'waiting' AND j.concurrency_key IS NULL
+                                 AND j.run_at <= now()
+                               ORDER BY j.run_at LIMIT 1) o
+                           WHERE pq.queue = n.queue) AS oldest) w
+              CROSS JOIN LATERAL (
+                  SELECT count(*) FILTER (WHERE x.run_at <= now()) AS waiting,
+                         count(*) FILTER (WHERE x.run_at > now()) AS scheduled,
+                         count(*) AS read
+                    FROM (SELECT j.run_at FROM {s}.jobs j
+                           WHERE j.queue = n.queue AND j.state = 'waiting'
+                             AND j.concurrency_key IS NOT NULL LIMIT %(cap)s + 1) x) k
+              CROSS JOIN LATERAL (
+                  WITH RECURSIVE g(ckey, priority, run_at, depth) AS (
+                      (SELECT concurrency_key, priority, run_at, 1 FROM {s}.jobs
+                        WHERE queue = n.queue AND state = 'waiting'
+                          AND concurrency_key IS NOT NULL
+                        ORDER BY concurrency_key, priority, run_at LIMIT 1)
+                      UNION ALL
+                      SELECT nx.*, g.depth + 1 FROM g, LATERAL (
+                          SELECT concurrency_key, priority, run_at FROM {s}.jobs
+                           WHERE queue = n.queue AND state = 'waiting'
+                             AND concurrency_key IS NOT NULL
+                             AND (concurrency_key, priority) > (g.ckey, g.priority)
+                           ORDER BY concurrency_key, priority, run_at LIMIT 1) nx)
+                  SELECT min(x.run_at) FILTER (
+                             WHERE x.run_at <= now() AND x.depth <= %(groups)s) AS oldest,
+                         count(*) AS groups
+                    FROM (SELECT run_at, depth FROM g LIMIT %(groups)s + 1) x) ko
+              CROSS JOIN LATERAL (
+                  SELECT (SELECT count(*) FROM (
+                             SELECT 1 FROM {s}.failed_jobs x WHERE x.queue = n.queue
+                              LIMIT %(cap)s + 1) c) AS failed,
+                         (SELECT count(*) FROM (
+                             SELECT 1 FROM {s}.failed_jobs x
+                              WHERE x.queue = n.queue AND x.failed_at > now() - interval '1 hour'
+                              LIMIT %(cap)s + 1) c) AS hour) f
+              CROSS JOIN LATERAL (
+                  SELECT (SELECT count(*) FROM (
+                             SELECT 1 FROM {s}.job_history x
+                              WHERE x.queue = n.queue
+                                AND x.finished_at > now() - interval '1 hour'
+                              LIMIT %(cap)s + 1) c) AS finished,
+                         (SELECT avg(extract(epoch FROM x.finished_at - x.started_at))::float8
+                            FROM (SELECT x.finished_at, x.started_at FROM {s}.job_history x
+                                   WHERE x.queue = n.queue
+                                     AND x.finished_at > now() - interval '1 hour'
+                                     AND x.started_at IS NOT NULL
+                                   ORDER BY x.finished_at DESC LIMIT %(sample)s) x) AS mean_run
+              ) h
+             WHERE n.listed OR h.finished > 0
+             ORDER BY n.queue""", keyed_queues=keyed_queues, failed_queues=failed_queues,
+                          history_queues=history_queues, waiting=unkeyed("<= now()"),
+                          scheduled=unkeyed("> now()"))
 
         #: The ``queue_stats`` rows of the queues that have a flow-control limit.
         self.limited_stats = q("""
@@ -1187,25 +1314,25 @@ class DashboardStatements:
              ORDER BY queue""")
 
         #: Finished (succeeded or cancelled) and failed jobs per minute over the last hour, one
-        #: row per minute (zeros included), oldest first. Reads the last hour of ``job_history``
-        #: (today's partitions only) and of ``failed_jobs``.
+        #: row per minute (zeros included), oldest first, each count bounded at ``cap + 1``
+        #: (above ``cap`` a minute is known only to be above it). Per minute and queue (the
+        #: queues by loose index scans, as in ``overview``) a range of the ``(queue,
+        #: finished_at)`` index of the history partitions the minute falls in, and of ``(queue,
+        #: failed_at)``: no row outside the last hour is read (where grouping the last hour by
+        #: minute scanned today's partitions whole).
         self.throughput = q("""
-            WITH m AS (
+            WITH RECURSIVE
+            hq(queue) AS ({history_queues}),
+            fq(queue) AS ({failed_queues}),
+            m(minute) AS (
                 SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes',
-                                       date_trunc('minute', now()), interval '1 minute') AS minute),
-            h AS (
-                SELECT date_trunc('minute', finished_at) AS minute, count(*) AS n
-                  FROM {s}.job_history
-                 WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
-                 GROUP BY 1),
-            f AS (
-                SELECT date_trunc('minute', failed_at) AS minute, count(*) AS n
-                  FROM {s}.failed_jobs
-                 WHERE failed_at >= date_trunc('minute', now()) - interval '59 minutes'
-                 GROUP BY 1)
-            SELECT m.minute, coalesce(h.n, 0), coalesce(f.n, 0)
-              FROM m LEFT JOIN h USING (minute) LEFT JOIN f USING (minute)
-             ORDER BY m.minute""")
+                                       date_trunc('minute', now()), interval '1 minute'))
+            SELECT m.minute,
+                   ({finished}), ({failed})
+              FROM m ORDER BY m.minute""", history_queues=history_queues,
+                            failed_queues=failed_queues,
+                            finished=per_minute("hq", "job_history", "finished_at"),
+                            failed=per_minute("fq", "failed_jobs", "failed_at"))
 
         #: The planner's row estimates of the three job tables (``pg_class.reltuples``; the
         #: partitions of ``job_history`` summed). Reads the catalog only.
@@ -1309,14 +1436,20 @@ class DashboardStatements:
               FROM {s}.failed_jobs WHERE id = %(id)s""")
 
         #: The registered workers with their heartbeat age and the jobs each is running (count
-        #: and the first 20 ids), the running jobs grouped once (``jobs_running_lease_idx``
-        #: covers them), not looked up per worker.
+        #: and the first 20 ids), the running jobs grouped once, not looked up per worker: the
+        #: first ``cap + 1`` of them (``jobs_running_lease_idx`` and their heap rows, where
+        #: ``worker_id`` is), as the overview reads them; the last column is how many were
+        #: read (above ``cap``, each worker's count is a lower bound).
         self.workers = q("""
-            WITH r AS (
+            WITH rr AS MATERIALIZED (
+                SELECT worker_id, id FROM {s}.jobs WHERE state = 'running'
+                 LIMIT %(cap)s + 1),
+            r AS (
                 SELECT worker_id, count(*) AS n, (array_agg(id ORDER BY id))[1:20] AS ids
-                  FROM {s}.jobs WHERE state = 'running' GROUP BY worker_id)
+                  FROM rr GROUP BY worker_id)
             SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at,
-                   extract(epoch FROM now() - w.heartbeat_at)::float8, r.n, r.ids
+                   extract(epoch FROM now() - w.heartbeat_at)::float8, coalesce(r.n, 0), r.ids,
+                   (SELECT count(*) FROM rr)
               FROM {s}.workers w LEFT JOIN r ON r.worker_id = w.id
              ORDER BY w.heartbeat_at DESC, w.id""")
 
