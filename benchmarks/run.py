@@ -135,7 +135,8 @@ class Bench:
         if self.args.metrics:
             cmd.append("--metrics")
         if self.args.tracing:
-            cmd.append("--tracing")
+            cmd += ["--tracing", "--span-processor", getattr(self.args, "span_processor",
+                                                             "simple")]
         cmd += extra or []
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -161,9 +162,10 @@ class Bench:
         return result
 
     # ---- drain -------------------------------------------------------------------------------
-    def drain(self, n: int, concurrency: int, tag: str) -> dict[str, Any]:
+    def drain(self, n: int, concurrency: int, tag: str,
+              traced: float | None = None) -> dict[str, Any]:
         self.db.reset()
-        self.db.prefill(n)
+        self.db.prefill(n, traced=traced)
         self.db.settle()
         out = self.workdir / f"drain-{tag}-{time.monotonic_ns()}.json"
         busy_before = self.quiet.before()
