@@ -280,3 +280,32 @@ def test_status_check_fails_on_an_old_wait_or_an_unserved_queue(
     conn.commit()
     code, out = run_cli(clean, "status", "--check", "--max-age", "7200")
     assert code == 1 and "no live worker serves it" in out
+
+
+def test_an_outcome_without_a_start_is_counted_without_a_run_time() -> None:
+    """A job that never ran (arguments that cannot be decoded: failed at once) is counted and
+    its end-to-end time observed; its run time is not (it had none)."""
+    import datetime as dt
+
+    from pgqueue.job import Job
+    from pgqueue.worker._metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    now = dt.datetime.now(dt.UTC)
+    ran = Job(id=1, queue="q", task="t", args={}, attempt=1, run_at=now, created_at=now)
+    never_ran = Job(id=2, queue="q", task="t", args={}, attempt=1, run_at=now, created_at=now)
+    metrics.on_event("started", ran)
+    metrics.on_event("retried", ran)
+    metrics.on_event("started", ran)
+    metrics.on_event("succeeded", ran)
+    metrics.on_event("failed", never_ran)
+    metrics.on_event("deferred", never_ran)  # not an outcome: ignored
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for family in metrics.registry.collect() for s in family.samples}
+    labels = (("queue", "q"), ("task", "t"))
+    for outcome in ("retried", "succeeded", "failed"):
+        assert got[("pgqueue_jobs_total", (("outcome", outcome), *labels))] == 1
+    assert got[("pgqueue_job_run_seconds_count", labels)] == 2        # two attempts ran
+    assert got[("pgqueue_job_pickup_latency_seconds_count", labels)] == 2
+    assert got[("pgqueue_job_end_to_end_seconds_count", labels)] == 2  # succeeded + failed
+    assert not metrics._starts
