@@ -309,3 +309,23 @@ def test_an_outcome_without_a_start_is_counted_without_a_run_time() -> None:
     assert got[("pgqueue_job_pickup_latency_seconds_count", labels)] == 2
     assert got[("pgqueue_job_end_to_end_seconds_count", labels)] == 2  # succeeded + failed
     assert not metrics._starts
+
+
+def test_the_endpoint_stops_at_once() -> None:
+    """Stopping the endpoint does not wait for a poll (``serve_forever`` polled every 0.5 s, so
+    each worker stop with metrics on took up to half a second more); it still serves until
+    then, and the port is free again after."""
+    import time
+
+    from pgqueue.worker._metrics import HttpEndpoint, WorkerMetrics
+
+    registry = WorkerMetrics().registry
+    t0 = time.monotonic()
+    for _ in range(5):  # right after start: serve_forever would sit in its 0.5 s select
+        endpoint = HttpEndpoint(registry, port=0)
+        endpoint.start()
+        assert get(f"http://127.0.0.1:{endpoint.port}/livez")[0] == 200
+        endpoint.stop()
+        endpoint.stop()  # idempotent
+        assert get(f"http://127.0.0.1:{endpoint.port}/livez")[0] == 0  # refused: closed
+    assert time.monotonic() - t0 < 1.5  # five polls would be 2.5 s

@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -311,6 +313,7 @@ class HttpEndpoint:
         self.ready = ready or (lambda: (True, {}))
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # stop() -> _serve()
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; returns once bound."""
@@ -357,16 +360,38 @@ class HttpEndpoint:
         server.daemon_threads = True
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True,
-                                        name=f"pgqueue-metrics-{self.port}")
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, args=(server, self._wake[0]),
+                                        daemon=True, name=f"pgqueue-metrics-{self.port}")
         self._thread.start()
 
+    @staticmethod
+    def _serve(server: ThreadingHTTPServer, wake: socket.socket) -> None:
+        """Serve until :meth:`stop` writes to ``wake``. (``serve_forever`` polls for its
+        shutdown every 0.5 s: each stop of a worker waited for that poll, up to half a
+        second added to every burst run with metrics on.)"""
+        with selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if any(key.fileobj is wake for key, _ in events):
+                    return
+                server.handle_request()  # a connection is waiting: accepted at once
+
     def stop(self) -> None:
-        """Stop serving and release the port (idempotent)."""
+        """Stop serving and release the port at once (idempotent)."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
+            wake, self._wake = self._wake, None
+            if wake is not None:
+                wake[1].send(b"\0")
+            if self._thread is not None:
+                self._thread.join()
             server.server_close()
+            if wake is not None:
+                wake[0].close()
+                wake[1].close()
 
     def wait(self) -> None:
         """Block until interrupted (the standalone exporter, after :meth:`start`), then stop."""
