@@ -112,9 +112,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _noop_tracing(processor: str) -> Any:
-    """A real SDK tracer provider whose spans go to an exporter that drops them, behind a
-    ``BatchSpanProcessor`` (``batch``) or a ``SimpleSpanProcessor`` (``simple``)."""
+def _noop_tracing(processor: str, exported: list[int]) -> Any:
+    """A real SDK tracer provider whose spans go to an exporter that drops them (counting
+    them in ``exported[0]``: a batch processor whose queue overflows drops spans unexported),
+    behind a ``BatchSpanProcessor`` (``batch``) or a ``SimpleSpanProcessor`` (``simple``)."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -126,6 +127,7 @@ def _noop_tracing(processor: str) -> Any:
 
     class Drop(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
+            exported[0] += len(spans)
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             worker.stop()
 
     app = make_app(a.dsn, record if a.mode == "pickup" else None, sync_handler=a.sync_handler)
-    provider = _noop_tracing(a.span_processor) if a.tracing else None
+    exported = [0]
+    provider = _noop_tracing(a.span_processor, exported) if a.tracing else None
     observe: dict[str, Any] = {"metrics_port": _free_port()} if a.metrics else {}
     worker = app.worker(queues=[QUEUE], concurrency=a.concurrency, burst=a.mode == "drain",
                         **observe)
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_user_s": ru1.ru_utime - ru0.ru_utime,
         "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
         "gc_collections": [g["collections"] for g in gc.get_stats()],
+        "spans_exported": exported[0] if provider is not None else None,
         "processed": worker.processed,
         "counts": worker.counts,
         "starts": {str(k): v for k, v in starts.items()} if a.mode == "pickup" else None,

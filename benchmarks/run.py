@@ -211,6 +211,7 @@ class Bench:
                                      if d["jobs_upd"] else None),
             "checkpoints": d["checkpoints"],
             "counts": r.get("counts"),
+            "spans_exported": r.get("spans_exported"),
         }
         if n >= 100_000:
             res["jobs_per_s_by_tenth"] = self.db.deciles(r["t0"])
