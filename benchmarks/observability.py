@@ -295,6 +295,13 @@ def render(res: dict[str, Any]) -> str:
             f"{d[m + '_jobs_per_s_median']:>16,}{d[m + '_cpu_us_per_job_median']:>12.1f}"
             for m in modes))
         for m in modes:
+            spans = [got[m]["spans_exported"] for got in d["rounds"]
+                     if got[m].get("spans_exported") is not None]
+            if spans:
+                lines.append(f"{m}: spans exported per drain {min(spans):,}-{max(spans):,} of "
+                             f"{res['jobs']:,} jobs (a batch processor whose queue overflows "
+                             "drops spans)")
+        for m in modes:
             if f"{m}_cpu_cost_pct_median" in d:
                 lines.append(f"{m} vs off: throughput -{d[m + '_throughput_cost_pct_median']}% "
                              f"(by round {d[m + '_throughput_cost_pct_by_round']}), worker CPU "
