@@ -31,11 +31,13 @@ Per run: jobs/s (``Worker.run()`` start to exit, burst mode) and the worker's CP
 counts). The cost of a mode is quoted per round against that round's ``off`` run, then as the
 median over rounds. Wall-clock throughput on a busy 2-core box is noisy; CPU per job is steadier.
 
-Then the SDK's own floor, in this process (``--floor-spans`` spans, no database): what one
-consumer span costs the SDK alone (``start_span`` with the seven attributes, a parent context,
-one attribute at the end, ``end()``), next to what pgqueue's tracing calls cost for the same
-span (:func:`pgqueue._tracing.start_consume` ... ``end_consume``), so the difference is
-pgqueue's part.
+Then, in this process and without a database (steadier than the drains on a shared box), the
+SDK's own floor (``--floor-spans`` spans): what one consumer span costs the SDK alone
+(``start_span`` with the seven attributes and a parent context, one attribute at the end,
+``end()``), next to what pgqueue's tracing calls cost for the same span
+(:func:`pgqueue._tracing.start_consume` ... ``end_consume``), so the difference is pgqueue's
+part; and what the worker's metrics cost per job (``WorkerMetrics.on_event``, ``started`` and
+``succeeded``).
 
 Server: ``--dsn``, else ``PGQUEUE_DATABASE_URL`` / ``DATABASE_URL``, else 127.0.0.1:5432, else
 the embedded server; a throwaway database is created, migrated and dropped.
@@ -169,6 +171,29 @@ def _cpu_us_per(n: int, fn: Any, flush: Any) -> float:
     return (time.process_time() - t0) / n * 1e6
 
 
+def metrics_per_job(n: int) -> float:
+    """CPU us per job of the worker's metrics (:meth:`WorkerMetrics.on_event` for ``started``
+    and ``succeeded``, 100 jobs in flight as at concurrency 100), best of 5 passes."""
+    from pgqueue.job import Job
+    from pgqueue.worker._metrics import WorkerMetrics
+
+    now = dt.datetime.now(dt.UTC)
+    jobs = [Job(id=i, queue="bench", task="bench.noop", args={}, attempt=1, run_at=now,
+                created_at=now) for i in range(100)]
+    metrics = WorkerMetrics()
+    on_event = metrics.on_event
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(max(1, n // 100)):
+            for job in jobs:
+                on_event("started", job)
+            for job in jobs:
+                on_event("succeeded", job)
+        best = min(best, (time.process_time() - t0) / (max(1, n // 100) * 100) * 1e6)
+    return round(best, 2)
+
+
 def sdk_floor(n: int, processor: str) -> dict[str, float]:
     """CPU us per consumer span: the SDK's floor vs everything pgqueue does (see the module
     docstring)."""
@@ -180,11 +205,15 @@ def sdk_floor(n: int, processor: str) -> dict[str, float]:
 
     now = dt.datetime.now(dt.UTC)
 
-    def job(flags: str) -> Job:
-        return Job(id=1, queue="bench", task="bench.noop", args={}, attempt=1, run_at=now,
-                   created_at=now, meta={"otel": {"traceparent": TRACEPARENT[:-2] + flags}})
+    def jobs(flags: str) -> list[Job]:
+        """256 jobs, each with a context of its own (as each job of a drain has): pgqueue's
+        decode never finds the one it decoded last."""
+        return [Job(id=i, queue="bench", task="bench.noop", args={}, attempt=1, run_at=now,
+                    created_at=now, meta={"otel": {
+                        "traceparent": f"00-{i:032x}-{i:016x}-{flags}"}})
+                for i in range(1, 257)]
 
-    sampled, unsampled = job("01"), job("00")
+    sampled, unsampled = jobs("01"), jobs("00")
     carrier = {"traceparent": TRACEPARENT}
     provider = _provider(processor)
     trace.set_tracer_provider(provider)
@@ -211,8 +240,8 @@ def sdk_floor(n: int, processor: str) -> dict[str, float]:
         for _ in range(k):
             propagate.extract(carrier)
 
-    def through_pgqueue(k: int, job: Job = sampled) -> None:
-        for _ in range(k):
+    def through_pgqueue(k: int, batch: list[Job] = sampled) -> None:
+        for job in batch[:k]:  # k <= 256 (the chunks of _cpu_us_per)
             running = _tracing.start_consume(job)
             assert running is not None
             _tracing.set_outcome(running, "succeeded")
@@ -271,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_spans:
         log(f"SDK floor: {args.floor_spans:,} consumer spans per pass ...")
         result["sdk_floor_us_per_span"] = sdk_floor(args.floor_spans, args.span_processor)
+        result["metrics_us_per_job"] = metrics_per_job(args.floor_spans * 5)
+        log(f"  metrics: {result['metrics_us_per_job']} us of CPU per job")
     result["loadavg_at_end"] = loadavg()
     print(render(result))
     print(json.dumps(result, separators=(",", ":"), default=str))
@@ -316,6 +347,9 @@ def render(res: dict[str, Any]) -> str:
                   f"(start_consume, set_outcome, end_consume) {f['pgqueue_span_us']}, of which "
                   f"pgqueue's own {f['pgqueue_span_us'] - f['sdk_span_us']:.2f}; an unsampled "
                   f"job through pgqueue {f['pgqueue_unsampled_span_us']}"]
+    if res.get("metrics_us_per_job") is not None:
+        lines.append(f"CPU us per job of the worker's metrics (started + succeeded, no "
+                     f"database): {res['metrics_us_per_job']}")
     return "\n".join([*lines, ""])
 
 
