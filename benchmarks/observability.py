@@ -21,6 +21,8 @@ mode alike:
   under load). ``--span-processor simple`` measures that one instead. Every job of these rounds
   carries a W3C trace context of its own in ``meta`` (a sampled one), as jobs enqueued inside a
   traced request do, so the worker decodes it and parents every consumer span to it;
+- ``<mode>@other``, with ``--other-tree DIR``: the same mode run by the pgqueue in DIR (another
+  commit), in the same rounds, so a change's effect is a ratio of one run;
 - ``sampled`` (not in the default ``--modes``): the same provider, but only one job in ten
   carries a sampled context, the others one a root sampler (``ParentBased(TraceIdRatioBased
   (0.1))`` in the enqueuing service) decided not to sample; the worker's default sampler
@@ -76,9 +78,12 @@ SAMPLED = 0.1
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def drain_round(b: Bench, mode: str, n: int, concurrency: int,
-                processor: str) -> dict[str, Any]:
-    """One drain of ``n`` jobs in ``mode``; the figures of :meth:`Bench.drain` and the load."""
+def drain_round(b: Bench, mode: str, n: int, concurrency: int, processor: str,
+                other_tree: Path | None = None) -> dict[str, Any]:
+    """One drain of ``n`` jobs in ``mode`` (``<mode>@other``: by the pgqueue of
+    ``other_tree``); the figures of :meth:`Bench.drain` and the load."""
+    mode, _, where = mode.partition("@")
+    b.args.worker_tree = other_tree if where else None
     b.args.metrics = mode == "metrics"
     b.args.tracing = mode in ("tracing", "sampled")
     b.args.span_processor = processor
@@ -98,11 +103,13 @@ def drains(args: argparse.Namespace, dsn: str, workdir: Path) -> dict[str, Any]:
     try:
         log("warm-up drain (not counted) ...")
         b.drain(min(args.jobs, 2_000), args.concurrency, "warmup")
+        runs = args.modes + [f"{m}@other" for m in args.modes] if args.other_tree else args.modes
         for k in range(args.rounds):
-            order = args.modes[k % len(args.modes):] + args.modes[:k % len(args.modes)]
+            order = runs[k % len(runs):] + runs[:k % len(runs)]
             got: dict[str, Any] = {}
             for mode in order:
-                r = drain_round(b, mode, args.jobs, args.concurrency, args.span_processor)
+                r = drain_round(b, mode, args.jobs, args.concurrency, args.span_processor,
+                                args.other_tree)
                 got[mode] = r
                 log(f"  round {k + 1} {mode:<8} {r['jobs_per_s']:8,.0f} jobs/s  worker "
                     f"{r['worker_cpu_us_per_job']:6.1f} us/job CPU  load {r['loadavg']}")
@@ -110,7 +117,7 @@ def drains(args: argparse.Namespace, dsn: str, workdir: Path) -> dict[str, Any]:
     finally:
         children.kill_all()
         db.close()
-    return summarise(rounds, args.modes)
+    return summarise(rounds, runs)
 
 
 def summarise(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
@@ -125,15 +132,22 @@ def summarise(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
             got[m]["jobs_per_s"] for got in rounds))
         out[f"{m}_cpu_us_per_job_median"] = round(statistics.median(
             got[m]["worker_cpu_us_per_job"] for got in rounds), 1)
-        if m == "off" or "off" not in modes:
+        off = "off@other" if m.endswith("@other") else "off"
+        if m == off or off not in modes:
             continue
-        slower = [100 * (1 - got[m]["jobs_per_s"] / got["off"]["jobs_per_s"]) for got in rounds]
-        more = [100 * (got[m]["worker_cpu_us_per_job"] / got["off"]["worker_cpu_us_per_job"]
+        slower = [100 * (1 - got[m]["jobs_per_s"] / got[off]["jobs_per_s"]) for got in rounds]
+        more = [100 * (got[m]["worker_cpu_us_per_job"] / got[off]["worker_cpu_us_per_job"]
                        - 1) for got in rounds]
         out[f"{m}_throughput_cost_pct_by_round"] = [round(x, 1) for x in slower]
         out[f"{m}_throughput_cost_pct_median"] = round(statistics.median(slower), 1)
         out[f"{m}_cpu_cost_pct_by_round"] = [round(x, 1) for x in more]
         out[f"{m}_cpu_cost_pct_median"] = round(statistics.median(more), 1)
+    for m in modes:
+        if f"{m}@other" in modes:  # this checkout vs the other tree, per round
+            vs = [100 * (got[m]["worker_cpu_us_per_job"]
+                         / got[f"{m}@other"]["worker_cpu_us_per_job"] - 1) for got in rounds]
+            out[f"{m}_cpu_vs_other_pct_by_round"] = [round(x, 1) for x in vs]
+            out[f"{m}_cpu_vs_other_pct_median"] = round(statistics.median(vs), 1)
     return out
 
 
@@ -275,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the tracing mode's span processor (default batch, see above)")
     p.add_argument("--floor-spans", type=int, default=20_000,
                    help="spans per pass of the SDK floor measurement (0: skip it)")
+    p.add_argument("--other-tree", type=Path, default=None, metavar="DIR",
+                   help="also run every mode with the pgqueue of DIR (a checkout of another "
+                   "commit, e.g. `git archive <commit> | tar -x -C DIR`, with this checkout's "
+                   "benchmarks/ copied in), interleaved: before/after in one run")
     p.add_argument("--no-drain", action="store_true", help="only the SDK floor")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="wait up to S s before each drain for the box to be < 25%% busy")
@@ -316,15 +334,17 @@ def render(res: dict[str, Any]) -> str:
     d = res.get("drain")
     if d:
         modes = list(d["rounds"][0])
-        lines += ["", f"{'round':<7}" + "".join(f"{m + ' jobs/s':>16}{'us CPU/job':>12}"
-                                               for m in modes) + "   load average (1, 5, 15)"]
+        lines += ["", f"{'round':<7}" + "".join(f"{m + ' jobs/s':>{max(16, len(m) + 9)}}"
+                                               f"{'us CPU/job':>12}" for m in modes)
+                  + "   load average (1, 5, 15)"]
         for k, got in enumerate(d["rounds"]):
             lines.append(f"{k + 1:<7}" + "".join(
-                f"{got[m]['jobs_per_s']:>16,}{got[m]['worker_cpu_us_per_job']:>12.1f}"
-                for m in modes) + f"   {got[modes[-1]]['loadavg']}")
+                f"{got[m]['jobs_per_s']:>{max(16, len(m) + 9)},}"
+                f"{got[m]['worker_cpu_us_per_job']:>12.1f}" for m in modes)
+                + f"   {got[modes[-1]]['loadavg']}")
         lines.append(f"{'median':<7}" + "".join(
-            f"{d[m + '_jobs_per_s_median']:>16,}{d[m + '_cpu_us_per_job_median']:>12.1f}"
-            for m in modes))
+            f"{d[m + '_jobs_per_s_median']:>{max(16, len(m) + 9)},}"
+            f"{d[m + '_cpu_us_per_job_median']:>12.1f}" for m in modes))
         for m in modes:
             spans = [got[m]["spans_exported"] for got in d["rounds"]
                      if got[m].get("spans_exported") is not None]
@@ -334,10 +354,17 @@ def render(res: dict[str, Any]) -> str:
                              "drops spans)")
         for m in modes:
             if f"{m}_cpu_cost_pct_median" in d:
-                lines.append(f"{m} vs off: throughput -{d[m + '_throughput_cost_pct_median']}% "
+                base = "off@other" if m.endswith("@other") else "off"
+                lines.append(f"{m} vs {base}: throughput -{d[m + '_throughput_cost_pct_median']}% "
                              f"(by round {d[m + '_throughput_cost_pct_by_round']}), worker CPU "
                              f"per job +{d[m + '_cpu_cost_pct_median']}% (by round "
                              f"{d[m + '_cpu_cost_pct_by_round']})")
+    if d:
+        for m in modes:
+            if f"{m}_cpu_vs_other_pct_median" in d:
+                lines.append(f"{m}, this checkout vs the other tree: worker CPU per job "
+                             f"{d[m + '_cpu_vs_other_pct_median']:+}% (by round "
+                             f"{d[m + '_cpu_vs_other_pct_by_round']})")
     f = res.get("sdk_floor_us_per_span")
     if f:
         lines += ["", f"CPU us per consumer span ({res['span_processor']} processor, no database):"

@@ -139,10 +139,11 @@ class Bench:
                                                              "simple")]
         cmd += extra or []
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        tree = getattr(self.args, "worker_tree", None) or REPO  # the pgqueue the worker runs
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
         logf = out.with_suffix(".log")
         with open(logf, "w") as lf:
-            proc = self.children.popen(cmd, cwd=REPO, env=env, stdout=lf, stderr=lf)
+            proc = self.children.popen(cmd, cwd=tree, env=env, stdout=lf, stderr=lf)
         return proc, logf
 
     def wait_worker(self, proc: Any, logf: Path, out: Path, timeout: float) -> dict[str, Any]:
