@@ -1,8 +1,8 @@
 """What metrics and tracing cost a worker: drain at concurrency 100 with each off and on.
 
     python -m benchmarks.observability [--dsn URL] [--jobs 20000] [--rounds 5]
-        [--concurrency 100] [--modes off,metrics,tracing] [--span-processor batch|simple]
-        [--floor-spans 20000]
+        [--concurrency 100] [--modes off,metrics,tracing[,sampled]]
+        [--span-processor batch|simple] [--floor-spans 20000] [--other-tree DIR]
 
 The acceptance point of issue 13: "drain at concurrency 100 with metrics and tracing on versus
 off; the cost must stay under 5% with metrics on (tracing with a no-op exporter under 15%)".
@@ -31,7 +31,8 @@ mode alike:
 Per run: jobs/s (``Worker.run()`` start to exit, burst mode) and the worker's CPU time per job
 (``getrusage``: user + system, every thread of the process, so a span processor's export thread
 counts). The cost of a mode is quoted per round against that round's ``off`` run, then as the
-median over rounds. Wall-clock throughput on a busy 2-core box is noisy; CPU per job is steadier.
+median over rounds. On a busy 2-core box both swing by tens of percent from round to round
+(CPU per job less than throughput): run many rounds and read the per-round figures too.
 
 Then, in this process and without a database (steadier than the drains on a shared box), the
 SDK's own floor (``--floor-spans`` spans): what one consumer span costs the SDK alone
