@@ -198,16 +198,24 @@ class Db:
             with contextlib.suppress(psycopg.Error):
                 self.conn.execute("CHECKPOINT")
 
-    def prefill(self, n: int, chunk: int = 250_000) -> None:
+    def prefill(self, n: int, chunk: int = 250_000, traced: float | None = None) -> None:
         """``n`` waiting no-op jobs, inserted server-side (the drain figures must not depend on
-        the enqueue path), then ANALYZE so that every run plans from the same statistics."""
+        the enqueue path), then ANALYZE so that every run plans from the same statistics.
+
+        ``traced``: each job carries the W3C trace context a traced enqueue stores in ``meta``
+        (its own trace and parent span id), ``traced`` of them sampled (1.0: all; 0.1: one in
+        ten, as a root sampler at that ratio would have decided); None: ``meta`` is ``{}``."""
+        meta = (sql.SQL("'{}'::jsonb") if traced is None else sql.SQL(
+            "jsonb_build_object('otel', jsonb_build_object('traceparent', '00-' || md5(g::text) "
+            "|| '-' || lpad(to_hex(g), 16, '0') || CASE WHEN g %% 1000 < {} THEN '-01' "
+            "ELSE '-00' END))").format(sql.Literal(round(traced * 1000))))
         done = 0
         while done < n:
             k = min(chunk, n - done)
             self.conn.execute(sql.SQL(
-                "INSERT INTO {} (queue, task, args) SELECT %s, %s, jsonb_build_object('i', g) "
-                "FROM generate_series(%s::bigint, %s::bigint) g"
-            ).format(self.t("jobs")), (QUEUE, TASK, done + 1, done + k))
+                "INSERT INTO {} (queue, task, args, meta) SELECT %s, %s, "
+                "jsonb_build_object('i', g), {} FROM generate_series(%s::bigint, %s::bigint) g"
+            ).format(self.t("jobs"), meta), (QUEUE, TASK, done + 1, done + k))
             done += k
         self.conn.execute(sql.SQL("ANALYZE {}").format(self.t("jobs")))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -111,11 +112,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _noop_tracing() -> None:
-    """A real SDK tracer provider whose spans go to an exporter that drops them."""
+def _noop_tracing(processor: str, exported: list[int]) -> Any:
+    """A real SDK tracer provider whose spans go to an exporter that drops them (counting
+    them in ``exported[0]``: a batch processor whose queue overflows drops spans unexported),
+    behind a ``BatchSpanProcessor`` (``batch``) or a ``SimpleSpanProcessor`` (``simple``)."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
         SimpleSpanProcessor,
         SpanExporter,
         SpanExportResult,
@@ -123,11 +127,14 @@ def _noop_tracing() -> None:
 
     class Drop(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
+            exported[0] += len(spans)
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    provider.add_span_processor(BatchSpanProcessor(Drop()) if processor == "batch"
+                                else SimpleSpanProcessor(Drop()))
     trace.set_tracer_provider(provider)
+    return provider
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve /metrics on a free port (the worker's metrics service on)")
     p.add_argument("--tracing", action="store_true",
                    help="OpenTelemetry SDK with a no-op exporter: a span per attempt")
+    p.add_argument("--span-processor", choices=("simple", "batch"), default="simple",
+                   help="--tracing: the SDK's span processor (default simple)")
     a = p.parse_args(argv)
     _die_with_parent(a.parent_pid)
 
@@ -157,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             worker.stop()
 
     app = make_app(a.dsn, record if a.mode == "pickup" else None, sync_handler=a.sync_handler)
-    if a.tracing:
-        _noop_tracing()
+    exported = [0]
+    provider = _noop_tracing(a.span_processor, exported) if a.tracing else None
     observe: dict[str, Any] = {"metrics_port": _free_port()} if a.metrics else {}
     worker = app.worker(queues=[QUEUE], concurrency=a.concurrency, burst=a.mode == "drain",
                         **observe)
@@ -184,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         profiler.enable()
     try:
         asyncio.run(run())
+        if provider is not None:  # the batch processor's queued spans are part of the cost
+            provider.shutdown()
     finally:
         if profiler is not None:
             profiler.disable()
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "vmrss_kb_at_t0": rss_at_t0,
         "cpu_user_s": ru1.ru_utime - ru0.ru_utime,
         "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
+        "gc_collections": [g["collections"] for g in gc.get_stats()],
+        "spans_exported": exported[0] if provider is not None else None,
         "processed": worker.processed,
         "counts": worker.counts,
         "starts": {str(k): v for k, v in starts.items()} if a.mode == "pickup" else None,

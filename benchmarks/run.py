@@ -196,13 +196,15 @@ class Bench:
         if self.args.metrics:
             cmd.append("--metrics")
         if self.args.tracing:
-            cmd.append("--tracing")
+            cmd += ["--tracing", "--span-processor", getattr(self.args, "span_processor",
+                                                             "simple")]
         cmd += extra or []
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        tree = getattr(self.args, "worker_tree", None) or REPO  # the pgqueue the worker runs
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
         logf = out.with_suffix(".log")
         with open(logf, "w") as lf:
-            proc = self.children.popen(cmd, cwd=REPO, env=env, stdout=lf, stderr=lf)
+            proc = self.children.popen(cmd, cwd=tree, env=env, stdout=lf, stderr=lf)
         return proc, logf
 
     def wait_worker(self, proc: Any, logf: Path, out: Path, timeout: float) -> dict[str, Any]:
@@ -222,9 +224,10 @@ class Bench:
         return result
 
     # ---- drain -------------------------------------------------------------------------------
-    def drain(self, n: int, concurrency: int, tag: str) -> dict[str, Any]:
+    def drain(self, n: int, concurrency: int, tag: str,
+              traced: float | None = None) -> dict[str, Any]:
         self.db.reset()
-        self.db.prefill(n)
+        self.db.prefill(n, traced=traced)
         self.db.settle()
         out = self.workdir / f"drain-{tag}-{time.monotonic_ns()}.json"
         busy_before = self.quiet.before()
@@ -270,6 +273,7 @@ class Bench:
                                      if d["jobs_upd"] else None),
             "checkpoints": d["checkpoints"],
             "counts": r.get("counts"),
+            "spans_exported": r.get("spans_exported"),
         }
         if n >= 100_000:
             res["jobs_per_s_by_tenth"] = self.db.deciles(r["t0"])

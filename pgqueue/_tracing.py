@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -49,18 +50,29 @@ _api: Any = _UNSET
 _idle_providers: tuple[type, ...] = ()  # the API's providers that make no spans
 _tracer: tuple[Any, Any] = (None, None)  # (provider, its pgqueue tracer)
 _no_provider_from_env = True  # OTEL_PYTHON_TRACER_PROVIDER unset when the API was loaded
+#: what start_consume needs, bound once the API is loaded (see _load)
+_remote_parent: Any = None
+_attach: Any = None
+_in_context: Any = None
+_CONSUMER: Any = None
+#: a version-00 W3C ``traceparent``: trace id, parent span id, flags (lowercase hex)
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def _load() -> Any:
-    global _api, _idle_providers, _no_provider_from_env
+    global _api, _idle_providers, _no_provider_from_env, _remote_parent, _attach, _in_context
+    global _CONSUMER
     if _api is _UNSET:
         try:
             from opentelemetry import context, propagate, trace
             from opentelemetry.trace import (
+                NonRecordingSpan,
                 NoOpTracerProvider,
                 ProxyTracerProvider,
+                SpanContext,
                 SpanKind,
                 StatusCode,
+                TraceFlags,
             )
         except ImportError:
             _api = None
@@ -68,6 +80,37 @@ def _load() -> Any:
             _idle_providers = (ProxyTracerProvider, NoOpTracerProvider)
             _no_provider_from_env = "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
             _api = (trace, propagate, SpanKind, StatusCode, context)
+            _attach, _in_context, _CONSUMER = context.attach, trace.set_span_in_context, \
+                SpanKind.CONSUMER
+            empty = context.Context()
+            extract = propagate.extract
+            fullmatch = _TRACEPARENT.fullmatch
+            last: list[tuple[str, Any]] = [("", None)]  # the last traceparent decoded, its context
+
+            def remote_parent(stored: Any) -> Any:
+                """The context of the span that enqueued the job (see :func:`start_consume`)."""
+                if type(stored) is not dict:
+                    return None
+                header = stored.get("traceparent")
+                if type(header) is not str:
+                    # another propagator's keys, or no string (the propagator would raise)
+                    return extract(stored) if header is None else None
+                cached = last[0]  # one read: a (header, context) pair, whatever other threads do
+                if header == cached[0] and len(stored) == 1:
+                    return cached[1]  # the jobs of one batch, a job's next attempt
+                found = fullmatch(header) if len(stored) == 1 else None
+                if found is None:  # tracestate, baggage, another version: the propagator
+                    return extract(stored)
+                trace_id, span_id, flags = found.groups()
+                if trace_id == "0" * 32 or span_id == "0" * 16:
+                    return None  # invalid: a root span, as the propagator decides too
+                parent = _in_context(NonRecordingSpan(SpanContext(
+                    int(trace_id, 16), int(span_id, 16), is_remote=True,
+                    trace_flags=TraceFlags(int(flags, 16)))), empty)
+                last[0] = (header, parent)  # contexts are immutable: safe to share
+                return parent
+
+            _remote_parent = remote_parent
     return _api
 
 
@@ -157,21 +200,27 @@ class Running:
 def start_consume(job: Any) -> Running | None:
     """Start the CONSUMER span of one attempt of ``job`` (a :class:`pgqueue.Job`), current from
     now on, whose parent is the trace context stored at enqueue (a root span if there is none);
-    None when tracing is off. End it with :func:`end_consume`."""
+    None when tracing is off. End it with :func:`end_consume`.
+
+    The stored context is what :func:`publish` injected with the global propagator. The usual
+    one, a lone version-00 ``traceparent``, is decoded here, by the W3C rules the SDK's
+    ``TraceContextTextMapPropagator`` applies (one match, two ints: about a third of the
+    propagator's cost), and the last one decoded is kept (the jobs of one ``enqueue_many``
+    share their context, and a retry has its job's); any other carrier (``tracestate``,
+    baggage, another propagator's keys) goes through ``opentelemetry.propagate.extract``."""
     tracer = active()
     if tracer is None:
         return None
-    trace, propagate, kind, _, context = _api
-    stored = job.meta.get(META_KEY) if job.meta else None
-    parent = propagate.extract(stored) if isinstance(stored, dict) else None
-    span = tracer.start_span(f"process {job.queue}", context=parent, kind=kind.CONSUMER,
-                             attributes={
-        "messaging.system": "pgqueue", "messaging.destination.name": job.queue,
+    meta = job.meta
+    parent = _remote_parent(meta.get(META_KEY)) if meta else None
+    queue = job.queue
+    span = tracer.start_span(f"process {queue}", context=parent, kind=_CONSUMER, attributes={
+        "messaging.system": "pgqueue", "messaging.destination.name": queue,
         "messaging.operation.type": "process", "messaging.operation.name": "process",
         "messaging.message.id": str(job.id), "pgqueue.task": job.task,
         "pgqueue.attempt": job.attempt}, record_exception=False,
         set_status_on_exception=False)
-    return Running(span, context.attach(trace.set_span_in_context(span, parent)))
+    return Running(span, _attach(_in_context(span, parent)))
 
 
 def end_consume(running: Running | None) -> None:

@@ -280,3 +280,52 @@ def test_status_check_fails_on_an_old_wait_or_an_unserved_queue(
     conn.commit()
     code, out = run_cli(clean, "status", "--check", "--max-age", "7200")
     assert code == 1 and "no live worker serves it" in out
+
+
+def test_an_outcome_without_a_start_is_counted_without_a_run_time() -> None:
+    """A job that never ran (arguments that cannot be decoded: failed at once) is counted and
+    its end-to-end time observed; its run time is not (it had none)."""
+    import datetime as dt
+
+    from pgqueue.job import Job
+    from pgqueue.worker._metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    now = dt.datetime.now(dt.UTC)
+    ran = Job(id=1, queue="q", task="t", args={}, attempt=1, run_at=now, created_at=now)
+    never_ran = Job(id=2, queue="q", task="t", args={}, attempt=1, run_at=now, created_at=now)
+    metrics.on_event("started", ran)
+    metrics.on_event("retried", ran)
+    metrics.on_event("started", ran)
+    metrics.on_event("succeeded", ran)
+    metrics.on_event("failed", never_ran)
+    metrics.on_event("deferred", never_ran)  # not an outcome: ignored
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for family in metrics.registry.collect() for s in family.samples}
+    labels = (("queue", "q"), ("task", "t"))
+    for outcome in ("retried", "succeeded", "failed"):
+        assert got[("pgqueue_jobs_total", (("outcome", outcome), *labels))] == 1
+    assert got[("pgqueue_job_run_seconds_count", labels)] == 2        # two attempts ran
+    assert got[("pgqueue_job_pickup_latency_seconds_count", labels)] == 2
+    assert got[("pgqueue_job_end_to_end_seconds_count", labels)] == 2  # succeeded + failed
+    assert not metrics._starts
+
+
+def test_the_endpoint_stops_at_once() -> None:
+    """Stopping the endpoint does not wait for a poll (``serve_forever`` polled every 0.5 s, so
+    each worker stop with metrics on took up to half a second more); it still serves until
+    then, and the port is free again after."""
+    import time
+
+    from pgqueue.worker._metrics import HttpEndpoint, WorkerMetrics
+
+    registry = WorkerMetrics().registry
+    t0 = time.monotonic()
+    for _ in range(5):  # right after start: serve_forever would sit in its 0.5 s select
+        endpoint = HttpEndpoint(registry, port=0)
+        endpoint.start()
+        assert get(f"http://127.0.0.1:{endpoint.port}/livez")[0] == 200
+        endpoint.stop()
+        endpoint.stop()  # idempotent
+        assert get(f"http://127.0.0.1:{endpoint.port}/livez")[0] == 0  # refused: closed
+    assert time.monotonic() - t0 < 1.5  # five polls would be 2.5 s

@@ -102,3 +102,42 @@ def test_json_log_lines_carry_the_current_trace_id() -> None:
     with tracer.start_as_current_span("job") as span:
         line = json.loads(JsonFormatter().format(record))
     assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+
+
+@pytest.mark.parametrize("carrier", [
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},  # unsampled
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+     "tracestate": "vendor=abc,other=1"},                                        # the SDK's path
+    {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},  # invalid ids
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"},
+    {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},  # not lowercase
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x"},
+    {"traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-later"},
+    {"traceparent": "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+     "baggage": "user=1"},
+    {"traceparent": 42}, {"traceparent": ""}, {"b3": "another-propagator"}, {},
+    ["not", "a", "carrier"],
+])
+def test_the_stored_context_decodes_as_the_propagator_decodes_it(carrier: Any) -> None:
+    """start_consume decodes a lone W3C traceparent itself (cheaper than the propagator, and
+    the last one kept): whatever is stored, the parent it finds, the first time and the next,
+    is the one ``propagate.extract`` finds."""
+    from opentelemetry import propagate, trace
+
+    assert _tracing.enabled()
+    ours = _tracing._remote_parent(carrier)
+    try:
+        theirs = propagate.extract(carrier) if isinstance(carrier, dict) else None
+    except TypeError:  # the propagator raises on a traceparent that is not a string
+        theirs = None
+    expected = trace.get_current_span(theirs).get_span_context() if theirs is not None else None
+    again = _tracing._remote_parent(carrier)  # the same carrier again (a batch's next job)
+    for found in (ours, again):
+        got = trace.get_current_span(found).get_span_context() if found is not None else None
+        if expected is None or not expected.is_valid:
+            assert got is None or not got.is_valid
+        else:
+            assert got == expected and got.is_remote and got.trace_state == expected.trace_state
