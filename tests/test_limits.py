@@ -20,6 +20,7 @@ import pytest
 
 import pgqueue
 from pgqueue import CapabilityError, ValidationError
+from pgqueue.drivers.postgres.driver import LIMITED_JITTER_S, LIMITED_RECHECK_S
 from tests.helpers import run_async, run_cli_main, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,10 +271,10 @@ def test_rate_limit_holds_in_every_window(lapp: pgqueue.App, spans: str,
     # the limit was reached, not just respected: the starts need more than jobs/rate - 1 s
     assert starts[-1] - starts[0] >= jobs // rate - 1
     if jobs >= 5 * rate:  # starts per second from the first start to a period after the last
-        # (issue 12 asks for 90%; this busy 2-core box measured 70-80%: every idle worker
-        # polls the binding limit every 50 ms, and those claims compete for the CPU with the
-        # ones that start jobs. The floor here catches a limit that throttles far too much.)
-        assert jobs / (starts[-1] - starts[0] + 1.0) >= 0.6 * rate
+        per_s = jobs / (starts[-1] - starts[0] + 1.0)
+        print(f"rate limit {rate}/s over {workers} workers: {per_s:.1f} starts/s, "
+              f"{per_s / rate:.1%} of the limit")
+        assert per_s >= 0.9 * rate
     # limited jobs waited: no attempt was spent on them
     assert scalar(conn, "SELECT max(attempt) FROM pgqueue.job_history") == 1
 
@@ -468,6 +469,43 @@ def test_per_key_rate_limit_counts_each_keys_starts(lapp: pgqueue.App,
     assert (s.key_rate_limit, s.key_rate_period_s, s.key_concurrency) == (2, 3600.0, None)
     lapp.set_queue_limits("lim")  # no rate limit left: the logged starts go
     assert scalar(conn, "SELECT count(*) FROM pgqueue.queue_starts") == 0
+
+
+def test_a_worker_waits_until_the_rate_window_frees_a_start(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """An idle worker of a queue whose rate binds sleeps until its window next frees a start,
+    as the database counts it: the ``rate_limit``-th newest start of the window leaves it then.
+    Measured on the wait the driver returns (a window of minutes: the statement's own time is
+    far below what the bounds allow)."""
+    lapp.set_queue_limits("lim", rate_limit=2, rate_period=100)
+    lapp.enqueue_many("span", [{} for _ in range(5)], queue="lim")
+    d = lapp.driver
+
+    def wait() -> float:
+        nxt = run_async(lapp, d.next_run_at(["lim"]))
+        assert nxt is not None
+        return (nxt - dt.datetime.now(dt.UTC)).total_seconds()
+
+    assert len(run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))) == 2
+    assert 99.0 < wait() <= 100.0 + LIMITED_JITTER_S  # both starts leave in 100 s
+    # starts 90, 40 and 10 seconds old: the window holds 3, the limit is 2; one start is free
+    # again when the second newest (40 s old) leaves, in 60 s
+    conn.execute("DELETE FROM pgqueue.queue_starts")
+    conn.execute("INSERT INTO pgqueue.queue_starts (queue, started_at) SELECT 'lim', "
+                 "now() - make_interval(secs => s) FROM unnest(array[90, 40, 10]) s")
+    assert 59.0 < wait() <= 60.0 + LIMITED_JITTER_S
+    # the rate does not bind: ready jobs are held by something else (here a concurrency
+    # limit), and the worker looks again shortly
+    conn.execute("DELETE FROM pgqueue.queue_starts")
+    lapp.set_queue_limits("lim", concurrency=2)
+    run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))
+    assert 0.0 < wait() <= LIMITED_RECHECK_S + LIMITED_JITTER_S
+    # nothing ready: the earliest scheduled job decides, as for a queue without limits
+    conn.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour' "
+                 "WHERE state = 'waiting'")
+    assert 3590.0 < wait() <= 3600.0
+    conn.execute("DELETE FROM pgqueue.jobs WHERE state = 'waiting'")
+    assert run_async(lapp, d.next_run_at(["lim"])) is None
 
 
 @pytest.mark.parametrize("kwargs", [{"key_rate_limit": 0}, {"key_rate_limit": 1.5},

@@ -107,6 +107,9 @@ LIMITS_REFRESH_S = 1.0
 LIMITED_LOCK_TRIES = 3
 #: How soon an idle worker looks again at a limited queue whose ready jobs wait for a slot.
 LIMITED_RECHECK_S = 0.05
+#: The most a worker adds to the wait for a limited queue's rate window, at random: the workers
+#: waiting on one window then come one after the other, not all at the same instant.
+LIMITED_JITTER_S = 0.005
 #: The lease one vacuuming worker holds (a row in ``leases``: safe behind any pooler); it
 #: expires by itself if that worker dies mid-vacuum.
 VACUUM_LEASE = "vacuum"
@@ -1097,14 +1100,23 @@ class PostgresDriver:
         return await self._arun(_Plan(steps, atomic=True))
 
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
-        value: dt.datetime | None = await self._arun(
-            _Op(self.sql.next_run_at, {"queues": list(queues)}, _scalar))
-        if value is not None and self._limited_cache.get(tuple(queues), (0, {}))[1]:
-            # due jobs of a limited queue wait for a slot (freed by another worker's
-            # completion, or by the rate window moving on): look again shortly, not at once
-            soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LIMITED_RECHECK_S)
-            value = max(value, soon)
-        return value
+        """When a claim of ``queues`` may next take a job. With limited queues among them,
+        ready jobs there wait for their rate window to free a start (the database says in how
+        many seconds, on its own clock: ``next_claim_in``), or for a slot that another worker's
+        completion frees (looked at again after :data:`LIMITED_RECHECK_S`); a small jitter
+        keeps the workers waiting on one window from claiming all at the same instant."""
+        limited = self._limited_cache.get(tuple(queues), (0, {}))[1]
+        if not limited:
+            value: dt.datetime | None = await self._arun(
+                _Op(self.sql.next_run_at, {"queues": list(queues)}, _scalar))
+            return value
+        wait: float | None = await self._arun(_Op(self.sql.next_claim_in, {
+            "queues": list(queues), "limited": sorted(limited),
+            "recheck": LIMITED_RECHECK_S}, _scalar))
+        if wait is None:
+            return None
+        wait = max(0.0, wait) + random.uniform(0.0, LIMITED_JITTER_S)
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)
 
     async def now(self) -> dt.datetime:
         query = sql.Composed([sql.SQL("SELECT clock_timestamp()")])

@@ -425,6 +425,45 @@ class Statements:
             WHERE state = 'waiting' AND queue = ANY(%(queues)s::text[])
               AND NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = j.queue AND p.paused)""")
 
+        #: ``next_run_at`` for a worker some of whose queues are limited (``limited``): in how
+        #: many seconds, by the database's clock, a claim may take something. A limited queue
+        #: with ready jobs counts with the moment its rate window next frees a start, when its
+        #: rate binds: the ``rate_limit``-th newest start in the window leaves it then (the
+        #: claim counts starts after ``ts - rate_period_s``), so one start is free again. A
+        #: limited queue with ready jobs whose rate does not bind (a concurrency or per-key
+        #: limit holds them, or another claimer held the queue's row) counts with
+        #: ``recheck`` seconds. Other queues, and limited ones without ready jobs, count with
+        #: their earliest ``run_at`` as in ``next_run_at``. NULL: nothing waits.
+        #: A plain read; it locks nothing (the claim still enforces every limit).
+        self.next_claim_in = q("""
+            WITH lq AS (  -- the limited, unpaused queues with ready jobs
+                SELECT qn.name, p.rate_limit, p.rate_period_s
+                  FROM unnest(%(limited)s::text[]) AS qn(name)
+                  LEFT JOIN {s}.queues p ON p.name = qn.name
+                 WHERE NOT coalesce(p.paused, false)
+                   AND EXISTS (SELECT 1 FROM {s}.jobs j
+                                WHERE j.queue = qn.name AND j.state = 'waiting'
+                                  AND j.run_at <= now())),
+            frees AS (
+                SELECT coalesce(
+                    (SELECT st.started_at + make_interval(secs => lq.rate_period_s)
+                       FROM {s}.queue_starts st
+                      WHERE lq.rate_limit IS NOT NULL AND st.queue = lq.name
+                        AND st.started_at > clock_timestamp()
+                                            - make_interval(secs => lq.rate_period_s)
+                      ORDER BY st.started_at DESC
+                     OFFSET greatest(lq.rate_limit - 1, 0) LIMIT 1),
+                    clock_timestamp() + make_interval(secs => %(recheck)s)) AS at
+                  FROM lq)
+            SELECT extract(epoch FROM least(
+                (SELECT min(at) FROM frees),
+                (SELECT min(j.run_at) FROM {s}.jobs j
+                  WHERE j.state = 'waiting' AND j.queue = ANY(%(queues)s::text[])
+                    AND j.queue NOT IN (SELECT name FROM lq)
+                    AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                    WHERE p.name = j.queue AND p.paused)))
+                - clock_timestamp())::float8""")
+
         # ---- workflows: dependencies, awaited jobs, results ---------------------------------
         #: Why completions see every edge: an enqueue that adds a dependent to a live job first
         #: sets that job's ``watched`` flag (``watch_live``, a row lock held to its commit). A
