@@ -508,6 +508,37 @@ def test_a_worker_waits_until_the_rate_window_frees_a_start(
     assert run_async(lapp, d.next_run_at(["lim"])) is None
 
 
+def test_waiting_for_limit_counts_keys_held_back_by_their_rate(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """``queue_stats.waiting_for_limit`` counts what the claim holds back: a ready keyed job
+    whose key used up its rate counts even though nothing of that key runs; one of a key with
+    starts left does not, and with only a per-key rate a key's running jobs are not capped."""
+    from pgqueue.drivers.base import Finish
+
+    lapp.set_queue_limits("lim", key_rate_limit=1, key_rate_period=3600)
+    lapp.insert([lapp.build("span", {}, queue="lim", concurrency_key=k) for k in "aabb"])
+    d = lapp.driver
+    first = run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))
+    assert len(first) == 2  # one start per key an hour
+    run_async(lapp, d.finish_many([Finish(j.id, "succeeded", None, j.attempt) for j in first],
+                                  worker_id="w"))
+    lapp.insert([lapp.build("span", {}, queue="lim", concurrency_key="c") for _ in range(2)])
+
+    def held() -> int:
+        return int(scalar(conn, "SELECT waiting_for_limit FROM pgqueue.queue_stats "
+                                "WHERE queue = 'lim'"))
+
+    assert held() == 2  # a's and b's second jobs; c has its start left
+    (s,) = [s for s in lapp.stats() if s.queue == "lim"]
+    assert (s.waiting, s.running, s.waiting_for_limit) == (4, 0, 2)
+    assert len(run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))) == 1
+    assert held() == 3  # now c is at its rate too, with one running job
+    lapp.set_queue_limits("lim", key_rate_limit=1, key_rate_period=3600, key_concurrency=5)
+    assert held() == 3  # a free running slot does not lift a used-up rate
+    lapp.set_queue_limits("lim", key_rate_limit=5, key_rate_period=3600, key_concurrency=1)
+    assert held() == 1  # rates left: only c's waiting job, behind c's running one
+
+
 @pytest.mark.parametrize("kwargs", [{"key_rate_limit": 0}, {"key_rate_limit": 1.5},
                                     {"key_rate_period": 2},
                                     {"key_rate_limit": 3, "key_rate_period": 0}])
