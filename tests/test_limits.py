@@ -539,6 +539,23 @@ def test_waiting_for_limit_counts_keys_held_back_by_their_rate(
     assert held() == 1  # rates left: only c's waiting job, behind c's running one
 
 
+def test_a_failed_limited_claim_leaves_its_connection_usable(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """The pipelined claim begins and commits its transaction with statements of its own:
+    when one fails, the server skips the COMMIT and the transaction is rolled back before the
+    connection serves the next claim (which works)."""
+    lapp.set_queue_limits("lim", concurrency=5)
+    lapp.enqueue_many("span", [{} for _ in range(3)], queue="lim")
+    d = lapp.driver
+    conn.execute("ALTER TABLE pgqueue.queue_starts RENAME TO queue_starts_away")
+    try:
+        with pytest.raises(pgqueue.PgQueueError):
+            run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))
+    finally:
+        conn.execute("ALTER TABLE pgqueue.queue_starts_away RENAME TO queue_starts")
+    assert len(run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))) == 3
+
+
 @pytest.mark.parametrize("kwargs", [{"key_rate_limit": 0}, {"key_rate_limit": 1.5},
                                     {"key_rate_period": 2},
                                     {"key_rate_limit": 3, "key_rate_period": 0}])

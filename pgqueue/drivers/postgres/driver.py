@@ -62,10 +62,13 @@ from pgqueue.drivers.base import (
 from pgqueue.drivers.postgres import connections
 from pgqueue.drivers.postgres.listener import PgListener
 from pgqueue.drivers.postgres.sql import (
+    BEGIN_READ_COMMITTED,
+    COMMIT,
     SET_LOCAL_JIT_OFF,
     SET_LOCAL_SETTINGS,
     Statements,
     dashboard_statements,
+    set_local,
     statements,
 )
 from pgqueue.errors import (
@@ -421,6 +424,8 @@ class PostgresDriver:
                          else connections.session_settings(lock_timeout, statement_timeout))
         local = _claim_settings()
         self._claim_local = {"names": list(local), "values": list(local.values())}
+        #: the same settings as one statement with nothing to adapt (the pipelined claim)
+        self._claim_set_local = set_local(local)
         self._pool: ConnectionPool | None = None
         # async pools per event loop (a pool's connections belong to the loop that made them):
         # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
@@ -966,10 +971,14 @@ class PostgresDriver:
                 # one round trip: leaving the pipeline sends everything, COMMIT included;
                 # the settings are the transaction's own (SET LOCAL: nothing stays on a
                 # server session a pooler lends to another client)
-                async with c.pipeline(), c.transaction():
-                    await c.execute(SET_LOCAL_SETTINGS, self._claim_local)
+                # (a failed statement makes the server skip the COMMIT: the pool's connection
+                # block rolls the transaction back before the connection goes back)
+                async with c.pipeline():
+                    await c.execute(_rendered(BEGIN_READ_COMMITTED, cur))
+                    await c.execute(_rendered(self._claim_set_local, cur))
                     await locked.execute(_rendered(lock, cur), lock_params)
                     await cur.execute(_rendered(claim, cur), params)
+                    await c.execute(_rendered(COMMIT, cur))
                 rows = await cur.fetchall()
                 if not rows and not await locked.fetchall():
                     return None  # another claimer held the queue's row: nothing was claimed

@@ -18,9 +18,10 @@ from functools import cache
 
 from psycopg import sql
 
-__all__ = ["BACKEND_PID", "DASHBOARD_READS", "JOB_COLUMNS", "SET_LOCAL_JIT_OFF",
-           "SET_LOCAL_SETTINGS", "SET_SESSION_SETTING", "DashboardStatements", "Statements",
-           "channel_names", "dashboard_statements", "statements"]
+__all__ = ["BACKEND_PID", "BEGIN_READ_COMMITTED", "COMMIT", "DASHBOARD_READS", "JOB_COLUMNS",
+           "SET_LOCAL_JIT_OFF", "SET_LOCAL_SETTINGS", "SET_SESSION_SETTING",
+           "DashboardStatements", "Statements", "channel_names", "dashboard_statements",
+           "set_local", "statements"]
 
 #: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
 #: once on each new connection of pgqueue's pools -- never behind a transaction pooler, where
@@ -32,6 +33,24 @@ SET_SESSION_SETTING = sql.SQL("SELECT set_config(%(name)s, %(value)s, false)")
 #: timeouts behind a transaction pooler). Locks nothing.
 SET_LOCAL_SETTINGS = sql.SQL(
     "SELECT set_config(n, v, true) FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(n, v)")
+
+def set_local(settings: dict[str, str]) -> sql.Composed:
+    """``SET LOCAL`` of fixed ``settings`` in one statement, the names and values written in
+    it: what ``SET_LOCAL_SETTINGS`` does, without two arrays to send with every claim (their
+    adaptation cost the limited claim about as much as running the statement). For settings
+    chosen by pgqueue's code only, never for user input. Locks nothing."""
+    return sql.Composed([sql.SQL("SELECT "), sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+        for k, v in settings.items())])
+
+
+#: The limited claim's transaction, begun and committed by statements of its own inside the
+#: claim's pipeline: psycopg's ``transaction()`` block around a pipeline costs more than the
+#: claim itself (measured in ``docs/performance.md``, Flow control). READ COMMITTED is stated
+#: here, whatever the server's or the session's default: the claim's proof needs a fresh
+#: snapshot for each statement (see ``claim_limited``). Lock nothing by themselves.
+BEGIN_READ_COMMITTED = sql.Composed([sql.SQL("BEGIN ISOLATION LEVEL READ COMMITTED")])
+COMMIT = sql.Composed([sql.SQL("COMMIT")])
 
 #: The pid of the server process this connection reaches. Behind a pooler (PgBouncer and the
 #: like) it differs from the pid the connection announced at startup (``BackendKeyData``):
