@@ -431,6 +431,19 @@ def test_a_worker_on_limited_and_unlimited_queues_serves_both(
                         "state = 'running' AND concurrency_key IS NOT NULL") == 1
 
 
+def test_one_claim_serves_two_limited_queues_each_within_its_limit(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """A worker of two limited queues claims from both in one transaction (both queue rows
+    locked first), each within its own limit."""
+    lapp.set_queue_limits("lim", concurrency=2)
+    lapp.set_queue_limits("lim2", rate_limit=3, rate_period=3600)
+    for q in ("lim", "lim2"):
+        lapp.enqueue_many("span", [{} for _ in range(5)], queue=q)
+    jobs = run_async(lapp, lapp.driver.claim(["lim", "lim2"], 10, worker_id="w", lease_s=30))
+    assert sorted(j.queue for j in jobs) == ["lim", "lim", "lim2", "lim2", "lim2"]
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.queue_starts WHERE queue = 'lim2'") == 3
+
+
 def test_per_key_rate_limit_counts_each_keys_starts(lapp: pgqueue.App,
                                                     conn: psycopg.Connection[Any]) -> None:
     """At most 2 starts per key per hour (no cap on a key's running jobs then): each key gets

@@ -65,7 +65,6 @@ from pgqueue.drivers.postgres.sql import (
     BEGIN_READ_COMMITTED,
     COMMIT,
     SET_LOCAL_JIT_OFF,
-    SET_LOCAL_SETTINGS,
     Statements,
     dashboard_statements,
     set_local,
@@ -423,8 +422,7 @@ class PostgresDriver:
         self._session = ({} if transaction_pooler
                          else connections.session_settings(lock_timeout, statement_timeout))
         local = _claim_settings()
-        self._claim_local = {"names": list(local), "values": list(local.values())}
-        #: the same settings as one statement with nothing to adapt (the pipelined claim)
+        #: the limited claims' SET LOCAL: one statement with nothing to adapt
         self._claim_set_local = set_local(local)
         self._pool: ConnectionPool | None = None
         # async pools per event loop (a pool's connections belong to the loop that made them):
@@ -999,7 +997,7 @@ class PostgresDriver:
         """Lock the limited queues' rows, then claim each within its limits, in one READ
         COMMITTED transaction (the claim pool's connections are set to it)."""
         def steps() -> Generator[_Step, Any, list[Job]]:
-            yield _Op(sql.Composed([SET_LOCAL_SETTINGS]), self._claim_local, _none)
+            yield _Op(self._claim_set_local, {}, _none)
             yield _Op(self.sql.lock_limited_queues, {"queues": queues}, _none)
             out: list[Job] = []
             for q in queues:

@@ -19,26 +19,24 @@ from functools import cache
 from psycopg import sql
 
 __all__ = ["BACKEND_PID", "BEGIN_READ_COMMITTED", "COMMIT", "DASHBOARD_READS", "JOB_COLUMNS",
-           "SET_LOCAL_JIT_OFF", "SET_LOCAL_SETTINGS", "SET_SESSION_SETTING",
+           "SET_LOCAL_JIT_OFF", "SET_SESSION_SETTING",
            "DashboardStatements", "Statements", "channel_names", "dashboard_statements",
            "set_local", "statements"]
 
 #: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
 #: once on each new connection of pgqueue's pools -- never behind a transaction pooler, where
-#: the server session is shared with other clients (see ``SET_LOCAL_SETTINGS``). Locks nothing.
+#: the server session is shared with other clients (see :func:`set_local`). Locks nothing.
 SET_SESSION_SETTING = sql.SQL("SELECT set_config(%(name)s, %(value)s, false)")
-#: Set settings for the current transaction only (``SET LOCAL``): the value ends with the
-#: transaction, so nothing stays on a server session that a pooler hands to another client.
-#: The claims run it first in their transaction (``synchronous_commit``, ``jit``; and the
-#: timeouts behind a transaction pooler). Locks nothing.
-SET_LOCAL_SETTINGS = sql.SQL(
-    "SELECT set_config(n, v, true) FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(n, v)")
+
 
 def set_local(settings: dict[str, str]) -> sql.Composed:
-    """``SET LOCAL`` of fixed ``settings`` in one statement, the names and values written in
-    it: what ``SET_LOCAL_SETTINGS`` does, without two arrays to send with every claim (their
-    adaptation cost the limited claim about as much as running the statement). For settings
-    chosen by pgqueue's code only, never for user input. Locks nothing."""
+    """Set ``settings`` for the current transaction only (``SET LOCAL``): the values end with
+    the transaction, so nothing stays on a server session that a pooler hands to another
+    client. The limited claims run it first in their transaction (``synchronous_commit``,
+    ``jit``). The names and values are written in the statement (rendered once per driver):
+    sending them as two array parameters cost the limited claim about as much as running the
+    statement, for every claim. For settings chosen by pgqueue's code only, never for user
+    input. Locks nothing."""
     return sql.Composed([sql.SQL("SELECT "), sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
         for k, v in settings.items())])
