@@ -494,8 +494,8 @@ def test_a_worker_waits_until_the_rate_window_frees_a_start(
     lapp.enqueue_many("span", [{} for _ in range(5)], queue="lim")
     d = lapp.driver
 
-    def wait() -> float:
-        nxt = run_async(lapp, d.next_run_at(["lim"]))
+    def wait(queue: str = "lim") -> float:
+        nxt = run_async(lapp, d.next_run_at([queue]))
         assert nxt is not None
         return (nxt - dt.datetime.now(dt.UTC)).total_seconds()
 
@@ -519,6 +519,10 @@ def test_a_worker_waits_until_the_rate_window_frees_a_start(
     assert 3590.0 < wait() <= 3600.0
     conn.execute("DELETE FROM pgqueue.jobs WHERE state = 'waiting'")
     assert run_async(lapp, d.next_run_at(["lim"])) is None
+    # a key at its limit (1 running job by default, no queue limits): looked at again shortly
+    lapp.insert([lapp.build("span", {}, queue="keyed", concurrency_key="k") for _ in range(2)])
+    assert len(run_async(lapp, d.claim(["keyed"], 10, worker_id="w", lease_s=30))) == 1
+    assert 0.0 < wait("keyed") <= LIMITED_RECHECK_S + LIMITED_JITTER_S
 
 
 def test_waiting_for_limit_counts_keys_held_back_by_their_rate(

@@ -458,9 +458,13 @@ class Statements:
                   FROM unnest(%(limited)s::text[]) AS qn(name)
                   LEFT JOIN {s}.queues p ON p.name = qn.name
                  WHERE NOT coalesce(p.paused, false)
-                   AND EXISTS (SELECT 1 FROM {s}.jobs j
-                                WHERE j.queue = qn.name AND j.state = 'waiting'
-                                  AND j.run_at <= now())),
+                   AND (EXISTS (SELECT 1 FROM {s}.jobs j  -- jobs_claim_idx
+                                 WHERE j.queue = qn.name AND j.state = 'waiting'
+                                   AND j.concurrency_key IS NULL AND j.run_at <= now())
+                        OR EXISTS (SELECT 1 FROM {s}.jobs j  -- jobs_key_claim_idx
+                                    WHERE j.queue = qn.name AND j.state = 'waiting'
+                                      AND j.concurrency_key IS NOT NULL
+                                      AND j.run_at <= now()))),
             frees AS (
                 SELECT coalesce(
                     (SELECT st.started_at + make_interval(secs => lq.rate_period_s)
@@ -471,15 +475,23 @@ class Statements:
                       ORDER BY st.started_at DESC
                      OFFSET greatest(lq.rate_limit - 1, 0) LIMIT 1),
                     clock_timestamp() + make_interval(secs => %(recheck)s)) AS at
-                  FROM lq)
-            SELECT extract(epoch FROM least(
-                (SELECT min(at) FROM frees),
-                (SELECT min(j.run_at) FROM {s}.jobs j
-                  WHERE j.state = 'waiting' AND j.queue = ANY(%(queues)s::text[])
-                    AND j.queue NOT IN (SELECT name FROM lq)
-                    AND NOT EXISTS (SELECT 1 FROM {s}.queues p
-                                    WHERE p.name = j.queue AND p.paused)))
-                - clock_timestamp())::float8""")
+                  FROM lq),
+            later AS (  -- the other unpaused queues' earliest run_at, through the claim indexes
+                SELECT x.at FROM unnest(%(queues)s::text[]) AS qn(name)
+                 CROSS JOIN LATERAL (
+                    SELECT min(j.run_at) AS at FROM {s}.jobs j
+                     WHERE j.queue = qn.name AND j.state = 'waiting'
+                       AND j.concurrency_key IS NULL
+                    UNION ALL
+                    SELECT min(j.run_at) FROM {s}.jobs j
+                     WHERE j.queue = qn.name AND j.state = 'waiting'
+                       AND j.concurrency_key IS NOT NULL) x
+                 WHERE qn.name NOT IN (SELECT name FROM lq)
+                   AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                    WHERE p.name = qn.name AND p.paused))
+            SELECT extract(epoch FROM least((SELECT min(at) FROM frees),
+                                            (SELECT min(at) FROM later))
+                                      - clock_timestamp())::float8""")
 
         # ---- workflows: dependencies, awaited jobs, results ---------------------------------
         #: Why completions see every edge: an enqueue that adds a dependent to a live job first
