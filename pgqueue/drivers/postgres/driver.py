@@ -1516,7 +1516,8 @@ def _claim_settings() -> dict[str, str]:
 async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
     """A new connection of the claim pool: READ COMMITTED, which psycopg states in each
     ``BEGIN`` (not a session setting): the limited claim's proof needs a fresh snapshot per
-    statement (see ``claim_limited``)."""
+    statement (see ``claim_limited``). The pipelined claim of one limited queue sends its own
+    ``BEGIN`` (:data:`~pgqueue.drivers.postgres.sql.BEGIN_READ_COMMITTED`), which says so too."""
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
 
