@@ -424,6 +424,9 @@ class PostgresDriver:
         local = _claim_settings()
         #: the limited claims' SET LOCAL: one statement with nothing to adapt
         self._claim_set_local = set_local(local)
+        #: the capped claim's: the same, and its prepared statement's generic plan (see
+        #: _CAPPED_SETTINGS)
+        self._capped_set_local = set_local({**local, **_CAPPED_SETTINGS})
         self._pool: ConnectionPool | None = None
         # async pools per event loop (a pool's connections belong to the loop that made them):
         # "main" for everything, "claim" for claims (see _CLAIM_SETUP)
@@ -973,7 +976,8 @@ class PostgresDriver:
                 # block rolls the transaction back before the connection goes back)
                 async with c.pipeline():
                     await c.execute(_rendered(BEGIN_READ_COMMITTED, cur))
-                    await c.execute(_rendered(self._claim_set_local, cur))
+                    await c.execute(_rendered(
+                        self._capped_set_local if capped else self._claim_set_local, cur))
                     await locked.execute(_rendered(lock, cur), lock_params)
                     await cur.execute(_rendered(claim, cur), params)
                     await c.execute(_rendered(COMMIT, cur))
@@ -1511,6 +1515,15 @@ def _claim_settings() -> dict[str, str]:
       estimates of the limited claim's CTEs) would cost far more than it saves.
     """
     return {"synchronous_commit": "off", "jit": "off"}
+
+
+#: What the capped claim's transaction sets besides :func:`_claim_settings`: the server runs
+#: the prepared ``claim_capped`` with its generic plan rather than planning it again for every
+#: claim (a custom plan took longer to make than to run: 0.5 ms of planning for 0.5 ms of
+#: execution on a 5,000-job backlog). Its plan does not depend on the values: index lookups
+#: by the queue's name and the job ids, and a LIMIT known only when it runs, either way. The
+#: keyed and rate-limited claim keeps custom plans (its estimates do depend on the values).
+_CAPPED_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 
 async def _claim_setup(conn: psycopg.AsyncConnection[Any]) -> None:
