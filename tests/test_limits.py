@@ -396,10 +396,12 @@ def test_global_limit_holds_while_workers_are_killed(lapp: pgqueue.App, spans: s
                  120, "every job to complete")
         wait_for(lambda: scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0, 60,
                  "the live table to empty")
-    finally:
-        for p in procs[1:]:
+    finally:  # every worker still running, the victim too when the test failed before its
+        # kill (one such worker outlived a failed run by an hour)
+        live = [p for p in procs if p.poll() is None]
+        for p in live:
             p.terminate()
-        for p in procs[1:]:
+        for p in live:
             p.communicate(timeout=60)
     rows = conn.execute("SELECT started, ended FROM test_spans").fetchall()
     assert max_overlap(rows) <= 5
