@@ -6,7 +6,7 @@ The claim pool used to set ``synchronous_commit = off`` (and ``jit = off``) for 
 session; behind a transaction pooler that stayed on a server session other clients then used.
 Now the unlimited claim (one autocommit statement) sets ``synchronous_commit`` for its own
 transaction inside the statement, and the limited claim, a transaction already, starts with
-``SET LOCAL`` (``SET_LOCAL_SETTINGS``, pipelined).
+``SET LOCAL`` (``set_local`` in the driver's statements, pipelined).
 
 ``old``: a connection with the session ``SET`` runs ``claim_one_queue`` (whose own
 ``set_config`` then changes nothing); ``new``: a plain connection runs it. Each claims the same

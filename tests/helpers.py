@@ -31,8 +31,8 @@ _FIRST_DELAY = 0.002
 _MAX_DELAY = 0.05
 
 #: every pgqueue table a test may fill (the history's partitions go with their parent)
-PGQUEUE_TABLES = ("jobs", "job_history", "failed_jobs", "queues", "workers", "schedules",
-                  "leases", "job_deps", "workflow_jobs", "job_steps")
+PGQUEUE_TABLES = ("jobs", "job_history", "failed_jobs", "queues", "queue_starts", "workers",
+                  "schedules", "leases", "job_deps", "workflow_jobs", "job_steps")
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:

@@ -20,6 +20,7 @@ import pytest
 
 import pgqueue
 from pgqueue import CapabilityError, ValidationError
+from pgqueue.drivers.postgres.driver import LIMITED_JITTER_S, LIMITED_RECHECK_S
 from tests.helpers import run_async, run_cli_main, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,10 +271,10 @@ def test_rate_limit_holds_in_every_window(lapp: pgqueue.App, spans: str,
     # the limit was reached, not just respected: the starts need more than jobs/rate - 1 s
     assert starts[-1] - starts[0] >= jobs // rate - 1
     if jobs >= 5 * rate:  # starts per second from the first start to a period after the last
-        # (issue 12 asks for 90%; this busy 2-core box measured 70-80%: every idle worker
-        # polls the binding limit every 50 ms, and those claims compete for the CPU with the
-        # ones that start jobs. The floor here catches a limit that throttles far too much.)
-        assert jobs / (starts[-1] - starts[0] + 1.0) >= 0.6 * rate
+        per_s = jobs / (starts[-1] - starts[0] + 1.0)
+        print(f"rate limit {rate}/s over {workers} workers: {per_s:.1f} starts/s, "
+              f"{per_s / rate:.1%} of the limit")
+        assert per_s >= 0.9 * rate
     # limited jobs waited: no attempt was spent on them
     assert scalar(conn, "SELECT max(attempt) FROM pgqueue.job_history") == 1
 
@@ -395,10 +396,12 @@ def test_global_limit_holds_while_workers_are_killed(lapp: pgqueue.App, spans: s
                  120, "every job to complete")
         wait_for(lambda: scalar(conn, "SELECT count(*) FROM pgqueue.jobs") == 0, 60,
                  "the live table to empty")
-    finally:
-        for p in procs[1:]:
+    finally:  # every worker still running, the victim too when the test failed before its
+        # kill (one such worker outlived a failed run by an hour)
+        live = [p for p in procs if p.poll() is None]
+        for p in live:
             p.terminate()
-        for p in procs[1:]:
+        for p in live:
             p.communicate(timeout=60)
     rows = conn.execute("SELECT started, ended FROM test_spans").fetchall()
     assert max_overlap(rows) <= 5
@@ -428,6 +431,19 @@ def test_a_worker_on_limited_and_unlimited_queues_serves_both(
     run_async(lapp, lapp.driver.claim(["free"], 100, worker_id="w", lease_s=30))
     assert scalar(conn, "SELECT count(*) FROM pgqueue.jobs WHERE queue = 'free' AND "
                         "state = 'running' AND concurrency_key IS NOT NULL") == 1
+
+
+def test_one_claim_serves_two_limited_queues_each_within_its_limit(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """A worker of two limited queues claims from both in one transaction (both queue rows
+    locked first), each within its own limit."""
+    lapp.set_queue_limits("lim", concurrency=2)
+    lapp.set_queue_limits("lim2", rate_limit=3, rate_period=3600)
+    for q in ("lim", "lim2"):
+        lapp.enqueue_many("span", [{} for _ in range(5)], queue=q)
+    jobs = run_async(lapp, lapp.driver.claim(["lim", "lim2"], 10, worker_id="w", lease_s=30))
+    assert sorted(j.queue for j in jobs) == ["lim", "lim", "lim2", "lim2", "lim2"]
+    assert scalar(conn, "SELECT count(*) FROM pgqueue.queue_starts WHERE queue = 'lim2'") == 3
 
 
 def test_per_key_rate_limit_counts_each_keys_starts(lapp: pgqueue.App,
@@ -468,6 +484,95 @@ def test_per_key_rate_limit_counts_each_keys_starts(lapp: pgqueue.App,
     assert (s.key_rate_limit, s.key_rate_period_s, s.key_concurrency) == (2, 3600.0, None)
     lapp.set_queue_limits("lim")  # no rate limit left: the logged starts go
     assert scalar(conn, "SELECT count(*) FROM pgqueue.queue_starts") == 0
+
+
+def test_a_worker_waits_until_the_rate_window_frees_a_start(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """An idle worker of a queue whose rate binds sleeps until its window next frees a start,
+    as the database counts it: the ``rate_limit``-th newest start of the window leaves it then.
+    Measured on the wait the driver returns (a window of minutes: the statement's own time is
+    far below what the bounds allow)."""
+    lapp.set_queue_limits("lim", rate_limit=2, rate_period=100)
+    lapp.enqueue_many("span", [{} for _ in range(5)], queue="lim")
+    d = lapp.driver
+
+    def wait(queue: str = "lim") -> float:
+        nxt = run_async(lapp, d.next_run_at([queue]))
+        assert nxt is not None
+        return (nxt - dt.datetime.now(dt.UTC)).total_seconds()
+
+    assert len(run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))) == 2
+    assert 99.0 < wait() <= 100.0 + LIMITED_JITTER_S  # both starts leave in 100 s
+    # starts 90, 40 and 10 seconds old: the window holds 3, the limit is 2; one start is free
+    # again when the second newest (40 s old) leaves, in 60 s
+    conn.execute("DELETE FROM pgqueue.queue_starts")
+    conn.execute("INSERT INTO pgqueue.queue_starts (queue, started_at) SELECT 'lim', "
+                 "now() - make_interval(secs => s) FROM unnest(array[90, 40, 10]) s")
+    assert 59.0 < wait() <= 60.0 + LIMITED_JITTER_S
+    # the rate does not bind: ready jobs are held by something else (here a concurrency
+    # limit), and the worker looks again shortly
+    conn.execute("DELETE FROM pgqueue.queue_starts")
+    lapp.set_queue_limits("lim", concurrency=2)
+    run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))
+    assert 0.0 < wait() <= LIMITED_RECHECK_S + LIMITED_JITTER_S
+    # nothing ready: the earliest scheduled job decides, as for a queue without limits
+    conn.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour' "
+                 "WHERE state = 'waiting'")
+    assert 3590.0 < wait() <= 3600.0
+    conn.execute("DELETE FROM pgqueue.jobs WHERE state = 'waiting'")
+    assert run_async(lapp, d.next_run_at(["lim"])) is None
+    # a key at its limit (1 running job by default, no queue limits): looked at again shortly
+    lapp.insert([lapp.build("span", {}, queue="keyed", concurrency_key="k") for _ in range(2)])
+    assert len(run_async(lapp, d.claim(["keyed"], 10, worker_id="w", lease_s=30))) == 1
+    assert 0.0 < wait("keyed") <= LIMITED_RECHECK_S + LIMITED_JITTER_S
+
+
+def test_waiting_for_limit_counts_keys_held_back_by_their_rate(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """``queue_stats.waiting_for_limit`` counts what the claim holds back: a ready keyed job
+    whose key used up its rate counts even though nothing of that key runs; one of a key with
+    starts left does not, and with only a per-key rate a key's running jobs are not capped."""
+    from pgqueue.drivers.base import Finish
+
+    lapp.set_queue_limits("lim", key_rate_limit=1, key_rate_period=3600)
+    lapp.insert([lapp.build("span", {}, queue="lim", concurrency_key=k) for k in "aabb"])
+    d = lapp.driver
+    first = run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))
+    assert len(first) == 2  # one start per key an hour
+    run_async(lapp, d.finish_many([Finish(j.id, "succeeded", None, j.attempt) for j in first],
+                                  worker_id="w"))
+    lapp.insert([lapp.build("span", {}, queue="lim", concurrency_key="c") for _ in range(2)])
+
+    def held() -> int:
+        return int(scalar(conn, "SELECT waiting_for_limit FROM pgqueue.queue_stats "
+                                "WHERE queue = 'lim'"))
+
+    assert held() == 2  # a's and b's second jobs; c has its start left
+    (s,) = [s for s in lapp.stats() if s.queue == "lim"]
+    assert (s.waiting, s.running, s.waiting_for_limit) == (4, 0, 2)
+    assert len(run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))) == 1
+    assert held() == 3  # now c is at its rate too, with one running job
+    lapp.set_queue_limits("lim", key_rate_limit=1, key_rate_period=3600, key_concurrency=5)
+    assert held() == 3  # a free running slot does not lift a used-up rate
+    lapp.set_queue_limits("lim", key_rate_limit=5, key_rate_period=3600, key_concurrency=1)
+    assert held() == 1  # rates left: only c's waiting job, behind c's running one
+
+
+def test_a_failed_limited_claim_leaves_its_connection_usable(
+        lapp: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """The pipelined claim begins and commits its transaction with statements of its own:
+    when one fails, the server skips the COMMIT and the transaction is rolled back before the
+    connection serves the next claim (which works)."""
+    lapp.set_queue_limits("lim", concurrency=5)
+    lapp.enqueue_many("span", [{} for _ in range(3)], queue="lim")
+    d = lapp.driver
+    conn.execute("ALTER TABLE pgqueue.queue_starts RENAME TO queue_starts_away")
+    try:
+        with pytest.raises(pgqueue.PgQueueError):
+            run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))
+    finally:
+        conn.execute("ALTER TABLE pgqueue.queue_starts_away RENAME TO queue_starts")
+    assert len(run_async(lapp, d.claim(["lim"], 10, worker_id="w", lease_s=30))) == 3
 
 
 @pytest.mark.parametrize("kwargs", [{"key_rate_limit": 0}, {"key_rate_limit": 1.5},

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pgqueue.drivers.postgres import schema
+from tests.helpers import PGQUEUE_TABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.processes  # runs pytest in a subprocess
@@ -53,3 +56,10 @@ def test_pgqueue_test_dsn_is_named_in_the_header() -> None:
                    DATABASE_URL=APP_URL)
     assert lines == ["pgqueue tests: PostgreSQL postgresql://postgres@127.0.0.1:55998/postgres "
                      "(env:PGQUEUE_TEST_DSN); databases pgqueue_test_<run>_* on it"]
+
+
+def test_clean_empties_every_pgqueue_table() -> None:
+    """The ``clean`` fixture empties every table the schema declares: a table left out (as
+    ``queue_starts`` once was) carries one test's rows into the next, and a test of the per-key
+    or hour-long rates then failed depending on which tests ran before it on its xdist worker."""
+    assert set(PGQUEUE_TABLES) == {t.name for t in schema.metadata.tables.values()}

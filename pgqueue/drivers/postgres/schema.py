@@ -303,5 +303,8 @@ job_steps = sa.Table(
 )
 
 #: Views for SQL inspection (created by the migrations; names only, for reference and tests).
+#: ``queue_stats`` is revision 0006's, with ``waiting_for_limit`` counting keyed jobs as the
+#: limited claim holds them back since revision 0009 (a key at its ``key_concurrency``, or at its
+#: ``key_rate_limit`` in the window).
 VIEWS = ("queue_stats", "all_jobs", "periodic_schedules", "job_dependencies",
          "workflow_jobs_state", "workflows")

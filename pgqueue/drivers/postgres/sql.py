@@ -18,20 +18,37 @@ from functools import cache
 
 from psycopg import sql
 
-__all__ = ["BACKEND_PID", "DASHBOARD_READS", "JOB_COLUMNS", "SET_LOCAL_JIT_OFF",
-           "SET_LOCAL_SETTINGS", "SET_SESSION_SETTING", "DashboardStatements", "Statements",
-           "channel_names", "dashboard_statements", "statements"]
+__all__ = ["BACKEND_PID", "BEGIN_READ_COMMITTED", "COMMIT", "DASHBOARD_READS", "JOB_COLUMNS",
+           "SET_LOCAL_JIT_OFF", "SET_SESSION_SETTING",
+           "DashboardStatements", "Statements", "channel_names", "dashboard_statements",
+           "set_local", "statements"]
 
 #: Set one setting (``lock_timeout``, ``statement_timeout``) for the rest of the session; run
 #: once on each new connection of pgqueue's pools -- never behind a transaction pooler, where
-#: the server session is shared with other clients (see ``SET_LOCAL_SETTINGS``). Locks nothing.
+#: the server session is shared with other clients (see :func:`set_local`). Locks nothing.
 SET_SESSION_SETTING = sql.SQL("SELECT set_config(%(name)s, %(value)s, false)")
-#: Set settings for the current transaction only (``SET LOCAL``): the value ends with the
-#: transaction, so nothing stays on a server session that a pooler hands to another client.
-#: The claims run it first in their transaction (``synchronous_commit``, ``jit``; and the
-#: timeouts behind a transaction pooler). Locks nothing.
-SET_LOCAL_SETTINGS = sql.SQL(
-    "SELECT set_config(n, v, true) FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(n, v)")
+
+
+def set_local(settings: dict[str, str]) -> sql.Composed:
+    """Set ``settings`` for the current transaction only (``SET LOCAL``): the values end with
+    the transaction, so nothing stays on a server session that a pooler hands to another
+    client. The limited claims run it first in their transaction (``synchronous_commit``,
+    ``jit``). The names and values are written in the statement (rendered once per driver):
+    sending them as two array parameters cost the limited claim about as much as running the
+    statement, for every claim. For settings chosen by pgqueue's code only, never for user
+    input. Locks nothing."""
+    return sql.Composed([sql.SQL("SELECT "), sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+        for k, v in settings.items())])
+
+
+#: The limited claim's transaction, begun and committed by statements of its own inside the
+#: claim's pipeline: psycopg's ``transaction()`` block around a pipeline costs more than the
+#: claim itself (measured in ``docs/performance.md``, Flow control). READ COMMITTED is stated
+#: here, whatever the server's or the session's default: the claim's proof needs a fresh
+#: snapshot for each statement (see ``claim_limited``). Lock nothing by themselves.
+BEGIN_READ_COMMITTED = sql.Composed([sql.SQL("BEGIN ISOLATION LEVEL READ COMMITTED")])
+COMMIT = sql.Composed([sql.SQL("COMMIT")])
 
 #: The pid of the server process this connection reaches. Behind a pooler (PgBouncer and the
 #: like) it differs from the pid the connection announced at startup (``BackendKeyData``):
@@ -424,6 +441,57 @@ class Statements:
             SELECT min(run_at) FROM {s}.jobs j
             WHERE state = 'waiting' AND queue = ANY(%(queues)s::text[])
               AND NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = j.queue AND p.paused)""")
+
+        #: ``next_run_at`` for a worker some of whose queues are limited (``limited``): in how
+        #: many seconds, by the database's clock, a claim may take something. A limited queue
+        #: with ready jobs counts with the moment its rate window next frees a start, when its
+        #: rate binds: the ``rate_limit``-th newest start in the window leaves it then (the
+        #: claim counts starts after ``ts - rate_period_s``), so one start is free again. A
+        #: limited queue with ready jobs whose rate does not bind (a concurrency or per-key
+        #: limit holds them, or another claimer held the queue's row) counts with
+        #: ``recheck`` seconds. Other queues, and limited ones without ready jobs, count with
+        #: their earliest ``run_at`` as in ``next_run_at``. NULL: nothing waits.
+        #: A plain read; it locks nothing (the claim still enforces every limit).
+        self.next_claim_in = q("""
+            WITH lq AS (  -- the limited, unpaused queues with ready jobs
+                SELECT qn.name, p.rate_limit, p.rate_period_s
+                  FROM unnest(%(limited)s::text[]) AS qn(name)
+                  LEFT JOIN {s}.queues p ON p.name = qn.name
+                 WHERE NOT coalesce(p.paused, false)
+                   AND (EXISTS (SELECT 1 FROM {s}.jobs j  -- jobs_claim_idx
+                                 WHERE j.queue = qn.name AND j.state = 'waiting'
+                                   AND j.concurrency_key IS NULL AND j.run_at <= now())
+                        OR EXISTS (SELECT 1 FROM {s}.jobs j  -- jobs_key_claim_idx
+                                    WHERE j.queue = qn.name AND j.state = 'waiting'
+                                      AND j.concurrency_key IS NOT NULL
+                                      AND j.run_at <= now()))),
+            frees AS (
+                SELECT coalesce(
+                    (SELECT st.started_at + make_interval(secs => lq.rate_period_s)
+                       FROM {s}.queue_starts st
+                      WHERE lq.rate_limit IS NOT NULL AND st.queue = lq.name
+                        AND st.started_at > clock_timestamp()
+                                            - make_interval(secs => lq.rate_period_s)
+                      ORDER BY st.started_at DESC
+                     OFFSET greatest(lq.rate_limit - 1, 0) LIMIT 1),
+                    clock_timestamp() + make_interval(secs => %(recheck)s)) AS at
+                  FROM lq),
+            later AS (  -- the other unpaused queues' earliest run_at, through the claim indexes
+                SELECT x.at FROM unnest(%(queues)s::text[]) AS qn(name)
+                 CROSS JOIN LATERAL (
+                    SELECT min(j.run_at) AS at FROM {s}.jobs j
+                     WHERE j.queue = qn.name AND j.state = 'waiting'
+                       AND j.concurrency_key IS NULL
+                    UNION ALL
+                    SELECT min(j.run_at) FROM {s}.jobs j
+                     WHERE j.queue = qn.name AND j.state = 'waiting'
+                       AND j.concurrency_key IS NOT NULL) x
+                 WHERE qn.name NOT IN (SELECT name FROM lq)
+                   AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                    WHERE p.name = qn.name AND p.paused))
+            SELECT extract(epoch FROM least((SELECT min(at) FROM frees),
+                                            (SELECT min(at) FROM later))
+                                      - clock_timestamp())::float8""")
 
         # ---- workflows: dependencies, awaited jobs, results ---------------------------------
         #: Why completions see every edge: an enqueue that adds a dependent to a live job first
