@@ -198,10 +198,6 @@ class Driver(Protocol):
     # -- worker ---------------------------------------------------------------------------------
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str,
                     lease_s: float) -> list[Job]: ...
-    def claim_overlap(self, queues: Sequence[str]) -> int:
-        """How many claims of ``queues`` one worker may keep in flight at once (1 or 2): two
-        only where overlapping them pays (a round trip to a server that claims while the worker
-        runs the last batch) and the two cannot get in each other's way."""
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]: ...
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]: ...
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
@@ -371,10 +367,6 @@ class NoDatabaseMixin:
     without a database transaction or a table to maintain (memory, redis)."""
 
     name: str
-
-    def claim_overlap(self, queues: Sequence[str]) -> int:
-        """One claim at a time: these drivers' claims are not worth overlapping."""
-        return 1
 
     async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1) -> bool:
         """Nothing to vacuum here (a PostgreSQL concern)."""

@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pgqueue._service import Clock, Service
@@ -36,17 +34,6 @@ __all__ = ["Producer"]
 
 #: seconds before the producer tries again after the database failed a claim or a look-up
 UNAVAILABLE_RETRY_S = 2.0
-
-
-@dataclass(slots=True)
-class _Returned:
-    """A claim that came back: how many jobs it asked for and got, the wake-up count when it
-    was sent, and its error (None when it succeeded)."""
-
-    asked: int
-    got: int
-    wakes: int
-    error: Exception | None
 
 
 class Producer(Service):
@@ -71,15 +58,6 @@ class Producer(Service):
         #: jobs being run: id -> the asyncio task running it
         self.running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
-        #: wake-ups so far (a claim that comes back short was preceded by one if this moved)
-        self._wakes = 0
-        #: claims in flight on tasks of their own, the slots they reserve, what came back
-        self._claims: set[asyncio.Task[None]] = set()
-        self._reserved = 0
-        self._returned: deque[_Returned] = deque()
-        self._claim_done = asyncio.Event()
-        #: whether the last claim that came back was full (work waits: overlap claims)
-        self._full = False
         #: Unix time of the last claim query that succeeded (None before the first)
         self.last_claim: float | None = None
         # outcomes not yet written keep their jobs claimed: past this backlog, claim no more
@@ -94,7 +72,6 @@ class Producer(Service):
     # ---- wake-ups (callbacks on the loop) ---------------------------------------------------
     def wake(self) -> None:
         """Claim again as soon as possible."""
-        self._wakes += 1
         self._wake.set()
 
     def on_notify(self, kind: str, payload: Any) -> None:
@@ -136,92 +113,36 @@ class Producer(Service):
         await super().stop()
 
     # ---- the claim loop -----------------------------------------------------------------------
-    # One claim at a time (concurrency 1, limited queues, drivers that do not overlap): the
-    # producer's task claims ``free`` jobs, starts them and claims again when a slot frees, as
-    # it always did. Two at a time otherwise: while the jobs of one claim run, the server
-    # executes the next one. Each claim asks for at most half the slots and only for slots no
-    # other claim in flight has reserved (``_reserved``), and its jobs join ``running`` in the
-    # same step that gives its reservation back: running + reserved never exceeds concurrency,
-    # so this worker never holds more claimed-and-unfinished jobs than with one claim. A second
-    # claim goes out only while claims come back full (work is waiting); after a short one the
-    # producer waits as before (next ``run_at``, poll interval, wake-ups), once no claim is in
-    # flight. A stop request lets the claims in flight return: their jobs start (and are then
-    # finished or released by the worker's shutdown), never dropped.
     async def run(self) -> None:
-        try:
-            await self._loop()
-        finally:
-            while self._claims:
-                await asyncio.wait(set(self._claims))
-
-    async def _loop(self) -> None:
-        completer = self.completer
+        driver, completer = self.driver, self.completer
         while not self.stopping:
             if completer.backlog >= self.max_backlog:
                 await completer.drain()
-            if self._returned:
-                if await self._returned_claim(self._returned.popleft()):
-                    return
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                await self._wait_wake(None)
                 continue
-            overlap = self.driver.claim_overlap(self.queues) if self.concurrency > 1 else 1
-            free = self.concurrency - len(self.running) - self._reserved
-            if free > 0 and not self._claims and overlap == 1:
-                await self._claim(free)  # in this task: exactly the loop of one claim
-                continue
-            if free > 0 and len(self._claims) < overlap and (self._full or not self._claims):
-                self._send(min(free, (self.concurrency + 1) // 2))
-                continue
-            # nothing to send now: a freed slot (a wake-up) or a returned claim changes that;
-            # a wake-up seen here is counted (``_wakes``) for the idle decision of later
             self._wake.clear()
-            await self._wait_wake(None, claims=bool(self._claims))
-
-    def _send(self, n: int) -> None:
-        """Start a claim of ``n`` jobs on a task of its own (reserving its slots)."""
-        t = asyncio.create_task(self._claim(n))
-        self._claims.add(t)
-        t.add_done_callback(self._claims.discard)
-
-    async def _claim(self, n: int) -> None:
-        """Claim up to ``n`` jobs and start them as soon as they arrive; the outcome goes to
-        ``_returned`` for the loop. ``n`` slots are reserved meanwhile."""
-        self._wake.clear()
-        self._reserved += n
-        wakes = self._wakes
-        try:
-            claimed = await self.driver.claim(self.queues, n, worker_id=self.worker_id,
-                                              lease_s=self.lease_s)
-        except Exception as exc:  # PgQueueError: retried by the loop; anything else: raised
-            self._returned.append(_Returned(n, 0, wakes, exc))
-        else:
+            try:
+                claimed = await driver.claim(self.queues, free, worker_id=self.worker_id,
+                                             lease_s=self.lease_s)
+            except PgQueueError as exc:  # unavailable, or a transient conflict
+                log.warning("cannot claim jobs: %s; retrying", exc,
+                            extra={"event": "db_unavailable"})
+                await self.sleep(min(self.poll_interval, UNAVAILABLE_RETRY_S))
+                continue
             self.last_claim = time.time()
+            self._short = len(claimed) < free
             for job in claimed:
                 self._start(job)
-            self._returned.append(_Returned(n, len(claimed), wakes, None))
-        finally:
-            self._reserved -= n
-            self._claim_done.set()
-
-    async def _returned_claim(self, r: _Returned) -> bool:
-        """Act on a claim that came back; true when a burst worker is done."""
-        if r.error is not None:
-            if not isinstance(r.error, PgQueueError):
-                raise r.error
-            # unavailable, or a transient conflict
-            log.warning("cannot claim jobs: %s; retrying", r.error,
-                        extra={"event": "db_unavailable"})
-            self._full = False
-            await self.sleep(min(self.poll_interval, UNAVAILABLE_RETRY_S))
-            return False
-        self._full = r.got == r.asked
-        self._short = not self._full
-        if self._full or self._claims or self._returned:
-            return False
-        # fewer jobs than asked, nothing in flight: sleep until something can change (at once
-        # if a wake-up came while this claim was out)
-        if self._wakes != r.wakes:
-            self._wake.set()
-        return await self._idle(r.got)
+            if len(claimed) == free:
+                await asyncio.sleep(0)  # let jobs start; claim again when a slot frees
+                if self.concurrency - len(self.running) <= 0:
+                    await self._wait_wake(None)
+                continue
+            # fewer jobs than free slots: sleep until something can change
+            if await self._idle(claimed):
+                return
 
     def _start(self, job: Job) -> None:
         t = asyncio.create_task(self.executor.run(job))
@@ -230,9 +151,9 @@ class Producer(Service):
 
     def _done(self, job_id: int) -> None:
         self.running.pop(job_id, None)
-        self.wake()
+        self._wake.set()
 
-    async def _idle(self, claimed: int) -> bool:
+    async def _idle(self, claimed: list[Job]) -> bool:
         """Wait for the next chance to claim; true when a burst worker is done."""
         timeout = self.poll_interval
         try:
@@ -273,18 +194,12 @@ class Producer(Service):
             return ""
         return "left: " + "; ".join(parts) if parts else ""
 
-    async def _wait_wake(self, timeout: float | None, *, claims: bool = False) -> None:
-        """Wait for a wake-up, a stop request or ``timeout`` seconds of the clock (and, with
-        ``claims``, for a claim in flight to return)."""
+    async def _wait_wake(self, timeout: float | None) -> None:
+        """Wait for a wake-up, a stop request or ``timeout`` seconds of the clock."""
         if self.stopping:
             return
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait()),
                                               asyncio.ensure_future(self._stopping.wait())]
-        if claims:
-            if self._returned:
-                return
-            self._claim_done.clear()
-            waiters.append(asyncio.ensure_future(self._claim_done.wait()))
         if timeout is not None:
             waiters.append(asyncio.ensure_future(self.clock.sleep(timeout)))
         try:

@@ -928,15 +928,6 @@ class PostgresDriver:
                                                       lease_s)
         return jobs
 
-    def claim_overlap(self, queues: Sequence[str]) -> int:
-        """Two claims in flight once the last claim of ``queues`` found none of them limited;
-        one otherwise. Two limited claims of one worker would compete for the same queue rows'
-        locks (``lock_queue`` / ``lock_limited_queues``, SKIP LOCKED: the loser comes back empty
-        and retries after a sleep, see :data:`LIMITED_LOCK_TRIES`), and the limits, not the round
-        trip, bound a limited queue's pace. Until a first claim has looked, one."""
-        cached = self._limited_cache.get(tuple(queues))
-        return 2 if cached is not None and not cached[1] else 1
-
     async def _limited_queues(self, queues: Sequence[str]) -> dict[str, bool]:
         """Which of ``queues`` need a limited claim, each with whether the capped claim serves
         it (re-read at most every :data:`LIMITS_REFRESH_S` seconds: a new limit applies within
