@@ -91,6 +91,11 @@ class Bench:
         self.sizes = QUICK if args.quick else FULL
         self.app = make_app(dsn)
         self.quiet = Quiet(args.wait_quiet)
+        #: the directory worker processes run in (and import pgqueue from): this checkout,
+        #: or another tree to compare with (see benchmarks/claim_overlap.py)
+        self.worker_tree = REPO
+        #: more arguments for every worker process (e.g. ``--count-calls``)
+        self.worker_extra: list[str] = []
 
     # ---- enqueue ---------------------------------------------------------------------------
     def bulk_enqueue(self, n: int) -> float:
@@ -197,12 +202,13 @@ class Bench:
             cmd.append("--metrics")
         if self.args.tracing:
             cmd.append("--tracing")
-        cmd += extra or []
+        cmd += [*(extra or []), *self.worker_extra]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        tree = self.worker_tree
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
         logf = out.with_suffix(".log")
         with open(logf, "w") as lf:
-            proc = self.children.popen(cmd, cwd=REPO, env=env, stdout=lf, stderr=lf)
+            proc = self.children.popen(cmd, cwd=tree, env=env, stdout=lf, stderr=lf)
         return proc, logf
 
     def wait_worker(self, proc: Any, logf: Path, out: Path, timeout: float) -> dict[str, Any]:
@@ -270,6 +276,7 @@ class Bench:
                                      if d["jobs_upd"] else None),
             "checkpoints": d["checkpoints"],
             "counts": r.get("counts"),
+            "calls": r.get("calls"),
         }
         if n >= 100_000:
             res["jobs_per_s_by_tenth"] = self.db.deciles(r["t0"])
