@@ -91,6 +91,11 @@ class Bench:
         self.sizes = QUICK if args.quick else FULL
         self.app = make_app(dsn)
         self.quiet = Quiet(args.wait_quiet)
+        #: the directory worker processes run in (and import pgqueue from): this checkout,
+        #: or another tree to compare with (see benchmarks/claim_overlap.py)
+        self.worker_tree = REPO
+        #: more arguments for every worker process (e.g. ``--count-calls``)
+        self.worker_extra: list[str] = []
 
     # ---- enqueue ---------------------------------------------------------------------------
     def bulk_enqueue(self, n: int) -> float:
@@ -198,9 +203,11 @@ class Bench:
         if self.args.tracing:
             cmd += ["--tracing", "--span-processor", getattr(self.args, "span_processor",
                                                              "simple")]
-        cmd += extra or []
+        cmd += [*(extra or []), *self.worker_extra]
         env = dict(os.environ)
-        tree = getattr(self.args, "worker_tree", None) or REPO  # the pgqueue the worker runs
+        # the pgqueue the worker runs: benchmarks.observability's --other-tree, else the one
+        # benchmarks.claim_overlap sets, else this checkout
+        tree = getattr(self.args, "worker_tree", None) or self.worker_tree
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
         logf = out.with_suffix(".log")
         with open(logf, "w") as lf:
@@ -274,6 +281,7 @@ class Bench:
             "checkpoints": d["checkpoints"],
             "counts": r.get("counts"),
             "spans_exported": r.get("spans_exported"),
+            "calls": r.get("calls"),
         }
         if n >= 100_000:
             res["jobs_per_s_by_tenth"] = self.db.deciles(r["t0"])

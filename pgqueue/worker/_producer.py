@@ -120,7 +120,7 @@ class Producer(Service):
                 await completer.drain()
             free = self.concurrency - len(self.running)
             if free <= 0:
-                await self._wait_wake(None)
+                await self._wait_for_slot()
                 continue
             self._wake.clear()
             try:
@@ -138,7 +138,7 @@ class Producer(Service):
             if len(claimed) == free:
                 await asyncio.sleep(0)  # let jobs start; claim again when a slot frees
                 if self.concurrency - len(self.running) <= 0:
-                    await self._wait_wake(None)
+                    await self._wait_for_slot()
                 continue
             # fewer jobs than free slots: sleep until something can change
             if await self._idle(claimed):
@@ -193,6 +193,14 @@ class Producer(Service):
         except PgQueueError:
             return ""
         return "left: " + "; ".join(parts) if parts else ""
+
+    async def _wait_for_slot(self) -> None:
+        """Every slot is busy: wait until a job ends (which wakes the producer) or a stop.
+        Earlier wake-ups (a NOTIFY, a flush) are dropped: nothing can be claimed before a slot
+        frees, and the claim then looks afresh; waiting on a wake-up already set would return
+        at once, again and again, spinning the event loop until a job ends."""
+        self._wake.clear()
+        await self._wait_wake(None)
 
     async def _wait_wake(self, timeout: float | None) -> None:
         """Wait for a wake-up, a stop request or ``timeout`` seconds of the clock."""
