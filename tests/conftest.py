@@ -48,7 +48,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue
 from pgqueue import migrations
-from tests.helpers import scalar, truncate, wait_for
+from tests.helpers import close_app, scalar, truncate, wait_for
 from tests.pgbouncer import PgBouncer, pgbouncer_binary
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ def app(clean: str) -> Iterator[pgqueue.App]:
     """An App on ``clean``, closed afterwards."""
     a = pgqueue.App(database_url=clean)
     yield a
-    a.close()
+    close_app(a)
 
 
 @pytest.fixture

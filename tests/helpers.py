@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 import pgqueue
+from pgqueue.drivers.postgres.driver import PostgresDriver
 
 __all__ = ["eventually", "run_async", "scalar", "truncate", "wait_for"]
 
@@ -94,6 +95,19 @@ def run_async(app: pgqueue.App, main: Coroutine[Any, Any, T]) -> T:
             await app.driver.aclose()
 
     return asyncio.run(run_then_close())
+
+
+def close_app(app: pgqueue.App) -> None:
+    """Close every pool of ``app``: the sync one, and the async ones of event loops that are
+    still open and idle -- the session loop the async tests share. ``App.close`` leaves async
+    pools to the loop that made them, so each test's App kept ~5 connections open until the
+    garbage collector found it, and a run piled up to the server's 100 connections."""
+    driver = app._driver
+    if isinstance(driver, PostgresDriver):
+        for loop in {key[0] for key in driver._apools}:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(driver.aclose())
+    app.close()
 
 
 def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:

@@ -21,7 +21,7 @@ import pytest
 import pgqueue
 from pgqueue import CapabilityError, ValidationError
 from pgqueue.drivers.postgres.driver import LIMITED_JITTER_S, LIMITED_RECHECK_S
-from tests.helpers import run_async, run_cli_main, scalar
+from tests.helpers import close_app, run_async, run_cli_main, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def spans(clean: str, conn: psycopg.Connection[Any]) -> str:
 def lapp(spans: str) -> Iterator[pgqueue.App]:
     app = pgqueue.App(database_url=spans)
     yield app
-    app.close()
+    close_app(app)
 
 
 def start_worker(dsn: str, *args: str, burst: bool = True) -> subprocess.Popen[str]:
