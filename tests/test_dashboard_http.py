@@ -218,15 +218,22 @@ def test_the_command_refuses_bad_flags(clean: str, capsys: pytest.CaptureFixture
     finally:
         del os.environ[pgqueue.dashboard.TOKEN_ENV]
     assert status == 2 and "at least 16 characters" in err
+    status, _, err = run_cli_main(capsys, "dashboard", "--database-url", clean,
+                                  "--count-cap", "0")
+    assert status == 2 and "--count-cap must be at least 1" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.processes
 def test_the_command_serves_with_a_printed_token(clean: str) -> None:
     port = _free_port()
+    filler = pgqueue.App(database_url=clean)
+    filler.enqueue_many("mail.send", [{"n": i} for i in range(5)], queue="emails")
+    filler.close()
     env = {k: v for k, v in os.environ.items() if k != pgqueue.dashboard.TOKEN_ENV}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pgqueue.cli", "dashboard", "--database-url", clean,
-         "--port", str(port), "--read-only"],
+         "--port", str(port), "--read-only", "--count-cap", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
@@ -243,6 +250,7 @@ def test_the_command_serves_with_a_printed_token(clean: str) -> None:
 
         r = wait_for(up, 60, "the dashboard to answer")
         assert r is not None and r.status_code == 200 and "read-only" in r.text
+        assert ">3+<" in r.text  # 5 waiting jobs, counted up to --count-cap 3
         assert httpx.get(url).status_code == 401
     finally:
         proc.terminate()

@@ -39,6 +39,9 @@ pip install 'pgqueue-tx[dashboard]' and the postgres driver.""")
                     help="show everything, allow no action")
     sp.add_argument("--no-auth", action="store_true",
                     help="no access token (anyone who reaches the port may use it)")
+    sp.add_argument("--count-cap", type=int, default=None, metavar="N",
+                    help="the overview counts each figure up to N rows and shows more as "
+                         "'N+' (default 10,000; pgqueue status counts every row)")
     sp.set_defaults(func=cmd_dashboard)
 
 
@@ -54,6 +57,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     port = check_port(args.port, flag="--port")
     dashboard = _dashboard_module()
+    count_cap = dashboard.COUNT_CAP if args.count_cap is None else args.count_cap
+    if count_cap < 1:
+        raise ValidationError(f"--count-cap must be at least 1 row, not {count_cap}")
     token: str | None = None
     if not args.no_auth:
         token = os.environ.get(dashboard.TOKEN_ENV) or None
@@ -76,5 +82,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         else:
             print(f"pgqueue dashboard on {url} (access token from {dashboard.TOKEN_ENV})",
                   flush=True)
-        dashboard.serve(app, host=args.host, port=port, auth=token, read_only=args.read_only)
+        dashboard.serve(app, host=args.host, port=port, auth=token, read_only=args.read_only,
+                        count_cap=count_cap)
     return 0

@@ -78,7 +78,10 @@ def new_token() -> str:
 
 
 def serve(app: App, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          auth: str | AuthCallable | None, read_only: bool = False) -> None:
-    """Serve the dashboard with uvicorn until interrupted (what ``pgqueue dashboard`` runs)."""
-    uvicorn.run(asgi_app(app, auth=auth, read_only=read_only), host=host, port=port,
+          auth: str | AuthCallable | None, read_only: bool = False,
+          count_cap: int = COUNT_CAP) -> None:
+    """Serve the dashboard with uvicorn until interrupted (what ``pgqueue dashboard`` runs);
+    the options are :func:`asgi_app`'s."""
+    uvicorn.run(asgi_app(app, auth=auth, read_only=read_only, count_cap=count_cap),
+                host=host, port=port,
                 log_level="warning", access_log=False, server_header=False)
