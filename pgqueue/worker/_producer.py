@@ -135,8 +135,10 @@ class Producer(Service):
             self._short = len(claimed) < free
             for job in claimed:
                 self._start(job)
-            if len(claimed) == free:
-                await asyncio.sleep(0)  # let jobs start; claim again when a slot frees
+            # let the jobs start before the next round trip: preparing and sending it would
+            # otherwise come between the claim and the handlers (about 0.3 ms of pickup latency)
+            await asyncio.sleep(0)
+            if len(claimed) == free:  # claim again when a slot frees
                 if self.concurrency - len(self.running) <= 0:
                     await self._wait_for_slot()
                 continue
@@ -151,7 +153,14 @@ class Producer(Service):
 
     def _done(self, job_id: int) -> None:
         self.running.pop(job_id, None)
-        self._wake.set()
+        # A freed slot is worth a claim when the last claim filled every slot (more jobs may
+        # be ready), or when a burst worker's last job ended (it may be done). After a short
+        # claim it is not: nothing was ready then, new jobs bring a NOTIFY or a run_at, and a
+        # limit's slot frees when the outcome is written (``_after_flush``). Claiming anyway
+        # kept an idle worker busy with empty claims after every job, so that the NOTIFY of
+        # the next job waited for them.
+        if not self._short or (self.burst and not self.running):
+            self._wake.set()
 
     async def _idle(self, claimed: list[Job]) -> bool:
         """Wait for the next chance to claim; true when a burst worker is done."""

@@ -937,15 +937,19 @@ class PostgresDriver:
                                                       lease_s)
         return jobs
 
-    async def _limited_queues(self, queues: Sequence[str]) -> dict[str, bool]:
+    async def _limited_queues(self, queues: Sequence[str], *,
+                              ahead: float = 0.0) -> dict[str, bool]:
         """Which of ``queues`` need a limited claim, each with whether the capped claim serves
         it (re-read at most every :data:`LIMITS_REFRESH_S` seconds: a new limit applies within
         that time; meanwhile the unlimited claim already leaves a limited queue alone, and the
-        capped claim leaves keyed jobs and rate-limited queues alone, so nothing overshoots)."""
+        capped claim leaves keyed jobs and rate-limited queues alone, so nothing overshoots).
+        ``ahead``: re-read it already when it would be stale within that many seconds (the
+        idle path does, so that the claim that follows a NOTIFY finds it fresh and takes one
+        round trip, not two)."""
         key = tuple(queues)
         now = time.monotonic()
         cached = self._limited_cache.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > now + ahead:
             return cached[1]
         found: dict[str, bool] = await self._arun(_Op(
             self.sql.limited_queues, {"queues": list(queues)},
@@ -1116,7 +1120,7 @@ class PostgresDriver:
         many seconds, on its own clock: ``next_claim_in``), or for a slot that another worker's
         completion frees (looked at again after :data:`LIMITED_RECHECK_S`); a small jitter
         keeps the workers waiting on one window from claiming all at the same instant."""
-        limited = self._limited_cache.get(tuple(queues), (0, {}))[1]
+        limited = await self._limited_queues(queues, ahead=LIMITS_REFRESH_S / 2)
         if not limited:
             value: dt.datetime | None = await self._arun(
                 _Op(self.sql.next_run_at, {"queues": list(queues)}, _scalar))
