@@ -203,6 +203,10 @@ class Driver(Protocol):
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
                       reason: str, attempt: int | None = None) -> bool: ...
     async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None: ...
+    def limits_hold(self, queues: Sequence[str]) -> bool:
+        """Whether flow-control limits may hold back ready jobs of ``queues`` (so that a
+        written outcome, which frees a limit's slot, is worth another claim); from what the
+        driver's last claim saw, without I/O."""
     async def register_worker(self, *, worker_id: str, queues: Sequence[str],
                               concurrency: int) -> None: ...
     async def unregister_worker(self, *, worker_id: str) -> None: ...
@@ -487,6 +491,10 @@ class NoDatabaseMixin:
 
     # -- flow control: not offered (``flow_control=False``; the App refuses limits and
     #    concurrency keys before reaching these)
+    def limits_hold(self, queues: Sequence[str]) -> bool:
+        """No limits here: never."""
+        return False
+
     def set_queue_limits_sync(self, queue: str, limits: QueueLimits) -> None:
         """Not offered: raises :class:`pgqueue.CapabilityError`."""
         raise CapabilityError(f"the {self.name} driver has no queue limits (they are enforced "

@@ -937,6 +937,13 @@ class PostgresDriver:
                                                       lease_s)
         return jobs
 
+    def limits_hold(self, queues: Sequence[str]) -> bool:
+        """Whether the last look at ``queues`` (see :meth:`_limited_queues`) found any that
+        the limited claim serves: limits, or keyed jobs (a key's slot frees when its job's
+        outcome is written)."""
+        cached = self._limited_cache.get(tuple(queues))
+        return cached is None or bool(cached[1])
+
     async def _limited_queues(self, queues: Sequence[str], *,
                               ahead: float = 0.0) -> dict[str, bool]:
         """Which of ``queues`` need a limited claim, each with whether the capped claim serves
