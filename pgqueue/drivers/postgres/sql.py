@@ -436,11 +436,43 @@ class Statements:
              WHERE queue = %(queue)s AND %(rate_limit)s::int IS NULL
                AND %(key_rate_limit)s::int IS NULL""")
 
-        #: When the next waiting job of these queues becomes due (for sleeping until then).
+        #: The earliest ``run_at`` of queue ``qn.name``'s waiting jobs (a LATERAL subquery over
+        #: ``qn``), through the claim indexes without reading all of a queue's entries: for
+        #: jobs without a key, a loose scan of ``jobs_claim_idx`` finds each distinct priority
+        #: (one probe each) and then that priority's earliest ``run_at`` (one probe each);
+        #: keyed jobs, which make the queue a limited one anyway, take ``min`` over their
+        #: range of ``jobs_key_claim_idx``. A plain ``min(run_at)`` read every waiting entry
+        #: of the queue: with 300,000 jobs scheduled for tomorrow, 60-100 ms per idle worker
+        #: per look; this takes 0.2 ms.
+        earliest = """
+            SELECT min(e.at) FROM (
+                WITH RECURSIVE pr(priority) AS (
+                    (SELECT j.priority FROM {s}.jobs j
+                      WHERE j.queue = qn.name AND j.state = 'waiting'
+                        AND j.concurrency_key IS NULL
+                      ORDER BY j.priority LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.priority FROM {s}.jobs j
+                             WHERE j.queue = qn.name AND j.state = 'waiting'
+                               AND j.concurrency_key IS NULL AND j.priority > pr.priority
+                             ORDER BY j.priority LIMIT 1)
+                      FROM pr WHERE pr.priority IS NOT NULL)
+                SELECT (SELECT j.run_at FROM {s}.jobs j
+                         WHERE j.queue = qn.name AND j.state = 'waiting'
+                           AND j.concurrency_key IS NULL AND j.priority = pr.priority
+                         ORDER BY j.run_at LIMIT 1) AS at
+                  FROM pr WHERE pr.priority IS NOT NULL
+                UNION ALL
+                SELECT min(j.run_at) FROM {s}.jobs j
+                 WHERE j.queue = qn.name AND j.state = 'waiting'
+                   AND j.concurrency_key IS NOT NULL) e"""
+
+        #: When the next waiting job of these (unpaused) queues becomes due (for sleeping until
+        #: then). A plain read.
         self.next_run_at = q("""
-            SELECT min(run_at) FROM {s}.jobs j
-            WHERE state = 'waiting' AND queue = ANY(%(queues)s::text[])
-              AND NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = j.queue AND p.paused)""")
+            SELECT min(x.at) FROM unnest(%(queues)s::text[]) AS qn(name)
+             CROSS JOIN LATERAL (""" + earliest + """) AS x(at)
+             WHERE NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = qn.name AND p.paused)""")
 
         #: ``next_run_at`` for a worker some of whose queues are limited (``limited``): in how
         #: many seconds, by the database's clock, a claim may take something. A limited queue
@@ -476,16 +508,9 @@ class Statements:
                      OFFSET greatest(lq.rate_limit - 1, 0) LIMIT 1),
                     clock_timestamp() + make_interval(secs => %(recheck)s)) AS at
                   FROM lq),
-            later AS (  -- the other unpaused queues' earliest run_at, through the claim indexes
+            later AS (  -- the other unpaused queues' earliest run_at (``earliest`` above)
                 SELECT x.at FROM unnest(%(queues)s::text[]) AS qn(name)
-                 CROSS JOIN LATERAL (
-                    SELECT min(j.run_at) AS at FROM {s}.jobs j
-                     WHERE j.queue = qn.name AND j.state = 'waiting'
-                       AND j.concurrency_key IS NULL
-                    UNION ALL
-                    SELECT min(j.run_at) FROM {s}.jobs j
-                     WHERE j.queue = qn.name AND j.state = 'waiting'
-                       AND j.concurrency_key IS NOT NULL) x
+                 CROSS JOIN LATERAL (""" + earliest + """) AS x(at)
                  WHERE qn.name NOT IN (SELECT name FROM lq)
                    AND NOT EXISTS (SELECT 1 FROM {s}.queues p
                                     WHERE p.name = qn.name AND p.paused))
