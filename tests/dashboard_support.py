@@ -25,9 +25,10 @@ TOKEN = "test-token-0123456789abcdef"
 
 
 def need_chromium() -> None:
+    """Skip the calling test module when Debian's Chromium is missing (called at import)."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (Debian's, never a "
-                    "downloaded browser)")
+                    "downloaded browser)", allow_module_level=True)
 
 
 class Served:
