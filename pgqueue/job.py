@@ -33,10 +33,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import json.scanner
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 
@@ -58,6 +58,7 @@ __all__ = [
     "Job",
     "JobState",
     "NewJob",
+    "NewJobs",
     "Outcome",
     "OutcomeRule",
     "Snooze",
@@ -469,6 +470,45 @@ class NewJob:
     on_dependency_failure: str = "cancel"
     #: the workflow this job belongs to (:func:`pgqueue.chain`, :func:`pgqueue.group`)
     workflow_id: str | None = None
+
+
+class NewJobs(Sequence[NewJob]):
+    """Jobs that differ only in their arguments, as :meth:`pgqueue.App.enqueue_many` builds
+    them: one validated ``template`` and the JSON text of each job's arguments, so that a batch
+    of 100,000 jobs is not 100,000 objects (making a frozen :class:`NewJob` cost about twice as
+    much as validating and serialising its arguments). It reads as a sequence of
+    :class:`NewJob` (each made on access), so any driver takes it; the PostgreSQL driver reads
+    ``template`` and ``args_json`` directly."""
+
+    __slots__ = ("args_json", "template")
+
+    def __init__(self, template: NewJob, args_json: list[str]) -> None:
+        self.template = template
+        self.args_json = args_json
+
+    def __len__(self) -> int:
+        return len(self.args_json)
+
+    @overload
+    def __getitem__(self, index: int) -> NewJob: ...
+    @overload
+    def __getitem__(self, index: slice) -> NewJobs: ...
+    def __getitem__(self, index: int | slice) -> NewJob | NewJobs:
+        if isinstance(index, slice):
+            return NewJobs(self.template, self.args_json[index])
+        return self._job(self.args_json[index])
+
+    def __iter__(self) -> Iterator[NewJob]:
+        return map(self._job, self.args_json)
+
+    def _job(self, args_json: str) -> NewJob:
+        t = self.template
+        return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at,
+                      t.delay_s, t.unique_key, t.timeout_s, t.meta_json, t.concurrency_key,
+                      t.depends_on, t.on_dependency_failure, t.workflow_id)
+
+    def __repr__(self) -> str:
+        return f"NewJobs({self.template!r}, <{len(self.args_json)} args>)"
 
 
 #: What a dependent job does when one of its dependencies fails for good or is cancelled:
