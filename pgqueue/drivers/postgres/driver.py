@@ -145,11 +145,10 @@ class _Op(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class _Copy:
-    """A plan step: ``COPY ... FROM STDIN`` (text format) of ``data``, chunks of whole lines
-    (an iterator: each chunk is made while the server takes in the one before)."""
+    """A plan step: ``COPY ... FROM STDIN`` (text format) of ``data``, chunks of whole lines."""
 
     query: sql.Composed
-    data: Iterable[str]
+    data: list[str]
 
 
 #: COPY's text format: these characters in a value are written as backslash escapes
@@ -211,7 +210,7 @@ def _copy_parts(j: NewJob, now: dt.datetime, optional: tuple[str, ...]) -> tuple
 
 
 def _copy_data(ids: Sequence[int], jobs: Sequence[NewJob],
-               now: dt.datetime) -> tuple[tuple[str, ...], Iterator[str]]:
+               now: dt.datetime) -> tuple[tuple[str, ...], list[str]]:
     """The optional columns to send and the lines of ``COPY jobs (COPY_COLUMNS, optional)``,
     in chunks of whole lines. The jobs of a batch usually share everything but their
     arguments (always, for a :class:`NewJobs`): the other columns are formatted once per
@@ -227,18 +226,18 @@ def _copy_data(ids: Sequence[int], jobs: Sequence[NewJob],
     return optional, _copy_mixed(ids, [j.args_json for j in jobs], [parts[k] for k in shapes])
 
 
-def _copy_same(ids: Sequence[int], args: list[str], head: str, tail: str) -> Iterator[str]:
-    for k in range(0, len(args), _COPY_CHUNK):
-        yield "".join([f"{i}{head}{a}{tail}" for i, a in zip(
-            ids[k:k + _COPY_CHUNK], _copy_escaped(args[k:k + _COPY_CHUNK]), strict=True)])
+def _copy_same(ids: Sequence[int], args: list[str], head: str, tail: str) -> list[str]:
+    return ["".join([f"{i}{head}{a}{tail}" for i, a in zip(
+        ids[k:k + _COPY_CHUNK], _copy_escaped(args[k:k + _COPY_CHUNK]), strict=True)])
+        for k in range(0, len(args), _COPY_CHUNK)]
 
 
 def _copy_mixed(ids: Sequence[int], args: list[str],
-                parts: list[tuple[str, str]]) -> Iterator[str]:
-    for k in range(0, len(args), _COPY_CHUNK):
-        yield "".join([f"{i}{p[0]}{a}{p[1]}" for i, a, p in zip(
-            ids[k:k + _COPY_CHUNK], _copy_escaped(args[k:k + _COPY_CHUNK]),
-            parts[k:k + _COPY_CHUNK], strict=True)])
+                parts: list[tuple[str, str]]) -> list[str]:
+    return ["".join([f"{i}{p[0]}{a}{p[1]}" for i, a, p in zip(
+        ids[k:k + _COPY_CHUNK], _copy_escaped(args[k:k + _COPY_CHUNK]),
+        parts[k:k + _COPY_CHUNK], strict=True)])
+        for k in range(0, len(args), _COPY_CHUNK)]
 
 
 def _shapes(jobs: Sequence[NewJob]) -> Sequence[NewJob]:
