@@ -721,22 +721,25 @@ class App:
 
             app.enqueue_many("resize", [{"id": i} for i in range(1000)], queue="images")
         """
-        with _traced(self._build_many(task, args_list, options)) as (jobs, _):
+        with _traced(self._build_many(task, args_list, options, lazy=conn is None)) as (jobs, _):
             return self._enqueuer(conn, _shapes(jobs)).insert_many(jobs, conn=conn)
 
     async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *,
                                  conn: AsyncConn | None = None,
                                  **options: Unpack[EnqueueOptions]) -> list[int]:
         """Async twin of :meth:`enqueue_many` (``conn``: an async connection or session)."""
-        with _traced(self._build_many(task, args_list, options)) as (jobs, _):
+        with _traced(self._build_many(task, args_list, options, lazy=conn is None)) as (jobs, _):
             return await self._enqueuer(conn, _shapes(jobs)).insert_many_async(jobs, conn=conn)
 
-    def _build_many(self, task: str, args_list: Iterable[Any],
-                    options: EnqueueOptions) -> Sequence[NewJob]:
-        """Validate the shared options once, then each job's arguments: every row before
-        anything is written (a ValidationError names the row: ``args_list[7]: ...``). The jobs
-        share everything but their arguments (a :class:`~pgqueue.job.NewJobs`), unless the
-        task derives a concurrency key from each job's arguments."""
+    def _build_many(self, task: str, args_list: Iterable[Any], options: EnqueueOptions, *,
+                    lazy: bool = False) -> Sequence[NewJob]:
+        """Validate the shared options once, then each job's arguments (a ValidationError
+        names the row: ``args_list[7]: ...``), all before anything is written. ``lazy`` (the
+        batch goes in a transaction of pgqueue's own): the arguments are validated when the
+        driver first needs them, which the PostgreSQL driver's COPY does while the server
+        writes the rows before (an invalid row then rolls the whole batch back); see
+        :class:`~pgqueue.job.NewJobs`. The jobs share everything but their arguments (a
+        ``NewJobs``), unless the task derives a concurrency key from each job's arguments."""
         opts = _check_options(options)
         if not isinstance(task, str):
             raise ValidationError("enqueue_many takes a task name; for job instances use "
@@ -752,15 +755,10 @@ class App:
                 except ValidationError as exc:
                     raise type(exc)(f"args_list[{i}]: {exc}") from exc
             return out
-        texts: list[str] = []
-        append = texts.append
-        i = -1
-        try:
-            for i, args in enumerate(args_list):  # noqa: B007 (i names the bad row)
-                append(serialise(args))
-        except ValidationError as exc:
-            raise type(exc)(f"args_list[{i}]: {exc}") from exc
-        return NewJobs(template, texts)
+        batch = NewJobs(template, list(args_list), serialise)
+        if not lazy:
+            batch.args_json  # noqa: B018 (serialises them all now: raises on the first bad one)
+        return batch
 
     def _keyed(self, registered: Task | None, job: NewJob) -> NewJob:
         """``job`` with the concurrency key its task derives from its arguments (a key given

@@ -219,6 +219,38 @@ def test_bulk_insert_of_mixed_jobs_sends_what_any_needs(
         assert (priority, max_attempts) == (kind.get("priority", 20), kind.get("max_attempts", 5))
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_bulk_copy_with_a_bad_row_late_writes_nothing(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any], is_async: bool) -> None:
+    """In pgqueue's own transaction a large batch's arguments are validated while COPY sends
+    the rows before them: a bad row late in the batch stops the COPY and rolls the batch back
+    (no row, no wake-up), the error names it, and the pooled connection serves the next
+    batch."""
+    import asyncio
+
+    lis = listener(clean)
+    rows: list[Any] = [{"i": i} for i in range(9_000)]
+    rows[8_765] = {"i": float("nan")}
+    good = [{"i": i} for i in range(500)]
+
+    async def go() -> list[int]:
+        try:
+            with pytest.raises(pgqueue.ValidationError, match=r"args_list\[8765\]: .*JSON"):
+                await app.enqueue_many_async("t", rows, queue="q")
+            return await app.enqueue_many_async("t", good, queue="q")
+        finally:
+            await app.aclose()
+
+    if is_async:
+        ids = asyncio.run(go())
+    else:
+        with pytest.raises(pgqueue.ValidationError, match=r"args_list\[8765\]: .*JSON"):
+            app.enqueue_many("t", rows, queue="q")
+        ids = app.enqueue_many("t", good, queue="q")
+    assert [r[0] for r in conn.execute("SELECT id FROM pgqueue.jobs ORDER BY id")] == ids
+    assert pending_notifications(lis) == ["q"]  # the good batch's only
+
+
 def test_bulk_enqueue_in_caller_transaction_rolls_back(
         app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
     with psycopg.connect(clean) as c:

@@ -145,10 +145,11 @@ class _Op(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class _Copy:
-    """A plan step: ``COPY ... FROM STDIN`` (text format) of ``data``, chunks of whole lines."""
+    """A plan step: ``COPY ... FROM STDIN`` (text format) of ``data``, chunks of whole lines
+    (each may be made only when it is sent, see :func:`_copy_data`)."""
 
     query: sql.Composed
-    data: list[str]
+    data: Iterable[str]
 
 
 #: COPY's text format: these characters in a value are written as backslash escapes
@@ -210,15 +211,18 @@ def _copy_parts(j: NewJob, now: dt.datetime, optional: tuple[str, ...]) -> tuple
 
 
 def _copy_data(ids: Sequence[int], jobs: Sequence[NewJob],
-               now: dt.datetime) -> tuple[tuple[str, ...], list[str]]:
+               now: dt.datetime) -> tuple[tuple[str, ...], Iterable[str]]:
     """The optional columns to send and the lines of ``COPY jobs (COPY_COLUMNS, optional)``,
     in chunks of whole lines. The jobs of a batch usually share everything but their
     arguments (always, for a :class:`NewJobs`): the other columns are formatted once per
-    distinct combination."""
+    distinct combination. A ``NewJobs`` whose arguments are not serialised yet is
+    serialised a chunk at a time as COPY sends it: the client then works while the server
+    takes in the chunks before (half the time of a 100,000-job batch was the client's, before
+    the server's)."""
     if isinstance(jobs, NewJobs):
         optional = _copy_optional((jobs.template,))
         head, tail = _copy_parts(jobs.template, now, optional)
-        return optional, _copy_same(ids, jobs.args_json, head, tail)
+        return optional, _copy_same(ids, jobs, head, tail)
     shapes = [_shape(j) for j in jobs]
     one_of = dict(zip(shapes, jobs, strict=True))  # a job of each shape
     optional = _copy_optional(one_of.values())
@@ -226,10 +230,10 @@ def _copy_data(ids: Sequence[int], jobs: Sequence[NewJob],
     return optional, _copy_mixed(ids, [j.args_json for j in jobs], [parts[k] for k in shapes])
 
 
-def _copy_same(ids: Sequence[int], args: list[str], head: str, tail: str) -> list[str]:
-    return ["".join([f"{i}{head}{a}{tail}" for i, a in zip(
-        ids[k:k + _COPY_CHUNK], _copy_escaped(args[k:k + _COPY_CHUNK]), strict=True)])
-        for k in range(0, len(args), _COPY_CHUNK)]
+def _copy_same(ids: Sequence[int], jobs: NewJobs, head: str, tail: str) -> Iterator[str]:
+    for k in range(0, len(jobs), _COPY_CHUNK):
+        yield "".join([f"{i}{head}{a}{tail}" for i, a in zip(
+            ids[k:k + _COPY_CHUNK], _copy_escaped(jobs.texts(k, k + _COPY_CHUNK)), strict=True)])
 
 
 def _copy_mixed(ids: Sequence[int], args: list[str],
