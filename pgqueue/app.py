@@ -65,7 +65,7 @@ from pgqueue.errors import (
     ValidationError,
     WorkflowError,
 )
-from pgqueue.job import Dependency, FinishedJob, Job, NewJob, WorkflowJob
+from pgqueue.job import Dependency, FinishedJob, Job, NewJob, NewJobs, WorkflowJob
 from pgqueue.periodic import CatchUp, Schedule, make_schedule
 from pgqueue.retry import Backoff
 from pgqueue.task import (
@@ -721,20 +721,25 @@ class App:
 
             app.enqueue_many("resize", [{"id": i} for i in range(1000)], queue="images")
         """
-        with _traced(self._build_many(task, args_list, options)) as (jobs, _):
-            return self._enqueuer(conn, jobs).insert_many(jobs, conn=conn)
+        with _traced(self._build_many(task, args_list, options, lazy=conn is None)) as (jobs, _):
+            return self._enqueuer(conn, _shapes(jobs)).insert_many(jobs, conn=conn)
 
     async def enqueue_many_async(self, task: str, args_list: Iterable[Any], *,
                                  conn: AsyncConn | None = None,
                                  **options: Unpack[EnqueueOptions]) -> list[int]:
         """Async twin of :meth:`enqueue_many` (``conn``: an async connection or session)."""
-        with _traced(self._build_many(task, args_list, options)) as (jobs, _):
-            return await self._enqueuer(conn, jobs).insert_many_async(jobs, conn=conn)
+        with _traced(self._build_many(task, args_list, options, lazy=conn is None)) as (jobs, _):
+            return await self._enqueuer(conn, _shapes(jobs)).insert_many_async(jobs, conn=conn)
 
-    def _build_many(self, task: str, args_list: Iterable[Any],
-                    options: EnqueueOptions) -> list[NewJob]:
-        """Validate the shared options once, then each job's arguments: every row before
-        anything is written (a ValidationError names the row: ``args_list[7]: ...``)."""
+    def _build_many(self, task: str, args_list: Iterable[Any], options: EnqueueOptions, *,
+                    lazy: bool = False) -> Sequence[NewJob]:
+        """Validate the shared options once, then each job's arguments (a ValidationError
+        names the row: ``args_list[7]: ...``), all before anything is written. ``lazy`` (the
+        batch goes in a transaction of pgqueue's own): the arguments are validated when the
+        driver first needs them, which the PostgreSQL driver's COPY does while the server
+        writes the rows before (an invalid row then rolls the whole batch back); see
+        :class:`~pgqueue.job.NewJobs`. The jobs share everything but their arguments (a
+        ``NewJobs``), unless the task derives a concurrency key from each job's arguments."""
         opts = _check_options(options)
         if not isinstance(task, str):
             raise ValidationError("enqueue_many takes a task name; for job instances use "
@@ -742,18 +747,18 @@ class App:
         registered, task_name, _ = self._resolve(task, None)
         template = self._template(registered, task_name, **opts)
         serialise = _serialiser(registered)
-        keyed = registered is not None and registered.concurrency_key is not None
-        out = []
-        for i, args in enumerate(args_list):
-            try:
-                args_json = serialise(args)
-                job = _with_args(template, args_json)
-                if keyed:
-                    job = self._keyed(registered, job)
-            except ValidationError as exc:
-                raise type(exc)(f"args_list[{i}]: {exc}") from exc
-            out.append(job)
-        return out
+        if registered is not None and registered.concurrency_key is not None:
+            out = []
+            for i, args in enumerate(args_list):
+                try:
+                    out.append(self._keyed(registered, _with_args(template, serialise(args))))
+                except ValidationError as exc:
+                    raise type(exc)(f"args_list[{i}]: {exc}") from exc
+            return out
+        batch = NewJobs(template, list(args_list), serialise)
+        if not lazy:
+            batch.args_json  # noqa: B018 (serialises them all now: raises on the first bad one)
+        return batch
 
     def _keyed(self, registered: Task | None, job: NewJob) -> NewJob:
         """``job`` with the concurrency key its task derives from its arguments (a key given
@@ -1127,6 +1132,13 @@ def _traced(jobs: Sequence[NewJob]) -> Iterator[tuple[Sequence[NewJob], Publishi
                 meta = stamped[j.meta_json] = _tracing.stamp_meta(j.meta_json, carrier)
             out.append(dataclasses.replace(j, meta_json=meta))
         yield out, span
+
+
+def _shapes(jobs: Sequence[NewJob]) -> Sequence[NewJob]:
+    """What :meth:`App._enqueuer` needs to see of ``jobs``: a :class:`~pgqueue.job.NewJobs`
+    differs only in its arguments, so its template stands for all (checking 100,000 jobs one
+    by one would make each)."""
+    return (jobs.template,) if isinstance(jobs, NewJobs) else jobs
 
 
 def _with_args(t: NewJob, args_json: str) -> NewJob:

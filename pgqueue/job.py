@@ -33,12 +33,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import json.scanner
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pgqueue._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
+from pgqueue.errors import ValidationError
 
 __all__ = [
     "DEP_POLICIES",
@@ -58,6 +59,7 @@ __all__ = [
     "Job",
     "JobState",
     "NewJob",
+    "NewJobs",
     "Outcome",
     "OutcomeRule",
     "Snooze",
@@ -469,6 +471,78 @@ class NewJob:
     on_dependency_failure: str = "cancel"
     #: the workflow this job belongs to (:func:`pgqueue.chain`, :func:`pgqueue.group`)
     workflow_id: str | None = None
+
+
+class NewJobs(Sequence[NewJob]):
+    """Jobs that differ only in their arguments, as :meth:`pgqueue.App.enqueue_many` builds
+    them: one validated ``template`` and each job's arguments, so that a batch of 100,000 jobs
+    is not 100,000 objects (making a frozen :class:`NewJob` cost about twice as much as
+    validating and serialising its arguments).
+
+    Given ``serialise``, ``args`` are the arguments as passed, validated and serialised when
+    first needed: reading the batch as a sequence (any driver does) first serialises every
+    job, so a ValidationError (naming the bad one, ``args_list[7]: ...``) comes before the
+    driver sees a single job; only :meth:`texts` serialises a slice at a time (the PostgreSQL
+    driver's COPY, in a transaction of its own: the client serialises while the server takes
+    in the rows before, and a bad row rolls the whole batch back). Without ``serialise``,
+    ``args`` are the JSON texts already."""
+
+    __slots__ = ("_args", "_serialise", "template")
+
+    def __init__(self, template: NewJob, args: list[Any],
+                 serialise: Callable[[Any], str] | None = None) -> None:
+        self.template = template
+        self._args = args
+        self._serialise = serialise
+
+    @property
+    def args_json(self) -> list[str]:
+        """The JSON text of every job's arguments (serialised now if not yet)."""
+        if self._serialise is not None:
+            self._args = self.texts(0, len(self._args))
+            self._serialise = None
+        return self._args
+
+    def texts(self, start: int, stop: int) -> list[str]:
+        """The JSON texts of the jobs ``[start:stop]``, serialised now if not yet (and not
+        kept: for one pass over a large batch)."""
+        serialise = self._serialise
+        part = self._args[start:stop]
+        if serialise is None:
+            return part
+        out: list[str] = []
+        append = out.append
+        i = -1
+        try:
+            for i, args in enumerate(part):  # noqa: B007 (i names the bad one)
+                append(serialise(args))
+        except ValidationError as exc:
+            raise type(exc)(f"args_list[{start + i}]: {exc}") from exc
+        return out
+
+    def __len__(self) -> int:
+        return len(self._args)
+
+    @overload
+    def __getitem__(self, index: int) -> NewJob: ...
+    @overload
+    def __getitem__(self, index: slice) -> NewJobs: ...
+    def __getitem__(self, index: int | slice) -> NewJob | NewJobs:
+        if isinstance(index, slice):
+            return NewJobs(self.template, self.args_json[index])
+        return self._job(self.args_json[index])
+
+    def __iter__(self) -> Iterator[NewJob]:
+        return map(self._job, self.args_json)
+
+    def _job(self, args_json: str) -> NewJob:
+        t = self.template
+        return NewJob(t.queue, t.task, args_json, t.priority, t.max_attempts, t.run_at,
+                      t.delay_s, t.unique_key, t.timeout_s, t.meta_json, t.concurrency_key,
+                      t.depends_on, t.on_dependency_failure, t.workflow_id)
+
+    def __repr__(self) -> str:
+        return f"NewJobs({self.template!r}, <{len(self._args)} jobs>)"
 
 
 #: What a dependent job does when one of its dependencies fails for good or is cancelled:

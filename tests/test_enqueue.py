@@ -173,6 +173,84 @@ def test_bulk_copy_keeps_every_character_and_option(app: pgqueue.App,
     assert all(dt.timedelta(seconds=29) < r[6] < dt.timedelta(seconds=31) for r in rows)
 
 
+def test_bulk_copy_leaves_unneeded_columns_to_their_defaults(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    """A COPY batch whose jobs have no delay, run_at, timeout, meta or concurrency key leaves
+    those columns out: the rows read as if they had been sent (run_at is the enqueuing
+    transaction's clock, as a job without delay gets; meta {}, timeout and key NULL)."""
+    with psycopg.connect(clean) as c:
+        ids = app.enqueue_many("t", [{"i": i} for i in range(300)], queue="q", conn=c)
+        now = scalar(c, "SELECT now()")
+        c.commit()
+    rows = conn.execute(
+        "SELECT id, args, run_at, created_at, meta, timeout_s, concurrency_key, priority, "
+        "max_attempts, state, attempt FROM pgqueue.jobs ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ids
+    assert [r[1] for r in rows] == [{"i": i} for i in range(300)]
+    assert all(r[2:] == (now, now, {}, None, None, 20, 5, "waiting", 0) for r in rows), rows[0]
+
+
+def test_bulk_insert_of_mixed_jobs_sends_what_any_needs(
+        app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    """``App.insert`` of a large batch of differently built jobs: COPY sends each optional
+    column that some job needs, and every job keeps its own value (or the default)."""
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    kinds: list[dict[str, Any]] = [
+        {}, {"delay": 60}, {"run_at": when}, {"timeout": 2.5}, {"meta": {"k": "v\tw"}},
+        {"priority": 3, "max_attempts": 9}]
+    jobs = [app.build("t", {"i": i}, queue="q", **kinds[i % len(kinds)]) for i in range(600)]
+    ids = app.insert(jobs)
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT id, args, run_at - created_at, meta, timeout_s, priority, max_attempts "
+        "FROM pgqueue.jobs")}
+    assert len(rows) == 600
+    for i, job_id in enumerate(ids):
+        args, wait, meta, timeout, priority, max_attempts = rows[job_id]
+        kind = kinds[i % len(kinds)]
+        assert args == {"i": i}
+        if "delay" in kind:
+            assert wait == dt.timedelta(seconds=60)
+        elif "run_at" in kind:
+            assert wait > dt.timedelta(hours=1)
+        else:
+            assert wait == dt.timedelta(0)
+        assert meta == kind.get("meta", {})
+        assert timeout == kind.get("timeout")
+        assert (priority, max_attempts) == (kind.get("priority", 20), kind.get("max_attempts", 5))
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_bulk_copy_with_a_bad_row_late_writes_nothing(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any], is_async: bool) -> None:
+    """In pgqueue's own transaction a large batch's arguments are validated while COPY sends
+    the rows before them: a bad row late in the batch stops the COPY and rolls the batch back
+    (no row, no wake-up), the error names it, and the pooled connection serves the next
+    batch."""
+    import asyncio
+
+    lis = listener(clean)
+    rows: list[Any] = [{"i": i} for i in range(9_000)]
+    rows[8_765] = {"i": float("nan")}
+    good = [{"i": i} for i in range(500)]
+
+    async def go() -> list[int]:
+        try:
+            with pytest.raises(pgqueue.ValidationError, match=r"args_list\[8765\]: .*JSON"):
+                await app.enqueue_many_async("t", rows, queue="q")
+            return await app.enqueue_many_async("t", good, queue="q")
+        finally:
+            await app.aclose()
+
+    if is_async:
+        ids = asyncio.run(go())
+    else:
+        with pytest.raises(pgqueue.ValidationError, match=r"args_list\[8765\]: .*JSON"):
+            app.enqueue_many("t", rows, queue="q")
+        ids = app.enqueue_many("t", good, queue="q")
+    assert [r[0] for r in conn.execute("SELECT id FROM pgqueue.jobs ORDER BY id")] == ids
+    assert pending_notifications(lis) == ["q"]  # the good batch's only
+
+
 def test_bulk_enqueue_in_caller_transaction_rolls_back(
         app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
     with psycopg.connect(clean) as c:
