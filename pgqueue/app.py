@@ -615,12 +615,13 @@ class App:
             app.insert([app.build("resize", {"id": i}, priority=i) for i in range(3)])
         """
         registered, task_name, args = self._resolve(task, args)
-        template = self._template(registered, task_name, queue=queue, priority=priority,
-                                  delay=delay, run_at=run_at, max_attempts=max_attempts,
-                                  unique_key=unique_key, timeout=timeout, meta=meta,
-                                  concurrency_key=concurrency_key, depends_on=depends_on,
-                                  on_dependency_failure=on_dependency_failure)
-        return self._keyed(registered, _with_args(template, _serialiser(registered)(args)))
+        serialise = _serialiser(registered)
+        job = self._template(registered, task_name, lambda: serialise(args), queue=queue,
+                             priority=priority, delay=delay, run_at=run_at,
+                             max_attempts=max_attempts, unique_key=unique_key, timeout=timeout,
+                             meta=meta, concurrency_key=concurrency_key, depends_on=depends_on,
+                             on_dependency_failure=on_dependency_failure)
+        return self._keyed(registered, job)
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
         """(the registered task or None, the task name to store, the arguments) of a job."""
@@ -640,7 +641,8 @@ class App:
             raise ValidationError("pass either a job instance or a task name with args")
         return registered, registered.name, task
 
-    def _template(self, registered: Task | None, task_name: str, *, queue: str | None = None,
+    def _template(self, registered: Task | None, task_name: str,
+                  args_json: Callable[[], str] | None = None, *, queue: str | None = None,
                   priority: int | None = None, delay: float | dt.timedelta | None = None,
                   run_at: dt.datetime | None = None, max_attempts: int | None = None,
                   unique_key: str | None = None, timeout: float | None = None,
@@ -648,7 +650,9 @@ class App:
                   concurrency_key: str | None = None, depends_on: Sequence[int] | None = None,
                   on_dependency_failure: str | None = None) -> NewJob:
         """A job with these options validated and defaulted, and empty args (the part of
-        :meth:`build` that a batch of one task shares)."""
+        :meth:`build` that a batch of one task shares); ``args_json``, when given, makes its
+        arguments' JSON text (validating them) once the options are found valid, so that one
+        job is built once."""
         # each check runs only for an option that is set: an unset one is valid as it is (the
         # common enqueue sets none, and pays for none)
         if concurrency_key is not None:
@@ -676,7 +680,7 @@ class App:
             queue=validate_name(queue, "queue") if queue is not None else (
                 registered.queue if registered else self.default_queue),
             task=task_name,
-            args_json="{}",
+            args_json="{}" if args_json is None else args_json(),
             priority=check_priority(priority) if priority is not None else (
                 registered.priority if registered else DEFAULT_PRIORITY),
             max_attempts=check_max_attempts(max_attempts) if max_attempts is not None else (
