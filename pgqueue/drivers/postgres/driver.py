@@ -1600,7 +1600,9 @@ async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
 # The plan executors' generality (a generator of steps, a context manager per call, the rows'
 # column descriptions) cost as much client CPU as psycopg's own work for the one INSERT that
 # enqueueing one job is; these two run it directly (a second statement only when the job's
-# unique key is held).
+# unique key is held). Their cursor is not closed: a client-side cursor holds no server
+# resource (closing it only drops its rows, as the garbage collector does at return), and the
+# ``async with`` cost 1.5% of an async enqueue's instructions.
 def _insert_one_params(j: NewJob) -> dict[str, Any]:
     """The parameters of :attr:`Statements.insert_one` for ``j``."""
     return {"queue": j.queue, "task": j.task, "args": j.args_json, "priority": j.priority,
@@ -1612,22 +1614,22 @@ def _insert_one_params(j: NewJob) -> dict[str, Any]:
 def _insert_one(c: psycopg.Connection[Any], q: Statements, params: dict[str, Any]) -> list[int]:
     """Insert one job on ``c`` (in its transaction, if one is open): ``[its id]``, or the id
     of the live job that holds its unique key."""
-    with c.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(_rendered(q.insert_one, cur), params).fetchone()
-        if row is None:  # the unique key is held: return the holder's id
-            row = cur.execute(_rendered(q.id_by_unique_key, cur),
-                              {"unique_key": params["unique_key"]}).fetchone()
+    cur = c.cursor(row_factory=tuple_row)
+    row = cur.execute(_rendered(q.insert_one, cur), params).fetchone()
+    if row is None:  # the unique key is held: return the holder's id
+        row = cur.execute(_rendered(q.id_by_unique_key, cur),
+                          {"unique_key": params["unique_key"]}).fetchone()
     return [int(row[0] if row is not None else None)]  # type: ignore[arg-type]
 
 
 async def _ainsert_one(c: psycopg.AsyncConnection[Any], q: Statements,
                        params: dict[str, Any]) -> list[int]:
     """Async twin of :func:`_insert_one`."""
-    async with c.cursor(row_factory=tuple_row) as cur:
-        row = await (await cur.execute(_rendered(q.insert_one, cur), params)).fetchone()
-        if row is None:  # the unique key is held: return the holder's id
-            row = await (await cur.execute(_rendered(q.id_by_unique_key, cur),
-                                           {"unique_key": params["unique_key"]})).fetchone()
+    cur = c.cursor(row_factory=tuple_row)
+    row = await (await cur.execute(_rendered(q.insert_one, cur), params)).fetchone()
+    if row is None:  # the unique key is held: return the holder's id
+        row = await (await cur.execute(_rendered(q.id_by_unique_key, cur),
+                                       {"unique_key": params["unique_key"]})).fetchone()
     return [int(row[0] if row is not None else None)]  # type: ignore[arg-type]
 
 
