@@ -101,6 +101,10 @@ R = TypeVar("R")
 
 #: the keyword arguments enqueue calls accept (the message of an unknown one lists them)
 _ENQUEUE_OPTIONS = (*EnqueueOptions.__annotations__, "conn")
+_ENQUEUE_OPTION_SET = frozenset(_ENQUEUE_OPTIONS)
+#: the dependencies and failure policy of a job enqueued without ``depends_on`` or
+#: ``on_dependency_failure``
+_NO_DEPENDENCIES = check_dependencies(None, None)
 
 #: a capability :meth:`App._require` checks, and what the refusal says
 _Capability = Literal["transactional_enqueue", "transactional_completion", "flow_control",
@@ -293,11 +297,15 @@ class App:
         only one with workflows; for jobs with a priority other than the default, a unique key
         or a delay, only a driver that honours them (up to its ``max_delay_s``). Nothing is
         written when one job is refused."""
+        driver = self.driver
+        caps = driver.capabilities
+        if (caps.flow_control and caps.workflows and caps.priorities and caps.unique_keys
+                and caps.max_delay_s is None and (conn is None or caps.transactional_enqueue)):
+            return driver  # it honours every job option: nothing to refuse, no job to look at
         if any(getattr(j, "concurrency_key", None) is not None for j in jobs):
             self._require("flow_control")
         if any(getattr(j, "depends_on", ()) or getattr(j, "workflow_id", None) for j in jobs):
             self._require("workflows")
-        caps = self.driver.capabilities
         if not caps.priorities and any(j.priority != DEFAULT_PRIORITY for j in jobs):
             bad = next(j.priority for j in jobs if j.priority != DEFAULT_PRIORITY)
             raise CapabilityError(f"priority {bad}: " + _REFUSALS["priorities"].format(
@@ -607,12 +615,13 @@ class App:
             app.insert([app.build("resize", {"id": i}, priority=i) for i in range(3)])
         """
         registered, task_name, args = self._resolve(task, args)
-        template = self._template(registered, task_name, queue=queue, priority=priority,
-                                  delay=delay, run_at=run_at, max_attempts=max_attempts,
-                                  unique_key=unique_key, timeout=timeout, meta=meta,
-                                  concurrency_key=concurrency_key, depends_on=depends_on,
-                                  on_dependency_failure=on_dependency_failure)
-        return self._keyed(registered, _with_args(template, _serialiser(registered)(args)))
+        serialise = _serialiser(registered)
+        job = self._template(registered, task_name, lambda: serialise(args), queue=queue,
+                             priority=priority, delay=delay, run_at=run_at,
+                             max_attempts=max_attempts, unique_key=unique_key, timeout=timeout,
+                             meta=meta, concurrency_key=concurrency_key, depends_on=depends_on,
+                             on_dependency_failure=on_dependency_failure)
+        return self._keyed(registered, job)
 
     def _resolve(self, task: str | object, args: Any) -> tuple[Task | None, str, Any]:
         """(the registered task or None, the task name to store, the arguments) of a job."""
@@ -632,7 +641,8 @@ class App:
             raise ValidationError("pass either a job instance or a task name with args")
         return registered, registered.name, task
 
-    def _template(self, registered: Task | None, task_name: str, *, queue: str | None = None,
+    def _template(self, registered: Task | None, task_name: str,
+                  args_json: Callable[[], str] | None = None, *, queue: str | None = None,
                   priority: int | None = None, delay: float | dt.timedelta | None = None,
                   run_at: dt.datetime | None = None, max_attempts: int | None = None,
                   unique_key: str | None = None, timeout: float | None = None,
@@ -640,10 +650,16 @@ class App:
                   concurrency_key: str | None = None, depends_on: Sequence[int] | None = None,
                   on_dependency_failure: str | None = None) -> NewJob:
         """A job with these options validated and defaulted, and empty args (the part of
-        :meth:`build` that a batch of one task shares)."""
-        if check_concurrency_key(concurrency_key) is not None:
+        :meth:`build` that a batch of one task shares); ``args_json``, when given, makes its
+        arguments' JSON text (validating them) once the options are found valid, so that one
+        job is built once."""
+        # each check runs only for an option that is set: an unset one is valid as it is (the
+        # common enqueue sets none, and pays for none)
+        if concurrency_key is not None:
+            check_concurrency_key(concurrency_key)
             self._require("flow_control")
-        deps, policy = check_dependencies(depends_on, on_dependency_failure)
+        deps, policy = (_NO_DEPENDENCIES if depends_on is None and on_dependency_failure is None
+                        else check_dependencies(depends_on, on_dependency_failure))
         if deps:
             self._require("workflows")
             if unique_key is not None:
@@ -658,19 +674,20 @@ class App:
         if run_at is not None and (not isinstance(run_at, dt.datetime) or run_at.tzinfo is None):
             raise ValidationError("run_at must be a timezone-aware datetime, e.g. "
                                   "datetime.now(timezone.utc) + timedelta(minutes=5)")
-        check_run_time(delay_s=delay_s, run_at=run_at)
+        if delay_s is not None or run_at is not None:
+            check_run_time(delay_s=delay_s, run_at=run_at)
         return NewJob(
             queue=validate_name(queue, "queue") if queue is not None else (
                 registered.queue if registered else self.default_queue),
             task=task_name,
-            args_json="{}",
+            args_json="{}" if args_json is None else args_json(),
             priority=check_priority(priority) if priority is not None else (
                 registered.priority if registered else DEFAULT_PRIORITY),
             max_attempts=check_max_attempts(max_attempts) if max_attempts is not None else (
                 registered.max_attempts if registered else DEFAULT_MAX_ATTEMPTS),
             run_at=run_at,
             delay_s=delay_s,
-            unique_key=check_unique_key(unique_key),
+            unique_key=None if unique_key is None else check_unique_key(unique_key),
             timeout_s=check_timeout(timeout) if timeout is not None else (
                 registered.timeout if registered else None),
             meta_json="{}" if meta is None else dumps_args(to_json_object(meta, "meta"),
@@ -694,9 +711,11 @@ class App:
         part of your transaction and its wake-up is sent at your commit (drivers without
         transactional enqueue raise :class:`pgqueue.CapabilityError`).
         """
-        job = self.build(task, args, **_check_options(options))
-        with _traced([job]) as (jobs, span):
-            ids = self._enqueuer(conn, jobs).insert_many(jobs, conn=conn)
+        jobs = (self.build(task, args, **_check_options(options)),)
+        if _tracing.active() is None:  # tracing off: no span, nothing to stamp
+            return self._enqueuer(conn, jobs).insert_many(jobs, conn=conn)[0]
+        with _traced(jobs) as (stamped, span):
+            ids = self._enqueuer(conn, stamped).insert_many(stamped, conn=conn)
             if span is not None:
                 span.set_ids(ids)
         return ids[0]
@@ -706,9 +725,11 @@ class App:
                             **options: Unpack[EnqueueOptions]) -> int:
         """Async twin of :meth:`enqueue` (``conn``: psycopg ``AsyncConnection``, SQLAlchemy
         ``AsyncConnection``/``AsyncSession``)."""
-        job = self.build(task, args, **_check_options(options))
-        with _traced([job]) as (jobs, span):
-            ids = await self._enqueuer(conn, jobs).insert_many_async(jobs, conn=conn)
+        jobs = (self.build(task, args, **_check_options(options)),)
+        if _tracing.active() is None:  # tracing off: no span, nothing to stamp
+            return (await self._enqueuer(conn, jobs).insert_many_async(jobs, conn=conn))[0]
+        with _traced(jobs) as (stamped, span):
+            ids = await self._enqueuer(conn, stamped).insert_many_async(stamped, conn=conn)
             if span is not None:
                 span.set_ids(ids)
         return ids[0]
@@ -1157,8 +1178,8 @@ def _serialiser(registered: Task | None) -> Callable[[Any], str]:
 def _check_options(options: EnqueueOptions) -> EnqueueOptions:
     """``options`` if they are all enqueue options (callers without a type checker can pass
     any keyword); else a ValidationError listing the allowed ones."""
-    unknown = sorted(set(options) - set(_ENQUEUE_OPTIONS))
-    if unknown:
+    if not _ENQUEUE_OPTION_SET.issuperset(options):
+        unknown = sorted(set(options) - _ENQUEUE_OPTION_SET)
         raise ValidationError(f"unknown enqueue option(s) {', '.join(unknown)}; allowed: "
                               f"{', '.join(_ENQUEUE_OPTIONS)}")
     return options

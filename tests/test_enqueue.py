@@ -286,6 +286,23 @@ def test_unique_key_never_two_live_jobs(app: pgqueue.App, conn: psycopg.Connecti
     assert other != first and count_jobs(conn) == 2
 
 
+async def test_unique_key_held_returns_the_holder_on_every_path(
+        app: pgqueue.App, clean: str, conn: psycopg.Connection[Any]) -> None:
+    """One job is inserted by its own small executors (sync and async, the caller's conn or
+    the pool): each returns the live holder's id when the key is taken, and a new job's id in
+    the caller's transaction otherwise."""
+    first = app.enqueue("t", {}, queue="q", unique_key="k")
+    with psycopg.connect(clean) as c:
+        assert app.enqueue("t", {}, queue="q", unique_key="k", conn=c) == first
+        mine = app.enqueue("t", {}, queue="q", unique_key="mine", conn=c)
+        assert mine != first and count_jobs(conn) == 1  # not committed yet
+    assert await app.enqueue_async("t", {}, queue="q", unique_key="k") == first
+    async with await psycopg.AsyncConnection.connect(clean) as ac:
+        assert await app.enqueue_async("t", {}, queue="q", unique_key="k", conn=ac) == first
+        assert await app.enqueue_async("t", {}, queue="q", unique_key="mine", conn=ac) == mine
+    assert count_jobs(conn) == 2
+
+
 @dataclasses.dataclass
 class EmailArgs:
     to: str
@@ -423,6 +440,26 @@ def test_unreachable_and_unmigrated_database(make_database: Any) -> None:
         fresh.driver.check()
     with pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate"):
         fresh.enqueue("t", {})
+    assert fresh.database_url is not None
+    with (psycopg.connect(fresh.database_url) as c,  # the caller's connection: the same error
+          pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate")):
+        fresh.enqueue("t", {}, conn=c)
+    closed = psycopg.connect(fresh.database_url)
+    closed.close()
+    with pytest.raises(pgqueue.DatabaseUnavailableError, match="closed"):
+        fresh.enqueue("t", {}, conn=closed)
+    fresh.close()
+
+
+async def test_unmigrated_database_async(make_database: Any) -> None:
+    fresh = pgqueue.App(database_url=make_database())
+    assert fresh.database_url is not None
+    with pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate"):
+        await fresh.enqueue_async("t", {})
+    async with await psycopg.AsyncConnection.connect(fresh.database_url) as c:
+        with pytest.raises(pgqueue.NotMigratedError, match="pgqueue migrate"):
+            await fresh.enqueue_async("t", {}, conn=c)
+    await fresh.driver.aclose()
     fresh.close()
 
 
