@@ -193,6 +193,8 @@ class Executor:
         self.max_delay_s = max_delay_s
         self.unknown_task_grace = unknown_task_grace
         self.completer = completer
+        #: the driver a job's context gets (its durable steps write there)
+        self._driver = getattr(completer, "driver", None)
         self.worker_id = worker_id
         self.pool = _DaemonThreadPool(concurrency, "pgqueue-job")
         self.on_event = on_event
@@ -239,8 +241,7 @@ class Executor:
 
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
-        ctx = JobContext(job=job, worker_id=self.worker_id,
-                         driver=getattr(self.completer, "driver", None))
+        ctx = JobContext(job, self.worker_id, self._driver)
         self.contexts[job.id] = ctx
         traced = _tracing.start_consume(job)
         if traced is not None:
@@ -273,7 +274,7 @@ class Executor:
             if job.id in self.released:
                 return  # shutdown: the job was released back to waiting
             if ctx.cancelled.is_set():
-                await self._finish(job, "cancelled", None)
+                self._finish(job, "cancelled", None)
                 return
             raise
         except TimeoutError as exc:
@@ -288,7 +289,7 @@ class Executor:
             await self._snooze(job, task, s, failed_hook)
             return
         except Cancel:
-            await self._finish(job, "cancelled", None)
+            self._finish(job, "cancelled", None)
             return
         except Fail as f:
             await self._fail(job, f, f.reason, final=True, failed_hook=failed_hook)
@@ -304,10 +305,15 @@ class Executor:
             return
         if job.id in self.released:
             return
-        if isinstance(result, Snooze):
+        if result is None:  # the usual: succeeded, no result to store
+            if ctx.completed_in_tx:
+                self._emit("succeeded", job)
+            else:
+                self._finish(job, "succeeded", None)
+        elif isinstance(result, Snooze):
             await self._snooze(job, task, result, failed_hook)
         elif isinstance(result, Cancel):
-            await self._finish(job, "cancelled", None)
+            self._finish(job, "cancelled", None)
         elif isinstance(result, Fail):
             await self._fail(job, result, result.reason, final=True, failed_hook=failed_hook)
         elif isinstance(result, Await):
@@ -315,7 +321,7 @@ class Executor:
         elif ctx.completed_in_tx:
             self._emit("succeeded", job)
         else:
-            await self._finish(job, "succeeded", result_json(result))
+            self._finish(job, "succeeded", result_json(result))
 
     async def _call(self, call: Callable[[], Any], ctx: JobContext, timeout: float | None) -> Any:
         token = set_context(ctx)
@@ -363,8 +369,9 @@ class Executor:
                                     f" s after its enqueue); this worker registers: {known}",
                          final=True)
 
-    async def _finish(self, job: Job, state: str, result: str | None) -> None:
-        await self.completer.finish(Finish(job.id, state, result, attempt=job.attempt))
+    def _finish(self, job: Job, state: str, result: str | None) -> None:
+        """Hand a finished job to the completer (buffered: nothing to wait for)."""
+        self.completer.add(Finish(job.id, state, result, job.attempt))
         self._emit(state, job)
 
     async def _await(self, job: Job, wait: Await, failed_hook: Any = None) -> None:
