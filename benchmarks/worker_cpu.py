@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="also one drain per tree and concurrency under cProfile: calls/job")
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="an extra argument for both trees' worker processes (repeatable), "
-                        "e.g. --worker-arg=--uvloop")
+                        "e.g. --worker-arg=--sync-handler")
+    p.add_argument("--this-worker-arg", action="append", default=[], metavar="ARG",
+                   help="an extra argument for this checkout's worker only (repeatable): with "
+                        "--other-tree pointing here too, e.g. --this-worker-arg=--uvloop "
+                        "compares uvloop with asyncio's own loop")
     args = p.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     sigterm_as_interrupt()
@@ -94,7 +98,8 @@ def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
                 order = ["this", "other"] if r % 2 == 0 else ["other", "this"]
                 for name in order:
                     b.worker_tree = trees[name]
-                    b.worker_extra = list(args.worker_arg)
+                    b.worker_extra = [*args.worker_arg,
+                                      *(args.this_worker_arg if name == "this" else [])]
                     res = b.drain(args.jobs, c, f"{name}-c{c}")
                     row = {"round": r + 1, "concurrency": c, "tree": name,
                            "jobs_per_s": round(res["jobs_per_s"]),
@@ -116,7 +121,9 @@ def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
                 for name in ("this", "other"):
                     prof = workdir / f"{name}-c{c}.prof"
                     b.worker_tree = trees[name]
-                    b.worker_extra = [*args.worker_arg, "--cprofile", str(prof)]
+                    b.worker_extra = [*args.worker_arg,
+                                      *(args.this_worker_arg if name == "this" else []),
+                                      "--cprofile", str(prof)]
                     b.drain(args.jobs, c, f"prof-{name}-c{c}")
                     calls.setdefault(f"c{c}", {})[name] = round(
                         _calls_per_job(prof, args.jobs), 1)
@@ -148,6 +155,7 @@ def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
             + (f"; calls/job {out['calls_per_job']}" if "calls_per_job" in out else ""))
     return {"jobs": args.jobs, "rounds": args.rounds, "summary": summary, "drains": drains,
             "other_tree": str(args.other_tree), "worker_args": args.worker_arg,
+            "this_worker_args": args.this_worker_arg,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
