@@ -212,6 +212,10 @@ class Completer(Service):
                   "when its lease expires", item.job_id, error, exc_info=error)
 
     async def _retry(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:  # the usual: it works at once (no retrying machinery built for every write)
+            return await fn()
+        except (DatabaseUnavailableError, TransientDatabaseError) as exc:
+            log.warning("database unavailable while writing job states: %s; retrying", exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((DatabaseUnavailableError, TransientDatabaseError)),
             wait=wait_exponential(multiplier=0.05, max=5.0) + wait_random(0, 0.05),
