@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--other-tree", type=Path, required=True,
                    help="a directory holding the pgqueue package to compare with")
     p.add_argument("--dsn", default=None, help="server (a throwaway database is created)")
-    p.add_argument("--rounds", type=int, default=4, help="rounds (default 4)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="rounds (default 4; 0 with --cprofile: call counts only)")
     p.add_argument("--jobs", type=int, default=20_000, help="jobs per drain (default 20000)")
     p.add_argument("--concurrency", default="10,100", help="comma-separated (default 10,100)")
     p.add_argument("--cprofile", action="store_true",
@@ -133,6 +134,10 @@ def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
     summary: dict[str, Any] = {}
     for c in concurrencies:
         out: dict[str, Any] = {}
+        if not args.rounds:  # --rounds 0 --cprofile: call counts only
+            summary[f"c{c}"] = {"calls_per_job": calls.get(f"c{c}")}
+            log(f"c{c}: calls/job {calls.get(f'c{c}')}")
+            continue
         for t in trees:
             mine = [d for d in drains if d["concurrency"] == c and d["tree"] == t]
             cpu = [d["worker_cpu_us_per_job"] for d in mine]
