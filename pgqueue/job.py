@@ -276,7 +276,16 @@ def decode_stored(text: str | bytes | None,
     if text is None or text == "{}":  # no arguments / no meta: the common case
         return {}, None
     try:
-        value = _loads(text) if type(text) is str else json.loads(text)
+        if type(text) is str:  # _loads, inlined (once per claimed job with arguments)
+            try:
+                value, end = _SCAN(text, 0)
+            except StopIteration:
+                value = json.loads(text)  # not a value at 0: json.loads says why
+            else:
+                if end != len(text):
+                    value = json.loads(text)
+        else:
+            value = json.loads(text)
     except RecursionError:
         return {}, (f"the stored {what} cannot be decoded: nested more deeply than the JSON "
                     f"decoder can follow (pgqueue refuses more than {MAX_JSON_DEPTH} levels at "

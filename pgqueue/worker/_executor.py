@@ -243,7 +243,8 @@ class Executor:
         """Run ``job`` to an outcome and hand the state change to the completer."""
         ctx = JobContext(job, self.worker_id, self._driver)
         self.contexts[job.id] = ctx
-        traced = _tracing.start_consume(job)
+        # (tracing off, the usual: one call per job to learn it)
+        traced = _tracing.start_consume(job) if _tracing.active() is not None else None
         if traced is not None:
             self._traces[job.id] = traced
         try:
@@ -326,7 +327,8 @@ class Executor:
     async def _call(self, call: Callable[[], Any], ctx: JobContext, timeout: float | None) -> Any:
         token = set_context(ctx)
         try:
-            if _is_async(call):
+            if (call.__code__.co_flags & CO_COROUTINE if type(call) is FunctionType
+                    else _is_async(call)):  # (_is_async, its usual case inlined)
                 if timeout is None:  # _guarded, inlined: one coroutine less per job
                     try:
                         result = await call()
