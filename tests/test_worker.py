@@ -542,3 +542,27 @@ def test_worker_runs_its_jobs_on_uvloop_when_asked(app: pgqueue.App, choice: str
     assert worker.join(30) and worker.error is None
     assert loops == [uvloop.Loop]
     assert worker.counts == {"succeeded": 1}
+
+
+async def test_on_event_set_on_a_running_worker_gets_started_events_too(
+        app: pgqueue.App) -> None:
+    """Without an ``on_event`` the executor skips the ``started`` events; one set while the
+    worker runs receives them from then on."""
+    seen: list[tuple[str, int]] = []
+
+    @app.task(name="ev")
+    async def ev(i: int) -> None:
+        return None
+
+    w = app.worker(concurrency=1, poll_interval=0.1)
+    task = asyncio.create_task(w.run())
+    await eventually(lambda: w.started.is_set(), 10, "worker started")
+    app.enqueue("ev", {"i": 1})
+    await eventually(lambda: w.counts.get("succeeded") == 1, 10, "job 1 done")
+    w.on_event = lambda e, j: seen.append((e, j.args["i"]))
+    app.enqueue("ev", {"i": 2})
+    await eventually(lambda: ("succeeded", 2) in seen, 10, "job 2 done")
+    w.stop()
+    await task
+    assert seen == [("started", 2), ("succeeded", 2)]
+    assert w.counts == {"succeeded": 2}

@@ -198,6 +198,9 @@ class Executor:
         self.worker_id = worker_id
         self.pool = _DaemonThreadPool(concurrency, "pgqueue-job")
         self.on_event = on_event
+        #: whether ``on_event`` wants the ``started`` events (the worker says no when nothing
+        #: listens to them: one call less per job); the DEBUG line is written either way
+        self.started_events = True
         self.contexts: dict[int, JobContext] = {}
         self.released: set[int] = set()
         self._t0: dict[int, float] = {}  # when each running attempt started (monotonic)
@@ -265,7 +268,8 @@ class Executor:
         if task is None:
             await self._unknown(job)
             return
-        self._emit("started", job)
+        if self.started_events or log.isEnabledFor(logging.DEBUG):
+            self._emit("started", job)
         timeout = job.timeout_s if job.timeout_s is not None else task.timeout
         failed_hook: Any = None
         try:

@@ -220,6 +220,7 @@ class Worker:
         self.unknown_task_grace = float(unknown_task_grace)
         self.rescue_interval = rescue_interval or max(0.5, self.lease_s / 2)
         self.summary_interval = float(summary_interval)
+        self._executor: Executor | None = None
         self.on_event = on_event
         self.clock = clock
         self._duties_factory = duties
@@ -279,6 +280,8 @@ class Worker:
                             unknown_task_grace=self.unknown_task_grace,
                             concurrency=self.concurrency, on_event=self._event,
                             max_delay_s=driver.capabilities.max_delay_s)
+        self._executor = executor
+        self._started_events()
         producer = Producer(driver, executor, completer, worker_id=self.id,
                             queues=self.queues, concurrency=self.concurrency,
                             poll_interval=self.poll_interval, lease_s=self.lease_s,
@@ -471,14 +474,32 @@ class Worker:
         if self.producer is not None:
             self.producer.on_notify(kind, payload)
 
+    @property
+    def on_event(self) -> Callable[[str, Job], None] | None:
+        """The ``(event, job)`` callback (see the class docstring); may be replaced while the
+        worker runs."""
+        return self._on_event
+
+    @on_event.setter
+    def on_event(self, callback: Callable[[str, Job], None] | None) -> None:
+        self._on_event = callback
+        self._started_events()
+
+    def _started_events(self) -> None:
+        """Tell the executor whether anything listens to ``started`` events (the metrics or
+        ``on_event``): when nothing does, it does not call :meth:`_event` for them."""
+        if self._executor is not None:
+            self._executor.started_events = (self.metrics is not None
+                                             or self._on_event is not None)
+
     def _event(self, event: str, job: Job) -> None:
         if self.metrics is not None:
             self.metrics.on_event(event, job)
         if event != "started":
             self.processed += 1
             self.counts[event] = self.counts.get(event, 0) + 1
-        if self.on_event is not None:
-            self.on_event(event, job)
+        if self._on_event is not None:
+            self._on_event(event, job)
 
     # ---- shutdown ------------------------------------------------------------------------------
     async def _shutdown(self, producer: Producer, executor: Executor,
