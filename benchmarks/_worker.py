@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve /metrics on a free port (the worker's metrics service on)")
     p.add_argument("--tracing", action="store_true",
                    help="OpenTelemetry SDK with a no-op exporter: a span per attempt")
+    p.add_argument("--uvloop", action="store_true",
+                   help="run the worker on uvloop's event loop (pip install uvloop)")
     p.add_argument("--span-processor", choices=("simple", "batch"), default="simple",
                    help="--tracing: the SDK's span processor (default simple)")
     a = p.parse_args(argv)
@@ -192,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     if profiler is not None:
         profiler.enable()
     try:
-        asyncio.run(run())
+        if a.uvloop:
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(run())
+        else:
+            asyncio.run(run())
         if provider is not None:  # the batch processor's queued spans are part of the cost
             provider.shutdown()
     finally:

@@ -201,7 +201,7 @@ PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("claim: statement, rows fetched and decoded", (("postgres/driver.py", "_claim_unlimited"),
                                                     ("postgres/driver.py", "_claim_one_limited"),
                                                     ("postgres/driver.py", "_limited_plan"))),
-    ("  of which: rows decoded into Jobs", (("postgres/driver.py", "_jobs"),)),
+    ("  of which: rows decoded into Jobs", (("postgres/driver.py", "_job"),)),
     ("dispatch: one task per job", (("worker/_producer.py", "_start"),
                                     ("worker/_producer.py", "_done"))),
     ("handler call (no-op) and its context", (("worker/_executor.py", "_call"),)),
@@ -209,7 +209,8 @@ PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                                              ("_tracing.py", "start_consume"),
                                              ("_tracing.py", "end_consume"))),
     ("outcome encode and hand-off", (("_codec.py", "result_json"),
-                                     ("worker/_completer.py", "finish"))),
+                                     ("worker/_completer.py", "add"),
+                                     ("worker/_completer.py", "requeue"))),
     ("completer: batches written", (("postgres/driver.py", "finish_many"),
                                     ("postgres/driver.py", "requeue_many"))),
 )

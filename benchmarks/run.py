@@ -200,6 +200,8 @@ class Bench:
             cmd.append("--sync-handler")
         if self.args.metrics:
             cmd.append("--metrics")
+        if getattr(self.args, "uvloop", False):
+            cmd.append("--uvloop")
         if self.args.tracing:
             cmd += ["--tracing", "--span-processor", getattr(self.args, "span_processor",
                                                              "simple")]
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-handler", action="store_true",
                    help="no-op handler as a plain def (run in the worker's thread pool) "
                    "instead of async def")
+    p.add_argument("--uvloop", action="store_true",
+                   help="workers run on uvloop's event loop (pip install uvloop): compare "
+                   "with a run without it")
     p.add_argument("--metrics", action="store_true",
                    help="workers serve Prometheus metrics (--metrics-port): compare with a run "
                         "without it to see the cost")
@@ -565,7 +570,9 @@ def assemble(args: argparse.Namespace, sz: dict[str, int], runs: int, big_runs: 
              ceiling_note: str | None, extras: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"benchmark": "pgqueue", "mode": "quick" if args.quick else "full",
                            "runs": runs, "runs_drain_1m": big_runs,
-                           "handler": "sync def" if args.sync_handler else "async def"}
+                           "handler": "sync def" if args.sync_handler else "async def",
+                           "event_loop": "uvloop" if getattr(args, "uvloop", False)
+                           else "asyncio"}
     for name, f in figs.items():
         out[name] = rnd(f.median)
         out[name + "_min"] = rnd(f.min)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import sys
 import threading
 from typing import Any
 
@@ -514,3 +515,54 @@ async def test_notification_wakes_idle_worker_promptly(app: pgqueue.App) -> None
     await asyncio.wait_for(got.wait(), 10)
     w.stop()
     await task
+
+
+def test_event_loop_choice_is_checked_when_the_worker_is_made(app: pgqueue.App,
+                                                              monkeypatch: Any) -> None:
+    with pytest.raises(pgqueue.ConfigurationError, match=r"event_loop.*one of asyncio, uvloop"):
+        app.worker(event_loop="trio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    with pytest.raises(pgqueue.ConfigurationError, match=r"pip install 'pgqueue-tx\[uvloop\]'"):
+        app.worker(event_loop="uvloop")
+    assert app.worker(event_loop="auto")._loop_factory is None  # asyncio's own loop
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "auto"])
+def test_worker_runs_its_jobs_on_uvloop_when_asked(app: pgqueue.App, choice: str) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loops: list[type] = []
+
+    @app.task(name="which_loop")
+    async def which_loop() -> None:
+        loops.append(type(asyncio.get_running_loop()))
+
+    app.enqueue("which_loop")
+    worker = app.worker(concurrency=2, burst=True, event_loop=choice)
+    worker.start_in_thread()
+    assert worker.join(30) and worker.error is None
+    assert loops == [uvloop.Loop]
+    assert worker.counts == {"succeeded": 1}
+
+
+async def test_on_event_set_on_a_running_worker_gets_started_events_too(
+        app: pgqueue.App) -> None:
+    """Without an ``on_event`` the executor skips the ``started`` events; one set while the
+    worker runs receives them from then on."""
+    seen: list[tuple[str, int]] = []
+
+    @app.task(name="ev")
+    async def ev(i: int) -> None:
+        return None
+
+    w = app.worker(concurrency=1, poll_interval=0.1)
+    task = asyncio.create_task(w.run())
+    await eventually(lambda: w.started.is_set(), 10, "worker started")
+    app.enqueue("ev", {"i": 1})
+    await eventually(lambda: w.counts.get("succeeded") == 1, 10, "job 1 done")
+    w.on_event = lambda e, j: seen.append((e, j.args["i"]))
+    app.enqueue("ev", {"i": 2})
+    await eventually(lambda: ("succeeded", 2) in seen, 10, "job 2 done")
+    w.stop()
+    await task
+    assert seen == [("started", 2), ("succeeded", 2)]
+    assert w.counts == {"succeeded": 2}

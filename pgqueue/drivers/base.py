@@ -77,9 +77,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
-    """A job that left the live set for history: ``succeeded`` or ``cancelled``."""
+    """A job that left the live set for history: ``succeeded`` or ``cancelled``. (Not frozen:
+    one is made per finished job, and a frozen dataclass's ``__init__`` costs about four times
+    as much.)"""
 
     job_id: int
     state: str = "succeeded"

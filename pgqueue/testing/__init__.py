@@ -174,8 +174,11 @@ class _RecordingCompleter:
     def __init__(self) -> None:
         self.decisions: dict[int, _Decision] = {}
 
-    async def finish(self, item: Finish) -> None:
+    def add(self, item: Finish) -> None:
         self.decisions[item.job_id] = (item.state, item)
+
+    async def finish(self, item: Finish) -> None:
+        self.add(item)
 
     async def requeue(self, item: Requeue) -> None:
         self.decisions[item.job_id] = ("snoozed" if item.snooze else "retried", item)
@@ -200,9 +203,9 @@ class _WritingCompleter(Completer):
         super().__init__(driver, **kwargs)
         self.decisions: dict[int, _Decision] = {}
 
-    async def finish(self, item: Finish) -> None:
+    def add(self, item: Finish) -> None:  # (finish() comes here too)
         self.decisions[item.job_id] = (item.state, item)
-        await super().finish(item)
+        super().add(item)
 
     async def requeue(self, item: Requeue) -> None:
         self.decisions[item.job_id] = ("snoozed" if item.snooze else "retried", item)

@@ -63,6 +63,9 @@ class Completer(Service):
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._flushing = False
+        #: true while the run loop lets a batch build up: an item then wakes it only once
+        #: the batch is full (not once per event-loop turn that finished jobs)
+        self._filling = False
         self._inflight: list[Finish | Requeue] = []
         self.flushes = 0
         self.written = 0
@@ -95,8 +98,15 @@ class Completer(Service):
 
     async def finish(self, item: Finish) -> None:
         """Buffer a finished job; returns at once (the write happens at the next flush)."""
-        self._finishes.append(item)
-        self._signal()
+        self.add(item)
+
+    def add(self, item: Finish) -> None:
+        """Buffer a finished job (the write happens at the next flush): :meth:`finish`
+        without the coroutine, for the executor's once-per-job call."""
+        finishes = self._finishes
+        finishes.append(item)
+        if not self._filling or len(finishes) + len(self._requeues) >= self.batch_size:
+            self._wake.set()
 
     async def requeue(self, item: Requeue) -> None:
         self._requeues.append(item)
@@ -124,7 +134,7 @@ class Completer(Service):
             await fut
 
     def _signal(self) -> None:
-        if self.pending >= self.batch_size or not self._wake.is_set():
+        if not self._filling or self.pending >= self.batch_size:
             self._wake.set()
 
     async def run(self) -> None:
@@ -141,9 +151,13 @@ class Completer(Service):
                 return
 
     async def _full(self) -> None:
-        while self.pending < self.batch_size and not self.stopping:
-            self._wake.clear()
-            await self._wake.wait()
+        self._filling = True
+        try:
+            while self.pending < self.batch_size and not self.stopping:
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self._filling = False
 
     async def _flush(self) -> None:
         finishes, self._finishes = self._finishes, []
@@ -198,6 +212,10 @@ class Completer(Service):
                   "when its lease expires", item.job_id, error, exc_info=error)
 
     async def _retry(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:  # the usual: it works at once (no retrying machinery built for every write)
+            return await fn()
+        except (DatabaseUnavailableError, TransientDatabaseError) as exc:
+            log.warning("database unavailable while writing job states: %s; retrying", exc)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((DatabaseUnavailableError, TransientDatabaseError)),
             wait=wait_exponential(multiplier=0.05, max=5.0) + wait_random(0, 0.05),

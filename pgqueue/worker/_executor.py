@@ -193,9 +193,14 @@ class Executor:
         self.max_delay_s = max_delay_s
         self.unknown_task_grace = unknown_task_grace
         self.completer = completer
+        #: the driver a job's context gets (its durable steps write there)
+        self._driver = getattr(completer, "driver", None)
         self.worker_id = worker_id
         self.pool = _DaemonThreadPool(concurrency, "pgqueue-job")
         self.on_event = on_event
+        #: whether ``on_event`` wants the ``started`` events (the worker says no when nothing
+        #: listens to them: one call less per job); the DEBUG line is written either way
+        self.started_events = True
         self.contexts: dict[int, JobContext] = {}
         self.released: set[int] = set()
         self._t0: dict[int, float] = {}  # when each running attempt started (monotonic)
@@ -239,10 +244,10 @@ class Executor:
 
     async def run(self, job: Job) -> None:
         """Run ``job`` to an outcome and hand the state change to the completer."""
-        ctx = JobContext(job=job, worker_id=self.worker_id,
-                         driver=getattr(self.completer, "driver", None))
+        ctx = JobContext(job, self.worker_id, self._driver)
         self.contexts[job.id] = ctx
-        traced = _tracing.start_consume(job)
+        # (tracing off, the usual: one call per job to learn it)
+        traced = _tracing.start_consume(job) if _tracing.active() is not None else None
         if traced is not None:
             self._traces[job.id] = traced
         try:
@@ -263,7 +268,8 @@ class Executor:
         if task is None:
             await self._unknown(job)
             return
-        self._emit("started", job)
+        if self.started_events or log.isEnabledFor(logging.DEBUG):
+            self._emit("started", job)
         timeout = job.timeout_s if job.timeout_s is not None else task.timeout
         failed_hook: Any = None
         try:
@@ -273,7 +279,7 @@ class Executor:
             if job.id in self.released:
                 return  # shutdown: the job was released back to waiting
             if ctx.cancelled.is_set():
-                await self._finish(job, "cancelled", None)
+                self._finish(job, "cancelled", None)
                 return
             raise
         except TimeoutError as exc:
@@ -288,7 +294,7 @@ class Executor:
             await self._snooze(job, task, s, failed_hook)
             return
         except Cancel:
-            await self._finish(job, "cancelled", None)
+            self._finish(job, "cancelled", None)
             return
         except Fail as f:
             await self._fail(job, f, f.reason, final=True, failed_hook=failed_hook)
@@ -304,10 +310,15 @@ class Executor:
             return
         if job.id in self.released:
             return
-        if isinstance(result, Snooze):
+        if result is None:  # the usual: succeeded, no result to store
+            if ctx.completed_in_tx:
+                self._emit("succeeded", job)
+            else:
+                self._finish(job, "succeeded", None)
+        elif isinstance(result, Snooze):
             await self._snooze(job, task, result, failed_hook)
         elif isinstance(result, Cancel):
-            await self._finish(job, "cancelled", None)
+            self._finish(job, "cancelled", None)
         elif isinstance(result, Fail):
             await self._fail(job, result, result.reason, final=True, failed_hook=failed_hook)
         elif isinstance(result, Await):
@@ -315,12 +326,13 @@ class Executor:
         elif ctx.completed_in_tx:
             self._emit("succeeded", job)
         else:
-            await self._finish(job, "succeeded", result_json(result))
+            self._finish(job, "succeeded", result_json(result))
 
     async def _call(self, call: Callable[[], Any], ctx: JobContext, timeout: float | None) -> Any:
         token = set_context(ctx)
         try:
-            if _is_async(call):
+            if (call.__code__.co_flags & CO_COROUTINE if type(call) is FunctionType
+                    else _is_async(call)):  # (_is_async, its usual case inlined)
                 if timeout is None:  # _guarded, inlined: one coroutine less per job
                     try:
                         result = await call()
@@ -363,8 +375,9 @@ class Executor:
                                     f" s after its enqueue); this worker registers: {known}",
                          final=True)
 
-    async def _finish(self, job: Job, state: str, result: str | None) -> None:
-        await self.completer.finish(Finish(job.id, state, result, attempt=job.attempt))
+    def _finish(self, job: Job, state: str, result: str | None) -> None:
+        """Hand a finished job to the completer (buffered: nothing to wait for)."""
+        self.completer.add(Finish(job.id, state, result, job.attempt))
         self._emit(state, job)
 
     async def _await(self, job: Job, wait: Await, failed_hook: Any = None) -> None:

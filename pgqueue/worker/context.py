@@ -12,7 +12,7 @@ import contextvars
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pgqueue.drivers.base import Driver
@@ -33,8 +33,8 @@ class JobContext:
     #: set by App.complete(): the job was finished in the handler's own transaction
     completed_in_tx: bool = False
     _cancelled: threading.Event | None = None
-    #: the durable steps this run went through: name -> function name
-    _steps: dict[str, str] = field(default_factory=dict)
+    #: the durable steps this run went through: name -> function name (made on first use)
+    _steps: dict[str, str] | None = None
 
     def step(self, name: str, fn: Callable[..., T], *args: Any, conn: Any = None) -> T:
         """Run ``fn(*args)`` once per job, durably: its result is checkpointed in the
@@ -57,6 +57,8 @@ class JobContext:
         if self.driver is None or not self.driver.capabilities.workflows:
             raise WorkflowError("durable steps need a driver with workflows (postgres)")
         fn_name = _fn_name(fn)
+        if self._steps is None:
+            self._steps = {}
         seen = self._steps.setdefault(name, fn_name)
         if seen != fn_name:
             raise WorkflowError(f"step {name!r} is used with two functions in one job ({seen} "
@@ -114,12 +116,11 @@ def current_job() -> Job:
     return current_context().job
 
 
-def set_context(ctx: JobContext | None) -> contextvars.Token[JobContext | None]:
-    return _current.set(ctx)
-
-
-def reset_context(token: contextvars.Token[JobContext | None]) -> None:
-    _current.reset(token)
+#: make ``ctx`` the current job's context; returns the token that :func:`reset_context` takes
+#: (the context variable's own methods: no Python call around them, once per job)
+set_context: Callable[[JobContext | None], contextvars.Token[JobContext | None]] = _current.set
+#: undo a :func:`set_context`
+reset_context: Callable[[contextvars.Token[JobContext | None]], None] = _current.reset
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,9 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg import sql
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
-from psycopg.rows import tuple_row
+from psycopg import pq, sql
+from psycopg.rows import RowMaker, tuple_row
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from pgqueue._defaults import (
@@ -92,6 +91,7 @@ from pgqueue.job import (
     NewJob,
     NewJobs,
     attempt_errors,
+    build_job,
     decode_stored,
 )
 
@@ -318,18 +318,31 @@ def _count(rows: list[Row]) -> int:
     return int(rows[0][0])
 
 
-def _job(row: Row) -> Job:
+def _job(row: Sequence[Any]) -> Job:
     """A job from a row read with ``json_as_text``: its args and meta decoded on their own, so
     that a row that cannot be decoded (nested too deeply, written by SQL) becomes a Job with
-    ``decode_error`` -- which the worker archives -- and not an exception for the whole claim."""
+    ``decode_error`` -- which the worker archives -- and not an exception for the whole claim.
+    (Once per claimed job: no arguments, no meta and no errors -- the usual -- cost no call.)"""
     (id_, queue, task, args_text, priority, attempt, max_attempts, run_at, created_at,
      unique_key, timeout_s, errors, meta_text, state, snoozes) = row
-    args, bad_args = decode_stored(args_text, "args")
-    meta, bad_meta = decode_stored(meta_text, "meta")
-    return Job(id=id_, queue=queue, task=task, args=args, priority=priority, attempt=attempt,
-               max_attempts=max_attempts, run_at=run_at, created_at=created_at,
-               unique_key=unique_key, timeout_s=timeout_s, errors=_errors(errors),
-               meta=meta, state=state, decode_error=bad_args or bad_meta, snoozes=snoozes)
+    if args_text == "{}":
+        args: dict[str, Any] = {}
+        bad_args = None
+    else:
+        args, bad_args = decode_stored(args_text, "args")
+    if meta_text == "{}" or meta_text is None:
+        meta: dict[str, Any] = {}
+        bad_meta = None
+    else:
+        meta, bad_meta = decode_stored(meta_text, "meta")
+    return build_job(id_, queue, task, args, priority, attempt, max_attempts, run_at,
+                     created_at, unique_key, timeout_s, [] if errors is None else _errors(errors),
+                     meta, state, bad_args or bad_meta, snoozes)
+
+
+def _job_rows(cursor: Any) -> RowMaker[Job]:
+    """A row factory: each claimed row becomes its :class:`Job` as psycopg reads it."""
+    return _job
 
 
 def _errors(text: str | None) -> list[AttemptError]:
@@ -369,11 +382,36 @@ def _finished(row: Row) -> FinishedJob:
                        started_at, finished_at)
 
 
-class _JsonText(Loader):
-    """Loads ``jsonb`` as its JSON text (decoded later, row by row)."""
+#: Loads ``jsonb`` as its JSON text (decoded later, row by row): psycopg's own text loader (its
+#: C version when psycopg's binary package is installed, no Python call per value)
+_JsonText = TextLoader
 
-    def load(self, data: Buffer) -> str:
-        return bytes(data).decode()
+
+def _array(values: Sequence[int | None]) -> str:
+    """An ``int[]``/``bigint[]`` literal of ``values`` (a bound text parameter, cast in the
+    statement): a join, where psycopg's list dumper makes Python calls per element."""
+    if None in values:
+        return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+#: outcome states, written unquoted in an array literal
+_PLAIN_STATES = frozenset(("succeeded", "cancelled", "failed"))
+
+
+def _state_array(states: Sequence[str]) -> str:
+    """A ``text[]`` literal of outcome states (plain words: joined as they are)."""
+    if _PLAIN_STATES.issuperset(states):
+        return "{" + ",".join(states) + "}"
+    return _text_array(states)
+
+
+def _text_array(values: Sequence[str | None]) -> str:
+    """A ``text[]``/``jsonb[]`` literal of ``values`` (NULL for None; every other element
+    double-quoted with ``\\`` and ``"`` escaped, as array input reads it)."""
+    return "{" + ",".join([
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values]) + "}"
 
 
 def _error_json(error: AttemptError | None) -> str | None:
@@ -523,6 +561,8 @@ class PostgresDriver:
                 await connections.asession_setup(c, session)
                 if kind == "claim":
                     await _claim_setup(c)
+                    # claims read jsonb as text, decoded job by job (see _job)
+                    c.adapters.register_loader("jsonb", _JsonText)
 
             await connections.aprobe(self.dsn, self._conn_kwargs())
             pool = AsyncConnectionPool(
@@ -1044,9 +1084,9 @@ class PostgresDriver:
                        (self.sql.lock_limited_queues, self.sql.claim_limited))
 
         async def run(c: psycopg.AsyncConnection[Any]) -> list[Job] | None:
+            # (the claim pool's connections read jsonb as text: see _async_pool)
             async with c.cursor(row_factory=tuple_row) as cur, \
                     c.cursor(row_factory=tuple_row) as locked:
-                cur.adapters.register_loader("jsonb", _JsonText)
                 # one round trip: leaving the pipeline sends everything, COMMIT included;
                 # the settings are the transaction's own (SET LOCAL: nothing stays on a
                 # server session a pooler lends to another client)
@@ -1109,14 +1149,23 @@ class PostgresDriver:
 
     async def _claim_unlimited(self, queues: Sequence[str], limit: int, worker_id: str,
                                lease_s: float) -> list[Job]:
+        """The one-statement claim, on the claim pool (whose connections read jsonb as text),
+        each row made a :class:`Job` as it is read."""
         params: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease": lease_s}
         if len(queues) == 1:
             params["queue"] = queues[0]
-            return await self._arun(_Op(self.sql.claim_one_queue, params, _jobs,
-                                        json_as_text=True), kind="claim")
-        params["queues"] = list(queues)
-        return await self._arun(_Op(self.sql.claim_many_queues, params, _jobs,
-                                    json_as_text=True), kind="claim")
+            query = self.sql.claim_one_queue
+        else:
+            params["queues"] = list(queues)
+            query = self.sql.claim_many_queues
+
+        async def run(c: psycopg.AsyncConnection[Any]) -> list[Job]:
+            async with c.cursor(row_factory=_job_rows) as cur:
+                await cur.execute(_rendered(query, cur), params)
+                return await cur.fetchall()
+
+        with _translate():
+            return await self._apooled(run, "claim")
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
         """Finish jobs in one statement; watched ones (with dependents or result waiters),
@@ -1130,10 +1179,12 @@ class PostgresDriver:
         return done
 
     def _finish_op(self, items: Sequence[Finish], worker_id: str) -> _Op[list[int]]:
+        """``finish_many`` of ``items``; its arrays go as literals (see :func:`_array`)."""
         return _Op(self.sql.finish_many, {
-            "ids": [i.job_id for i in items], "attempts": [i.attempt for i in items],
-            "states": [i.state for i in items],
-            "results": [i.result_json for i in items], "worker": worker_id}, _ids)
+            "ids": _array([i.job_id for i in items]),
+            "attempts": _array([i.attempt for i in items]),
+            "states": _state_array([i.state for i in items]),
+            "results": _text_array([i.result_json for i in items]), "worker": worker_id}, _ids)
 
     def _finish_one_op(self, job_id: int, worker_id: str, result_json: str | None,
                        attempt: int | None) -> _Op[list[int]]:
@@ -1642,9 +1693,9 @@ def _step(cur: psycopg.Cursor[Row], step: _Step) -> Any:
         with cur.connection.cursor(row_factory=tuple_row) as text_cur:
             text_cur.adapters.register_loader("jsonb", _JsonText)
             text_cur.execute(_rendered(step.query, cur), step.params)
-            return step.read(text_cur.fetchall() if text_cur.description else [])
+            return step.read(text_cur.fetchall() if _has_rows(text_cur) else [])
     cur.execute(_rendered(step.query, cur), step.params)
-    return step.read(cur.fetchall() if cur.description else [])
+    return step.read(cur.fetchall() if _has_rows(cur) else [])
 
 
 async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
@@ -1658,9 +1709,19 @@ async def _astep(cur: psycopg.AsyncCursor[Row], step: _Step) -> Any:
         async with cur.connection.cursor(row_factory=tuple_row) as text_cur:
             text_cur.adapters.register_loader("jsonb", _JsonText)
             await text_cur.execute(_rendered(step.query, cur), step.params)
-            return step.read(await text_cur.fetchall() if text_cur.description else [])
+            return step.read(await text_cur.fetchall() if _has_rows(text_cur) else [])
     await cur.execute(_rendered(step.query, cur), step.params)
-    return step.read(await cur.fetchall() if cur.description else [])
+    return step.read(await cur.fetchall() if _has_rows(cur) else [])
+
+
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the statement returned rows (what ``cur.description is not None`` says, without
+    building the columns' descriptions on every statement)."""
+    result = cur.pgresult
+    return result is not None and result.status == _TUPLES_OK
+
+
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
 
 # ---- one job: App.enqueue's path ------------------------------------------------------------
