@@ -3,6 +3,7 @@ notifies only at commit, validates input, bulk paths, unique keys."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import pgqueue
-from tests.helpers import scalar
+from tests.helpers import run_async, scalar
 
 CHANNEL = "pgqueue.jobs"
 
@@ -301,6 +302,37 @@ async def test_unique_key_held_returns_the_holder_on_every_path(
         assert await app.enqueue_async("t", {}, queue="q", unique_key="k", conn=ac) == first
         assert await app.enqueue_async("t", {}, queue="q", unique_key="mine", conn=ac) == mine
     assert count_jobs(conn) == 2
+
+
+@pytest.mark.parametrize("finishes", [True, False], ids=["holder-finishes", "never-found"])
+def test_unique_key_holder_finishing_between_insert_and_lookup(
+        app: pgqueue.App, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch,
+        finishes: bool) -> None:
+    """The insert finds the key held, and the holder is gone before its id is looked up: the
+    enqueue inserts again (the key is free now) instead of failing on a missing id; a holder
+    never found after a few tries is a TransientDatabaseError that says to retry."""
+    first = app.enqueue("t", {}, queue="q", unique_key="k")
+    statements = copy.copy(app.driver.sql)  # type: ignore[attr-defined]
+    # the look-up, as if the holder finished just before it (or could never be seen)
+    statements.id_by_unique_key = sql.SQL(
+        "WITH gone AS (DELETE FROM pgqueue.jobs WHERE unique_key = %(unique_key)s AND {} "
+        "RETURNING id) SELECT id FROM gone WHERE false").format(sql.Literal(finishes))
+    monkeypatch.setattr(app.driver, "sql", statements)
+    def sync_enqueue() -> Any:
+        return app.enqueue("t", {}, queue="q", unique_key="k")
+
+    def async_enqueue() -> Any:
+        return run_async(app, app.enqueue_async("t", {}, queue="q", unique_key="k"))
+
+    for enqueue in (sync_enqueue, async_enqueue):
+        if finishes:
+            new = enqueue()
+            assert new != first and count_jobs(conn) == 1
+            first = new
+        else:
+            with pytest.raises(pgqueue.TransientDatabaseError, match="retry the enqueue"):
+                enqueue()
+            assert count_jobs(conn) == 1
 
 
 @dataclasses.dataclass

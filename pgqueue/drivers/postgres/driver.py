@@ -79,6 +79,7 @@ from pgqueue.errors import (
     JobNotFoundError,
     NotMigratedError,
     PgQueueError,
+    TransientDatabaseError,
 )
 from pgqueue.job import (
     QUARANTINE_AFTER,
@@ -100,6 +101,9 @@ __all__ = ["PostgresDriver"]
 T = TypeVar("T")
 Row = tuple[Any, ...]
 
+#: How many times one enqueue with a unique key inserts again when the job holding the key
+#: finished between its insert and the look-up of the holder's id.
+UNIQUE_INSERT_TRIES = 3
 #: Batches at least this large, without unique keys, go through COPY.
 COPY_THRESHOLD = 200
 #: libpq can pipeline (14+): the limited claim of one queue then costs one round trip.
@@ -1743,22 +1747,38 @@ def _insert_one(c: psycopg.Connection[Any], q: Statements, params: dict[str, Any
     """Insert one job on ``c`` (in its transaction, if one is open): ``[its id]``, or the id
     of the live job that holds its unique key."""
     cur = c.cursor(row_factory=tuple_row)
-    row = cur.execute(_rendered(q.insert_one, cur), params).fetchone()
-    if row is None:  # the unique key is held: return the holder's id
-        row = cur.execute(_rendered(q.id_by_unique_key, cur),
-                          {"unique_key": params["unique_key"]}).fetchone()
-    return [int(row[0] if row is not None else None)]  # type: ignore[arg-type]
+    for _ in range(UNIQUE_INSERT_TRIES):
+        row = cur.execute(_rendered(q.insert_one, cur), params).fetchone()
+        if row is None:  # the unique key is held: return the holder's id
+            row = cur.execute(_rendered(q.id_by_unique_key, cur),
+                              {"unique_key": params["unique_key"]}).fetchone()
+        if row is not None:
+            return [int(row[0])]
+        # the holder finished between the two statements: the key is free again
+    raise _unique_key_churn(params["unique_key"])
 
 
 async def _ainsert_one(c: psycopg.AsyncConnection[Any], q: Statements,
                        params: dict[str, Any]) -> list[int]:
     """Async twin of :func:`_insert_one`."""
     cur = c.cursor(row_factory=tuple_row)
-    row = await (await cur.execute(_rendered(q.insert_one, cur), params)).fetchone()
-    if row is None:  # the unique key is held: return the holder's id
-        row = await (await cur.execute(_rendered(q.id_by_unique_key, cur),
-                                       {"unique_key": params["unique_key"]})).fetchone()
-    return [int(row[0] if row is not None else None)]  # type: ignore[arg-type]
+    for _ in range(UNIQUE_INSERT_TRIES):
+        row = await (await cur.execute(_rendered(q.insert_one, cur), params)).fetchone()
+        if row is None:  # the unique key is held: return the holder's id
+            row = await (await cur.execute(_rendered(q.id_by_unique_key, cur),
+                                           {"unique_key": params["unique_key"]})).fetchone()
+        if row is not None:
+            return [int(row[0])]
+    raise _unique_key_churn(params["unique_key"])
+
+
+def _unique_key_churn(key: str) -> TransientDatabaseError:
+    """The job holding ``key`` kept finishing between the insert and the look-up of its id (or
+    the caller's snapshot cannot see the holder: a REPEATABLE READ transaction)."""
+    return TransientDatabaseError(
+        f"could not enqueue with unique key {key!r}: the job holding it finished while this "
+        f"enqueue looked for it, {UNIQUE_INSERT_TRIES} times; retry the enqueue (in a new "
+        "transaction if yours is REPEATABLE READ or SERIALIZABLE)")
 
 
 def _never_ran(exc: psycopg.Error) -> bool:
