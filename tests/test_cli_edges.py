@@ -147,3 +147,31 @@ def test_exit_status_2_for_bad_input_1_for_a_failing_database(
     status, _, err = run(capsys, "failed", "list", "--database-url",
                          "postgresql://nobody@127.0.0.1:1/x")
     assert status == EXIT_CODES["failure"], err
+
+
+@pytest.mark.parametrize("choice", ["auto", "uvloop"])
+def test_worker_event_loop_flag(make_database: Any, choice: str) -> None:
+    """``worker --event-loop``: auto runs the jobs (on uvloop when installed); uvloop runs them
+    when installed, and without it is one line that says what to install, exit status 2."""
+    url = make_database()
+    side = pgqueue.App(database_url=url, schema="alt", strict=False)
+    try:
+        side.migrate()
+        side.enqueue("noop", queue="x")
+    finally:
+        side.close()
+    r = pgqueue_cli("worker", "tests.apps.x:app", "--schema", "alt", "--queues", "x",
+                    "--burst", "--database-url", url, "--event-loop", choice)
+    try:
+        import uvloop  # noqa: F401
+        have_uvloop = True
+    except ImportError:
+        have_uvloop = False
+    if choice == "uvloop" and not have_uvloop:
+        assert r.returncode == EXIT_CODES["usage"], r.stderr
+        assert "pip install 'pgqueue-tx[uvloop]'" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(url) as c:
+        assert scalar(c, "SELECT count(*) FROM alt.job_history WHERE queue = 'x'") == 1

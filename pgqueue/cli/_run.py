@@ -47,7 +47,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_interval=(args.poll_interval if args.poll_interval is not None
                        else settings.poll_interval),
         burst=args.burst, shutdown_timeout=args.shutdown_timeout,
-        periodic=getattr(args, "periodic", True),
+        periodic=getattr(args, "periodic", True), event_loop=args.event_loop,
         unknown_task_grace=args.unknown_task_grace, **_observe.worker_options(args))
     return int(worker.run_forever())
 
