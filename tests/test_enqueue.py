@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -22,8 +23,20 @@ from tests.helpers import run_async, scalar
 CHANNEL = "pgqueue.jobs"
 
 
+#: the listening connections of the running test, closed after it (``_close_listeners``)
+_LISTENERS: list[psycopg.Connection[Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_listeners() -> Iterator[None]:
+    yield
+    while _LISTENERS:
+        _LISTENERS.pop().close()
+
+
 def listener(dsn: str) -> psycopg.Connection[Any]:
     c = psycopg.connect(dsn, autocommit=True)
+    _LISTENERS.append(c)
     c.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
     return c
 
