@@ -4,6 +4,7 @@ that are always cleaned up, statistics and machine information."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -11,9 +12,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,41 @@ def throwaway_database(admin_dsn: str) -> Iterator[str]:
         yield dsn
     finally:
         drop_database(admin_dsn, name)
+
+
+def run_on_throwaway(dsn: str | None, prefix: str,
+                     run: Callable[[str, Db, Children, Path], dict[str, Any]]) -> int:
+    """The life of a benchmark that compares trees: choose the server (``dsn``), make a
+    throwaway database and a temp directory, ``run(dsn, db, children, workdir)``, stop every
+    child process and the server whatever happens, print the result as one JSON line."""
+    sigterm_as_interrupt()
+    children = Children()
+    server = choose_server(dsn)
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp, \
+                throwaway_database(server.admin_dsn) as bench_dsn:
+            db = Db(bench_dsn)
+            try:
+                result = run(bench_dsn, db, children, Path(tmp))
+            finally:
+                children.kill_all()
+                db.close()
+    finally:
+        children.kill_all()
+        server.stop()
+    print(json.dumps(result, separators=(",", ":")))
+    return 0
+
+
+def other_tree_dir(other: Path, workdir: Path) -> Path:
+    """A directory to run another tree's worker in: its ``pgqueue``, this ``benchmarks``."""
+    if not (other / "pgqueue" / "__init__.py").exists():
+        raise SystemExit(f"--other-tree {other}: no pgqueue package there")
+    d = workdir / "other-tree"
+    d.mkdir()
+    (d / "pgqueue").symlink_to(other.resolve() / "pgqueue")
+    (d / "benchmarks").symlink_to(REPO / "benchmarks")
+    return d
 
 
 def drop_database(admin_dsn: str, name: str) -> None:

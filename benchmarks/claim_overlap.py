@@ -20,9 +20,7 @@ other tree only needs its ``pgqueue`` package; the schema is this checkout's (mi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,24 +30,12 @@ from benchmarks._common import (
     REPO,
     Children,
     Db,
-    choose_server,
     loadavg,
     log,
-    sigterm_as_interrupt,
-    throwaway_database,
+    other_tree_dir,
+    run_on_throwaway,
 )
 from benchmarks.run import Bench
-
-
-def _tree_dir(other: Path, workdir: Path) -> Path:
-    """A directory to run the other tree's worker in: its ``pgqueue``, this ``benchmarks``."""
-    if not (other / "pgqueue" / "__init__.py").exists():
-        raise SystemExit(f"--other-tree {other}: no pgqueue package there")
-    d = workdir / "other-tree"
-    d.mkdir()
-    (d / "pgqueue").symlink_to(other.resolve() / "pgqueue")
-    (d / "benchmarks").symlink_to(REPO / "benchmarks")
-    return d
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,28 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="pgbench -T of the ceiling (default 5; 0: no ceiling)")
     args = p.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    sigterm_as_interrupt()
-    children = Children()
-    server = choose_server(args.dsn)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pgqueue-claim-") as tmp, \
-                throwaway_database(server.admin_dsn) as dsn:
-            db = Db(dsn)
-            try:
-                result = _run(args, concurrencies, dsn, db, children, Path(tmp))
-            finally:
-                children.kill_all()
-                db.close()
-    finally:
-        children.kill_all()
-        server.stop()
-    print(json.dumps(result, separators=(",", ":")))
-    return 0
+    return run_on_throwaway(args.dsn, "pgqueue-claim-", lambda dsn, db, children, workdir: _run(
+        args, concurrencies, dsn, db, children, workdir))
 
 
 def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
          children: Children, workdir: Path) -> dict[str, Any]:
-    trees = {"this": REPO, "other": _tree_dir(args.other_tree, workdir)}
+    trees = {"this": REPO, "other": other_tree_dir(args.other_tree, workdir)}
     bench_args = argparse.Namespace(quick=True, sync_handler=False, metrics=False,
                                     tracing=False, wait_quiet=0.0)
     b = Bench(bench_args, dsn, db, children, workdir)

@@ -18,10 +18,8 @@ this/other of the medians, and the calls per job.
 from __future__ import annotations
 
 import argparse
-import json
 import pstats
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +28,11 @@ from benchmarks._common import (
     REPO,
     Children,
     Db,
-    choose_server,
     loadavg,
     log,
-    sigterm_as_interrupt,
-    throwaway_database,
+    other_tree_dir,
+    run_on_throwaway,
 )
-from benchmarks.claim_overlap import _tree_dir
 from benchmarks.run import Bench
 
 
@@ -61,23 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                         "compares uvloop with asyncio's own loop")
     args = p.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    sigterm_as_interrupt()
-    children = Children()
-    server = choose_server(args.dsn)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pgqueue-cpu-") as tmp, \
-                throwaway_database(server.admin_dsn) as dsn:
-            db = Db(dsn)
-            try:
-                result = _run(args, concurrencies, dsn, db, children, Path(tmp))
-            finally:
-                children.kill_all()
-                db.close()
-    finally:
-        children.kill_all()
-        server.stop()
-    print(json.dumps(result, separators=(",", ":")))
-    return 0
+    return run_on_throwaway(args.dsn, "pgqueue-cpu-", lambda dsn, db, children, workdir: _run(
+        args, concurrencies, dsn, db, children, workdir))
 
 
 def _calls_per_job(path: Path, jobs: int) -> float:
@@ -87,7 +68,7 @@ def _calls_per_job(path: Path, jobs: int) -> float:
 
 def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
          children: Children, workdir: Path) -> dict[str, Any]:
-    trees = {"this": REPO, "other": _tree_dir(args.other_tree, workdir)}
+    trees = {"this": REPO, "other": other_tree_dir(args.other_tree, workdir)}
     bench_args = argparse.Namespace(quick=True, sync_handler=False, metrics=False,
                                     tracing=False, wait_quiet=0.0)
     b = Bench(bench_args, dsn, db, children, workdir)
