@@ -73,9 +73,10 @@ def _flat(text: str) -> str:
 
 #: How the claim-and-complete script fills each parameter of pgqueue's ``finish_many`` from
 #: the rows the claim returned (aggregated into arrays and ``\gset`` into pgbench variables).
+#: In id order: ``finish_many`` wants its batch sorted by id, as the driver sends it.
 FINISH_AGGREGATES = {
-    "ids": "array_agg(id)",
-    "attempts": "array_agg(attempt)",
+    "ids": "array_agg(id ORDER BY id)",
+    "attempts": "array_agg(attempt ORDER BY id)",
     "states": "array_agg('succeeded'::text)",
     "results": "array_agg(NULL::jsonb)",
     "result_jsons": "array_agg(NULL::jsonb)",
@@ -113,7 +114,9 @@ def scripts(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], dict[str, st
         errors["insert_one_tx"] = str(exc)
     try:
         claim = _substitute(st.claim_one_queue.as_string(conn), {
-            "queue": ":queue", "limit": ":limit", "worker": ":worker", "lease": ":lease"},
+            "queue": ":queue", "limit": ":limit", "worker": ":worker", "lease": ":lease",
+            # from the head of the claim index, as a worker's first claim reads
+            "after_p": "-1", "after_r": "'-infinity'", "after_i": "0"},
             "claim_one_queue")
         finish_text = st.finish_many.as_string(conn)
         wanted = sorted(set(re.findall(r"%\((\w+)\)s", finish_text)) - {"worker"})

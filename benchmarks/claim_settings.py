@@ -30,6 +30,7 @@ import psycopg
 
 from benchmarks._common import choose_server, throwaway_database
 from pgqueue import NewJob
+from pgqueue.drivers.postgres.claim_cursor import HEAD
 from pgqueue.drivers.postgres.driver import PostgresDriver
 from pgqueue.drivers.postgres.sql import statements
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             driver.insert_many([NewJob("q", "t", "{}") for _ in range(args.jobs)])
             driver.close()
             st = statements("pgqueue")
-            params = {"queue": "q", "limit": args.batch, "worker": "bench", "lease": 60.0}
+            params = {"queue": "q", "limit": args.batch, "worker": "bench", "lease": 60.0,
+                      "after_p": HEAD[0], "after_r": HEAD[1], "after_i": HEAD[2]}
             calls = args.jobs // args.batch
             ratios = []
             with psycopg.connect(dsn, autocommit=True) as old, \

@@ -3,12 +3,14 @@ jobs table, with a large backlog, for custom and for generic (prepared) plans.""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from pgqueue.drivers.postgres.claim_cursor import HEAD
 from pgqueue.drivers.postgres.sql import statements
 
 
@@ -50,31 +52,109 @@ def test_claim_uses_the_partial_index(backlog: psycopg.Connection[Any], generic:
     st = statements("pgqueue")
     if generic:
         backlog.execute("SET plan_cache_mode = force_generic_plan")
-    one = plan(backlog, st.claim_one_queue,
-               {"queue": "main", "limit": 100, "worker": "w", "lease": 30})
-    many = plan(backlog, st.claim_many_queues,
-                {"queues": ["main", "other"], "limit": 100, "worker": "w", "lease": 30})
-    for nodes in (one, many):
+    one = plan(backlog, st.claim_one_queue, {
+        "queue": "main", "limit": 100, "worker": "w", "lease": 30, **after(HEAD)})
+    one_after = plan(backlog, st.claim_one_queue, {
+        "queue": "main", "limit": 100, "worker": "w", "lease": 30,
+        **after((20, dt.datetime.now(dt.UTC), 1000))})
+    many = plan(backlog, st.claim_many_queues, {
+        "queues": ["main", "other"], "limit": 100, "worker": "w", "lease": 30,
+        **after(HEAD, (20, dt.datetime.now(dt.UTC), 1000))})
+    for nodes in (one, one_after, many):
         scans = jobs_scans(nodes)
         assert any(index == "jobs_claim_idx" for _, _, index in scans), scans
         assert not any(kind == "Seq Scan" for kind, _, _ in scans), scans
     backlog.execute("RESET plan_cache_mode")
 
 
-def test_completion_and_heartbeat_use_an_index(backlog: psycopg.Connection[Any]) -> None:
+def join_filters(conn: psycopg.Connection[Any], query: sql.Composed,
+                 params: dict[str, Any]) -> list[str]:
+    """Every join filter of the plan."""
+    row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + query, params).fetchone()
+    assert row is not None
+    found: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if "Join Filter" in node:
+            found.append(node["Join Filter"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(row[0][0]["Plan"])
+    return found
+
+
+def after(*keys: tuple[int, dt.datetime, int]) -> dict[str, Any]:
+    """The claim's ``after_*`` parameters: one key for ``claim_one_queue``, one per queue for
+    ``claim_many_queues``."""
+    if len(keys) == 1:
+        return {"after_p": keys[0][0], "after_r": keys[0][1], "after_i": keys[0][2]}
+    return {"after_p": [k[0] for k in keys], "after_r": [k[1] for k in keys],
+            "after_i": [k[2] for k in keys]}
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_statements_by_id_read_running_jobs_through_the_primary_key(
+        backlog: psycopg.Connection[Any], generic: bool) -> None:
+    """Completion, heartbeat, cancel: found by id, through ``jobs_pkey``, never by a scan of
+    the partial index of running jobs. That index looks cheapest when its statistics
+    are small (here: 100 running jobs), but a snapshot held open leaves one entry in it for
+    every job claimed since, and a completion then read them all."""
     st = statements("pgqueue")
-    ids = [r[0] for r in backlog.execute("SELECT id FROM pgqueue.jobs LIMIT 100")]
-    finish = plan(backlog, st.finish_many, {"ids": ids, "attempts": [1] * 100,
-                                            "states": ["succeeded"] * 100,
-                                            "results": [None] * 100, "worker": "w"})
-    beat = plan(backlog, st.heartbeat, {"ids": ids, "worker": "w", "lease": 30})
-    for nodes in (finish, beat):
-        scans = jobs_scans(nodes)
-        assert not any(kind == "Seq Scan" for kind, _, _ in scans), scans
-        # the primary key, or the partial index of running jobs (few by design: the backlog of
-        # claimed jobs is bounded by the worker's concurrency)
-        assert any(index in ("jobs_pkey", "jobs_running_lease_idx")
-                   for _, _, index in scans), scans
+    backlog.execute("UPDATE pgqueue.jobs SET state = 'running', worker_id = 'w', attempt = 1,"
+                    " lease_expires_at = now() + interval '1 min' WHERE id % 300 = 0")
+    backlog.execute("ANALYZE pgqueue.jobs")
+    if generic:
+        backlog.execute("SET plan_cache_mode = force_generic_plan")
+    ids = [r[0] for r in backlog.execute(
+        "SELECT id FROM pgqueue.jobs WHERE state = 'running' ORDER BY id LIMIT 100")]
+    n = len(ids)
+    by_ids: dict[str, tuple[sql.Composed, dict[str, Any]]] = {
+        "finish_many": (st.finish_many, {"ids": ids, "attempts": [1] * n,
+                                         "states": ["succeeded"] * n, "results": [None] * n,
+                                         "worker": "w"}),
+        "heartbeat": (st.heartbeat, {"ids": ids, "worker": "w", "lease": 30}),
+        "cancel_running": (st.cancel_running, {"id": ids[0]}),
+    }
+    for name, (query, params) in by_ids.items():
+        # and driven by the ids: each found once through the key, not the rows found matched
+        # against every id in turn (a join filter on ``r.id``: quadratic in the batch)
+        assert not [f for f in join_filters(backlog, query, params) if "r.id" in f], name
+        scans = jobs_scans(plan(backlog, query, params))
+        assert not any(kind == "Seq Scan" for kind, _, _ in scans), (name, scans)
+        assert any(index == "jobs_pkey" for _, _, index in scans), (name, scans)
+        assert not any(index == "jobs_running_lease_idx" for _, _, index in scans), (name, scans)
+    backlog.execute("RESET plan_cache_mode")
+
+
+def test_a_claim_after_its_key_skips_the_entries_of_jobs_claimed_before(
+        backlog: psycopg.Connection[Any]) -> None:
+    """The claim index keeps an entry for every job claimed since the oldest open snapshot
+    (here: claimed in this transaction, which no scan may skip either). A claim from the head
+    reads the table for each of them; one after the last claimed key reads a tenth as much
+    (mostly its own UPDATE: 1,400 pages against 83,000 here)."""
+    st = statements("pgqueue")
+    backlog.execute("UPDATE pgqueue.jobs SET state = 'running', worker_id = 'w', attempt = 1,"
+                    " lease_expires_at = now() + interval '1 min'"
+                    " WHERE queue = 'main' AND priority < 49")
+    key = backlog.execute("SELECT priority, run_at, id FROM pgqueue.jobs"
+                          " WHERE queue = 'main' AND state = 'running'"
+                          " ORDER BY 1 DESC, 2 DESC, 3 DESC LIMIT 1").fetchone()
+    assert key is not None
+    params = {"queue": "main", "limit": 100, "worker": "w", "lease": 30}
+
+    def buffers(key: tuple[int, dt.datetime, int]) -> int:
+        row = backlog.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
+                              + st.claim_one_queue, {**params, **after(key)}).fetchone()
+        assert row is not None
+        top = row[0][0]["Plan"]
+        return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
+
+    backlog.execute("SAVEPOINT s")
+    from_head = buffers(HEAD)
+    backlog.execute("ROLLBACK TO SAVEPOINT s")
+    after_key = buffers(tuple(key))
+    assert 10 * after_key < from_head, (after_key, from_head)
 
 
 def rows_read(conn: psycopg.Connection[Any], query: sql.Composed,

@@ -76,3 +76,29 @@ async def test_finish_many_stores_awkward_results_as_given(driver_app: pgqueue.A
         assert finished is not None
         assert finished.state == state
         assert finished.result == (None if result is None else json.loads(result))
+
+
+async def test_finish_many_matches_each_outcome_to_its_job_in_any_order(
+        driver_app: pgqueue.App) -> None:
+    """A batch in no particular order (the completer writes outcomes as jobs end), with
+    different states, results and attempts: each job gets its own outcome, and one whose
+    attempt is not the claimed one (rescued and claimed again meanwhile) is left alone. The
+    PostgreSQL driver finds each row's outcome by its place in the batch sorted by id."""
+    app = driver_app
+    needs(app, "history", "no history of finished jobs")
+    ids = [app.enqueue("t", queue="q") for _ in range(7)]
+    claimed = {j.id: j for j in await claim(app, limit=len(ids))}
+    order = [ids[i] for i in (4, 0, 6, 2, 5, 1)]  # ids[3] is not in the batch
+    items = [Finish(i, "cancelled" if n % 3 == 0 else "succeeded", json.dumps({"n": n}),
+                    claimed[i].attempt) for n, i in enumerate(order)]
+    items[-1].attempt = claimed[order[-1]].attempt + 1  # not the claimed attempt
+    done = await app.driver.finish_many(items, worker_id=W)
+    assert sorted(done) == sorted(order[:-1])
+    for n, i in enumerate(order[:-1]):
+        finished = app.get_finished(i)
+        assert finished is not None
+        assert (finished.state, finished.result) == (
+            "cancelled" if n % 3 == 0 else "succeeded", {"n": n})
+    for left in (ids[3], order[-1]):
+        job = app.get_job(left)
+        assert job is not None and job.state == "running"

@@ -59,6 +59,7 @@ from pgqueue.drivers.base import (
     WorkflowJob,
 )
 from pgqueue.drivers.postgres import connections
+from pgqueue.drivers.postgres.claim_cursor import ClaimCursors
 from pgqueue.drivers.postgres.listener import PgListener
 from pgqueue.drivers.postgres.sql import (
     BEGIN_READ_COMMITTED,
@@ -113,6 +114,7 @@ LIMITS_REFRESH_S = 1.0
 #: How many times one claim of a limited queue tries to lock the queue's row while other
 #: claimers hold it (a few milliseconds apart), before it gives up until the next claim.
 LIMITED_LOCK_TRIES = 3
+
 #: How soon an idle worker looks again at a limited queue whose ready jobs wait for a slot.
 LIMITED_RECHECK_S = 0.05
 #: The most a worker adds to the wait for a limited queue's rate window, at random: the workers
@@ -391,6 +393,10 @@ def _finished(row: Row) -> FinishedJob:
 _JsonText = TextLoader
 
 
+def _by_job_id(item: Finish) -> int:
+    return item.job_id
+
+
 def _array(values: Sequence[int | None]) -> str:
     """An ``int[]``/``bigint[]`` literal of ``values`` (a bound text parameter, cast in the
     statement): a join, where psycopg's list dumper makes Python calls per element."""
@@ -537,6 +543,8 @@ class PostgresDriver:
         #: queues tuple -> (monotonic expiry, which of them need a limited claim: queue ->
         #: whether the capped claim serves it)
         self._limited_cache: dict[tuple[str, ...], tuple[float, dict[str, bool]]] = {}
+        #: where each worker's next unlimited claim reads ``jobs_claim_idx`` from
+        self.claim_cursors = ClaimCursors()
 
     # ---- pools and executors ---------------------------------------------------------------
     def _conn_kwargs(self) -> dict[str, Any]:
@@ -1155,12 +1163,17 @@ class PostgresDriver:
                                lease_s: float) -> list[Job]:
         """The one-statement claim, on the claim pool (whose connections read jsonb as text),
         each row made a :class:`Job` as it is read."""
+        start = self.claim_cursors.start(worker_id, queues)
         params: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease": lease_s}
         if len(queues) == 1:
             params["queue"] = queues[0]
+            params["after_p"], params["after_r"], params["after_i"] = start.after[0]
             query = self.sql.claim_one_queue
         else:
             params["queues"] = list(queues)
+            params["after_p"] = [k[0] for k in start.after]
+            params["after_r"] = [k[1] for k in start.after]
+            params["after_i"] = [k[2] for k in start.after]
             query = self.sql.claim_many_queues
 
         async def run(c: psycopg.AsyncConnection[Any]) -> list[Job]:
@@ -1169,7 +1182,9 @@ class PostgresDriver:
                 return await cur.fetchall()
 
         with _translate():
-            return await self._apooled(run, "claim")
+            jobs = await self._apooled(run, "claim")
+        self.claim_cursors.done(start, jobs, limit)
+        return jobs
 
     async def finish_many(self, items: Sequence[Finish], *, worker_id: str) -> list[int]:
         """Finish jobs in one statement; watched ones (with dependents or result waiters),
@@ -1183,7 +1198,9 @@ class PostgresDriver:
         return done
 
     def _finish_op(self, items: Sequence[Finish], worker_id: str) -> _Op[list[int]]:
-        """``finish_many`` of ``items``; its arrays go as literals (see :func:`_array`)."""
+        """``finish_many`` of ``items``, sorted by id (the statement finds each row's place
+        by binary search); its arrays go as literals (see :func:`_array`)."""
+        items = sorted(items, key=_by_job_id)
         return _Op(self.sql.finish_many, {
             "ids": _array([i.job_id for i in items]),
             "attempts": _array([i.attempt for i in items]),
@@ -1277,6 +1294,7 @@ class PostgresDriver:
             "queues": list(queues), "concurrency": concurrency}, _none))
 
     async def unregister_worker(self, *, worker_id: str) -> None:
+        self.claim_cursors.forget(worker_id)
         await self._arun(_Op(self.sql.unregister_worker, {"worker": worker_id}, _none))
 
     async def heartbeat(self, *, worker_id: str, lease_s: float, job_ids: Sequence[int]) -> None:

@@ -1,0 +1,150 @@
+"""Where a worker's next unlimited claim starts reading ``jobs_claim_idx``.
+
+**Why.** A claimed job leaves its entry in ``jobs_claim_idx``: the claim's UPDATE writes a new
+row version that the partial index no longer holds, but the old version's entry stays until
+vacuum removes it. Meanwhile the first scan that finds the old version dead to every transaction
+marks the entry, and later scans step over it without reading the table. Neither can happen
+while a snapshot older than the claim stays open: a long report, a session left idle in a
+transaction, a replica with ``hot_standby_feedback``. Every claim that reads the index from its
+head then walks the entries of every job claimed since that snapshot, reading the table for each.
+After five cycles of 50,000 jobs under one held snapshot a claim walked 400,000 such entries
+and the drain had fallen to 0.15 of its rate (``python -m benchmarks.held_snapshot``,
+``docs/performance.md``, "Held snapshot").
+
+**What.** Each worker remembers, per queue, the key ``(priority, run_at, id)`` of the last job
+its claims took, and its next claim reads the index after that key: the entries of the jobs it
+already claimed lie behind it. A claim reads from the head instead when:
+
+- it is the worker's first claim;
+- the worker's previous claim read after a key and came back short (fewer jobs than it asked
+  for): no ready job was left after the key, so any that is ready sorts before it, and this
+  claim finds it. After a short claim the producer asks ``next_run_at``, which sees such a job
+  and makes it claim again at once: a claim after a key never leaves a ready job unclaimed for
+  longer than one more round trip;
+- the last claim from the head is older than the sweep interval: :data:`SWEEP_FACTOR` times
+  what that claim took, within :data:`SWEEP_MIN_S` and :data:`SWEEP_MAX_S`. Reading from the
+  head costs about as much as reading after a key while nothing holds vacuum back (the interval
+  is then the minimum); when it walks dead entries, the interval grows so that it takes at most
+  about 1/:data:`SWEEP_FACTOR` of the time.
+
+**The trade-off** (README, "priority"; docs/performance.md, "Held snapshot"). While a
+worker's claims come back full, it takes jobs in key order after its key; a job that sorts
+before the key and becomes ready meanwhile waits for the next claim from the head, at most the
+sweep interval (50 ms while reading from the head is cheap, up to 1 s while a held snapshot
+makes it costly). Such a job: a higher priority (a lower number) enqueued during a saturated
+drain, an enqueue whose transaction began before the jobs already claimed (its ``run_at`` is
+its transaction's start), a job rescued from a dead worker or released by a rolled-back claim.
+A worker with free slots does not make it wait: its claim comes back short, and the next one
+reads from the head.
+
+Pure bookkeeping, no I/O: the PostgreSQL driver asks :meth:`ClaimCursors.start` which keys to
+pass to ``claim_one_queue``/``claim_many_queues`` and reports what the claim took with
+:meth:`ClaimCursors.done`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S", "ClaimCursors", "ClaimStart",
+           "Key"]
+
+#: a key of ``jobs_claim_idx`` after its queue: (priority, run_at, id)
+Key = tuple[int, dt.datetime, int]
+
+#: A key before every job (priorities are 0..1000): reading after it reads from the head.
+HEAD: Key = (-1, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), 0)
+
+#: the sweep interval is this many times the duration of the last claim from the head...
+SWEEP_FACTOR = 20.0
+#: ...but at least this (seconds): while claims are cheap, a job that sorts before the key
+#: waits at most about this long
+SWEEP_MIN_S = 0.05
+#: ...and at most this (seconds), however costly reading from the head has become
+SWEEP_MAX_S = 1.0
+
+
+class _Claimed(Protocol):
+    """What the bookkeeping reads of a claimed job."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def run_at(self) -> dt.datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStart:
+    """One claim's starting points: ``after[i]`` is where ``queues[i]`` is read from."""
+
+    worker_id: str
+    queues: tuple[str, ...]
+    after: tuple[Key, ...]
+    from_head: bool
+    #: the clock's reading when the claim was planned
+    at: float
+
+
+@dataclass(slots=True)
+class _Cursor:
+    #: per queue, the key of the last job claimed since the last claim from the head
+    last: dict[str, Key] = field(default_factory=dict)
+    #: the clock's reading at the last claim from the head, and the interval it set
+    swept_at: float = 0.0
+    interval: float = SWEEP_MIN_S
+    #: the previous claim read after a key and came back short: the next reads from the head
+    head_next: bool = True
+
+
+class ClaimCursors:
+    """Every worker's claim cursor, by worker id (one driver serves every worker of an App)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cursors: dict[str, _Cursor] = {}
+
+    def start(self, worker_id: str, queues: Sequence[str]) -> ClaimStart:
+        """Where the next claim of ``queues`` by ``worker_id`` reads from."""
+        now = self._clock()
+        c = self._cursors.get(worker_id)
+        if c is None or c.head_next or now - c.swept_at >= c.interval:
+            return ClaimStart(worker_id, tuple(queues), tuple(HEAD for _ in queues), True, now)
+        return ClaimStart(worker_id, tuple(queues),
+                          tuple(c.last.get(q, HEAD) for q in queues), False, now)
+
+    def done(self, start: ClaimStart, jobs: Sequence[_Claimed], limit: int) -> None:
+        """Record what the claim planned by ``start`` took (it asked for ``limit`` jobs)."""
+        now = self._clock()
+        c = self._cursors.setdefault(start.worker_id, _Cursor())
+        last: dict[str, Key] = {}
+        for j in jobs:
+            if j.run_at is None:  # not from jobs_claim_idx (claimed rows always have one)
+                continue
+            k = (j.priority, j.run_at, j.id)
+            if j.queue not in last or k > last[j.queue]:
+                last[j.queue] = k
+        if start.from_head:
+            # a claim from the head starts the walk again: its queues' keys are what it took
+            for q in start.queues:
+                if q in last:
+                    c.last[q] = last[q]
+                else:
+                    c.last.pop(q, None)
+            c.swept_at = start.at
+            c.interval = min(SWEEP_MAX_S, max(SWEEP_MIN_S, SWEEP_FACTOR * (now - start.at)))
+            c.head_next = False
+        else:
+            c.last.update(last)
+            c.head_next = len(jobs) < limit
+
+    def forget(self, worker_id: str) -> None:
+        """The worker is gone (unregistered)."""
+        self._cursors.pop(worker_id, None)

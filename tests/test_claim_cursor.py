@@ -1,0 +1,184 @@
+"""Where a worker's unlimited claim reads ``jobs_claim_idx`` from (the claim cursor of
+:mod:`pgqueue.drivers.postgres.claim_cursor`): after the last job it claimed while its claims
+come back full, from the head otherwise; and the order trade-off that buys, exactly as
+documented. The bookkeeping alone first (a fake clock, no database), then the PostgreSQL
+driver's claims."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue.drivers.postgres.claim_cursor import (
+    HEAD,
+    SWEEP_FACTOR,
+    SWEEP_MAX_S,
+    SWEEP_MIN_S,
+    ClaimCursors,
+)
+
+T0 = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Claimed:
+    id: int
+    queue: str = "q"
+    priority: int = 20
+    run_at: dt.datetime | None = T0
+
+
+def test_first_claim_reads_from_the_head_then_after_the_last_key() -> None:
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+    start = cursors.start("w", ["q"])
+    assert start.from_head and start.after == (HEAD,)
+    cursors.done(start, [Claimed(3), Claimed(1, priority=5), Claimed(2)], limit=3)
+    nxt = cursors.start("w", ["q"])
+    # the greatest (priority, run_at, id) taken, whatever order the rows came back in
+    assert not nxt.from_head and nxt.after == ((20, T0, 3),)
+    cursors.done(nxt, [Claimed(4), Claimed(5), Claimed(6)], limit=3)
+    assert cursors.start("w", ["q"]).after == ((20, T0, 6),)
+    # another worker, and a queue with no key yet, start from the head
+    assert cursors.start("other", ["q"]).from_head
+    assert cursors.start("w", ["q", "new"]).after == ((20, T0, 6), HEAD)
+
+
+def test_a_short_claim_after_a_key_makes_the_next_one_read_from_the_head() -> None:
+    cursors = ClaimCursors(FakeClock())
+    cursors.done(cursors.start("w", ["q"]), [Claimed(1)], limit=1)
+    after_key = cursors.start("w", ["q"])
+    assert not after_key.from_head
+    cursors.done(after_key, [], limit=1)  # nothing after the key: look before it next
+    head = cursors.start("w", ["q"])
+    assert head.from_head
+    # a claim from the head that came back short does not repeat itself
+    cursors.done(head, [], limit=1)
+    assert not cursors.start("w", ["q"]).from_head
+
+
+def test_the_sweep_interval_follows_what_the_claim_from_the_head_took() -> None:
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+
+    def head_claim_taking(seconds: float) -> None:
+        start = cursors.start("w", ["q"])
+        assert start.from_head
+        clock.now += seconds
+        cursors.done(start, [Claimed(1)], limit=1)
+
+    def reads_from_head_after(seconds: float) -> bool:
+        saved = clock.now
+        clock.now += seconds
+        from_head = cursors.start("w", ["q"]).from_head
+        clock.now = saved
+        return from_head
+
+    head_claim_taking(0.001)  # cheap: the minimum interval
+    assert not reads_from_head_after(SWEEP_MIN_S - 0.002)
+    assert reads_from_head_after(SWEEP_MIN_S)
+    clock.now += SWEEP_MIN_S
+    head_claim_taking(0.02)  # walking dead entries: 20 times as long
+    assert not reads_from_head_after(SWEEP_FACTOR * 0.02 - 0.03)
+    assert reads_from_head_after(SWEEP_FACTOR * 0.02)
+    clock.now += SWEEP_MAX_S
+    head_claim_taking(5.0)  # however long it took, at most SWEEP_MAX_S
+    assert reads_from_head_after(SWEEP_MAX_S - 5.0)
+
+
+def test_a_claim_from_the_head_resets_only_its_own_queues() -> None:
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+    cursors.done(cursors.start("w", ["a", "b"]),
+                 [Claimed(1, queue="a"), Claimed(2, queue="b")], limit=2)
+    clock.now += SWEEP_MAX_S
+    head = cursors.start("w", ["a"])  # a claim of one queue (the limited path's leftovers)
+    assert head.from_head
+    cursors.done(head, [], limit=5)
+    assert cursors.start("w", ["a", "b"]).after == (HEAD, (20, T0, 2))
+    cursors.forget("w")
+    assert cursors.start("w", ["a", "b"]).from_head
+
+
+# ---- the PostgreSQL driver ------------------------------------------------------------------
+
+@pytest.fixture
+def clock(app: pgqueue.App) -> FakeClock:
+    """``app``'s driver with claim cursors on a fake clock: no claim from the head happens
+    because time passed, only when the test moves the clock."""
+    fake = FakeClock()
+    app.driver.claim_cursors = ClaimCursors(fake)  # type: ignore[attr-defined]
+    return fake
+
+
+async def claim_ids(app: pgqueue.App, limit: int, queues: list[str] | None = None) -> list[int]:
+    """The ids a claim took, in claim order (its rows come back in no particular order)."""
+    jobs = await app.driver.claim(queues or ["q"], limit, worker_id="w", lease_s=60)
+    return [j.id for j in sorted(jobs, key=lambda j: (j.priority, j.run_at, j.id))]
+
+
+async def test_claims_after_the_key_take_jobs_in_order(app: pgqueue.App,
+                                                       clock: FakeClock) -> None:
+    ids = app.enqueue_many("t", [{} for _ in range(25)], queue="q")
+    got = [await claim_ids(app, 10), await claim_ids(app, 10), await claim_ids(app, 10)]
+    assert got == [ids[:10], ids[10:20], ids[20:]]
+
+
+async def test_a_job_before_the_key_waits_for_the_next_claim_from_the_head(
+        app: pgqueue.App, clock: FakeClock) -> None:
+    """The documented trade-off: while claims come back full, a higher-priority job that
+    arrived after the worker passed its place is not taken before the sweep interval (or a
+    short claim) sends the next claim back to the head."""
+    backlog = app.enqueue_many("t", [{} for _ in range(30)], queue="q")
+    assert await claim_ids(app, 10) == backlog[:10]
+    urgent = app.enqueue("t", {}, queue="q", priority=0)
+    assert await claim_ids(app, 10) == backlog[10:20]  # after the key: not yet
+    clock.now += SWEEP_MAX_S
+    assert await claim_ids(app, 10) == [urgent, *backlog[20:29]]  # the sweep finds it first
+
+
+async def test_a_short_claim_is_followed_by_one_from_the_head(
+        app: pgqueue.App, clock: FakeClock, conn: psycopg.Connection[Any]) -> None:
+    """A claim that read after the key and came back short sends the next one to the head: a
+    job that became ready behind the key (here a rescued one, which keeps its place) is taken
+    by the next claim, and no ready job is left while the worker has free slots."""
+    ids = app.enqueue_many("t", [{} for _ in range(4)], queue="q")
+    assert await claim_ids(app, 2) == ids[:2]
+    conn.execute("UPDATE pgqueue.jobs SET state = 'waiting', worker_id = NULL, "
+                 "lease_expires_at = NULL WHERE id = %s", (ids[0],))  # back behind the key
+    assert await claim_ids(app, 5) == ids[2:]  # after the key: short
+    assert await claim_ids(app, 5) == [ids[0]]  # from the head: found
+    assert await claim_ids(app, 5) == []
+
+
+async def test_each_queue_keeps_its_own_key(app: pgqueue.App, clock: FakeClock) -> None:
+    a = app.enqueue_many("t", [{} for _ in range(6)], queue="a")
+    b = app.enqueue_many("t", [{} for _ in range(6)], queue="b", priority=10)
+    first = await claim_ids(app, 4, ["a", "b"])
+    assert first == b[:4]  # b's priority comes first
+    urgent_a = app.enqueue("t", {}, queue="a", priority=0)
+    second = await claim_ids(app, 4, ["a", "b"])
+    # b goes on after its key; a has no key yet, so its urgent job is found from the head
+    assert second == [urgent_a, *b[4:], a[0]]  # (in claim order)
+
+
+async def test_an_unregistered_worker_forgets_its_keys(app: pgqueue.App,
+                                                       clock: FakeClock) -> None:
+    ids = app.enqueue_many("t", [{} for _ in range(4)], queue="q")
+    assert await claim_ids(app, 2) == ids[:2]
+    urgent = app.enqueue("t", {}, queue="q", priority=0)
+    await app.driver.unregister_worker(worker_id="w")
+    assert await claim_ids(app, 1) == [urgent]
