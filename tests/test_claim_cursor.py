@@ -164,6 +164,18 @@ async def test_a_short_claim_is_followed_by_one_from_the_head(
     assert await claim_ids(app, 5) == []
 
 
+async def test_an_empty_claim_after_the_key_reads_from_the_head_at_once(
+        app: pgqueue.App, clock: FakeClock) -> None:
+    """Callers stop on an empty claim (``TestQueue.drain``, a loop of one's own): a claim that
+    read after the key and found nothing there looks from the head in the same call, so that
+    it is never empty while a job that sorts before the key is ready."""
+    [first] = app.enqueue_many("t", [{}], queue="q")
+    assert await claim_ids(app, 1) == [first]  # full: the next reads after its key
+    urgent = app.enqueue("t", {}, queue="q", priority=0)
+    assert await claim_ids(app, 1) == [urgent]
+    assert await claim_ids(app, 1) == []
+
+
 async def test_each_queue_keeps_its_own_key(app: pgqueue.App, clock: FakeClock) -> None:
     a = app.enqueue_many("t", [{} for _ in range(6)], queue="a")
     b = app.enqueue_many("t", [{} for _ in range(6)], queue="b", priority=10)

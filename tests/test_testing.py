@@ -188,6 +188,22 @@ def test_with_scheduled_alone_leaves_retries_waiting(shop: Shop) -> None:
         assert q.drain(with_retries=True).succeeded == 1
 
 
+def test_drain_runs_a_job_that_sorts_before_the_one_that_enqueued_it(shop: Shop) -> None:
+    """A handler enqueues an urgent job (a lower priority number than its own): the drain
+    runs it too. On PostgreSQL the claim after the last claimed job's key does not see it, and
+    the drain stops at the first empty claim, so that claim must have looked from the head."""
+    send_email = shop.tasks["send_email"]
+
+    @shop.app.task(name="escalate", queue="emails")
+    def escalate() -> None:
+        send_email.options(priority=0).enqueue(to="urgent@b.c")
+
+    with pgqueue.testing.manual(shop.app) as q:
+        escalate.enqueue()
+        assert q.drain().succeeded == 2
+        assert shop.sent == ["urgent@b.c"]
+
+
 def test_drain_counts_snoozes_cancels_and_fails(shop: Shop) -> None:
     with pgqueue.testing.manual(shop.app) as q:
         shop.tasks["snoozer"].enqueue()
