@@ -153,8 +153,9 @@ async def test_a_job_before_the_key_waits_for_the_next_claim_from_the_head(
 async def test_a_short_claim_is_followed_by_one_from_the_head(
         app: pgqueue.App, clock: FakeClock, conn: psycopg.Connection[Any]) -> None:
     """A claim that read after the key and came back short sends the next one to the head: a
-    job that became ready behind the key (here a rescued one, which keeps its place) is taken
-    by the next claim, and no ready job is left while the worker has free slots."""
+    job that became ready behind the key (here one put back to waiting with its old key, as a
+    claim that rolled back leaves it) is taken by the next claim, and no ready job is left
+    while the worker has free slots."""
     ids = app.enqueue_many("t", [{} for _ in range(4)], queue="q")
     assert await claim_ids(app, 2) == ids[:2]
     conn.execute("UPDATE pgqueue.jobs SET state = 'waiting', worker_id = NULL, "

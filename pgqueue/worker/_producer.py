@@ -98,8 +98,10 @@ class Producer(Service):
         """Outcomes were written: slots of a limited queue may be free now. Only a producer
         whose last claim came back short looks again (a full one claims when a job ends), and
         only when limits may have held jobs back (without limits, a short claim found every
-        ready job: new ones bring a NOTIFY or a ``run_at``, and an empty claim here would
-        only keep the worker busy when that NOTIFY comes)."""
+        ready job, or, on PostgreSQL, left ready ones only behind its worker's last key, which
+        ``next_run_at`` then shows as due, so :meth:`_idle` claims again at once, from the
+        head; new jobs bring a NOTIFY or a ``run_at``, and an empty claim here would only keep
+        the worker busy when that NOTIFY comes)."""
         if self._short and self.driver.limits_hold(self.queues):
             self.wake()
 

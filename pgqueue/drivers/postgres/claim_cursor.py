@@ -20,7 +20,8 @@ already claimed lie behind it. A claim reads from the head instead when:
   for): no ready job was left after the key, so any that is ready sorts before it, and this
   claim finds it. After a short claim the producer asks ``next_run_at``, which sees such a job
   and makes it claim again at once: a claim after a key never leaves a ready job unclaimed for
-  longer than one more round trip. One that came back empty does not wait for that: the
+  longer than one more round trip (plus any lead of the database's clock over the worker's,
+  as for every ``run_at`` the idle worker waits for). One that came back empty does not wait for that: the
   driver's claim reads from the head at once, in the same call, so that an empty claim still
   means no ready job was left (``TestQueue.drain`` stops on it);
 - the last claim from the head is older than the sweep interval: :data:`SWEEP_FACTOR` times
@@ -32,12 +33,15 @@ already claimed lie behind it. A claim reads from the head instead when:
 **The trade-off** (README, "priority"; docs/performance.md, "Held snapshot"). While a
 worker's claims come back full, it takes jobs in key order after its key; a job that sorts
 before the key and becomes ready meanwhile waits for the next claim from the head, at most the
-sweep interval (50 ms while reading from the head is cheap, up to 1 s while a held snapshot
-makes it costly). Such a job: a higher priority (a lower number) enqueued during a saturated
-drain, an enqueue whose transaction began before the jobs already claimed (its ``run_at`` is
-its transaction's start), a job rescued from a dead worker or released by a rolled-back claim.
-A worker with free slots does not make it wait: its claim comes back short, and the next one
-reads from the head.
+sweep interval (at least 50 ms, more on a loaded worker, as the interval counts the whole
+claim from the head, pool checkout and event-loop delays included; at most 1 s, while a held
+snapshot makes reading from the head costly). Such a job: a higher priority (a lower number)
+enqueued during a saturated drain, an enqueue whose transaction began before the jobs already
+claimed (its ``run_at`` is its transaction's start), a job given a ``run_at`` in the past, a
+job left waiting by a claim of another worker that rolled back. (Retried, rescued and released
+jobs get a ``run_at`` of now or later, behind the key.) A worker with free slots does not make
+it wait: its claim comes back short, the next one reads from the head, and an empty claim after
+the key reads from the head at once.
 
 Pure bookkeeping, no I/O: the PostgreSQL driver asks :meth:`ClaimCursors.start` which keys to
 pass to ``claim_one_queue``/``claim_many_queues`` and reports what the claim took with

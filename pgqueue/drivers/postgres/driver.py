@@ -1188,7 +1188,7 @@ class PostgresDriver:
                 and any(k != HEAD for k in start.after)):
             # An empty claim must still mean that no ready job was left: callers stop on it
             # (TestQueue.drain, a burst loop of one's own). Jobs may wait behind the key (a
-            # higher priority enqueued meanwhile, a rescued job): read from the head now,
+            # higher priority enqueued meanwhile): read from the head now,
             # not only at the next claim (``done`` made it one).
             return await self._claim_unlimited(queues, limit, worker_id, lease_s)
         return jobs
