@@ -21,9 +21,9 @@ already claimed lie behind it. A claim reads from the head instead when:
   claim finds it. After a short claim the producer asks ``next_run_at``, which sees such a job
   and makes it claim again at once: a claim after a key never leaves a ready job unclaimed for
   longer than one more round trip (plus any lead of the database's clock over the worker's,
-  as for every ``run_at`` the idle worker waits for). One that came back empty does not wait for that: the
-  driver's claim reads from the head at once, in the same call, so that an empty claim still
-  means no ready job was left (``TestQueue.drain`` stops on it);
+  as for every ``run_at`` the idle worker waits for). One that came back empty does not wait
+  for that: the driver's claim reads from the head at once, in the same call, so that an empty
+  claim still means no ready job was left (``TestQueue.drain`` stops on it);
 - the last claim from the head is older than the sweep interval: :data:`SWEEP_FACTOR` times
   what that claim took, within :data:`SWEEP_MIN_S` and :data:`SWEEP_MAX_S`. Reading from the
   head costs about as much as reading after a key while nothing holds vacuum back (the interval
