@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
            "DEFAULT_CONCURRENCY",
+           "DEFAULT_EVENT_LOOP",
            "DEFAULT_LOCK_TIMEOUT",
            "DEFAULT_MAX_ATTEMPTS",
            "DEFAULT_MAX_SNOOZES",
@@ -20,6 +21,7 @@ __all__ = [
            "DEFAULT_SCHEMA",
            "DEFAULT_STATEMENT_TIMEOUT",
            "DEFAULT_UNKNOWN_TASK_GRACE",
+           "EVENT_LOOPS",
            "FAILED_JOBS_TABLE",
            "JOBS_TABLE",
            "POOLERS",
@@ -47,6 +49,13 @@ DEFAULT_CONCURRENCY = 1
 
 #: seconds between checks for jobs when no wake-up arrives (:class:`pgqueue.Settings`)
 DEFAULT_POLL_INTERVAL = 1.0
+
+#: the event loops a worker can run on (the ``event_loop`` setting, ``Worker(event_loop=...)``,
+#: ``pgqueue worker --event-loop``): asyncio's own, uvloop, or ``auto`` (uvloop when installed)
+EVENT_LOOPS = ("asyncio", "uvloop", "auto")
+
+#: the event loop of a worker unless configured otherwise (:class:`pgqueue.Settings`)
+DEFAULT_EVENT_LOOP = "asyncio"
 
 #: the Redis server of the redis driver unless configured otherwise
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

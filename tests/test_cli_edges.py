@@ -175,3 +175,65 @@ def test_worker_event_loop_flag(make_database: Any, choice: str) -> None:
     assert r.returncode == 0, r.stderr
     with psycopg.connect(url) as c:
         assert scalar(c, "SELECT count(*) FROM alt.job_history WHERE queue = 'x'") == 1
+
+
+def _loop_of_a_burst_worker(url: str, env: dict[str, str], *flags: str) -> str:
+    """Run ``pgqueue worker --burst`` (with ``env`` and ``flags``) on one ``which_loop`` job in
+    a fresh schema of ``url``; the class of the event loop the job ran on."""
+    side = pgqueue.App(database_url=url, schema="alt", strict=False)
+    try:
+        side.migrate()
+        side.enqueue("which_loop", queue="x")
+    finally:
+        side.close()
+    r = pgqueue_cli("worker", "tests.apps.x:app", "--schema", "alt", "--queues", "x",
+                    "--burst", "--database-url", url, *flags, env=env)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(url) as c:
+        rows = c.execute("SELECT result #>> '{}' FROM alt.job_history "
+                         "WHERE task = 'which_loop'").fetchall()
+        c.execute("DROP SCHEMA alt CASCADE")
+        c.commit()
+    assert len(rows) == 1, rows
+    return str(rows[0][0])
+
+
+def test_worker_event_loop_setting_and_the_flag_over_it(make_database: Any) -> None:
+    """``PGQUEUE_EVENT_LOOP`` chooses the loop of ``pgqueue worker`` without ``--event-loop``;
+    the flag wins over it."""
+    pytest.importorskip("uvloop", reason="auto and asyncio are the same loop without uvloop")
+    url = make_database()
+    assert _loop_of_a_burst_worker(url, {"PGQUEUE_EVENT_LOOP": "auto"}) == "uvloop.Loop"
+    chosen = _loop_of_a_burst_worker(url, {"PGQUEUE_EVENT_LOOP": "uvloop"},
+                                     "--event-loop", "asyncio")
+    assert chosen.startswith("asyncio.") and "uvloop" not in chosen, chosen
+
+
+def test_bad_event_loop_setting_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PGQUEUE_DATABASE_URL",
+                                                            "DATABASE_URL")}
+    env.update({"PYTHONPATH": str(ROOT), "PGQUEUE_EVENT_LOOP": "trio"})
+    r = subprocess.run([sys.executable, "-m", "pgqueue.cli", "worker", "tests.apps.x:app",
+                        "--burst"], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == EXIT_CODES["usage"], r.stderr
+    assert r.stderr.strip() == ("pgqueue: event_loop (from env PGQUEUE_EVENT_LOOP): 'trio' is "
+                                "not valid; allowed: asyncio, uvloop, auto"), r.stderr
+    monkeypatch.setenv("PGQUEUE_EVENT_LOOP", "trio")
+    status, _, err = run(capsys, "config")
+    assert status == EXIT_CODES["usage"]
+    assert len(err.strip().splitlines()) == 1 and "event_loop" in err and "'trio'" in err
+
+
+def test_config_lists_the_event_loop_and_its_source(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGQUEUE_EVENT_LOOP", "auto")
+    status, out, err = run(capsys, "config")
+    assert status == 0, err
+    [row] = [line.split() for line in out.splitlines() if line.startswith("event_loop ")]
+    assert row == ["event_loop", "auto", "env", "PGQUEUE_EVENT_LOOP"]
+    monkeypatch.delenv("PGQUEUE_EVENT_LOOP")
+    status, out, _ = run(capsys, "config")
+    [row] = [line.split() for line in out.splitlines() if line.startswith("event_loop ")]
+    assert row == ["event_loop", "asyncio", "default"]

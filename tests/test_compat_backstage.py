@@ -46,6 +46,13 @@ def test_get_queue_returns_the_same_instance(settings: Settings) -> None:
     assert set(backstage.queues()) == {"same", "other"}
 
 
+def test_process_runs_on_the_event_loop_setting() -> None:
+    settings = load_settings(environ={"QUEUE_DRIVER": "memory", "PGQUEUE_EVENT_LOOP": "auto"})
+    q = backstage.get_queue("loops", settings=settings)
+    q.process(lambda j: None)
+    assert q.worker is not None and q.worker.event_loop == "auto"
+
+
 def test_nothing_runs_until_a_handler_is_attached(settings: Settings) -> None:
     q = backstage.get_queue("idle", settings=settings)
     job_id = q.add({"task": "send_email", "recipient": "user@example.com"})

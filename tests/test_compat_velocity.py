@@ -354,6 +354,19 @@ def test_default_queue_from_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert velocity.size() == 1
 
 
+def test_work_runs_on_the_event_loop_setting() -> None:
+    q = velocity.new_queue(load_settings(environ={"QUEUE_DRIVER": "memory",
+                                                  "PGQUEUE_EVENT_LOOP": "auto"}))
+    try:
+        w = q.work("loops", lambda job: None)
+        try:
+            assert w.worker.event_loop == "auto"
+        finally:
+            w.stop()
+    finally:
+        q.app.close()
+
+
 def test_set_default_checks_its_argument() -> None:
     with pytest.raises(pgqueue.ValidationError, match="velocity Queue"):
         velocity.set_default("memory")  # type: ignore[arg-type]

@@ -135,7 +135,7 @@ backend:
     assert s.routes == ("emails", "default")
     assert s.poll_interval == 0.25
     assert s.worker_options() == {"queues": ["emails", "default"], "concurrency": 1,
-                                  "poll_interval": 0.25}
+                                  "poll_interval": 0.25, "event_loop": "asyncio"}
 
 
 def test_empty_yaml_and_yaml_without_queue_section(tmp_path: Path) -> None:
@@ -244,6 +244,30 @@ def test_pgqueue_env_keys() -> None:
     assert s.routes == ()  # empty counts as not set
 
 
+def test_event_loop_from_each_source(tmp_path: Path) -> None:
+    """``event_loop``: the environment, a ``.env`` file, the YAML key and an argument set it,
+    and its source says which."""
+    s = load_settings(environ={})
+    assert (s.event_loop, s.source("event_loop")) == ("asyncio", "default")
+    s = load_settings(environ={"PGQUEUE_EVENT_LOOP": " UVLOOP "})
+    assert (s.event_loop, s.source("event_loop")) == ("uvloop", "env PGQUEUE_EVENT_LOOP")
+    env_file = write(tmp_path, ".env", "PGQUEUE_CONCURRENCY=2\nPGQUEUE_EVENT_LOOP=auto\n")
+    s = load_settings(environ={}, env_file=env_file)
+    assert (s.event_loop, s.source("event_loop")) == (
+        "auto", f"{env_file} line 2: PGQUEUE_EVENT_LOOP")
+    yaml_file = write(tmp_path, "app-config.yaml",
+                      "backend:\n  queue:\n    eventLoop: uvloop\n")
+    s = load_settings(environ={}, yaml_file=yaml_file)
+    assert (s.event_loop, s.source("event_loop")) == (
+        "uvloop", f"{yaml_file} line 3: backend.queue.eventLoop")
+    s = load_settings(environ={"PGQUEUE_EVENT_LOOP": "auto"}, yaml_file=yaml_file)
+    assert s.source("event_loop") == "env PGQUEUE_EVENT_LOOP"  # the environment wins
+    s = load_settings(environ={"PGQUEUE_EVENT_LOOP": "auto"}, event_loop="asyncio")
+    assert (s.event_loop, s.source("event_loop")) == ("asyncio", "argument event_loop")
+    assert s.worker_options()["event_loop"] == "asyncio"
+    assert ("event_loop", "asyncio", "argument event_loop") in s.describe()
+
+
 def test_layering_later_wins(tmp_path: Path) -> None:
     yaml_file = write(tmp_path, "app-config.yaml",
                       "backend:\n  queue:\n    defaultConcurrency: 2\n    maxAttempts: 2\n"
@@ -311,6 +335,9 @@ def test_settings_is_frozen_and_checked() -> None:
         Settings(driver="rabbitmq")
     with raises_config("driver", "x", "unknown driver"):
         Settings(driver="rabbitmq", sources={"driver": "x"})
+    with raises_config("event_loop", "argument", "'trio' is not valid",
+                       "allowed: asyncio, uvloop, auto"):
+        Settings(event_loop="trio")
 
 
 # ---- errors: key, source and what is allowed -----------------------------------------------------
@@ -343,6 +370,8 @@ ENV_ERRORS = [
     ({"PGQUEUE_POLL_INTERVAL": "soon"}, "poll_interval", "env PGQUEUE_POLL_INTERVAL",
      "seconds"),
     ({"PGQUEUE_POLL_INTERVAL": "0"}, "poll_interval", "env PGQUEUE_POLL_INTERVAL", "> 0"),
+    ({"PGQUEUE_EVENT_LOOP": "trio"}, "event_loop", "env PGQUEUE_EVENT_LOOP",
+     "'trio' is not valid; allowed: asyncio, uvloop, auto"),
     ({"PGQUEUE_SCHEMA": "Bad-Schema"}, "schema", "env PGQUEUE_SCHEMA", "lowercase"),
     ({"QUEUE_TABLE": "my_jobs"}, "schema", "env QUEUE_TABLE", "'<schema>.jobs'"),
     ({"QUEUE_FAILED_TABLE": "acme.failures"}, "schema", "env QUEUE_FAILED_TABLE",
@@ -403,6 +432,10 @@ YAML_ERRORS = [
      "backend.queue.redis.connection", "not a Redis URL"),
     ("backend:\n  queue:\n    pollInterval: -1\n", "poll_interval", "backend.queue.pollInterval",
      "> 0"),
+    ("backend:\n  queue:\n    eventLoop: trio\n", "event_loop", "line 3: backend.queue.eventLoop",
+     "'trio' is not valid; allowed: asyncio, uvloop, auto"),
+    ("backend:\n  queue:\n    eventLoop: [uvloop]\n", "event_loop", "backend.queue.eventLoop",
+     "must be a string (asyncio, uvloop or auto), not a list"),
 ]
 
 
@@ -454,11 +487,13 @@ def test_env_file_never_reaches_os_environ(tmp_path: Path) -> None:
 # ---- building apps and workers --------------------------------------------------------------
 def test_make_app_memory_and_worker_options() -> None:
     s = load_settings(environ={"QUEUE_DRIVER": "memory", "QUEUE_ROUTES": "a,b",
-                               "PGQUEUE_CONCURRENCY": "3", "PGQUEUE_POLL_INTERVAL": "0.2"})
+                               "PGQUEUE_CONCURRENCY": "3", "PGQUEUE_POLL_INTERVAL": "0.2",
+                               "PGQUEUE_EVENT_LOOP": "auto"})
     app = pgqueue.App.from_settings(s)
     assert app.driver.name == "memory"
     worker = app.worker(**s.worker_options())
-    assert (worker.queues, worker.concurrency, worker.poll_interval) == (["a", "b"], 3, 0.2)
+    assert (worker.queues, worker.concurrency, worker.poll_interval, worker.event_loop) == (
+        ["a", "b"], 3, 0.2, "auto")
 
 
 def test_make_app_postgres(clean: str) -> None:

@@ -214,6 +214,8 @@ def test_defaults_have_one_definition() -> None:
     assert (s.schema, s.concurrency, s.max_attempts, s.poll_interval, s.redis_url) == (
         _defaults.DEFAULT_SCHEMA, _defaults.DEFAULT_CONCURRENCY, _defaults.DEFAULT_MAX_ATTEMPTS,
         _defaults.DEFAULT_POLL_INTERVAL, _defaults.DEFAULT_REDIS_URL)
+    assert s.event_loop == _defaults.DEFAULT_EVENT_LOOP == pgqueue.App(
+        driver="memory").worker().event_loop
     app = pgqueue.App(driver="memory")
     assert (app.schema, app.default_queue) == (_defaults.DEFAULT_SCHEMA, _defaults.DEFAULT_QUEUE)
     job = pgqueue.Job(id=1, queue="q", task="t", args={})

@@ -42,7 +42,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pgqueue import __version__, _logging
-from pgqueue._defaults import DEFAULT_SCHEMA, DEFAULT_UNKNOWN_TASK_GRACE
+from pgqueue._defaults import DEFAULT_SCHEMA, DEFAULT_UNKNOWN_TASK_GRACE, EVENT_LOOPS
 from pgqueue.cli import _dashboard, _observe, _periodic
 from pgqueue.cli._jobs import (
     cmd_enqueue,
@@ -61,7 +61,6 @@ from pgqueue.errors import (
     NotMigratedError,
     PgQueueError,
 )
-from pgqueue.worker.worker import EVENT_LOOPS
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -174,10 +173,10 @@ says what is left (paused queues, jobs under another worker's lease, later jobs)
                     help="seconds between polls (default: PGQUEUE_POLL_INTERVAL or 1.0)")
     sp.add_argument("--shutdown-timeout", type=float, default=30.0,
                     help="seconds running jobs get to finish at shutdown (default 30)")
-    sp.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio",
-                    help="the worker's event loop: asyncio's own (default), uvloop (pip install "
+    sp.add_argument("--event-loop", choices=EVENT_LOOPS,
+                    help="the worker's event loop: asyncio's own, uvloop (pip install "
                          "'pgqueue-tx[uvloop]'; 8-21%% less CPU per job measured) or auto "
-                         "(uvloop when installed)")
+                         "(uvloop when installed); default: PGQUEUE_EVENT_LOOP or asyncio")
     sp.add_argument("--no-periodic", dest="periodic", action="store_false",
                     help="do not fire the app's periodic jobs on this worker")
     sp.add_argument("--unknown-task-grace", type=float, default=DEFAULT_UNKNOWN_TASK_GRACE,

@@ -20,8 +20,8 @@ __all__ = ["cmd_demo", "cmd_worker"]
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker for ``args.app`` until stopped (or, with ``--burst``, until idle).
 
-    Flags win; otherwise the settings (QUEUE_ROUTES, PGQUEUE_CONCURRENCY, ... see
-    pgqueue.config); otherwise the app's own task queues and the defaults.
+    Flags win; otherwise the settings (QUEUE_ROUTES, PGQUEUE_CONCURRENCY, PGQUEUE_EVENT_LOOP,
+    ... see pgqueue.config); otherwise the app's own task queues and the defaults.
     """
     app = _context.load_app(args.app)
     settings = _context.settings()
@@ -47,7 +47,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_interval=(args.poll_interval if args.poll_interval is not None
                        else settings.poll_interval),
         burst=args.burst, shutdown_timeout=args.shutdown_timeout,
-        periodic=getattr(args, "periodic", True), event_loop=args.event_loop,
+        periodic=getattr(args, "periodic", True),
+        event_loop=args.event_loop if args.event_loop is not None else settings.event_loop,
         unknown_task_grace=args.unknown_task_grace, **_observe.worker_options(args))
     return int(worker.run_forever())
 

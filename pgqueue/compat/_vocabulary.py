@@ -37,7 +37,8 @@ variables (least specific first)           setting
         maxAttempts: 3                  # max_attempts
         redis:    {connection: redis://localhost:6379}
         postgres: {connection: postgresql://u@h/db, schema: backstage__queue_service}
-        # pgqueue extensions: routes: [a, b], pollInterval: 0.5, cluster: [h1:5432, h2:5432]
+        # pgqueue extensions: routes: [a, b], pollInterval: 0.5, eventLoop: uvloop,
+        #                     cluster: [h1:5432, h2:5432]
         sqs:      {region: us-east-1, endpoint: http://localhost:4566}   # sqs_region/endpoint
         # a kafka: section is accepted and ignored (that store is not provided)
 """
@@ -139,14 +140,15 @@ VELOCITY = Vocabulary(
 
 
 # ---- Backstage ---------------------------------------------------------------------------------
-_QUEUE_KEYS = ("defaultStore", "defaultConcurrency", "maxAttempts", "pollInterval", "routes",
-               "cluster", "redis", "postgres", "sqs", "kafka")
+_QUEUE_KEYS = ("defaultStore", "defaultConcurrency", "maxAttempts", "pollInterval", "eventLoop",
+               "routes", "cluster", "redis", "postgres", "sqs", "kafka")
 #: setting, key, accepted YAML types, what the message calls them
 _SIMPLE_KEYS: tuple[tuple[str, str, type | tuple[type, ...], str], ...] = (
     ("driver", "defaultStore", str, "a string (memory, redis, postgres or sqs)"),
     ("concurrency", "defaultConcurrency", int, "an integer from 1 to 1000"),
     ("max_attempts", "maxAttempts", int, "an integer from 1 to 1000"),
     ("poll_interval", "pollInterval", (int, float), "a number of seconds"),
+    ("event_loop", "eventLoop", str, "a string (asyncio, uvloop or auto)"),
     ("routes", "routes", (list, str), "a list of queue names"),
     ("cluster", "cluster", (list, str, bool), "a list of host:port entries"),
 )

@@ -173,7 +173,8 @@ class Queue:
         worker = Worker(wapp, [self.name],
                         concurrency=concurrency if concurrency is not None
                         else self.settings.concurrency,
-                        poll_interval=self.settings.poll_interval)
+                        poll_interval=self.settings.poll_interval,
+                        event_loop=self.settings.event_loop)
         self._handler = handler
         return BackgroundWorker(worker, owns_app=owned)
 

@@ -415,7 +415,8 @@ class Queue:
         wapp, owned = worker_app(self.app, threaded=threaded)
         vw = VelocityWorker(wapp, validate_name(queue, "queue"), handler,
                             max_retries=max_retries, retry=retry)
-        worker = Worker(wapp, [vw.queue], concurrency=concurrency, poll_interval=poll)
+        worker = Worker(wapp, [vw.queue], concurrency=concurrency, poll_interval=poll,
+                        event_loop=self.settings.event_loop)
         vw._runner = runner = BackgroundWorker(worker, owns_app=owned)
         return vw, runner
 

@@ -57,6 +57,8 @@ Layers, later wins:
    ``PGQUEUE_SCHEMA``         ``schema``
    ``PGQUEUE_CONCURRENCY``    ``concurrency``
    ``PGQUEUE_POLL_INTERVAL``  ``poll_interval`` (seconds; ``500ms`` also ok)
+   ``PGQUEUE_EVENT_LOOP``     ``event_loop``: the worker's event loop: ``asyncio``
+                              (default), ``uvloop`` or ``auto`` (uvloop when installed)
    ``PGQUEUE_MAX_ATTEMPTS``   ``max_attempts``
    =========================  =======================================================
 

@@ -147,7 +147,8 @@ def _resolve(entries: dict[str, list[_Entry]], url_names: tuple[str, ...]) -> Se
     sources: dict[str, str] = {}
 
     for name in ("schema", "routes", "concurrency", "max_attempts", "poll_interval",
-                 "redis_timeout", "sqs_region", "sqs_endpoint", "pooler", "listen_url"):
+                 "event_loop", "redis_timeout", "sqs_region", "sqs_endpoint", "pooler",
+                 "listen_url"):
         won = _winner(entries, name)
         if won is not None:
             values[name], sources[name] = won[1].value, won[1].source

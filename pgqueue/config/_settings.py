@@ -9,6 +9,7 @@ from typing import Any
 
 from pgqueue._defaults import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_EVENT_LOOP,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REDIS_TIMEOUT,
@@ -20,6 +21,7 @@ from pgqueue.config._values import (
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,
     parse_driver,
+    parse_event_loop,
     parse_int,
     parse_pooler,
     parse_routes,
@@ -32,8 +34,8 @@ __all__ = ["FIELDS", "Settings", "needs_database_url"]
 
 #: the settings, in the order :meth:`Settings.describe` lists them
 FIELDS = ("driver", "database_url", "schema", "cluster", "pooler", "listen_url", "routes",
-          "concurrency", "max_attempts", "poll_interval", "redis_url", "redis_timeout",
-          "sqs_region", "sqs_endpoint")
+          "concurrency", "max_attempts", "poll_interval", "event_loop", "redis_url",
+          "redis_timeout", "sqs_region", "sqs_endpoint")
 
 
 def needs_database_url(names: tuple[str, ...]) -> str:
@@ -66,6 +68,9 @@ class Settings:
         concurrency: jobs a worker runs at once (default 1).
         max_attempts: attempts of a job before it is archived as failed (default 5).
         poll_interval: seconds between checks when no wake-up arrives (default 1.0).
+        event_loop: the event loop a worker runs on: ``"asyncio"`` (default), ``"uvloop"``
+            (``pip install 'pgqueue-tx[uvloop]'``) or ``"auto"`` (uvloop when installed); see
+            :class:`pgqueue.Worker`.
         redis_url: Redis URL for the redis driver (default ``redis://127.0.0.1:6379/0``).
         redis_timeout: seconds Redis may take to answer a command before the call fails
             with :class:`pgqueue.DatabaseUnavailableError` (default 5).
@@ -84,6 +89,7 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    event_loop: str = DEFAULT_EVENT_LOOP
     redis_url: str = DEFAULT_REDIS_URL
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT
     sqs_region: str | None = None
@@ -104,6 +110,8 @@ class Settings:
             self.max_attempts, "max_attempts", src("max_attempts"), 1, MAX_ATTEMPTS))
         object.__setattr__(self, "poll_interval", parse_seconds(
             self.poll_interval, "poll_interval", src("poll_interval")))
+        object.__setattr__(self, "event_loop", parse_event_loop(
+            self.event_loop, "event_loop", src("event_loop")))
         object.__setattr__(self, "redis_timeout", parse_seconds(
             self.redis_timeout, "redis_timeout", src("redis_timeout")))
         object.__setattr__(self, "cluster", tuple(self.cluster))
@@ -161,6 +169,7 @@ class Settings:
 
     def worker_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`pgqueue.App.worker`: ``queues`` (the routes, or None for
-        the queues of the app's tasks), ``concurrency`` and ``poll_interval``."""
+        the queues of the app's tasks), ``concurrency``, ``poll_interval`` and
+        ``event_loop``."""
         return {"queues": list(self.routes) or None, "concurrency": self.concurrency,
-                "poll_interval": self.poll_interval}
+                "poll_interval": self.poll_interval, "event_loop": self.event_loop}

@@ -17,8 +17,8 @@ __all__ = ["env_values", "read_env_file", "read_env_lines", "read_yaml"]
 
 #: the order in which variables are checked (so that the first error reported is stable)
 _ORDER = ("driver", "database_url", "config", "cluster", "pooler", "listen_url", "routes",
-          "schema", "concurrency", "poll_interval", "max_attempts", "redis_url", "redis_timeout",
-          "sqs_region", "sqs_endpoint")
+          "schema", "concurrency", "poll_interval", "event_loop", "max_attempts", "redis_url",
+          "redis_timeout", "sqs_region", "sqs_endpoint")
 
 
 def env_values(variables: Mapping[str, str], vocabularies: Sequence[Vocabulary],

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pgqueue._defaults import POOLERS, pooler_value
+from pgqueue._defaults import EVENT_LOOPS, POOLERS, pooler_value
 from pgqueue._dsn import parse_hosts
 from pgqueue._names import validate_name, validate_schema
 from pgqueue.drivers import canonical_name
@@ -150,6 +150,14 @@ def parse_pooler(value: object, key: str, source: str) -> str | None:
                                  f"{', '.join(POOLERS)}", key=key, source=source) from None
 
 
+def parse_event_loop(value: object, key: str, source: str) -> str:
+    """``asyncio``, ``uvloop`` or ``auto`` (the worker's event loop), case-insensitive."""
+    if isinstance(value, str) and value.strip().lower() in EVENT_LOOPS:
+        return value.strip().lower()
+    raise ConfigurationError(f"{value!r} is not valid; allowed: {', '.join(EVENT_LOOPS)}",
+                             key=key, source=source)
+
+
 #: setting -> its parser. ``config`` is a connection string for whichever driver is finally
 #: selected (the database URL for postgres, the Redis URL for redis).
 PARSERS: Mapping[str, Callable[[Any, str, str], Any]] = {
@@ -165,6 +173,7 @@ PARSERS: Mapping[str, Callable[[Any, str, str], Any]] = {
     "concurrency": lambda v, k, s: parse_int(v, k, s, 1, MAX_CONCURRENCY),
     "max_attempts": lambda v, k, s: parse_int(v, k, s, 1, MAX_ATTEMPTS),
     "poll_interval": parse_seconds,
+    "event_loop": parse_event_loop,
     "redis_timeout": parse_seconds,
     "sqs_region": parse_text,
     "sqs_endpoint": parse_text,

@@ -112,6 +112,7 @@ PGQUEUE = Vocabulary(
         "PGQUEUE_LISTEN_URL": ("listen_url", 10),
         "PGQUEUE_CONCURRENCY": ("concurrency", 10),
         "PGQUEUE_POLL_INTERVAL": ("poll_interval", 10),
+        "PGQUEUE_EVENT_LOOP": ("event_loop", 10),
         "PGQUEUE_MAX_ATTEMPTS": ("max_attempts", 10),
         "PGQUEUE_REDIS_URL": ("redis_url", 10),
         "PGQUEUE_REDIS_TIMEOUT": ("redis_timeout", 10),

@@ -40,8 +40,10 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_r
 
 from pgqueue._defaults import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_EVENT_LOOP,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_UNKNOWN_TASK_GRACE,
+    EVENT_LOOPS,
 )
 from pgqueue._names import validate_name
 from pgqueue._service import Clock, PeriodicService, Service
@@ -76,8 +78,6 @@ __all__ = ["Worker"]
 
 #: how long :meth:`Worker.start_in_thread` waits for the worker to report that it started
 STARTUP_TIMEOUT = 30.0
-#: the ``event_loop`` choices of :class:`Worker`
-EVENT_LOOPS = ("asyncio", "uvloop", "auto")
 
 
 def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -177,7 +177,7 @@ class Worker:
                  history_retention: float | dt.timedelta | None = DEFAULT_HISTORY_RETENTION,
                  failed_retention: float | dt.timedelta | None = None,
                  metrics_port: int | None = None, metrics_host: str = DEFAULT_METRICS_HOST,
-                 queue_metrics: bool = False, event_loop: str = "asyncio",
+                 queue_metrics: bool = False, event_loop: str = DEFAULT_EVENT_LOOP,
                  ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(f"concurrency must be an integer >= 1, not {concurrency!r}")

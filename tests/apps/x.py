@@ -48,6 +48,13 @@ def noop() -> None:
     return None
 
 
+@app.task(name="which_loop", queue="x")
+async def which_loop() -> str:
+    """The class of the event loop the worker runs on, e.g. ``uvloop.Loop`` (its result)."""
+    loop = type(asyncio.get_running_loop())
+    return f"{loop.__module__}.{loop.__qualname__}"
+
+
 @app.task(name="hang", queue="x")
 def hang() -> None:
     """A sync handler that never returns (its thread cannot be killed)."""
