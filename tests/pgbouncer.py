@@ -4,7 +4,9 @@
 its own in a temporary directory: 127.0.0.1 on a free port, ``pool_mode = transaction``,
 ``default_pool_size = 4`` (so that clients really share server sessions) lent round-robin
 (``server_round_robin``: successive clients see every server session), trust auth through an
-auth file, and a wildcard database entry that forwards every database name to the test server.
+auth file (which also holds the password pgbouncer logs in to the server with, when the server
+asks for one: the embedded server does), and a wildcard database entry that forwards every
+database name to the test server.
 As root it runs as ``nobody`` (PgBouncer refuses to run as root), its directory handed over.
 :func:`pgbouncer_binary` says why tests must skip when the binary is missing.
 """
@@ -51,6 +53,9 @@ class PgBouncer:
         self.server_host = str(params.get("host") or "127.0.0.1")
         self.server_port = int(params.get("port") or 5432)
         self.user = str(params.get("user") or pwd.getpwuid(os.geteuid()).pw_name)
+        #: the server's password, if it asks for one (the embedded server does): pgbouncer
+        #: logs in with it (from its auth file); its own clients are trusted
+        self.password = params.get("password")
         self.pool_mode = pool_mode
         self.pool_size = pool_size
         self.port = 0
@@ -67,7 +72,10 @@ class PgBouncer:
 
     def start(self) -> PgBouncer:
         self.port = free_port()
-        (self.dir / "users.txt").write_text(f'"{self.user}" ""\n')
+        # the password pgbouncer logs in to the server with (its clients are trusted)
+        secret = str(self.password or "").replace('"', '""')
+        (self.dir / "users.txt").write_text(f'"{self.user}" "{secret}"\n')
+        (self.dir / "users.txt").chmod(0o600)
         (self.dir / "pgbouncer.ini").write_text(f"""\
 [databases]
 * = host={self.server_host} port={self.server_port}

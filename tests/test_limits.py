@@ -585,7 +585,7 @@ def test_bad_key_rate_limits_are_refused(lapp: pgqueue.App, conn: psycopg.Connec
     assert scalar(conn, "SELECT count(*) FROM pgqueue.queues") == 0
 
 
-def test_a_stale_capped_claim_takes_nothing_it_may_not(lapp: pgqueue.App,
+def test_a_stale_capped_claim_takes_nothing_it_may_not(lapp: pgqueue.App, spans: str,
                                                        conn: psycopg.Connection[Any]) -> None:
     """A worker's view of a queue's limits is up to a second old. The capped claim it picked
     for a queue that was paused, or gained a rate limit, meanwhile takes nothing (no row, no
@@ -605,7 +605,8 @@ def test_a_stale_capped_claim_takes_nothing_it_may_not(lapp: pgqueue.App,
     assert claim() == []
     conn.execute("UPDATE pgqueue.queues SET rate_limit = NULL, rate_period_s = NULL "
                  "WHERE name = 'lim'")
-    with psycopg.connect(conn.info.dsn) as other:  # another claimer holds the row
+    # (the DSN itself: ``conn.info.dsn`` leaves out the password a server may ask for)
+    with psycopg.connect(spans) as other:  # another claimer holds the row
         other.execute("SELECT 1 FROM pgqueue.queues WHERE name = 'lim' FOR UPDATE")
         assert claim() == []
     assert len(claim()) == 2  # 5 at most: 3 run already
