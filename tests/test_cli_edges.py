@@ -149,17 +149,22 @@ def test_exit_status_2_for_bad_input_1_for_a_failing_database(
     assert status == EXIT_CODES["failure"], err
 
 
+def _one_job_in_alt(url: str, task: str) -> None:
+    """Migrate schema ``alt`` of ``url`` and enqueue one ``task`` job on queue ``x``."""
+    side = pgqueue.App(database_url=url, schema="alt", strict=False)
+    try:
+        side.migrate()
+        side.enqueue(task, queue="x")
+    finally:
+        side.close()
+
+
 @pytest.mark.parametrize("choice", ["auto", "uvloop"])
 def test_worker_event_loop_flag(make_database: Any, choice: str) -> None:
     """``worker --event-loop``: auto runs the jobs (on uvloop when installed); uvloop runs them
     when installed, and without it is one line that says what to install, exit status 2."""
     url = make_database()
-    side = pgqueue.App(database_url=url, schema="alt", strict=False)
-    try:
-        side.migrate()
-        side.enqueue("noop", queue="x")
-    finally:
-        side.close()
+    _one_job_in_alt(url, "noop")
     r = pgqueue_cli("worker", "tests.apps.x:app", "--schema", "alt", "--queues", "x",
                     "--burst", "--database-url", url, "--event-loop", choice)
     try:
@@ -180,12 +185,7 @@ def test_worker_event_loop_flag(make_database: Any, choice: str) -> None:
 def _loop_of_a_burst_worker(url: str, env: dict[str, str], *flags: str) -> str:
     """Run ``pgqueue worker --burst`` (with ``env`` and ``flags``) on one ``which_loop`` job in
     a fresh schema of ``url``; the class of the event loop the job ran on."""
-    side = pgqueue.App(database_url=url, schema="alt", strict=False)
-    try:
-        side.migrate()
-        side.enqueue("which_loop", queue="x")
-    finally:
-        side.close()
+    _one_job_in_alt(url, "which_loop")
     r = pgqueue_cli("worker", "tests.apps.x:app", "--schema", "alt", "--queues", "x",
                     "--burst", "--database-url", url, *flags, env=env)
     assert r.returncode == 0, r.stderr
