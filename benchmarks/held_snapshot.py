@@ -1,7 +1,7 @@
 """Drain throughput while a long transaction holds back vacuum (issue 16, "held snapshot").
 
     python -m benchmarks.held_snapshot [--jobs 50000] [--cycles 5] [--concurrency 100]
-                                       [--dsn URL] [--quick]
+                                       [--pickup 200] [--dsn URL] [--quick]
 
 On a throwaway database (same server choice as ``benchmarks.run``), two series of ``--cycles``
 cycles, each cycle "enqueue ``--jobs`` jobs (server-side INSERT), then drain them with ONE burst
@@ -18,6 +18,12 @@ Tables are emptied (TRUNCATE) only before each series, never between cycles. Per
 the jobs table's dead tuples (``pg_stat_user_tables.n_dead_tup``), its size with indexes
 (``pg_total_relation_size``), and the size of the claim index. The figure the issue asks for is
 the last held cycle's throughput as a ratio of the first free cycle's (target >= 0.7).
+
+After each series, on the tables as its cycles left them (and, for the held series, with the
+snapshot still held), the pickup latency of an idle worker: ``--pickup`` jobs enqueued one per
+transaction 20 ms apart, from each COMMIT to its handler's start (as ``benchmarks.run``'s
+pickup, without emptying the tables first). A worker at low load claims one job per wake-up,
+so this is the figure for everything but a saturated drain.
 
 Prints a table and, as its last line, one JSON object.
 """
@@ -67,9 +73,11 @@ def table_sizes(db: Db) -> dict[str, float]:
 
 
 def series(bench: Bench, db: Db, n: int, cycles: int, concurrency: int,
-           hold: bool) -> list[dict[str, Any]]:
+           hold: bool, pickup: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """``cycles`` enqueue-then-drain cycles; with ``hold``, under one REPEATABLE READ snapshot
-    opened before the first and closed after the last."""
+    opened before the first and closed after the last. Then, with ``pickup``, the pickup
+    latency of an idle worker over that many jobs, on the tables as the cycles left them (and
+    the snapshot still held)."""
     db.reset()
     db.settle()
     holder = psycopg.connect(bench.dsn, autocommit=True) if hold else None
@@ -96,7 +104,11 @@ def series(bench: Bench, db: Db, n: int, cycles: int, concurrency: int,
             log(f"  {'held' if hold else 'free'} cycle {k + 1}: {rate:,.0f} jobs/s, "
                 f"{after['dead_tuples']:,.0f} dead tuples, jobs {after['jobs_total_mb']:.1f} MB "
                 "with indexes")
-        return out
+        lat = bench.pickup(pickup, reset=False) if pickup else None
+        if lat is not None:
+            log(f"  {'held' if hold else 'free'} pickup: p50 {lat['p50']:.2f} ms, "
+                f"p95 {lat['p95']:.2f}, p99 {lat['p99']:.2f}")
+        return out, lat
     finally:
         if holder is not None:
             holder.close()
@@ -110,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=50_000)
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=100)
+    p.add_argument("--pickup", type=int, default=200,
+                   help="jobs of the idle-worker pickup after each series (0: none)")
     p.add_argument("--quick", action="store_true", help="10,000 jobs per cycle")
     a = p.parse_args(argv)
     n = 10_000 if a.quick else a.jobs
@@ -126,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                                           metrics=False, tracing=False)
                 bench = Bench(args, dsn, db, children, Path(tmp))
                 log(f"{a.cycles} cycles of {n:,} jobs, concurrency {a.concurrency}: free")
-                free = series(bench, db, n, a.cycles, a.concurrency, hold=False)
+                free, free_pickup = series(bench, db, n, a.cycles, a.concurrency, hold=False,
+                                           pickup=a.pickup)
                 log("the same with one REPEATABLE READ snapshot held throughout")
-                held = series(bench, db, n, a.cycles, a.concurrency, hold=True)
+                held, held_pickup = series(bench, db, n, a.cycles, a.concurrency, hold=True,
+                                           pickup=a.pickup)
             finally:
                 children.kill_all()
                 db.close()
@@ -148,9 +164,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['after_drain']['jobs_total_mb']:>13.1f}")
     ratio = held[-1]["jobs_per_s"] / free[0]["jobs_per_s"]
     print(f"last held cycle / first free cycle: {ratio:.2f} (target >= 0.7)")
+    for name, lat in (("free", free_pickup), ("held", held_pickup)):
+        if lat is not None:
+            print(f"idle-worker pickup after the {name} cycles: p50 {lat['p50']:.2f} ms, "
+                  f"p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms")
     print(json.dumps({"benchmark": "held_snapshot", "jobs_per_cycle": n, "cycles": a.cycles,
                       "concurrency": a.concurrency, "free": free, "held": held,
                       "last_held_vs_first_free": round(ratio, 3),
+                      "pickup_jobs": a.pickup, "free_pickup_ms": free_pickup,
+                      "held_pickup_ms": held_pickup,
                       "source": source_digest()}))
     return 0
 

@@ -290,9 +290,11 @@ class Bench:
         return res
 
     # ---- pickup ------------------------------------------------------------------------------
-    def pickup(self, n: int) -> dict[str, Any]:
-        self.db.reset()
-        self.db.settle()
+    def pickup(self, n: int, *, reset: bool = True) -> dict[str, Any]:
+        """Pickup latency of an idle worker over ``n`` jobs (``reset``: on emptied tables)."""
+        if reset:
+            self.db.reset()
+            self.db.settle()
         out = self.workdir / f"pickup-{time.monotonic_ns()}.json"
         proc, logf = self.spawn_worker("pickup", PICKUP_CONCURRENCY, out,
                                        expect=PICKUP_WARMUP + n)

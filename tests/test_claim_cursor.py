@@ -15,6 +15,7 @@ import pytest
 
 import pgqueue
 from pgqueue.drivers.postgres.claim_cursor import (
+    COSTLY_HEAD_S,
     HEAD,
     SWEEP_FACTOR,
     SWEEP_MAX_S,
@@ -113,6 +114,61 @@ def test_a_claim_from_the_head_resets_only_its_own_queues() -> None:
     assert cursors.start("w", ["a", "b"]).from_head
 
 
+def test_while_the_head_is_costly_a_short_claim_keeps_reading_after_the_key() -> None:
+    """A worker at low load under a held snapshot: its claims come back short, and sending
+    each next one to the head would walk the dead entries every time. Once a claim from the
+    head took longer than COSTLY_HEAD_S, only the sweep (or an empty claim) goes back there."""
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+    head = cursors.start("w", ["q"])
+    clock.now += 2 * COSTLY_HEAD_S  # the claim from the head walked dead entries
+    cursors.done(head, [Claimed(1)], limit=5)
+    interval = SWEEP_FACTOR * 2 * COSTLY_HEAD_S
+    for i in range(2, 5):  # short claims, one job each
+        nxt = cursors.start("w", ["q"])
+        assert not nxt.from_head and nxt.after == ((20, T0, i - 1),)
+        cursors.done(nxt, [Claimed(i)], limit=5)
+    assert cursors.start("w", ["q"], from_head=True).from_head  # the driver's empty-claim retry
+    clock.now += interval
+    assert cursors.start("w", ["q"]).from_head  # the sweep
+
+
+def test_a_costly_claim_from_the_head_that_took_nothing_keeps_the_key() -> None:
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+    cursors.done(cursors.start("w", ["q"]), [Claimed(7)], limit=1)
+    clock.now += SWEEP_MAX_S
+    head = cursors.start("w", ["q"])
+    assert head.from_head
+    clock.now += 2 * COSTLY_HEAD_S
+    cursors.done(head, [], limit=1)
+    assert cursors.start("w", ["q"]).after == ((20, T0, 7),)
+    # while the head is cheap, a claim from the head that took nothing forgets the key
+    clock.now += SWEEP_MAX_S
+    cheap = cursors.start("w", ["q"])
+    cursors.done(cheap, [], limit=1)
+    clock.now += SWEEP_MAX_S
+    assert cursors.start("w", ["q"]).after == (HEAD,)
+
+
+def test_next_run_at_reads_after_the_keys_only_while_the_head_is_costly() -> None:
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+    assert cursors.next_run_at_from("w", ["q"]) == ((HEAD,), None)  # unknown worker
+    cursors.done(cursors.start("w", ["q"]), [Claimed(1)], limit=1)
+    assert cursors.next_run_at_from("w", ["q"]) == ((HEAD,), None)  # cheap head: exact
+    clock.now += SWEEP_MAX_S
+    head = cursors.start("w", ["q"])
+    clock.now += 0.03  # costly: the sweep interval becomes 20 x 0.03 s
+    cursors.done(head, [Claimed(2)], limit=1)
+    after, due_in = cursors.next_run_at_from("w", ["q", "other"])
+    assert after == ((20, T0, 2), HEAD)
+    assert due_in == pytest.approx(SWEEP_FACTOR * 0.03 - 0.03)  # when the sweep is due
+    assert cursors.next_run_at_from(None, ["q"]) == ((HEAD,), None)  # no worker: exact
+    clock.now += SWEEP_FACTOR * 0.03
+    assert cursors.next_run_at_from("w", ["q"]) == ((HEAD,), None)  # the sweep is due
+
+
 # ---- the PostgreSQL driver ------------------------------------------------------------------
 
 @pytest.fixture
@@ -195,3 +251,40 @@ async def test_an_unregistered_worker_forgets_its_keys(app: pgqueue.App,
     urgent = app.enqueue("t", {}, queue="q", priority=0)
     await app.driver.unregister_worker(worker_id="w")
     assert await claim_ids(app, 1) == [urgent]
+
+
+class CostlyClock(FakeClock):
+    """Each reading is later than the last: every claim from the head "takes" longer than
+    COSTLY_HEAD_S (as under a held snapshot), and the sweep interval grows to match."""
+
+    step = 2 * COSTLY_HEAD_S
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def test_while_the_head_is_costly_an_idle_worker_reads_after_its_key(
+        app: pgqueue.App) -> None:
+    """Low load under a held snapshot: short claims keep reading after the key, ``next_run_at``
+    for the worker reads after it too and answers no later than the sweep, and a job that
+    sorts before the key is claimed at the sweep, or at once when a claim comes back empty."""
+    clock = CostlyClock()
+    app.driver.claim_cursors = ClaimCursors(clock)  # type: ignore[attr-defined]
+    [first] = app.enqueue_many("t", [{}], queue="q")
+    assert await claim_ids(app, 5) == [first]  # from the head: costly
+    urgent = app.enqueue("t", {}, queue="q", priority=0)  # sorts before the key
+    later = app.enqueue("t", {}, queue="q")
+    assert await claim_ids(app, 5) == [later]  # short, after the key: the urgent job waits
+    scheduled = app.enqueue("t", {}, queue="q", run_at=dt.datetime.now(dt.UTC)
+                            + dt.timedelta(hours=1))
+    now = dt.datetime.now(dt.UTC)
+    exact = await app.driver.next_run_at(["q"])  # no worker: from the head
+    assert exact is not None and exact <= now  # the urgent job is ready
+    for_worker = await app.driver.next_run_at(["q"], worker_id="w")
+    # after the key only the scheduled job waits, but the sweep comes first
+    assert for_worker is not None and now < for_worker < now + dt.timedelta(seconds=2)
+    assert await claim_ids(app, 5) == [urgent]  # empty after the key: from the head at once
+    assert await claim_ids(app, 5) == []
+    job = app.get_job(scheduled)
+    assert job is not None and await app.driver.next_run_at(["q"]) == job.run_at

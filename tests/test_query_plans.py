@@ -84,10 +84,10 @@ def join_filters(conn: psycopg.Connection[Any], query: sql.Composed,
     return found
 
 
-def after(*keys: tuple[int, dt.datetime, int]) -> dict[str, Any]:
+def after(*keys: tuple[int, dt.datetime, int], arrays: bool = False) -> dict[str, Any]:
     """The claim's ``after_*`` parameters: one key for ``claim_one_queue``, one per queue for
-    ``claim_many_queues``."""
-    if len(keys) == 1:
+    ``claim_many_queues`` and ``next_run_at`` (``arrays``: even for one queue)."""
+    if len(keys) == 1 and not arrays:
         return {"after_p": keys[0][0], "after_r": keys[0][1], "after_i": keys[0][2]}
     return {"after_p": [k[0] for k in keys], "after_r": [k[1] for k in keys],
             "after_i": [k[2] for k in keys]}
@@ -96,10 +96,10 @@ def after(*keys: tuple[int, dt.datetime, int]) -> dict[str, Any]:
 @pytest.mark.parametrize("generic", [False, True])
 def test_statements_by_id_read_running_jobs_through_the_primary_key(
         backlog: psycopg.Connection[Any], generic: bool) -> None:
-    """Completion, heartbeat, cancel: found by id, through ``jobs_pkey``, never by a scan of
-    the partial index of running jobs. That index looks cheapest when its statistics
-    are small (here: 100 running jobs), but a snapshot held open leaves one entry in it for
-    every job claimed since, and a completion then read them all."""
+    """Completion, heartbeat, cancel and the cancel poll: found by id, through ``jobs_pkey``,
+    never by a scan of the partial index of running jobs. That index looks cheapest when its
+    statistics are small (here: 100 running jobs), but a snapshot held open leaves one entry
+    in it for every job claimed since, and a completion then read them all."""
     st = statements("pgqueue")
     backlog.execute("UPDATE pgqueue.jobs SET state = 'running', worker_id = 'w', attempt = 1,"
                     " lease_expires_at = now() + interval '1 min' WHERE id % 300 = 0")
@@ -115,6 +115,7 @@ def test_statements_by_id_read_running_jobs_through_the_primary_key(
                                          "worker": "w"}),
         "heartbeat": (st.heartbeat, {"ids": ids, "worker": "w", "lease": 30}),
         "cancel_running": (st.cancel_running, {"id": ids[0]}),
+        "cancel_requested_ids": (st.cancel_requested_ids, {"ids": ids, "worker": "w"}),
     }
     for name, (query, params) in by_ids.items():
         # and driven by the ids: each found once through the key, never matched against the
@@ -143,18 +144,20 @@ def test_a_claim_after_its_key_skips_the_entries_of_jobs_claimed_before(
     assert key is not None
     params = {"queue": "main", "limit": 100, "worker": "w", "lease": 30}
 
-    def buffers(key: tuple[int, dt.datetime, int]) -> int:
-        row = backlog.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
-                              + st.claim_one_queue, {**params, **after(key)}).fetchone()
-        assert row is not None
-        top = row[0][0]["Plan"]
-        return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
-
     backlog.execute("SAVEPOINT s")
-    from_head = buffers(HEAD)
+    from_head = buffers(backlog, st.claim_one_queue, {**params, **after(HEAD)})
     backlog.execute("ROLLBACK TO SAVEPOINT s")
-    after_key = buffers(tuple(key))
+    after_key = buffers(backlog, st.claim_one_queue, {**params, **after(tuple(key))})
     assert 10 * after_key < from_head, (after_key, from_head)
+
+
+def buffers(conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any]) -> int:
+    """Pages the statement read (shared buffers hit or read), when run."""
+    row = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + query,
+                       params).fetchone()
+    assert row is not None
+    top = row[0][0]["Plan"]
+    return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
 
 
 def rows_read(conn: psycopg.Connection[Any], query: sql.Composed,
@@ -187,18 +190,52 @@ def test_next_run_at_reads_a_few_entries_not_the_backlog(
         VALUES ('main', 't', '{}', now() - interval '1 hour', 'k')""")
     if generic:
         backlog.execute("SET plan_cache_mode = force_generic_plan")
+    both = {"queues": ["main", "other"], **after(HEAD, HEAD)}
     for query, params in (
-            (st.next_run_at, {"queues": ["main", "other"]}),
+            (st.next_run_at, both),
             (st.next_claim_in, {"queues": ["main", "other"], "limited": [], "recheck": 0.05})):
         assert rows_read(backlog, query, params) < 300
-    earliest = backlog.execute(st.next_run_at, {"queues": ["main", "other"]}).fetchone()
+    earliest = backlog.execute(st.next_run_at, both).fetchone()
     expected = backlog.execute("SELECT min(run_at) FROM pgqueue.jobs WHERE state = 'waiting'"
                                ).fetchone()
     assert earliest == expected  # the keyed job, an hour ago
     backlog.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 day'")
     backlog.execute("UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour' "
                     "WHERE queue = 'other' AND priority = 40 AND id % 7 = 0")
-    earliest = backlog.execute(st.next_run_at, {"queues": ["main", "other"]}).fetchone()
+    earliest = backlog.execute(st.next_run_at, both).fetchone()
     assert earliest is not None and earliest[0] is not None
-    only_main = backlog.execute(st.next_run_at, {"queues": ["main"]}).fetchone()
+    only_main = backlog.execute(st.next_run_at, {"queues": ["main"],
+                                                 **after(HEAD, arrays=True)}).fetchone()
     assert only_main is not None and only_main[0] > earliest[0]
+
+
+def test_next_run_at_after_a_key_skips_the_entries_of_jobs_claimed_before(
+        backlog: psycopg.Connection[Any]) -> None:
+    """``next_run_at`` from a worker's claim key (while reading from the head is costly): the
+    entries of the jobs claimed before the key, which a held snapshot keeps, are not read,
+    and the answer is the earliest ``run_at`` after the key, in the key's priority and in
+    every later one."""
+    st = statements("pgqueue")
+    backlog.execute("UPDATE pgqueue.jobs SET state = 'running', worker_id = 'w', attempt = 1,"
+                    " lease_expires_at = now() + interval '1 min'"
+                    " WHERE queue = 'main' AND (priority < 31 OR priority = 31 AND id <="
+                    " (SELECT avg(id) FROM pgqueue.jobs WHERE queue = 'main' AND priority = 31))")
+    key = backlog.execute("SELECT priority, run_at, id FROM pgqueue.jobs"
+                          " WHERE queue = 'main' AND state = 'running'"
+                          " ORDER BY 1 DESC, 2 DESC, 3 DESC LIMIT 1").fetchone()
+    assert key is not None and key[0] == 31
+    # a job of a later priority, due a day ago (earlier than the rest after the key)
+    backlog.execute("UPDATE pgqueue.jobs SET run_at = now() - interval '1 day' WHERE id = "
+                    "(SELECT max(id) FROM pgqueue.jobs WHERE queue = 'main' AND priority = 41)")
+    params = {"queues": ["main"], **after(tuple(key), arrays=True)}
+    from_head = buffers(backlog, st.next_run_at, {"queues": ["main"],
+                                                  **after(HEAD, arrays=True)})
+    after_key = buffers(backlog, st.next_run_at, params)
+    assert 10 * after_key < from_head, (after_key, from_head)
+    got = backlog.execute(st.next_run_at, params).fetchone()
+    expected = backlog.execute(
+        "SELECT min(run_at) FROM pgqueue.jobs WHERE queue = 'main' AND state = 'waiting'"
+        " AND (priority, run_at, id) > (%s, %s, %s)", tuple(key)).fetchone()
+    assert got == expected and got is not None
+    hour_ago = backlog.execute("SELECT now() - interval '1 hour'").fetchone()
+    assert hour_ago is not None and got[0] < hour_ago[0]  # the later priority's job

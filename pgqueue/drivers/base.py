@@ -204,7 +204,12 @@ class Driver(Protocol):
     async def requeue_many(self, items: Sequence[Requeue], *, worker_id: str) -> list[int]: ...
     async def archive(self, job_id: int, *, worker_id: str, error: AttemptError,
                       reason: str, attempt: int | None = None) -> bool: ...
-    async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None: ...
+    async def next_run_at(self, queues: Sequence[str], *,
+                          worker_id: str | None = None) -> dt.datetime | None:
+        """When a claim of ``queues`` may next take a job (None: nothing waits). With
+        ``worker_id``, the worker that will sleep until then: a driver may answer from where
+        that worker's claims read (PostgreSQL's claim cursor) with a time no later than its
+        next full look; without, the answer is exact (a burst worker decides on it to stop)."""
     def limits_hold(self, queues: Sequence[str]) -> bool:
         """Whether flow-control limits may hold back ready jobs of ``queues`` (so that a
         written outcome, which frees a limit's slot, is worth another claim); from what the
@@ -225,7 +230,10 @@ class Driver(Protocol):
         rule quarantines (:func:`~pgqueue.job.rescue_quarantines` with ``quarantine_after``) goes
         to the archive with ``quarantine_reason`` (``{n}`` replaced by its count). Returns
         (requeued ids, quarantined ids)."""
-    async def cancel_requested(self, *, worker_id: str) -> list[int]: ...
+    async def cancel_requested(self, *, worker_id: str,
+                               job_ids: Sequence[int] | None = None) -> list[int]:
+        """Which of ``worker_id``'s running jobs were asked to stop; with ``job_ids`` (the
+        jobs the worker holds), only among those, which a driver may then read by id."""
     async def prune_workers(self, *, older_than_s: float) -> None: ...
     async def ensure_partitions(self, days: int = 7) -> None: ...
     async def vacuum_if_needed(self, *, min_dead: int = 20_000,

@@ -795,10 +795,11 @@ class MemoryDriver(NoDatabaseMixin):
         self._notify(("job", q) for q in queues)
         return True
 
-    async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
+    async def next_run_at(self, queues: Sequence[str], *,
+                          worker_id: str | None = None) -> dt.datetime | None:
         """When the next waiting job of the unpaused ``queues`` is due. With ready jobs this is
         a time not after now (the ``run_at`` of the next job in claim order); None when no job
-        waits."""
+        waits. Always exact (``worker_id`` is not used)."""
         best: float | None = None
         with self._lock:
             for name in dict.fromkeys(queues):
@@ -900,10 +901,13 @@ class MemoryDriver(NoDatabaseMixin):
         self._notify(("job", q) for q in queues)
         return rescued, failed
 
-    async def cancel_requested(self, *, worker_id: str) -> list[int]:
+    async def cancel_requested(self, *, worker_id: str,
+                               job_ids: Sequence[int] | None = None) -> list[int]:
+        among = None if job_ids is None else set(job_ids)
         with self._lock:
             return sorted(r.id for r in self._running_recs()
-                          if r.worker_id == worker_id and r.cancel_requested)
+                          if r.worker_id == worker_id and r.cancel_requested
+                          and (among is None or r.id in among))
 
     async def prune_workers(self, *, older_than_s: float) -> None:
         cutoff = time.monotonic() - older_than_s

@@ -175,14 +175,18 @@ class Producer(Service):
     async def _idle(self, claimed: list[Job]) -> bool:
         """Wait for the next chance to claim; true when a burst worker is done."""
         timeout = self.poll_interval
+        # a burst worker that may be done needs the exact answer (it stops on None); any other
+        # sleeps on it, and the driver may answer from where this worker's claims read
+        may_be_done = self.burst and not self.running and not claimed
         try:
-            nxt = await self.driver.next_run_at(self.queues)
+            nxt = await self.driver.next_run_at(
+                self.queues, worker_id=None if may_be_done else self.worker_id)
         except PgQueueError:  # unavailable (failing over?): look again soon, not after a poll
             nxt = None
             timeout = min(timeout, UNAVAILABLE_RETRY_S)
         if nxt is not None:
             timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
-        elif self.burst and not self.running and not claimed:
+        elif may_be_done:
             await self.completer.drain()
             if await self.driver.next_run_at(self.queues) is None and not self.running:
                 left = await self._left_behind()

@@ -461,6 +461,11 @@ async def test_cancel(driver_app: pgqueue.App) -> None:
     assert job is not None and job.state == "running"
     assert await driver.cancel_requested(worker_id=W) == [running]
     assert await driver.cancel_requested(worker_id="another-worker") == []
+    # among the jobs the worker holds (its cancel poll): only those
+    assert await driver.cancel_requested(worker_id=W, job_ids=[waiting, running]) == [running]
+    assert await driver.cancel_requested(worker_id=W, job_ids=[waiting]) == []
+    assert await driver.cancel_requested(worker_id=W, job_ids=[]) == []
+    assert await driver.cancel_requested(worker_id="another-worker", job_ids=[running]) == []
     assert app.cancel(10**9) is False
 
 

@@ -17,18 +17,32 @@ already claimed lie behind it. A claim reads from the head instead when:
 
 - it is the worker's first claim;
 - the worker's previous claim read after a key and came back short (fewer jobs than it asked
-  for): no ready job was left after the key, so any that is ready sorts before it, and this
-  claim finds it. After a short claim the producer asks ``next_run_at``, which sees such a job
-  and makes it claim again at once: a claim after a key never leaves a ready job unclaimed for
-  longer than one more round trip (plus any lead of the database's clock over the worker's,
-  as for every ``run_at`` the idle worker waits for). One that came back empty does not wait
-  for that: the driver's claim reads from the head at once, in the same call, so that an empty
-  claim still means no ready job was left (``TestQueue.drain`` stops on it);
+  for), and reading from the head is cheap (the last claim from the head took at most
+  :data:`COSTLY_HEAD_S`): no ready job was left after the key, so any that is ready sorts
+  before it, and this claim finds it. After a short claim the producer asks ``next_run_at``,
+  which sees such a job and makes it claim again at once: a claim after a key never leaves a
+  ready job unclaimed for longer than one more round trip (plus any lead of the database's
+  clock over the worker's, as for every ``run_at`` the idle worker waits for). One that came
+  back empty does not wait for that: the driver's claim reads from the head at once, in the
+  same call, so that an empty claim still means no ready job was left (``TestQueue.drain``
+  stops on it);
 - the last claim from the head is older than the sweep interval: :data:`SWEEP_FACTOR` times
   what that claim took, within :data:`SWEEP_MIN_S` and :data:`SWEEP_MAX_S`. Reading from the
   head costs about as much as reading after a key while nothing holds vacuum back (the interval
   is then the minimum); when it walks dead entries, the interval grows so that it takes at most
   about 1/:data:`SWEEP_FACTOR` of the time.
+
+**A worker at low load while reading from the head is costly.** Its claims come back short
+(one job per wake-up), so the rule above would send every claim to the head, and the idle
+worker's ``next_run_at`` read from the head too: under a held snapshot with 200,000 claimed jobs
+behind it, pickup took 100 ms instead of 2 (``python -m benchmarks.held_snapshot``, its pickup
+phase). So once the last claim from the head took longer than :data:`COSTLY_HEAD_S`, a short
+claim after the key does not send the next one to the head, a claim from the head that found
+nothing in a queue keeps that queue's key, and ``next_run_at`` reads after the worker's keys too
+(:meth:`ClaimCursors.next_run_at_from`), bounded by the next sweep: the worker wakes for it,
+and its claim reads from the head. A job that sorts before the key then waits for that sweep
+(at most :data:`SWEEP_MAX_S`) even on a worker with free slots, unless a claim after the key
+comes back empty (it reads from the head at once, as above).
 
 **The trade-off** (README, "priority"; docs/performance.md, "Held snapshot"). While a
 worker's claims come back full, it takes jobs in key order after its key; a job that sorts
@@ -40,12 +54,13 @@ enqueued during a saturated drain, an enqueue whose transaction began before the
 claimed (its ``run_at`` is its transaction's start), a job given a ``run_at`` in the past, a
 job left waiting by a claim of another worker that rolled back. (Retried, rescued and released
 jobs get a ``run_at`` of now or later, behind the key.) A worker with free slots does not make
-it wait: its claim comes back short, the next one reads from the head, and an empty claim after
-the key reads from the head at once.
+it wait while reading from the head is cheap: its claim comes back short, the next one reads
+from the head, and an empty claim after the key reads from the head at once.
 
 Pure bookkeeping, no I/O: the PostgreSQL driver asks :meth:`ClaimCursors.start` which keys to
-pass to ``claim_one_queue``/``claim_many_queues`` and reports what the claim took with
-:meth:`ClaimCursors.done`.
+pass to ``claim_one_queue``/``claim_many_queues``, reports what the claim took with
+:meth:`ClaimCursors.done`, and asks :meth:`ClaimCursors.next_run_at_from` which keys to pass to
+``next_run_at``.
 """
 
 from __future__ import annotations
@@ -56,8 +71,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S", "ClaimCursors", "ClaimStart",
-           "Key"]
+__all__ = ["COSTLY_HEAD_S", "HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S", "ClaimCursors",
+           "ClaimStart", "Key"]
 
 #: a key of ``jobs_claim_idx`` after its queue: (priority, run_at, id)
 Key = tuple[int, dt.datetime, int]
@@ -72,6 +87,10 @@ SWEEP_FACTOR = 20.0
 SWEEP_MIN_S = 0.05
 #: ...and at most this (seconds), however costly reading from the head has become
 SWEEP_MAX_S = 1.0
+#: A claim from the head that took longer than this (seconds; a cheap one takes about a
+#: millisecond) walked dead entries: until the next one, short claims and ``next_run_at`` read
+#: after the worker's keys too.
+COSTLY_HEAD_S = 0.01
 
 
 class _Claimed(Protocol):
@@ -103,8 +122,10 @@ class ClaimStart:
 class _Cursor:
     #: per queue, the key of the last job claimed since the last claim from the head
     last: dict[str, Key] = field(default_factory=dict)
-    #: the clock's reading at the last claim from the head, and the interval it set
+    #: the clock's reading at the last claim from the head, what it took, and the interval
+    #: it set
     swept_at: float = 0.0
+    took: float = 0.0
     interval: float = SWEEP_MIN_S
     #: the previous claim read after a key and came back short: the next reads from the head
     head_next: bool = True
@@ -117,11 +138,13 @@ class ClaimCursors:
         self._clock = clock
         self._cursors: dict[str, _Cursor] = {}
 
-    def start(self, worker_id: str, queues: Sequence[str]) -> ClaimStart:
-        """Where the next claim of ``queues`` by ``worker_id`` reads from."""
+    def start(self, worker_id: str, queues: Sequence[str], *,
+              from_head: bool = False) -> ClaimStart:
+        """Where the next claim of ``queues`` by ``worker_id`` reads from (``from_head``: from
+        the head whatever the bookkeeping says)."""
         now = self._clock()
         c = self._cursors.get(worker_id)
-        if c is None or c.head_next or now - c.swept_at >= c.interval:
+        if from_head or c is None or c.head_next or now - c.swept_at >= c.interval:
             return ClaimStart(worker_id, tuple(queues), tuple(HEAD for _ in queues), True, now)
         return ClaimStart(worker_id, tuple(queues),
                           tuple(c.last.get(q, HEAD) for q in queues), False, now)
@@ -138,18 +161,38 @@ class ClaimCursors:
             if j.queue not in last or k > last[j.queue]:
                 last[j.queue] = k
         if start.from_head:
-            # a claim from the head starts the walk again: its queues' keys are what it took
+            # a claim from the head starts the walk again: its queues' keys are what it took;
+            # a queue it took nothing from keeps its key while the head is costly to read
+            c.took = now - start.at
             for q in start.queues:
                 if q in last:
                     c.last[q] = last[q]
-                else:
+                elif c.took <= COSTLY_HEAD_S:
                     c.last.pop(q, None)
             c.swept_at = start.at
-            c.interval = min(SWEEP_MAX_S, max(SWEEP_MIN_S, SWEEP_FACTOR * (now - start.at)))
+            c.interval = min(SWEEP_MAX_S, max(SWEEP_MIN_S, SWEEP_FACTOR * c.took))
             c.head_next = False
         else:
             c.last.update(last)
-            c.head_next = len(jobs) < limit
+            c.head_next = len(jobs) < limit and c.took <= COSTLY_HEAD_S
+
+    def next_run_at_from(self, worker_id: str | None,
+                         queues: Sequence[str]) -> tuple[tuple[Key, ...], float | None]:
+        """Where ``next_run_at`` for ``worker_id`` reads each of ``queues`` from, and in how
+        many seconds the answer must wake the worker at the latest (None: no bound).
+
+        From the head (and no bound) unless the worker's last claim from the head was costly
+        and the next sweep is not due yet; then after the worker's keys, and the worker is to
+        wake when the sweep is due, so that a job sorting before a key waits no longer than it
+        would for a claim. ``worker_id`` None: from the head (an exact answer)."""
+        c = self._cursors.get(worker_id) if worker_id is not None else None
+        head = tuple(HEAD for _ in queues)
+        if c is None or c.took <= COSTLY_HEAD_S:
+            return head, None
+        due_in = c.swept_at + c.interval - self._clock()
+        if due_in <= 0:
+            return head, None
+        return tuple(c.last.get(q, HEAD) for q in queues), due_in
 
     def forget(self, worker_id: str) -> None:
         """The worker is gone (unregistered)."""

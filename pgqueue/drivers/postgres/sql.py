@@ -30,6 +30,43 @@ __all__ = ["BACKEND_PID", "BEGIN_READ_COMMITTED", "COMMIT", "COPY_COLUMNS", "COP
 SET_SESSION_SETTING = sql.SQL("SELECT set_config(%(name)s, %(value)s, false)")
 
 
+def _earliest(*, after_key: bool) -> str:
+    """The earliest ``run_at`` of queue ``qn.name``'s waiting jobs, a LATERAL subquery over
+    ``qn`` (see ``earliest`` and ``next_run_at`` in :class:`Statements`). ``after_key``: only
+    of the entries of ``jobs_claim_idx`` after ``qn``'s key ``(ap, ar, ai)`` -- the first
+    entry after it, then the loose scan over the higher priority numbers."""
+    first = ("""
+                SELECT (SELECT j.run_at FROM {s}.jobs j
+                         WHERE j.queue = qn.name AND j.state = 'waiting'
+                           AND j.concurrency_key IS NULL
+                           AND (j.priority, j.run_at, j.id) > (qn.ap, qn.ar, qn.ai)
+                         ORDER BY j.priority, j.run_at, j.id LIMIT 1) AS at
+                UNION ALL""" if after_key else "")
+    above = "AND j.priority > qn.ap" if after_key else ""
+    return """
+            SELECT min(e.at) FROM (""" + first + """
+                (WITH RECURSIVE pr(priority) AS (
+                    (SELECT j.priority FROM {s}.jobs j
+                      WHERE j.queue = qn.name AND j.state = 'waiting'
+                        AND j.concurrency_key IS NULL """ + above + """
+                      ORDER BY j.priority LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.priority FROM {s}.jobs j
+                             WHERE j.queue = qn.name AND j.state = 'waiting'
+                               AND j.concurrency_key IS NULL AND j.priority > pr.priority
+                             ORDER BY j.priority LIMIT 1)
+                      FROM pr WHERE pr.priority IS NOT NULL)
+                 SELECT (SELECT j.run_at FROM {s}.jobs j
+                          WHERE j.queue = qn.name AND j.state = 'waiting'
+                            AND j.concurrency_key IS NULL AND j.priority = pr.priority
+                          ORDER BY j.run_at LIMIT 1) AS at
+                   FROM pr WHERE pr.priority IS NOT NULL)
+                UNION ALL
+                SELECT min(j.run_at) FROM {s}.jobs j
+                 WHERE j.queue = qn.name AND j.state = 'waiting'
+                   AND j.concurrency_key IS NOT NULL) e"""
+
+
 def set_local(settings: dict[str, str]) -> sql.Composed:
     """Set ``settings`` for the current transaction only (``SET LOCAL``): the values end with
     the transaction, so nothing stays on a server session that a pooler hands to another
@@ -470,34 +507,23 @@ class Statements:
         #: range of ``jobs_key_claim_idx``. A plain ``min(run_at)`` read every waiting entry
         #: of the queue: with 300,000 jobs scheduled for tomorrow, 60-100 ms per idle worker
         #: per look; this takes 0.2 ms.
-        earliest = """
-            SELECT min(e.at) FROM (
-                WITH RECURSIVE pr(priority) AS (
-                    (SELECT j.priority FROM {s}.jobs j
-                      WHERE j.queue = qn.name AND j.state = 'waiting'
-                        AND j.concurrency_key IS NULL
-                      ORDER BY j.priority LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT j.priority FROM {s}.jobs j
-                             WHERE j.queue = qn.name AND j.state = 'waiting'
-                               AND j.concurrency_key IS NULL AND j.priority > pr.priority
-                             ORDER BY j.priority LIMIT 1)
-                      FROM pr WHERE pr.priority IS NOT NULL)
-                SELECT (SELECT j.run_at FROM {s}.jobs j
-                         WHERE j.queue = qn.name AND j.state = 'waiting'
-                           AND j.concurrency_key IS NULL AND j.priority = pr.priority
-                         ORDER BY j.run_at LIMIT 1) AS at
-                  FROM pr WHERE pr.priority IS NOT NULL
-                UNION ALL
-                SELECT min(j.run_at) FROM {s}.jobs j
-                 WHERE j.queue = qn.name AND j.state = 'waiting'
-                   AND j.concurrency_key IS NOT NULL) e"""
+        earliest = _earliest(after_key=False)
 
         #: When the next waiting job of these (unpaused) queues becomes due (for sleeping until
-        #: then). A plain read.
+        #: then). A plain read. Each queue is read after a key ``(after_p, after_r, after_i)``
+        #: of ``jobs_claim_idx``, as the claim is (``HEAD``: all of it): the first entry after
+        #: the key (the earliest ``run_at`` left in the key's priority, or the first of the next
+        #: one), and the earliest of every higher priority number, found as in ``earliest``.
+        #: From a worker's claim key it skips the entries of the jobs that worker claimed,
+        #: which a held snapshot keeps (see :mod:`pgqueue.drivers.postgres.claim_cursor`). The
+        #: row comparison alone bounds the first probe: with ``priority = after_p`` beside it,
+        #: PostgreSQL started at the head of the key's priority and read every entry up to the
+        #: key (20 ms for 100,000 of them).
         self.next_run_at = q("""
-            SELECT min(x.at) FROM unnest(%(queues)s::text[]) AS qn(name)
-             CROSS JOIN LATERAL (""" + earliest + """) AS x(at)
+            SELECT min(x.at) FROM unnest(%(queues)s::text[], %(after_p)s::smallint[],
+                                         %(after_r)s::timestamptz[], %(after_i)s::bigint[])
+                                  AS qn(name, ap, ar, ai)
+             CROSS JOIN LATERAL (""" + _earliest(after_key=True) + """) AS x(at)
              WHERE NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = qn.name AND p.paused)""")
 
         #: ``next_run_at`` for a worker some of whose queues are limited (``limited``): in how
@@ -1017,6 +1043,13 @@ class Statements:
         self.cancel_requested = q("""
             SELECT id FROM {s}.jobs
              WHERE state = 'running' AND worker_id = %(worker)s AND cancel_requested""")
+        #: The same among the jobs the worker holds (its cancel poll, every few seconds), read
+        #: by id through ``jobs_pkey`` (``{running}``): the running index would walk the
+        #: entries of every job that finished since a held snapshot was taken.
+        self.cancel_requested_ids = q("""
+            SELECT id FROM {s}.jobs
+             WHERE id = ANY(%(ids)s::bigint[]) AND state = {running}
+               AND worker_id = %(worker)s AND cancel_requested""")
 
         self.get_job = q("SELECT {cols} FROM {s}.jobs WHERE id = %(id)s")
 

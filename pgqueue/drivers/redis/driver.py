@@ -447,7 +447,8 @@ class RedisDriver(NoDatabaseMixin):
         value = self._script("next_run_at", len(names), *names)
         return None if value is None else _ms_to_dt(value)
 
-    async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
+    async def next_run_at(self, queues: Sequence[str], *,
+                          worker_id: str | None = None) -> dt.datetime | None:
         """When the next waiting job of the unpaused ``queues`` is due (a time not after now
         when jobs are ready); None when no job waits."""
         return await self._offload(self._next_run_at, queues)
@@ -512,8 +513,10 @@ class RedisDriver(NoDatabaseMixin):
             lambda c: c.sinter([self.key("w", worker_id), self.key("cancel")]))  # type: ignore[arg-type,return-value]
         return sorted(int(m) for m in members)
 
-    async def cancel_requested(self, *, worker_id: str) -> list[int]:
-        return await self._offload(self._cancel_requested, worker_id)
+    async def cancel_requested(self, *, worker_id: str,
+                               job_ids: Sequence[int] | None = None) -> list[int]:
+        found = await self._offload(self._cancel_requested, worker_id)
+        return found if job_ids is None else sorted(set(found).intersection(job_ids))
 
     async def prune_workers(self, *, older_than_s: float) -> None:
         await self._offload(self._script, "prune", int(older_than_s * 1000))

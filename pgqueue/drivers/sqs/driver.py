@@ -755,7 +755,8 @@ class SqsDriver(NoDatabaseMixin):
             return None
         return _ms_to_dt(max(min(dues), now + 0.05) * 1000)
 
-    async def next_run_at(self, queues: Sequence[str]) -> dt.datetime | None:
+    async def next_run_at(self, queues: Sequence[str], *,
+                          worker_id: str | None = None) -> dt.datetime | None:
         """Now when ``queues`` have visible messages; else the end of a retry backoff this
         process started, or in a second when messages are delayed; None otherwise."""
         return await self._offload(self._next_run_at, queues)
@@ -801,7 +802,8 @@ class SqsDriver(NoDatabaseMixin):
         next claim."""
         return [], []
 
-    async def cancel_requested(self, *, worker_id: str) -> list[int]:
+    async def cancel_requested(self, *, worker_id: str,
+                               job_ids: Sequence[int] | None = None) -> list[int]:
         """Always empty: jobs cannot be cancelled by id on SQS."""
         return []
 

@@ -76,7 +76,7 @@ def default_duties(i: DutyInputs) -> list[PeriodicService]:
         Heartbeat(i.driver, worker_id=i.worker_id, lease_s=i.lease_s, held=i.held,
                   clock=i.clock),
         CancelPoll(i.driver, worker_id=i.worker_id, interval=often, cancel=i.cancel,
-                   clock=i.clock),
+                   held=i.held, clock=i.clock),
         Rescuer(i.driver, interval=i.rescue_interval, clock=i.clock),
         StaleWorkers(i.driver, interval=i.rescue_interval, older_than_s=i.lease_s * 3,
                      leader=leader.is_leader, clock=i.clock),
