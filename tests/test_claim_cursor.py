@@ -133,10 +133,26 @@ def test_while_the_head_is_costly_a_short_claim_keeps_reading_after_the_key() ->
     assert cursors.start("w", ["q"]).from_head  # the sweep
 
 
+def test_a_slow_claim_from_the_head_is_costly_only_beside_quick_claims_after_a_key() -> None:
+    """A loaded machine makes every claim slow, and a worker's first claim has nothing to be
+    compared with: neither changes where short claims read from."""
+    clock = FakeClock()
+    cursors = ClaimCursors(clock)
+    head = cursors.start("w", ["q"])
+    clock.now += 2 * COSTLY_HEAD_S  # the first claim: slow, but compared with nothing
+    cursors.done(head, [Claimed(1)], limit=5)
+    assert cursors.next_run_at_from("w", ["q"]) == ((HEAD,), None)
+    nxt = cursors.start("w", ["q"])
+    clock.now += COSTLY_HEAD_S  # after the key, and slow too: the machine is busy
+    cursors.done(nxt, [Claimed(2)], limit=5)
+    assert cursors.start("w", ["q"]).from_head  # short, and the head is not costly
+
+
 def test_a_costly_claim_from_the_head_that_took_nothing_keeps_the_key() -> None:
     clock = FakeClock()
     cursors = ClaimCursors(clock)
-    cursors.done(cursors.start("w", ["q"]), [Claimed(7)], limit=1)
+    cursors.done(cursors.start("w", ["q"]), [Claimed(6)], limit=1)
+    cursors.done(cursors.start("w", ["q"]), [Claimed(7)], limit=1)  # after the key: quick
     clock.now += SWEEP_MAX_S
     head = cursors.start("w", ["q"])
     assert head.from_head
@@ -157,12 +173,13 @@ def test_next_run_at_reads_after_the_keys_only_while_the_head_is_costly() -> Non
     assert cursors.next_run_at_from("w", ["q"]) == ((HEAD,), None)  # unknown worker
     cursors.done(cursors.start("w", ["q"]), [Claimed(1)], limit=1)
     assert cursors.next_run_at_from("w", ["q"]) == ((HEAD,), None)  # cheap head: exact
+    cursors.done(cursors.start("w", ["q"]), [Claimed(2)], limit=1)  # after the key: quick
     clock.now += SWEEP_MAX_S
     head = cursors.start("w", ["q"])
     clock.now += 0.03  # costly: the sweep interval becomes 20 x 0.03 s
-    cursors.done(head, [Claimed(2)], limit=1)
+    cursors.done(head, [Claimed(3)], limit=1)
     after, due_in = cursors.next_run_at_from("w", ["q", "other"])
-    assert after == ((20, T0, 2), HEAD)
+    assert after == ((20, T0, 3), HEAD)
     assert due_in == pytest.approx(SWEEP_FACTOR * 0.03 - 0.03)  # when the sweep is due
     assert cursors.next_run_at_from(None, ["q"]) == ((HEAD,), None)  # no worker: exact
     clock.now += SWEEP_FACTOR * 0.03
@@ -253,11 +270,11 @@ async def test_an_unregistered_worker_forgets_its_keys(app: pgqueue.App,
     assert await claim_ids(app, 1) == [urgent]
 
 
-class CostlyClock(FakeClock):
-    """Each reading is later than the last: every claim from the head "takes" longer than
-    COSTLY_HEAD_S (as under a held snapshot), and the sweep interval grows to match."""
+class StepClock(FakeClock):
+    """Each reading is ``step`` seconds after the last: a claim takes ``step`` (it reads the
+    clock when planned and when done)."""
 
-    step = 2 * COSTLY_HEAD_S
+    step = 0.0
 
     def __call__(self) -> float:
         self.now += self.step
@@ -269,13 +286,17 @@ async def test_while_the_head_is_costly_an_idle_worker_reads_after_its_key(
     """Low load under a held snapshot: short claims keep reading after the key, ``next_run_at``
     for the worker reads after it too and answers no later than the sweep, and a job that
     sorts before the key is claimed at the sweep, or at once when a claim comes back empty."""
-    clock = CostlyClock()
+    clock = StepClock()
     app.driver.claim_cursors = ClaimCursors(clock)  # type: ignore[attr-defined]
+    clock.step = 2 * COSTLY_HEAD_S  # the first claim takes that long
     [first] = app.enqueue_many("t", [{}], queue="q")
-    assert await claim_ids(app, 5) == [first]  # from the head: costly
+    assert await claim_ids(app, 5) == [first]  # from the head: slow
+    clock.step = 0.0  # from now on every claim is quick
     urgent = app.enqueue("t", {}, queue="q", priority=0)  # sorts before the key
     later = app.enqueue("t", {}, queue="q")
-    assert await claim_ids(app, 5) == [later]  # short, after the key: the urgent job waits
+    assert await claim_ids(app, 5) == [later]  # after the key, quick: the head was costly
+    urgent_waits = app.enqueue("t", {}, queue="q")
+    assert await claim_ids(app, 5) == [urgent_waits]  # short claims stay after the key
     scheduled = app.enqueue("t", {}, queue="q", run_at=dt.datetime.now(dt.UTC)
                             + dt.timedelta(hours=1))
     now = dt.datetime.now(dt.UTC)

@@ -17,15 +17,14 @@ already claimed lie behind it. A claim reads from the head instead when:
 
 - it is the worker's first claim;
 - the worker's previous claim read after a key and came back short (fewer jobs than it asked
-  for), and reading from the head is cheap (the last claim from the head took at most
-  :data:`COSTLY_HEAD_S`): no ready job was left after the key, so any that is ready sorts
-  before it, and this claim finds it. After a short claim the producer asks ``next_run_at``,
-  which sees such a job and makes it claim again at once: a claim after a key never leaves a
-  ready job unclaimed for longer than one more round trip (plus any lead of the database's
-  clock over the worker's, as for every ``run_at`` the idle worker waits for). One that came
-  back empty does not wait for that: the driver's claim reads from the head at once, in the
-  same call, so that an empty claim still means no ready job was left (``TestQueue.drain``
-  stops on it);
+  for), and reading from the head is cheap (not costly, as below): no ready job was left after
+  the key, so any that is ready sorts before it, and this claim finds it. After a short claim
+  the producer asks ``next_run_at``, which sees such a job and makes it claim again at once: a
+  claim after a key never leaves a ready job unclaimed for longer than one more round trip (plus
+  any lead of the database's clock over the worker's, as for every ``run_at`` the idle worker
+  waits for). One that came back empty does not wait for that: the driver's claim reads from the
+  head at once, in the same call, so that an empty claim still means no ready job was left
+  (``TestQueue.drain`` stops on it);
 - the last claim from the head is older than the sweep interval: :data:`SWEEP_FACTOR` times
   what that claim took, within :data:`SWEEP_MIN_S` and :data:`SWEEP_MAX_S`. Reading from the
   head costs about as much as reading after a key while nothing holds vacuum back (the interval
@@ -36,7 +35,8 @@ already claimed lie behind it. A claim reads from the head instead when:
 (one job per wake-up), so the rule above would send every claim to the head, and the idle
 worker's ``next_run_at`` read from the head too: under a held snapshot with 200,000 claimed jobs
 behind it, pickup took 100 ms instead of 2 (``python -m benchmarks.held_snapshot``, its pickup
-phase). So once the last claim from the head took longer than :data:`COSTLY_HEAD_S`, a short
+phase). So once the last claim from the head took longer than :data:`COSTLY_HEAD_S` (and
+:data:`COSTLY_RATIO` times the last claim after a key), a short
 claim after the key does not send the next one to the head, a claim from the head that found
 nothing in a queue keeps that queue's key, and ``next_run_at`` reads after the worker's keys too
 (:meth:`ClaimCursors.next_run_at_from`), bounded by the next sweep: the worker wakes for it,
@@ -71,8 +71,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["COSTLY_HEAD_S", "HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S", "ClaimCursors",
-           "ClaimStart", "Key"]
+__all__ = ["COSTLY_HEAD_S", "COSTLY_RATIO", "HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S",
+           "ClaimCursors", "ClaimStart", "Key"]
 
 #: a key of ``jobs_claim_idx`` after its queue: (priority, run_at, id)
 Key = tuple[int, dt.datetime, int]
@@ -88,9 +88,12 @@ SWEEP_MIN_S = 0.05
 #: ...and at most this (seconds), however costly reading from the head has become
 SWEEP_MAX_S = 1.0
 #: A claim from the head that took longer than this (seconds; a cheap one takes about a
-#: millisecond) walked dead entries: until the next one, short claims and ``next_run_at`` read
-#: after the worker's keys too.
+#: millisecond) and :data:`COSTLY_RATIO` times the worker's last claim after a key walked dead
+#: entries: until the next one, short claims and ``next_run_at`` read after the worker's keys
+#: too. The ratio keeps a loaded machine (every claim slow) or a worker's first claim (nothing
+#: to compare with yet) from counting as costly.
 COSTLY_HEAD_S = 0.01
+COSTLY_RATIO = 5.0
 
 
 class _Claimed(Protocol):
@@ -127,8 +130,16 @@ class _Cursor:
     swept_at: float = 0.0
     took: float = 0.0
     interval: float = SWEEP_MIN_S
+    #: what the last claim after a key took (None: none yet)
+    after_took: float | None = None
     #: the previous claim read after a key and came back short: the next reads from the head
     head_next: bool = True
+
+    @property
+    def costly(self) -> bool:
+        """Whether the last claim from the head walked dead entries (see COSTLY_HEAD_S)."""
+        return (self.after_took is not None and self.took > COSTLY_HEAD_S
+                and self.took > COSTLY_RATIO * self.after_took)
 
 
 class ClaimCursors:
@@ -167,14 +178,15 @@ class ClaimCursors:
             for q in start.queues:
                 if q in last:
                     c.last[q] = last[q]
-                elif c.took <= COSTLY_HEAD_S:
+                elif not c.costly:
                     c.last.pop(q, None)
             c.swept_at = start.at
             c.interval = min(SWEEP_MAX_S, max(SWEEP_MIN_S, SWEEP_FACTOR * c.took))
             c.head_next = False
         else:
             c.last.update(last)
-            c.head_next = len(jobs) < limit and c.took <= COSTLY_HEAD_S
+            c.after_took = now - start.at
+            c.head_next = len(jobs) < limit and not c.costly
 
     def next_run_at_from(self, worker_id: str | None,
                          queues: Sequence[str]) -> tuple[tuple[Key, ...], float | None]:
@@ -187,7 +199,7 @@ class ClaimCursors:
         would for a claim. ``worker_id`` None: from the head (an exact answer)."""
         c = self._cursors.get(worker_id) if worker_id is not None else None
         head = tuple(HEAD for _ in queues)
-        if c is None or c.took <= COSTLY_HEAD_S:
+        if c is None or not c.costly:
             return head, None
         due_in = c.swept_at + c.interval - self._clock()
         if due_in <= 0:
