@@ -35,8 +35,7 @@ already claimed lie behind it. A claim reads from the head instead when:
 (one job per wake-up), so the rule above would send every claim to the head, and the idle
 worker's ``next_run_at`` read from the head too: under a held snapshot with 200,000 claimed jobs
 behind it, pickup took 100 ms instead of 2 (``python -m benchmarks.held_snapshot``, its pickup
-phase). So once the last claim from the head took longer than :data:`COSTLY_HEAD_S` (and
-:data:`COSTLY_RATIO` times the last claim after a key), a short
+phase). So once the last claim from the head took longer than :data:`COSTLY_HEAD_S`, a short
 claim after the key does not send the next one to the head, a claim from the head that found
 nothing in a queue keeps that queue's key, and ``next_run_at`` reads after the worker's keys too
 (:meth:`ClaimCursors.next_run_at_from`), bounded by the next sweep: the worker wakes for it,
@@ -71,7 +70,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["COSTLY_HEAD_S", "COSTLY_RATIO", "HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S",
+__all__ = ["COSTLY_HEAD_S", "HEAD", "SWEEP_FACTOR", "SWEEP_MAX_S", "SWEEP_MIN_S",
            "ClaimCursors", "ClaimStart", "Key"]
 
 #: a key of ``jobs_claim_idx`` after its queue: (priority, run_at, id)
@@ -88,12 +87,10 @@ SWEEP_MIN_S = 0.05
 #: ...and at most this (seconds), however costly reading from the head has become
 SWEEP_MAX_S = 1.0
 #: A claim from the head that took longer than this (seconds; a cheap one takes about a
-#: millisecond) and :data:`COSTLY_RATIO` times the worker's last claim after a key walked dead
-#: entries: until the next one, short claims and ``next_run_at`` read after the worker's keys
-#: too. The ratio keeps a loaded machine (every claim slow) or a worker's first claim (nothing
-#: to compare with yet) from counting as costly.
+#: millisecond) walked dead entries: until the next one, short claims and ``next_run_at`` read
+#: after the worker's keys too. A worker's first claims do not count (until it has claimed
+#: after a key once): they may include opening the pool's connections.
 COSTLY_HEAD_S = 0.01
-COSTLY_RATIO = 5.0
 
 
 class _Claimed(Protocol):
@@ -130,16 +127,15 @@ class _Cursor:
     swept_at: float = 0.0
     took: float = 0.0
     interval: float = SWEEP_MIN_S
-    #: what the last claim after a key took (None: none yet)
-    after_took: float | None = None
+    #: whether the worker has claimed after a key yet
+    claimed_after_key: bool = False
     #: the previous claim read after a key and came back short: the next reads from the head
     head_next: bool = True
 
     @property
     def costly(self) -> bool:
         """Whether the last claim from the head walked dead entries (see COSTLY_HEAD_S)."""
-        return (self.after_took is not None and self.took > COSTLY_HEAD_S
-                and self.took > COSTLY_RATIO * self.after_took)
+        return self.claimed_after_key and self.took > COSTLY_HEAD_S
 
 
 class ClaimCursors:
@@ -185,7 +181,7 @@ class ClaimCursors:
             c.head_next = False
         else:
             c.last.update(last)
-            c.after_took = now - start.at
+            c.claimed_after_key = True
             c.head_next = len(jobs) < limit and not c.costly
 
     def next_run_at_from(self, worker_id: str | None,
