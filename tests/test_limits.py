@@ -379,11 +379,20 @@ def test_global_limit_holds_while_workers_are_killed(lapp: pgqueue.App, spans: s
     try:
         wait_for(lambda: scalar(conn, "SELECT count(*) FROM test_spans") >= 20, 60,
                  "jobs to run")
-        victim = procs[0]
-        wait_for(lambda: scalar(conn, "SELECT count(*) FROM pgqueue.workers w "
-                                      "WHERE w.pid = %s AND EXISTS (SELECT 1 FROM pgqueue.jobs "
-                                      "j WHERE j.worker_id = w.id)", victim.pid) > 0,
-                 60, "the victim to hold a job")
+        # the victim: a worker that holds a job now (a busy machine may start one worker so
+        # late that the others drain the queue before it claims anything)
+        by_pid = {p.pid: p for p in procs}
+        holding: list[int] = []
+
+        def some_worker_holds_a_job() -> bool:
+            holding[:] = [r[0] for r in conn.execute(
+                "SELECT w.pid FROM pgqueue.workers w WHERE w.pid = ANY(%s) AND EXISTS "
+                "(SELECT 1 FROM pgqueue.jobs j WHERE j.worker_id = w.id)",
+                (list(by_pid),)).fetchall()]
+            return bool(holding)
+
+        wait_for(some_worker_holds_a_job, 60, "a worker to hold a job")
+        victim = by_pid[holding[0]]
         victim.kill()
         victim.communicate(timeout=30)
         dead = conn.execute("SELECT id FROM pgqueue.workers WHERE pid = %s",
