@@ -100,8 +100,9 @@ class Producer(Service):
         only when limits may have held jobs back (without limits, a short claim found every
         ready job, or, on PostgreSQL, left ready ones only behind its worker's last key, which
         ``next_run_at`` then shows as due, so :meth:`_idle` claims again at once, from the
-        head; new jobs bring a NOTIFY or a ``run_at``, and an empty claim here would only keep
-        the worker busy when that NOTIFY comes)."""
+        head -- or, while reading from the head is costly, at the claim cursor's next sweep;
+        new jobs bring a NOTIFY or a ``run_at``, and an empty claim here would only keep the
+        worker busy when that NOTIFY comes)."""
         if self._short and self.driver.limits_hold(self.queues):
             self.wake()
 

@@ -1284,11 +1284,11 @@ class PostgresDriver:
             # without JIT: the planner prices the loose scan's recursion far above
             # jit_above_cost once the statistics have seen a large backlog, and compiling it
             # took 126 ms for a read of 0.5 ms
-            value: dt.datetime | None = await self._arun(_without_jit(_Op(
+            value: dt.datetime | None = await self._aread_without_jit(_Op(
                 self.sql.next_run_at, {
                     "queues": list(queues), "after_p": [k[0] for k in after],
                     "after_r": [k[1] for k in after], "after_i": [k[2] for k in after]},
-                _scalar)))
+                _scalar))
             if due_in is not None:
                 sweep = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=due_in)
                 value = sweep if value is None else min(value, sweep)
@@ -1300,6 +1300,25 @@ class PostgresDriver:
             return None
         wait = max(0.0, wait) + random.uniform(0.0, LIMITED_JITTER_S)
         return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)
+
+    async def _aread_without_jit(self, op: _Op[T]) -> T:
+        """The read ``op`` with ``jit`` off, as :func:`_without_jit` runs it, but in one round
+        trip: ``BEGIN``, ``SET LOCAL``, the read and ``COMMIT`` pipelined (an idle worker asks
+        ``next_run_at`` after every short claim). Without pipeline support, the plan."""
+        if not _PIPELINE:
+            return await self._arun(_without_jit(op))
+
+        async def run(c: psycopg.AsyncConnection[Any]) -> T:
+            async with c.cursor(row_factory=tuple_row) as cur:
+                async with c.pipeline():
+                    await c.execute(_rendered(BEGIN_READ_COMMITTED, cur))
+                    await c.execute(_rendered(SET_LOCAL_JIT_OFF, cur))
+                    await cur.execute(_rendered(op.query, cur), op.params)
+                    await c.execute(_rendered(COMMIT, cur))
+                return op.read(await cur.fetchall())
+
+        with _translate():
+            return await self._apooled(run, "main", op.retry_safe)
 
     async def now(self) -> dt.datetime:
         query = sql.Composed([sql.SQL("SELECT clock_timestamp()")])
