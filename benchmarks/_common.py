@@ -175,10 +175,30 @@ def run_on_throwaway(dsn: str | None, prefix: str,
     return 0
 
 
+#: where a tree declares its tables (the migrations must produce the same)
+SCHEMA_FILE = Path("pgqueue", "drivers", "postgres", "schema.py")
+
+
+def same_schema(other: Path) -> bool:
+    """Whether ``other`` declares the tables and indexes this checkout does (its
+    ``schema.py`` is the same file). The benchmarks build the database with this checkout's
+    schema, and another tree's worker runs on it: when the two differ, the other tree's
+    statements may not match the indexes (a partial index whose predicate they do not repeat
+    is not used), so its PostgreSQL figures say nothing about that tree on its own schema."""
+    mine, theirs = REPO / SCHEMA_FILE, other / SCHEMA_FILE
+    return theirs.exists() and theirs.read_bytes() == mine.read_bytes()
+
+
 def other_tree_dir(other: Path, workdir: Path) -> Path:
-    """A directory to run another tree's worker in: its ``pgqueue``, this ``benchmarks``."""
+    """A directory to run another tree's worker in: its ``pgqueue``, this ``benchmarks``.
+    Warns when the other tree's schema differs (see :func:`same_schema`)."""
     if not (other / "pgqueue" / "__init__.py").exists():
         raise SystemExit(f"--other-tree {other}: no pgqueue package there")
+    if not same_schema(other):
+        log(f"WARNING: --other-tree {other} declares a different schema ({SCHEMA_FILE}); its "
+            "worker runs on this checkout's tables, where its statements may miss the indexes: "
+            "its PostgreSQL CPU and jobs/s are not its own. Compare those with each tree's own "
+            "`python -m benchmarks.run` (its own schema); the worker's CPU per job still holds")
     d = workdir / "other-tree"
     d.mkdir()
     (d / "pgqueue").symlink_to(other.resolve() / "pgqueue")

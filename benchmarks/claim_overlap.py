@@ -34,6 +34,7 @@ from benchmarks._common import (
     log,
     other_tree_dir,
     run_on_throwaway,
+    same_schema,
 )
 from benchmarks.run import Bench
 
@@ -123,6 +124,7 @@ def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
             f"{summary[f'c{c}']['other_of_ceiling']}")
     return {"jobs": args.jobs, "rounds": args.rounds, "ceilings_jobs_per_s": ceilings,
             "summary": summary, "drains": drains, "other_tree": str(args.other_tree),
+            "other_tree_same_schema": same_schema(args.other_tree),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

@@ -32,6 +32,7 @@ from benchmarks._common import (
     log,
     other_tree_dir,
     run_on_throwaway,
+    same_schema,
 )
 from benchmarks.run import Bench
 
@@ -140,7 +141,8 @@ def _run(args: argparse.Namespace, concurrencies: list[int], dsn: str, db: Db,
             f"{out['other']['jobs_per_s_median']:,.0f}"
             + (f"; calls/job {out['calls_per_job']}" if "calls_per_job" in out else ""))
     return {"jobs": args.jobs, "rounds": args.rounds, "summary": summary, "drains": drains,
-            "other_tree": str(args.other_tree), "worker_args": args.worker_arg,
+            "other_tree": str(args.other_tree),
+            "other_tree_same_schema": same_schema(args.other_tree), "worker_args": args.worker_arg,
             "this_worker_args": args.this_worker_arg,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
