@@ -10,10 +10,10 @@ bound as parameters, as psycopg binds pgqueue's):
   exactly what ``with conn.transaction(): app.enqueue(..., conn=conn)`` sends;
 - ``insert_1000``: one ``INSERT ... VALUES`` of 1,000 job rows (simple protocol: the rows are
   sent and parsed every time, as an enqueue's would be), reported in rows/s;
-- ``claim_complete``: pgqueue's ``claim_one_queue`` (limit 50) then ``finish_many`` of the
-  claimed ids, two autocommit statements as the worker runs them; reported in jobs/s. The claim
-  is wrapped in ``WITH claimed AS (...) SELECT array_agg(...)`` so that pgbench can ``\\gset``
-  the ids into the completion.
+- ``claim_complete``: pgqueue's claim of one queue (``claim_one``, limit 50), then
+  ``finish_many`` of the claimed ids, two autocommit statements as the worker runs them;
+  reported in jobs/s. The claim is wrapped in ``WITH claimed AS (...) SELECT array_agg(...)``
+  so that pgbench can ``\\gset`` the ids into the completion.
 
 pgqueue's statements are rendered from :func:`pgqueue.drivers.postgres.sql.statements` with
 psycopg's ``as_string(conn)``; their ``%(name)s`` placeholders become pgbench variables.
@@ -113,11 +113,11 @@ def scripts(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], dict[str, st
     except ValueError as exc:
         errors["insert_one_tx"] = str(exc)
     try:
-        claim = _substitute(st.claim_one_queue.as_string(conn), {
+        claim = _substitute(st.claim_one(CLAIM_LIMIT).as_string(conn), {
             "queue": ":queue", "limit": ":limit", "worker": ":worker", "lease": ":lease",
             # from the head of the claim index, as a worker's first claim reads
             "after_p": "-1", "after_r": "'-infinity'", "after_i": "0"},
-            "claim_one_queue")
+            "claim_one")
         finish_text = st.finish_many.as_string(conn)
         wanted = sorted(set(re.findall(r"%\((\w+)\)s", finish_text)) - {"worker"})
         unknown = [w for w in wanted if w not in FINISH_AGGREGATES]

@@ -8,7 +8,7 @@ Now the unlimited claim (one autocommit statement) sets ``synchronous_commit`` f
 transaction inside the statement, and the limited claim, a transaction already, starts with
 ``SET LOCAL`` (``set_local`` in the driver's statements, pipelined).
 
-``old``: a connection with the session ``SET`` runs ``claim_one_queue`` (whose own
+``old``: a connection with the session ``SET`` runs the claim (``claim_one``) (whose own
 ``set_config`` then changes nothing); ``new``: a plain connection runs it. Each claims the same
 pre-enqueued jobs ``--batch`` at a time, in interleaved rounds (``old``, ``new``, ``old``, ...)
 so that the noise of a busy machine falls on both alike; the jobs are put back between rounds.
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     rates = {}
                     for name, conn, fn in (("old", old, _claims), ("new", new, _claims)):
                         t0 = time.perf_counter()
-                        got = fn(conn, st.claim_one_queue, params, calls)
+                        got = fn(conn, st.claim_one(args.batch), params, calls)
                         rates[name] = got / (time.perf_counter() - t0)
                         assert got == calls * args.batch, got
                         old.execute("UPDATE pgqueue.jobs SET state = 'waiting', attempt = 0,"
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     ratios.append(rates["new"] / rates["old"])
                     print(f"round {r + 1}: old {rates['old']:8.0f} claims/s   "
                           f"new {rates['new']:8.0f} claims/s   new/old {ratios[-1]:.3f}")
-                unflushed = _unflushed_after_claims(new, st.claim_one_queue, params)
+                unflushed = _unflushed_after_claims(new, st.claim_one(args.batch), params)
                 setting = new.execute("SHOW synchronous_commit").fetchone()
             print(f"batch {args.batch}: median new/old = {statistics.median(ratios):.3f} "
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f})")

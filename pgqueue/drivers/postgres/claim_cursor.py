@@ -57,7 +57,7 @@ it wait while reading from the head is cheap: its claim comes back short, the ne
 from the head, and an empty claim after the key reads from the head at once.
 
 Pure bookkeeping, no I/O: the PostgreSQL driver asks :meth:`ClaimCursors.start` which keys to
-pass to ``claim_one_queue``/``claim_many_queues``, reports what the claim took with
+pass to the claims (``Statements.claim_one``/``claim_many``), reports what the claim took with
 :meth:`ClaimCursors.done`, and asks :meth:`ClaimCursors.next_run_at_from` which keys to pass to
 ``next_run_at``.
 """

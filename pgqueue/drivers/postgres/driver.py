@@ -1168,13 +1168,13 @@ class PostgresDriver:
         if len(queues) == 1:
             params["queue"] = queues[0]
             params["after_p"], params["after_r"], params["after_i"] = start.after[0]
-            query = self.sql.claim_one_queue
+            query = self.sql.claim_one(limit)
         else:
             params["queues"] = list(queues)
             params["after_p"] = [k[0] for k in start.after]
             params["after_r"] = [k[1] for k in start.after]
             params["after_i"] = [k[2] for k in start.after]
-            query = self.sql.claim_many_queues
+            query = self.sql.claim_many(limit, len(queues))
 
         async def run(c: psycopg.AsyncConnection[Any]) -> list[Job]:
             async with c.cursor(row_factory=_job_rows) as cur:

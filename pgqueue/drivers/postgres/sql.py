@@ -93,6 +93,27 @@ COMMIT = sql.Composed([sql.SQL("COMMIT")])
 #: the pooler makes up its own, for cancel requests. Locks nothing.
 BACKEND_PID = sql.SQL("SELECT pg_backend_pid()")
 
+#: The smallest bound of a claim's limit, and the factor between bounds (see claim_bound).
+CLAIM_BOUND_MIN = 16
+CLAIM_BOUND_STEP = 8
+
+
+def claim_bound(limit: int) -> int:
+    """The literal upper bound written into a claim statement for ``limit`` (16, 128, 1024...).
+
+    With only ``LIMIT %(limit)s``, PostgreSQL's generic plan of the prepared claim assumes the
+    limit takes a tenth of the queue's rows, prices that above the custom plans, and so the
+    server planned the claim again at every execution: 116 us a claim, as long as running it
+    (claims of 10, docs/performance.md). Under ``LIMIT <bound>`` the generic plan expects a
+    tenth of the bound, is the cheapest, and is reused once psycopg has prepared the statement.
+    The limit itself stays a parameter, an outer ``LIMIT`` that pulls only ``limit`` rows
+    through the locking one, so exactly ``limit`` rows are locked. A few bounds keep the
+    statements few (each is prepared on every connection)."""
+    bound = CLAIM_BOUND_MIN
+    while bound < limit:
+        bound *= CLAIM_BOUND_STEP
+    return bound
+
 #: Columns returned wherever a :class:`pgqueue.job.Job` is built from a row, in this order.
 JOB_COLUMNS = (
     "id", "queue", "task", "args", "priority", "attempt", "max_attempts", "run_at",
@@ -253,12 +274,14 @@ class Statements:
         #: own transaction (``set_config(..., true)``, evaluated once as an InitPlan, read at its
         #: commit, gone after it: nothing stays on the session, which a pooler may lend to
         #: another client, and no extra round trip). See ``_claim_settings`` in the driver for
-        #: why a lost claim is safe.
+        #: why a lost claim is safe. The rows are found by id through ``jobs_pkey``
+        #: (``ANY`` of an array the planner expects to hold about ten ids: no generic plan
+        #: joins ``c`` to the whole table with a hash); they come back in id order.
         claim_rows = """
             UPDATE {s}.jobs j
                SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker)s,
                    started_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-              FROM c WHERE j.id = c.id
+             WHERE j.id = ANY(ARRAY(SELECT id FROM c))
                AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
             RETURNING {claimcols}"""
 
@@ -267,41 +290,52 @@ class Statements:
         #: skips rows other workers are claiming; served by the partial index ``jobs_claim_idx``.
         #: A paused queue yields nothing (one lookup in ``queues``, evaluated once), and so does
         #: a queue with a limit, and jobs with a concurrency key: those go through
-        #: ``claim_limited`` (the unlimited path stays this one statement).
-        self.claim_one_queue = q("""
+        #: ``claim_limited`` (the unlimited path stays this one statement). ``{bound}``: see
+        #: :func:`claim_bound`.
+        self._claim_one_text = """
             WITH c AS (
-                SELECT id FROM {s}.jobs
-                WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
-                  AND concurrency_key IS NULL
-                  AND (priority, run_at, id) > (%(after_p)s::smallint,
-                                                %(after_r)s::timestamptz, %(after_i)s::bigint)
-                  AND NOT EXISTS (SELECT 1 FROM {s}.queues p
-                                  WHERE p.name = %(queue)s AND {limited})
-                ORDER BY priority, run_at, id
-                LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED)""" + claim_rows)
+                SELECT id FROM (
+                    SELECT id, priority, run_at FROM {s}.jobs
+                    WHERE state = 'waiting' AND queue = %(queue)s AND run_at <= now()
+                      AND concurrency_key IS NULL
+                      AND (priority, run_at, id) > (%(after_p)s::smallint,
+                                                    %(after_r)s::timestamptz, %(after_i)s::bigint)
+                      AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                      WHERE p.name = %(queue)s AND {limited})
+                    ORDER BY priority, run_at, id
+                    LIMIT {bound}
+                    FOR UPDATE SKIP LOCKED) b
+                LIMIT %(limit)s)""" + claim_rows
 
         #: The same over several queues: the best ``limit`` jobs of each unpaused queue are
         #: locked through the index (LATERAL, one index scan per queue), then the best ``limit``
-        #: overall are taken. Extra rows locked in the CTE are released at commit.
-        self.claim_many_queues = q("""
+        #: overall are taken. Extra rows locked in the CTE are released at commit. ``{queues}``
+        #: is the number of queues, written in: the planner expects an array parameter to hold
+        #: 100 elements, and its generic plan, priced for 100 index scans, lost to the custom
+        #: plans for ever.
+        self._claim_many_text = """
             WITH c AS (
                 SELECT cand.id, cand.priority, cand.run_at
-                FROM unnest(%(queues)s::text[], %(after_p)s::smallint[],
-                            %(after_r)s::timestamptz[], %(after_i)s::bigint[])
-                     AS qn(name, ap, ar, ai)
+                FROM (SELECT * FROM unnest(%(queues)s::text[], %(after_p)s::smallint[],
+                                           %(after_r)s::timestamptz[], %(after_i)s::bigint[])
+                           AS qn(name, ap, ar, ai)
+                       LIMIT {queues}) qn
                 CROSS JOIN LATERAL (
-                    SELECT id, priority, run_at FROM {s}.jobs
-                    WHERE state = 'waiting' AND queue = qn.name AND run_at <= now()
-                      AND concurrency_key IS NULL
-                      AND (priority, run_at, id) > (qn.ap, qn.ar, qn.ai)
-                      AND NOT EXISTS (SELECT 1 FROM {s}.queues p
-                                      WHERE p.name = qn.name AND {limited})
-                    ORDER BY priority, run_at, id
-                    LIMIT %(limit)s
-                    FOR UPDATE SKIP LOCKED) cand
+                    SELECT id, priority, run_at FROM (
+                        SELECT id, priority, run_at FROM {s}.jobs
+                        WHERE state = 'waiting' AND queue = qn.name AND run_at <= now()
+                          AND concurrency_key IS NULL
+                          AND (priority, run_at, id) > (qn.ap, qn.ar, qn.ai)
+                          AND NOT EXISTS (SELECT 1 FROM {s}.queues p
+                                          WHERE p.name = qn.name AND {limited})
+                        ORDER BY priority, run_at, id
+                        LIMIT {bound}
+                        FOR UPDATE SKIP LOCKED) b
+                    LIMIT %(limit)s) cand
                 ORDER BY cand.priority, cand.run_at, cand.id
-                LIMIT %(limit)s)""" + claim_rows)
+                LIMIT %(limit)s)""" + claim_rows
+        self._claim_format = {k: v for k, v in f.items() if k in ("s", "limited", "claimcols")}
+        self._claims: dict[tuple[int, int], sql.Composed] = {}
 
         # ---- worker: the limited claim (flow control) --------------------------------------
         #: Which of these queues the limited claim serves: those with a limit in ``queues``
@@ -1269,6 +1303,27 @@ class Statements:
                 s=sql.Identifier(self.schema),
                 cols=sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS + optional)))
         return hit
+
+    def claim_one(self, limit: int) -> sql.Composed:
+        """The claim of up to ``limit`` jobs of one queue (parameters: ``queue``, ``after_p``,
+        ``after_r``, ``after_i``, ``limit``, ``worker``, ``lease``)."""
+        return self._claim(0, limit)
+
+    def claim_many(self, limit: int, queues: int) -> sql.Composed:
+        """The claim of up to ``limit`` jobs of ``queues`` queues (``queues`` and the
+        ``after_*`` parameters as arrays, one element per queue)."""
+        return self._claim(queues, limit)
+
+    def _claim(self, queues: int, limit: int) -> sql.Composed:
+        """The claim statement for ``limit`` (see :func:`claim_bound`) over ``queues`` queues
+        (0: the one-queue statement)."""
+        bound = claim_bound(limit)
+        stmt = self._claims.get((queues, bound))
+        if stmt is None:
+            text = self._claim_many_text if queues else self._claim_one_text
+            stmt = self._claims[(queues, bound)] = sql.SQL(text).format(
+                bound=sql.Literal(bound), queues=sql.Literal(queues), **self._claim_format)
+        return stmt
 
 
 @cache
