@@ -1285,7 +1285,7 @@ class PostgresDriver:
             # jit_above_cost once the statistics have seen a large backlog, and compiling it
             # took 126 ms for a read of 0.5 ms
             value: dt.datetime | None = await self._aread_without_jit(_Op(
-                self.sql.next_run_at, {
+                self.sql.next_run_at(len(queues)), {
                     "queues": list(queues), "after_p": [k[0] for k in after],
                     "after_r": [k[1] for k in after], "after_i": [k[2] for k in after]},
                 _scalar))
