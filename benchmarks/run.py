@@ -518,6 +518,22 @@ def run(args: argparse.Namespace, groups: set[str], server: Any, dsn: str, db: D
     return assemble(args, sz, runs, big_runs, machine, figs, ceilings, ceiling_note, extras)
 
 
+def _decayed_ceilings(res: dict[str, Any]) -> list[str]:
+    """The claim+complete ceilings whose last seconds ran at under 60% of their first ones
+    ("-c 4: 64,145 -> 30,205 jobs/s"): pgbench claims from the head of the claim index, and
+    without vacuum (autovacuum off, or a snapshot held) it walks more dead entries every
+    second, while pgqueue's drains do not."""
+    out = []
+    for key, clients in (("claim_complete_c1_jobs_per_s", 1), ("claim_complete_c4_jobs_per_s", 4)):
+        per_s = (res.get("ceiling") or {}).get(key, {}).get("per_second") or []
+        if len(per_s) >= 4:
+            first = sum(per_s[:2]) / 2
+            last = sum(per_s[-2:]) / 2
+            if first > 0 and last < 0.6 * first:
+                out.append(f"-c {clients}: {first:,.0f} -> {last:,.0f} jobs/s")
+    return out
+
+
 def background_busy(seconds: float = 1.0) -> float | None:
     """How busy the machine is (all CPUs, %) before the benchmark starts: other work on the box
     makes every figure lower and noisier."""
@@ -736,6 +752,15 @@ def render_table(res: dict[str, Any]) -> str:
         lines.append("WARNING: a figure far above its ceiling (" + "; ".join(odd) + ") means "
                      "that ceiling's pgbench run was disturbed by other work (see each "
                      "ceiling's machine_busy_pct and per_second in the JSON); run again")
+    decayed = _decayed_ceilings(res)
+    if decayed:
+        autovacuum = res.get("machine", {}).get("pg_settings", {}).get("autovacuum")
+        lines.append("WARNING: the claim+complete ceiling slowed down during its own run ("
+                     + "; ".join(decayed) + ")" + (": this server runs with autovacuum off, so "
+                     "pgbench's claims walk every dead entry its completions left"
+                     if autovacuum == "off" else "") + ". The drains' ratios to it overstate "
+                     "pgqueue (its workers vacuum the jobs table); measure on a server with "
+                     "autovacuum on")
     lines += ["", f"{'target (issues 6, 16)':<40}{'value':>11}  {'target':<10}met"]
     for key, t in res["targets"].items():
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
