@@ -13,7 +13,8 @@ bound as parameters, as psycopg binds pgqueue's):
 - ``claim_complete``: pgqueue's claim of one queue (``claim_one``, limit 50), then
   ``finish_many`` of the claimed ids, two autocommit statements as the worker runs them;
   reported in jobs/s. The claim is wrapped in ``WITH claimed AS (...) SELECT array_agg(...)``
-  so that pgbench can ``\\gset`` the ids into the completion.
+  so that pgbench can ``\\gset`` the ids into the completion, and each client's claim reads
+  after the key of the last job it claimed (``KEY_VARIABLES``), as a saturated worker's does.
 
 pgqueue's statements are rendered from :func:`pgqueue.drivers.postgres.sql.statements` with
 psycopg's ``as_string(conn)``; their ``%(name)s`` placeholders become pgbench variables.
@@ -83,6 +84,13 @@ FINISH_AGGREGATES = {
 }
 
 
+#: The pgbench variables holding each client's claim key (``ap``, ``ar``, ``ai``: the
+#: priority, run_at and id of the last job it claimed), the columns they come from, and where
+#: they start (the head of the claim index).
+KEY_VARIABLES = {"ap": "priority", "ar": "run_at", "ai": "id"}
+KEY_START = {"ap": "-1", "ar": "-infinity", "ai": "0"}
+
+
 def scripts(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], dict[str, str]]:
     """The pgbench scripts, with pgqueue's statements rendered for this connection, and the
     scripts that could not be rendered (name -> why)."""
@@ -115,8 +123,11 @@ def scripts(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], dict[str, st
     try:
         claim = _substitute(st.claim_one(CLAIM_LIMIT).as_string(conn), {
             "queue": ":queue", "limit": ":limit", "worker": ":worker", "lease": ":lease",
-            # from the head of the claim index, as a worker's first claim reads
-            "after_p": "-1", "after_r": "'-infinity'", "after_i": "0"},
+            # after the key of the last job this client claimed (the head at first), as a
+            # saturated worker's claim cursor reads: from the head, every claim walked the
+            # dead entries of the jobs claimed before it, and the ceiling fell by half within
+            # its 20 s whenever vacuum could not keep up
+            "after_p": ":ap", "after_r": ":ar", "after_i": ":ai"},
             "claim_one")
         finish_text = st.finish_many.as_string(conn)
         wanted = sorted(set(re.findall(r"%\((\w+)\)s", finish_text)) - {"worker"})
@@ -126,8 +137,10 @@ def scripts(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], dict[str, st
                              f"not know: {unknown}; update benchmarks/_ceiling.py")
         finish = _substitute(finish_text, {w: f":{w}" for w in [*wanted, "worker"]},
                              "finish_many")
-        aggs = ",\n       ".join(f"coalesce({FINISH_AGGREGATES[w]}, '{{}}') AS {w}"
-                                 for w in wanted)
+        aggs = ",\n       ".join(
+            [f"coalesce({FINISH_AGGREGATES[w]}, '{{}}') AS {w}" for w in wanted]
+            + [f"coalesce((SELECT {col} FROM claimed ORDER BY priority DESC, run_at DESC, "
+               f"id DESC LIMIT 1), :{var}) AS {var}" for var, col in KEY_VARIABLES.items()])
         out["claim_complete"] = (
             f"WITH claimed AS (\n{_flat(claim)}\n)\n"
             f"SELECT {aggs}\n  FROM claimed\n"
@@ -186,7 +199,7 @@ class CeilingRunner:
     def command(self, script: str, clients: int, mode: str) -> list[str]:
         cmd = [self.pgbench, "-n", "-M", mode, "-c", str(clients), "-j", "2",
                "-T", str(self.duration), "-P", "1"]
-        for k, v in DEFINES.items():
+        for k, v in {**DEFINES, **KEY_START}.items():
             cmd += ["-D", f"{k}={v}"]
         return [*cmd, "-f", str(self.workdir / f"{script}.sql"), self.db.dsn]
 
