@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, overload
@@ -135,3 +136,22 @@ def run_cli_main(capsys: Any, *argv: str) -> tuple[int, str, str]:
     status = main(list(argv))
     out, err = capsys.readouterr()
     return status, str(out), str(err)
+
+
+def prepare_statement(conn: psycopg.Connection[Any], query: sql.Composed,
+                      params: dict[str, Any]) -> str:
+    """``PREPARE stmt`` of ``query`` (its named parameters as ``$n``, their types inferred by
+    the server), and the ``EXECUTE`` of it with ``params`` as literals."""
+    text = query.as_string(conn)
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    numbered = re.sub(r"%\((\w+)\)s", number, text)
+    conn.execute("DEALLOCATE ALL")
+    conn.execute(f"PREPARE stmt AS {numbered}")
+    literals = [sql.Literal(params[n]).as_string(conn) for n in names]
+    return f"EXECUTE stmt({', '.join(literals)})"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from typing import Any
 
 import psycopg
@@ -14,7 +13,7 @@ from psycopg import sql
 
 from pgqueue.drivers.postgres.claim_cursor import HEAD
 from pgqueue.drivers.postgres.sql import statements
-from tests.helpers import scalar
+from tests.helpers import prepare_statement, scalar
 
 
 def plan(conn: psycopg.Connection[Any], query: sql.Composed,
@@ -244,25 +243,6 @@ def test_next_run_at_after_a_key_skips_the_entries_of_jobs_claimed_before(
     assert hour_ago is not None and got[0] < hour_ago[0]  # the later priority's job
 
 
-def _prepared(conn: psycopg.Connection[Any], query: sql.Composed,
-              params: dict[str, Any]) -> str:
-    """``PREPARE stmt`` of ``query`` (its named parameters as ``$n``, their types inferred by
-    the server), and the ``EXECUTE`` of it with ``params`` as literals."""
-    text = query.as_string(conn)
-    names: list[str] = []
-
-    def number(m: re.Match[str]) -> str:
-        if m.group(1) not in names:
-            names.append(m.group(1))
-        return f"${names.index(m.group(1)) + 1}"
-
-    numbered = re.sub(r"%\((\w+)\)s", number, text)
-    conn.execute("DEALLOCATE ALL")
-    conn.execute(f"PREPARE stmt AS {numbered}")
-    literals = [sql.Literal(params[n]).as_string(conn) for n in names]
-    return f"EXECUTE stmt({', '.join(literals)})"
-
-
 @pytest.mark.parametrize("limit", [1, 10, 100, 500])
 @pytest.mark.parametrize("many", [False, True])
 def test_the_claim_plan_is_planned_once(backlog: psycopg.Connection[Any], limit: int,
@@ -279,7 +259,7 @@ def test_the_claim_plan_is_planned_once(backlog: psycopg.Connection[Any], limit:
     else:
         query = st.claim_one(limit)
         params |= {"queue": "main", **after(HEAD)}
-    execute = _prepared(backlog, query, params)
+    execute = prepare_statement(backlog, query, params)
     for _ in range(10):  # five custom plans, then the generic one is weighed at each execution
         assert len(backlog.execute(execute).fetchall()) == limit
     counts = backlog.execute("SELECT custom_plans, generic_plans FROM pg_prepared_statements"
@@ -319,7 +299,7 @@ def test_next_run_at_is_planned_once(backlog: psycopg.Connection[Any], queues: i
     """An idle worker asks ``next_run_at`` after every short claim: prepared, it settles on
     its generic plan (it was planned at every call: 1 ms of planning for a 0.05 ms read)."""
     names = ["main", "other", "third"][:queues]
-    execute = _prepared(backlog, statements("pgqueue").next_run_at(queues),
+    execute = prepare_statement(backlog, statements("pgqueue").next_run_at(queues),
                         {"queues": names, **after(*[HEAD] * queues, arrays=True)})
     for _ in range(10):
         backlog.execute(execute)

@@ -1277,9 +1277,13 @@ class Statements:
              ORDER BY v.queue""")
         #: Dead row versions in ``jobs`` (claims and completions leave one each) as the
         #: statistics see them; they decide when a worker vacuums (see ``vacuum_jobs``).
+        #: The jobs table's dead and live rows (the statistics collector's counts) and the
+        #: rows its planner statistics assume (``pg_class.reltuples``, 0 when never counted).
         self.jobs_dead_tuples = sql.SQL("""
-            SELECT coalesce(n_dead_tup, 0), coalesce(n_live_tup, 0) FROM pg_stat_user_tables
-             WHERE relid = to_regclass({table})""").format(table=sql.Literal(f"{schema}.jobs"))
+            SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0),
+                   greatest(c.reltuples, 0)::bigint
+              FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+             WHERE c.oid = to_regclass({table})""").format(table=sql.Literal(f"{schema}.jobs"))
         # One vacuuming worker at a time per schema: the ``vacuum`` lease (``acquire_lease``),
         # not a session advisory lock -- VACUUM cannot run in a transaction, so a
         # transaction-scoped lock cannot cover it, and behind a transaction pooler a session
@@ -1288,6 +1292,9 @@ class Statements:
         #: vacuum removes them every claim steps over them, so a large backlog drains slower and
         #: slower. Autovacuum may be off, or too slow for a queue (its naptime is a minute).
         self.vacuum_jobs = q("VACUUM (TRUNCATE false) {s}.jobs")
+        #: Fresh planner statistics for ``jobs``; it also makes every session plan its cached
+        #: statements on ``jobs`` again (see ``vacuum_if_needed`` in the driver).
+        self.analyze_jobs = q("ANALYZE {s}.jobs")
         self.ensure_partitions = q("SELECT {s}.ensure_history_partitions(%(days)s)")
         self.drop_history_before = q("SELECT {s}.drop_history_before(%(cutoff)s)")
         self.version = q("SELECT version_num FROM {s}.pgqueue_alembic_version")

@@ -1,5 +1,7 @@
 """Vacuum: keep the jobs table small when dead rows pile up faster than autovacuum clears
-them (claims and completions update and delete every job row)."""
+them (claims and completions update and delete every job row), and its planner statistics
+fresh when a burst of jobs outgrows them (the sessions' cached plans were made for the table
+as it was)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ __all__ = ["Vacuum"]
 
 class Vacuum(PeriodicService):
     """Every ``interval`` seconds, ask the driver to vacuum the jobs table if it holds many dead
-    rows (the driver lets one worker at a time do it, under the ``vacuum`` lease)."""
+    rows, or to analyze it if it outgrew its statistics (the driver lets one worker at a time
+    do it, under the ``vacuum`` lease)."""
 
     name = "vacuum"
 
@@ -23,4 +26,4 @@ class Vacuum(PeriodicService):
     async def tick(self) -> None:
         if await self.driver.vacuum_if_needed():
             self.vacuums += 1
-            self.log.info("vacuumed the jobs table", extra={"event": "vacuum"})
+            self.log.info("vacuumed or analyzed the jobs table", extra={"event": "vacuum"})
