@@ -237,7 +237,7 @@ class Driver(Protocol):
     async def prune_workers(self, *, older_than_s: float) -> None: ...
     async def ensure_partitions(self, days: int = 7) -> None: ...
     async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1,
-                               min_growth: int = 10_000, growth_ratio: float = 4.0) -> bool:
+                               min_growth: int = 256, growth_ratio: float = 4.0) -> bool:
         """Keep the store's tables fit for the hot statements (PostgreSQL: VACUUM when dead
         rows pile up, ANALYZE when the table outgrew its planner statistics); whether it did."""
     def finish_in_transaction(self, conn: Any, job_id: int, *, worker_id: str,
@@ -385,7 +385,7 @@ class NoDatabaseMixin:
     name: str
 
     async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1,
-                               min_growth: int = 10_000, growth_ratio: float = 4.0) -> bool:
+                               min_growth: int = 256, growth_ratio: float = 4.0) -> bool:
         """Nothing to vacuum here (a PostgreSQL concern)."""
         return False
 

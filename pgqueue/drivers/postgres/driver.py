@@ -1374,20 +1374,20 @@ class PostgresDriver:
             "worker": worker_id, "ids": list(job_ids)}, _ids))
 
     async def vacuum_if_needed(self, *, min_dead: int = 20_000, dead_ratio: float = 0.1,
-                               min_growth: int = 10_000, growth_ratio: float = 4.0) -> bool:
+                               min_growth: int = 256, growth_ratio: float = 4.0) -> bool:
         """VACUUM ``jobs`` when the statistics show at least ``min_dead`` dead rows and
-        ``dead_ratio`` of the live ones. Otherwise ANALYZE it when it holds at least
-        ``min_growth`` live rows and ``growth_ratio`` times the rows its planner statistics
+        ``dead_ratio`` of the live ones. Otherwise ANALYZE it when its file has at least
+        ``min_growth`` pages and ``growth_ratio`` times the pages its planner statistics
         assume: the sessions' cached plans of the hot statements (the claims, the completion)
         were made for the table as it was, and a plan made while it was nearly empty reads
         all of it (a sequential scan: 160 ms a claim with 300,000 jobs); both refresh the
         statistics and make every session plan those statements again. One worker at a time.
         Returns whether it vacuumed or analyzed."""
-        dead, live, planned = await self._arun(_Op(
-            self.sql.jobs_dead_tuples, {}, lambda rows: rows[0] if rows else (0, 0, 0)))
+        dead, live, planned, pages = await self._arun(_Op(
+            self.sql.jobs_dead_tuples, {}, lambda rows: rows[0] if rows else (0, 0, 0, 0)))
         if dead >= max(min_dead, dead_ratio * live):
             query = self.sql.vacuum_jobs
-        elif live >= max(min_growth, growth_ratio * planned):
+        elif pages >= max(min_growth, growth_ratio * planned):
             query = self.sql.analyze_jobs
         else:
             return False

@@ -1277,11 +1277,12 @@ class Statements:
              ORDER BY v.queue""")
         #: Dead row versions in ``jobs`` (claims and completions leave one each) as the
         #: statistics see them; they decide when a worker vacuums (see ``vacuum_jobs``).
-        #: The jobs table's dead and live rows (the statistics collector's counts) and the
-        #: rows its planner statistics assume (``pg_class.reltuples``, 0 when never counted).
+        #: The jobs table's dead and live rows (the statistics collector's counts), the pages
+        #: its planner statistics assume (``pg_class.relpages``) and the pages it has now (its
+        #: file's size: the collector's counts can lag by seconds, the file does not).
         self.jobs_dead_tuples = sql.SQL("""
-            SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0),
-                   greatest(c.reltuples, 0)::bigint
+            SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0), c.relpages,
+                   pg_relation_size(c.oid) / current_setting('block_size')::int
               FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
              WHERE c.oid = to_regclass({table})""").format(table=sql.Literal(f"{schema}.jobs"))
         # One vacuuming worker at a time per schema: the ``vacuum`` lease (``acquire_lease``),
