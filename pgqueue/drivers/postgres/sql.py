@@ -67,6 +67,17 @@ def _earliest(*, after_key: bool) -> str:
                    AND j.concurrency_key IS NOT NULL) e"""
 
 
+#: The queues of a claim or of ``next_run_at`` with their keys, one row each (``qn``). The
+#: number of queues, ``{queues}``, is written in: the planner expects an array parameter to
+#: hold 100 elements, and a generic plan priced for 100 index scans lost to the custom plans
+#: for ever, so the statement was planned at every execution (as with the claim's limit:
+#: see :func:`claim_bound`).
+_QUEUE_KEYS = """(SELECT * FROM unnest(%(queues)s::text[], %(after_p)s::smallint[],
+                                  %(after_r)s::timestamptz[], %(after_i)s::bigint[])
+                       AS qn(name, ap, ar, ai)
+                 LIMIT {queues}) qn"""
+
+
 def set_local(settings: dict[str, str]) -> sql.Composed:
     """Set ``settings`` for the current transaction only (``SET LOCAL``): the values end with
     the transaction, so nothing stays on a server session that a pooler hands to another
@@ -309,17 +320,11 @@ class Statements:
 
         #: The same over several queues: the best ``limit`` jobs of each unpaused queue are
         #: locked through the index (LATERAL, one index scan per queue), then the best ``limit``
-        #: overall are taken. Extra rows locked in the CTE are released at commit. ``{queues}``
-        #: is the number of queues, written in: the planner expects an array parameter to hold
-        #: 100 elements, and its generic plan, priced for 100 index scans, lost to the custom
-        #: plans for ever.
+        #: overall are taken. Extra rows locked in the CTE are released at commit.
         self._claim_many_text = """
             WITH c AS (
                 SELECT cand.id, cand.priority, cand.run_at
-                FROM (SELECT * FROM unnest(%(queues)s::text[], %(after_p)s::smallint[],
-                                           %(after_r)s::timestamptz[], %(after_i)s::bigint[])
-                           AS qn(name, ap, ar, ai)
-                       LIMIT {queues}) qn
+                FROM """ + _QUEUE_KEYS + """
                 CROSS JOIN LATERAL (
                     SELECT id, priority, run_at FROM (
                         SELECT id, priority, run_at FROM {s}.jobs
@@ -334,8 +339,8 @@ class Statements:
                     LIMIT %(limit)s) cand
                 ORDER BY cand.priority, cand.run_at, cand.id
                 LIMIT %(limit)s)""" + claim_rows
-        self._claim_format = {k: v for k, v in f.items() if k in ("s", "limited", "claimcols")}
-        self._claims: dict[tuple[int, int], sql.Composed] = {}
+        self._formats = {k: v for k, v in f.items() if k in ("s", "limited", "claimcols")}
+        self._variants: dict[tuple[str, int, int], sql.Composed] = {}
 
         # ---- worker: the limited claim (flow control) --------------------------------------
         #: Which of these queues the limited claim serves: those with a limit in ``queues``
@@ -553,18 +558,12 @@ class Statements:
         #: row comparison alone bounds the first probe: with ``priority = after_p`` beside it,
         #: PostgreSQL started at the head of the key's priority and read every entry up to the
         #: key (20 ms for 100,000 of them).
-        #: ``{queues}``: the number of queues, written in as in ``claim_many`` (the generic
-        #: plan, priced for 100 of them, lost to the custom plans: 1 ms of planning for a
-        #: 0.05 ms read, after every short claim of an idle worker). See :meth:`next_run_at`.
+        #: ``{queues}``: see ``_QUEUE_KEYS`` (planned at every call, it took 1 ms of planning
+        #: for a 0.05 ms read, after every short claim of an idle worker).
         self._next_run_at_text = """
-            SELECT min(x.at) FROM (
-                SELECT * FROM unnest(%(queues)s::text[], %(after_p)s::smallint[],
-                                     %(after_r)s::timestamptz[], %(after_i)s::bigint[])
-                              AS qn(name, ap, ar, ai)
-                 LIMIT {queues}) qn
+            SELECT min(x.at) FROM """ + _QUEUE_KEYS + """
              CROSS JOIN LATERAL (""" + _earliest(after_key=True) + """) AS x(at)
              WHERE NOT EXISTS (SELECT 1 FROM {s}.queues p WHERE p.name = qn.name AND p.paused)"""
-        self._next_run_ats: dict[int, sql.Composed] = {}
 
         #: ``next_run_at`` for a worker some of whose queues are limited (``limited``): in how
         #: many seconds, by the database's clock, a claim may take something. A limited queue
@@ -1321,31 +1320,26 @@ class Statements:
     def claim_one(self, limit: int) -> sql.Composed:
         """The claim of up to ``limit`` jobs of one queue (parameters: ``queue``, ``after_p``,
         ``after_r``, ``after_i``, ``limit``, ``worker``, ``lease``)."""
-        return self._claim(0, limit)
+        return self._variant(self._claim_one_text, bound=claim_bound(limit))
 
     def claim_many(self, limit: int, queues: int) -> sql.Composed:
         """The claim of up to ``limit`` jobs of ``queues`` queues (``queues`` and the
         ``after_*`` parameters as arrays, one element per queue)."""
-        return self._claim(queues, limit)
+        return self._variant(self._claim_many_text, bound=claim_bound(limit), queues=queues)
 
     def next_run_at(self, queues: int) -> sql.Composed:
         """When the next waiting job of ``queues`` (unpaused) queues is due, each read after
         its key (``queues``, ``after_p``, ``after_r``, ``after_i``: arrays of that length)."""
-        stmt = self._next_run_ats.get(queues)
-        if stmt is None:
-            stmt = self._next_run_ats[queues] = sql.SQL(self._next_run_at_text).format(
-                queues=sql.Literal(queues), s=self._claim_format["s"])
-        return stmt
+        return self._variant(self._next_run_at_text, queues=queues)
 
-    def _claim(self, queues: int, limit: int) -> sql.Composed:
-        """The claim statement for ``limit`` (see :func:`claim_bound`) over ``queues`` queues
-        (0: the one-queue statement)."""
-        bound = claim_bound(limit)
-        stmt = self._claims.get((queues, bound))
+    def _variant(self, text: str, *, bound: int = 0, queues: int = 0) -> sql.Composed:
+        """``text`` with the numbers the planner must see written in (``{bound}``,
+        ``{queues}``), composed once per distinct value: a few statements, each prepared."""
+        key = (text, bound, queues)
+        stmt = self._variants.get(key)
         if stmt is None:
-            text = self._claim_many_text if queues else self._claim_one_text
-            stmt = self._claims[(queues, bound)] = sql.SQL(text).format(
-                bound=sql.Literal(bound), queues=sql.Literal(queues), **self._claim_format)
+            stmt = self._variants[key] = sql.SQL(text).format(
+                bound=sql.Literal(bound), queues=sql.Literal(queues), **self._formats)
         return stmt
 
 
